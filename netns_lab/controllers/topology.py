@@ -1,0 +1,216 @@
+"""Turn a scenario into a concrete plan: which namespace, interface and address each object gets.
+
+This plays the part of the scheduler (round-robin for pods without ``nodeName``), the node
+IPAM controller (node i gets the i-th /24 of podCIDR) and the CNI's host-local IPAM (pods get
+.2, .3... of their node's subnet; .1 is the ``cni0`` gateway). It is pure, so it is unit
+tested without root and the realizer only has to follow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from netns_lab.errors import ScenarioError
+from netns_lab.model import Pod, Scenario
+
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
+VXLAN_VNI = 1
+VXLAN_PORT = 8472  # flannel's (Linux's historical) VXLAN port
+NODE_AGENT_PORT = 10250  # a server in every node namespace, for the pod-to-node promise
+MAX_PODS_PER_NODE = 253  # a /24 minus network, gateway and broadcast
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    index: int
+    netns: str
+    ip: IPv4Address  # on the node network (the underlay)
+    pod_subnet: IPv4Network
+    gateway: IPv4Address  # cni0's address, the pods' default route
+    vtep_ip: IPv4Address  # flannel.1's address: the subnet's network address, /32
+    vtep_mac: str
+    uplink: str  # the node's port name inside the underlay namespace
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    key: str
+    name: str
+    namespace: str
+    node: str
+    netns: str
+    ip: IPv4Address
+    host_veth: str
+    ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
+
+
+@dataclass(frozen=True)
+class Topology:
+    lab: str
+    network: str
+    underlay_mtu: int
+    pod_mtu: int
+    node_cidr: IPv4Network
+    underlay_netns: str
+    nodes: tuple[NodePlan, ...]
+    pods: tuple[PodPlan, ...]
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def pod(self, key: str) -> PodPlan:
+        if "/" not in key:
+            key = f"default/{key}"
+        for p in self.pods:
+            if p.key == key:
+                return p
+        raise KeyError(key)
+
+    def pods_on(self, node: str) -> tuple[PodPlan, ...]:
+        return tuple(p for p in self.pods if p.node == node)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every network namespace of the lab, in creation order."""
+        return (self.underlay_netns, *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
+
+
+def underlay_netns(lab: str) -> str:
+    return f"{lab}__net"  # "__" cannot occur in a node or pod namespace name
+
+
+def node_netns(lab: str, node: str) -> str:
+    return f"{lab}_{node}"
+
+
+def pod_netns(lab: str, namespace: str, pod: str) -> str:
+    return f"{lab}_{namespace}_{pod}"
+
+
+def _veth_name(key: str, taken: set[str]) -> str:
+    """``veth`` + 8 hex digits of the pod key, as CNI plugins name host-side veths (15 chars max)."""
+    salt = 0
+    while True:
+        digest = hashlib.sha1(f"{key}#{salt}".encode()).hexdigest()[:8]
+        name = f"veth{digest}"
+        if name not in taken:
+            taken.add(name)
+            return name
+        salt += 1
+
+
+def schedule(scenario: Scenario) -> dict[str, str]:
+    """Pod key -> node name: ``spec.nodeName`` when set, otherwise round-robin in file order."""
+    nodes = scenario.cluster.nodes
+    out: dict[str, str] = {}
+    rr = 0
+    for pod in scenario.pods:
+        if pod.node_name:
+            out[pod.key] = pod.node_name
+        else:
+            out[pod.key] = nodes[rr % len(nodes)]
+            rr += 1
+    return out
+
+
+def plan(scenario: Scenario) -> Topology:
+    cluster = scenario.cluster
+    lab = scenario.name
+    node_hosts = list(cluster.node_cidr.hosts())
+    subnets = cluster.pod_cidr.subnets(new_prefix=24)
+    nodes: list[NodePlan] = []
+    for i, name in enumerate(cluster.nodes):
+        subnet = next(subnets)
+        nodes.append(
+            NodePlan(
+                name=name,
+                index=i,
+                netns=node_netns(lab, name),
+                ip=node_hosts[i + 1],  # .1 stays free for a gateway/router
+                pod_subnet=subnet,
+                gateway=subnet.network_address + 1,
+                vtep_ip=subnet.network_address,
+                vtep_mac=f"02:6e:6c:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}",
+                uplink=f"uplink{i}",
+            )
+        )
+    by_name = {n.name: n for n in nodes}
+    placement = schedule(scenario)
+    used: dict[str, int] = {n.name: 0 for n in nodes}
+    veths: dict[str, set[str]] = {n.name: set() for n in nodes}
+    pods: list[PodPlan] = []
+    for pod in scenario.pods:
+        node = by_name[placement[pod.key]]
+        used[node.name] += 1
+        if used[node.name] > MAX_PODS_PER_NODE:
+            raise ScenarioError(
+                scenario.path,
+                "objects",
+                f'Too many: node "{node.name}" would hold more than {MAX_PODS_PER_NODE} pods (its pod subnet is {node.pod_subnet}); add nodes',
+            )
+        pods.append(_pod_plan(lab, pod, node, used[node.name], veths[node.name]))
+    pod_mtu = cluster.mtu - VXLAN_OVERHEAD if cluster.network == "vxlan" else cluster.mtu
+    return Topology(
+        lab=lab,
+        network=cluster.network,
+        underlay_mtu=cluster.mtu,
+        pod_mtu=pod_mtu,
+        node_cidr=cluster.node_cidr,
+        underlay_netns=underlay_netns(lab),
+        nodes=tuple(nodes),
+        pods=tuple(pods),
+    )
+
+
+def _pod_plan(lab: str, pod: Pod, node: NodePlan, ordinal: int, taken: set[str]) -> PodPlan:
+    return PodPlan(
+        key=pod.key,
+        name=pod.name,
+        namespace=pod.namespace,
+        node=node.name,
+        netns=pod_netns(lab, pod.namespace, pod.name),
+        ip=node.pod_subnet.network_address + 1 + ordinal,
+        host_veth=_veth_name(pod.key, taken),
+        ports=tuple((p.container_port, p.protocol) for p in pod.ports),
+    )
+
+
+def to_dict(topo: Topology) -> dict[str, object]:
+    """JSON-ready form, stored in the lab's state file so ``down``/``status``/probes can work
+    on a running lab without re-reading a scenario file that may have changed since."""
+    import dataclasses
+
+    def conv(v: object) -> object:
+        if isinstance(v, (IPv4Address, IPv4Network)):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    out = {k: conv(v) for k, v in dataclasses.asdict(topo).items() if k not in ("nodes", "pods")}
+    out["nodes"] = [{f: conv(x) for f, x in dataclasses.asdict(n).items()} for n in topo.nodes]
+    out["pods"] = [{f: conv(x) for f, x in dataclasses.asdict(p).items()} for p in topo.pods]
+    return out
+
+
+def from_dict(data: dict[str, object]) -> Topology:
+    nodes = tuple(
+        NodePlan(**{**n, "ip": IPv4Address(n["ip"]), "pod_subnet": IPv4Network(n["pod_subnet"]),
+                    "gateway": IPv4Address(n["gateway"]), "vtep_ip": IPv4Address(n["vtep_ip"])})
+        for n in data["nodes"]  # type: ignore[union-attr]
+    )
+    pods = tuple(
+        PodPlan(**{**p, "ip": IPv4Address(p["ip"]), "ports": tuple(tuple(x) for x in p["ports"])})
+        for p in data["pods"]  # type: ignore[union-attr]
+    )
+    return Topology(
+        lab=data["lab"], network=data["network"], underlay_mtu=data["underlay_mtu"],  # type: ignore[arg-type]
+        pod_mtu=data["pod_mtu"], node_cidr=IPv4Network(data["node_cidr"]),  # type: ignore[arg-type]
+        underlay_netns=data["underlay_netns"], nodes=nodes, pods=pods,  # type: ignore[arg-type]
+    )

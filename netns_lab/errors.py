@@ -1,0 +1,49 @@
+"""One exception tree for the whole lab, so callers can tell bad input from a kernel refusal.
+
+``ScenarioError`` is the user's fault (exit code 2, nothing built), ``RealizeError`` is the
+kernel saying no (with the object and the errno), ``CheckFailed`` is a probe that did not get
+what the scenario expected.
+"""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Base of every error netns-lab raises on purpose."""
+
+
+class ScenarioError(LabError):
+    """Invalid scenario input: names the file, the field path and the rule broken.
+
+    ``str()`` is always a single line: ``FILE[:LINE]: PATH: MESSAGE``.
+    """
+
+    def __init__(self, file: str, path: str, message: str, line: int | None = None) -> None:
+        self.file = file
+        self.path = path
+        self.message = " ".join(message.split())  # one line, always
+        self.line = line
+        where = f"{file}:{line}" if line else file
+        text = f"{where}: {path}: {self.message}" if path else f"{where}: {self.message}"
+        super().__init__(text)
+
+
+class RealizeError(LabError):
+    """The kernel refused to create or change an object."""
+
+    def __init__(self, obj: str, action: str, errno: int | None, detail: str = "") -> None:
+        self.obj = obj
+        self.action = action
+        self.errno = errno
+        msg = f"{action} {obj} failed"
+        if errno is not None:
+            import os
+
+            msg += f": [errno {errno}] {os.strerror(errno)}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class CheckFailed(LabError):
+    """A probe or scenario check did not observe what was expected."""

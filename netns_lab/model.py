@@ -1,0 +1,131 @@
+"""Frozen description of a cluster: what the user asked for, independent of any kernel.
+
+Everything here is immutable and hashable so the same model can be shared by the
+controllers, the renderers and the realizer without anyone changing it under the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+NETWORK_MODES = ("vxlan", "host-gw")
+PROXY_MODES = ("iptables", "nftables", "ipvs")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The ``cluster:`` section of a scenario, with DESIGN.md's defaults filled in."""
+
+    nodes: tuple[str, ...] = ("node-1", "node-2")
+    network: str = "vxlan"
+    proxy_mode: str = "iptables"
+    node_cidr: IPv4Network = IPv4Network("10.0.0.0/24")
+    pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
+    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    cluster_domain: str = "cluster.local"
+    dns_ip: IPv4Address = IPv4Address("10.96.0.10")
+    node_port_range: tuple[int, int] = (30000, 32767)
+    mtu: int = 1500  # underlay MTU; the overlay takes 50 bytes off it
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    ports: tuple[ContainerPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str = "default"
+    labels: tuple[tuple[str, str], ...] = ()
+    node_name: str | None = None
+    containers: tuple[Container, ...] = ()
+    hostname: str | None = None
+    subdomain: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``: unique within a cluster."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def ports(self) -> tuple[ContainerPort, ...]:
+        """Every declared containerPort of every container, in manifest order."""
+        return tuple(p for c in self.containers for p in c.ports)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """``pod/NS/NAME``, ``node/NAME``, ``service/X``..., or a literal IP (kind ``ip``)."""
+
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "ip":
+            return self.name
+        if self.kind in ("node", "external") or self.namespace is None:
+            return f"{self.kind}/{self.name}" if self.kind != "external" else "external"
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Expect:
+    result: str | None = None
+    served_by: tuple[str, ...] | None = None
+    client_ip: ObjectRef | None = None  # kind "self" means: the IP the source shows for itself
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the scenario's ``checks:``; ``action`` is connect, ping or matrix."""
+
+    name: str
+    action: str
+    source: ObjectRef | None = None
+    target: ObjectRef | None = None
+    port: int | None = None
+    protocol: str = "tcp"
+    count: int = 1
+    matrix: str | None = None  # pod-to-pod | node-to-pod | pod-to-node
+    expect: Expect = field(default_factory=Expect)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    cluster: ClusterConfig
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    checks: tuple[Check, ...] = ()
+    description: str = ""
+
+    def pod(self, key: str) -> Pod:
+        for p in self.pods:
+            if p.key == key:
+                return p
+        raise KeyError(key)

@@ -1,0 +1,1 @@
+"""Real packets through real namespaces: socket probes, ping, captures, and the checks."""

@@ -1,0 +1,81 @@
+"""Packet capture on any lab interface, decoded with scapy.
+
+The AF_PACKET socket is opened by a thread inside the lab namespace (so it sees that
+namespace's interface), and frames are collected while the caller sends its probe.
+scapy is imported lazily: it costs about a second and most commands never need it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from netns_lab.realize.netns import NetnsThread
+
+ETH_P_ALL = 0x0003
+
+
+class Capture:
+    """``with Capture(ns, "br0") as cap: ...`` then ``cap.packets()`` (scapy Ether objects)."""
+
+    def __init__(self, netns_name: str, ifname: str, limit: int = 10000) -> None:
+        self.netns = netns_name
+        self.ifname = ifname
+        self.limit = limit
+        self.frames: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"capture-{ifname}", daemon=True)
+
+    def _run(self) -> None:
+        worker = NetnsThread()
+        try:
+            worker.enter(self.netns)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            sock.bind((self.ifname, 0))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            worker.close()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set() and len(self.frames) < self.limit:
+                ready, _, _ = select.select([sock], [], [], 0.05)
+                if ready:
+                    data = sock.recv(65535)
+                    self.frames.append((time.time(), data))
+        finally:
+            sock.close()
+            worker.close()
+
+    def __enter__(self) -> "Capture":
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.05)  # let the last frames of the probe arrive
+        self._stop.set()
+        self._thread.join()
+
+    def packets(self) -> list[Any]:
+        from scapy.layers.l2 import Ether
+
+        out = []
+        for ts, data in self.frames:
+            pkt = Ether(data)
+            pkt.time = ts
+            out.append(pkt)
+        return out
+
+    def write_pcap(self, path: str) -> None:
+        from scapy.utils import wrpcap
+
+        wrpcap(path, self.packets())

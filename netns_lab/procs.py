@@ -1,0 +1,105 @@
+"""Processes the lab starts, and how it proves they are its own before stopping them.
+
+Every process gets ``NETNS_LAB=<lab>`` and ``NETNS_LAB_INSTANCE=<token>`` in its environment.
+We stop a PID only if its ``/proc/PID/environ`` carries our token (a recycled PID never
+does), and ``clean`` can also find a process whose PID was never recorded (the builder
+was killed between ``fork`` and writing the state file) by that same token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+ENV_LAB = "NETNS_LAB"
+ENV_INSTANCE = "NETNS_LAB_INSTANCE"
+
+
+def lab_env(lab: str, instance: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_LAB] = lab
+    env[ENV_INSTANCE] = instance
+    return env
+
+
+def spawn(cmd: list[str], lab: str, instance: str, log: str) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (it outlives the CLI that built the lab)."""
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            cmd,
+            env=lab_env(lab, instance),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def owned_by(pid: int, instance: str) -> bool:
+    if not instance:
+        return False
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            env = fh.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return f"{ENV_INSTANCE}={instance}".encode() in env
+
+
+def find_owned(instance: str) -> list[int]:
+    """Every live process carrying ``instance`` in its environment."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and owned_by(int(entry), instance):
+            pids.append(int(entry))
+    return pids
+
+
+def stop(pid: int, instance: str, timeout: float = 3.0) -> bool:
+    """SIGTERM then SIGKILL ``pid``, only if it is ours. Returns whether it was running."""
+    if not owned_by(pid, instance):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not owned_by(pid, instance) or _zombie(pid):
+            return True
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

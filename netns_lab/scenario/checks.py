@@ -1,0 +1,160 @@
+"""The ``checks:`` section: what the user expects the network to do, validated up front.
+
+Every reference (``pod/X``, ``node/X``) must name an object of the scenario, so a typo in a
+check is a load-time error (exit 2), not a confusing failure after a minute of building.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod
+from netns_lab.scenario.schema import ANY, INT, STR, ListOf, Obj
+from netns_lab.scenario.yamlsrc import Source, join
+
+EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR})
+CHECK = Obj(
+    "netns-lab/v1 Check",
+    {
+        "name": STR,
+        "from": STR,
+        "connect": STR,
+        "ping": STR,
+        "matrix": STR,
+        "protocol": STR,
+        "count": INT,
+        "expect": EXPECT,
+    },
+)
+CHECKS = ListOf(CHECK)
+
+ACTIONS = ("connect", "ping", "matrix")
+CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
+PING_RESULTS = ("reply", "no-reply")
+PROTOCOLS = ("tcp", "udp", "http")
+MATRICES = ("pod-to-pod", "node-to-pod", "pod-to-node")
+SOURCE_KINDS = ("pod", "node")
+TARGET_KINDS = ("pod", "node")
+
+
+class Refs:
+    """Resolves ``kind/[ns/]name`` strings against the objects of one scenario."""
+
+    def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...]) -> None:
+        self.nodes = set(cluster.nodes)
+        self.pods = {p.key for p in pods}
+
+    def parse(self, src: Source, path: str, text: str, kinds: tuple[str, ...], allow_ip: bool = False) -> ObjectRef:
+        if allow_ip:
+            try:
+                ip = ipaddress.IPv4Address(text)
+                return ObjectRef("ip", str(ip))
+            except ValueError:
+                pass
+        kind, sep, rest = text.partition("/")
+        if not sep or kind not in kinds or not rest:
+            want = " or ".join(f"{k}/NAME" for k in kinds) + (" or an IPv4 address" if allow_ip else "")
+            hint = ""
+            if not sep and allow_ip:
+                hint = " (names are looked up by cluster DNS, which this lab does not run yet)"
+            raise src.error(path, f'Invalid value: "{text}": must be {want}{hint}')
+        if kind == "node":
+            if rest not in self.nodes:
+                raise src.error(path, f'Not found: "{text}": no node named "{rest}" in the cluster')
+            return ObjectRef("node", rest)
+        ns, _, name = rest.rpartition("/")
+        ns = ns or "default"
+        if kind == "pod" and f"{ns}/{name}" not in self.pods:
+            raise src.error(path, f'Not found: "{text}": no pod "{name}" in namespace "{ns}"')
+        return ObjectRef(kind, name, ns)
+
+
+def _action(src: Source, raw: dict[str, Any], path: str) -> str:
+    present = [a for a in ACTIONS if raw.get(a) is not None]
+    if len(present) != 1:
+        what = "none" if not present else ", ".join(present)
+        raise src.error(path, f"Invalid value: a check needs exactly one of {', '.join(ACTIONS)} (got {what})")
+    return present[0]
+
+
+def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, ...]:
+    if raw is None:
+        return ()
+    CHECKS.check(src, raw, path)
+    out: list[Check] = []
+    for i, item in enumerate(raw):
+        cpath = join(path, i)
+        action = _action(src, item, cpath)
+        name = item.get("name") or ""
+        protocol = item.get("protocol", "tcp")
+        if protocol not in PROTOCOLS:
+            raise src.error(join(cpath, "protocol"), f'Unsupported value: "{protocol}": supported values: {", ".join(PROTOCOLS)}')
+        count = item.get("count", 1)
+        if not 1 <= count <= 10000:
+            raise src.error(join(cpath, "count"), f"Invalid value: {count}: must be between 1 and 10000, inclusive")
+        source = target = None
+        port = None
+        matrix = None
+        if action == "matrix":
+            matrix = item["matrix"]
+            if matrix not in MATRICES:
+                raise src.error(join(cpath, "matrix"), f'Unsupported value: "{matrix}": supported values: {", ".join(MATRICES)}')
+            if item.get("from") is not None:
+                raise src.error(join(cpath, "from"), "Forbidden: a matrix check runs from every pod or node")
+        else:
+            if item.get("from") is None:
+                raise src.error(join(cpath, "from"), "Required value")
+            source = refs.parse(src, join(cpath, "from"), item["from"], SOURCE_KINDS)
+        if action == "connect":
+            host, sep, port_s = item["connect"].rpartition(":")
+            if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+                raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": must be HOST:PORT with PORT 1-65535')
+            target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True)
+            port = int(port_s)
+        elif action == "ping":
+            target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True)
+        expect = _expect(src, item.get("expect") or {}, join(cpath, "expect"), action, refs)
+        if not name:
+            name = _default_name(action, source, target, port, protocol, matrix)
+        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect))
+    return tuple(out)
+
+
+def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs) -> Expect:
+    allowed = PING_RESULTS if action == "ping" else CONNECT_RESULTS
+    result = raw.get("result")
+    if result is not None and result not in allowed:
+        raise src.error(join(path, "result"), f'Unsupported value: "{result}": supported values: {", ".join(allowed)}')
+    served = raw.get("servedBy")
+    served_by: tuple[str, ...] | None = None
+    if served is not None:
+        if action != "connect":
+            raise src.error(join(path, "servedBy"), "Forbidden: servedBy applies to connect checks")
+        items = [served] if isinstance(served, str) else served
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            raise src.error(join(path, "servedBy"), "Invalid type: expected a pod name or a list of pod names")
+        keys = []
+        for j, s in enumerate(items):
+            ref = refs.parse(src, join(join(path, "servedBy"), j), s if s.startswith("pod/") else f"pod/{s}", ("pod",))
+            keys.append(f"{ref.namespace}/{ref.name}")
+        served_by = tuple(keys)
+    client_ip = None
+    if raw.get("clientIP") is not None:
+        if action != "connect":
+            raise src.error(join(path, "clientIP"), "Forbidden: clientIP applies to connect checks")
+        if raw["clientIP"] == "self":
+            client_ip = ObjectRef("self", "self")
+        else:
+            client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node"), allow_ip=True)
+    if action == "connect" and result is None and (served_by or client_ip):
+        result = "ok"
+    return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip)
+
+
+def _default_name(action: str, source: ObjectRef | None, target: ObjectRef | None, port: int | None, protocol: str, matrix: str | None) -> str:
+    if action == "matrix":
+        return f"{matrix} matrix"
+    if action == "ping":
+        return f"{source} ping {target}"
+    return f"{source} -> {target}:{port} ({protocol})"

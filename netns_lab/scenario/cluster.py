@@ -1,0 +1,171 @@
+"""The ``cluster:`` section: defaults from DESIGN.md and the address-plan rules.
+
+The rules here are the ones that make a plan buildable: ranges that do not overlap, a /24
+pod subnet per node, room on the node network, a DNS IP inside the Service range.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import fields
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from netns_lab.model import NETWORK_MODES, PROXY_MODES, ClusterConfig
+from netns_lab.scenario import k8s
+from netns_lab.scenario.schema import ANY, INT, STR, Obj
+from netns_lab.scenario.yamlsrc import Source, join
+
+CLUSTER = Obj(
+    "netns-lab/v1 Scenario.cluster",
+    {
+        "nodes": ANY,
+        "network": STR,
+        "proxyMode": STR,
+        "nodeCIDR": STR,
+        "podCIDR": STR,
+        "serviceCIDR": STR,
+        "clusterDomain": STR,
+        "dnsIP": STR,
+        "nodePortRange": STR,
+        "mtu": INT,
+    },
+)
+MAX_NODES = 250  # the node network plan and the benchmark's largest run fit well inside this
+RESERVED_NODE_NAMES = ("net",)
+NODE_SUBNET_PREFIX = 24
+_DEFAULTS = {f.name: f.default for f in fields(ClusterConfig)}
+
+
+def _cidr(src: Source, path: str, value: str) -> IPv4Network:
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise src.error(path, f'Invalid value: "{value}": must be a valid CIDR (e.g. 10.0.0.0/24)') from None
+    if not isinstance(net, IPv4Network):
+        raise src.error(path, f'Invalid value: "{value}": only IPv4 is supported')
+    if str(net.network_address) != value.split("/")[0]:
+        raise src.error(path, f'Invalid value: "{value}": must be a network address, e.g. "{net}"')
+    return net
+
+
+def _nodes(src: Source, path: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return _DEFAULTS["nodes"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_NODES:
+            raise src.error(path, f"Invalid value: {value}: must be between 1 and {MAX_NODES}, inclusive")
+        return tuple(f"node-{i}" for i in range(1, value + 1))
+    if not isinstance(value, list) or not value:
+        raise src.error(path, "Invalid type: expected a node count or a non-empty list of node names")
+    names: list[str] = []
+    for i, name in enumerate(value):
+        npath = join(path, i)
+        if not isinstance(name, str):
+            raise src.error(npath, "Invalid type: expected string")
+        errs = k8s.dns1123_subdomain(name)
+        if errs:
+            raise src.error(npath, f'Invalid value: "{name}": {"; ".join(errs)}')
+        if name in RESERVED_NODE_NAMES:
+            raise src.error(npath, f'Invalid value: "{name}": reserved for the lab\'s own namespaces')
+        if name in names:
+            raise src.error(npath, f'Duplicate value: "{name}"')
+        names.append(name)
+    if len(names) > MAX_NODES:
+        raise src.error(path, f"Too many: {len(names)}: must have at most {MAX_NODES} items")
+    return tuple(names)
+
+
+def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Network, ...] = ()) -> ClusterConfig:
+    """Validate the ``cluster:`` mapping and return a :class:`ClusterConfig`.
+
+    ``host_networks`` are the host's own address prefixes: the lab never touches the host,
+    but a lab range equal to one of them would make addresses ambiguous for the user.
+    """
+    raw = raw or {}
+    CLUSTER.check(src, raw, path)
+    nodes = _nodes(src, join(path, "nodes"), raw.get("nodes"))
+    network = raw.get("network", _DEFAULTS["network"])
+    proxy_mode = raw.get("proxyMode", _DEFAULTS["proxy_mode"])
+    for field, value, allowed in (("network", network, NETWORK_MODES), ("proxyMode", proxy_mode, PROXY_MODES)):
+        if value not in allowed:
+            supported = ", ".join(f'"{a}"' for a in allowed)
+            raise src.error(join(path, field), f'Unsupported value: "{value}": supported values: {supported}')
+    cidrs: dict[str, IPv4Network] = {}
+    for field, key in (("nodeCIDR", "node_cidr"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):
+        value = raw.get(field)
+        cidrs[field] = _cidr(src, join(path, field), value) if value is not None else _DEFAULTS[key]
+    names = list(cidrs)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if cidrs[a].overlaps(cidrs[b]):
+                raise src.error(join(path, b), f'Invalid value: "{cidrs[b]}": overlaps {a} {cidrs[a]}')
+    for field, net in cidrs.items():
+        for host_net in host_networks:
+            if net.overlaps(host_net):
+                raise src.error(
+                    join(path, field),
+                    f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use',
+                )
+    pod_cidr, node_cidr = cidrs["podCIDR"], cidrs["nodeCIDR"]
+    if pod_cidr.prefixlen > NODE_SUBNET_PREFIX:
+        raise src.error(
+            join(path, "podCIDR"),
+            f'Invalid value: "{pod_cidr}": must be /{NODE_SUBNET_PREFIX} or larger: each node gets a /{NODE_SUBNET_PREFIX} pod subnet',
+        )
+    capacity = 2 ** (NODE_SUBNET_PREFIX - pod_cidr.prefixlen)
+    if len(nodes) > capacity:
+        raise src.error(
+            join(path, "podCIDR"),
+            f'Invalid value: "{pod_cidr}": has room for {capacity} node pod subnets (/{NODE_SUBNET_PREFIX}), the cluster has {len(nodes)} nodes',
+        )
+    # .1 is kept for a gateway/router, nodes follow; keep the broadcast address free.
+    if len(nodes) > node_cidr.num_addresses - 3:
+        raise src.error(
+            join(path, "nodeCIDR"),
+            f'Invalid value: "{node_cidr}": has room for {max(node_cidr.num_addresses - 3, 0)} nodes, the cluster has {len(nodes)}',
+        )
+    dns_raw = raw.get("dnsIP")
+    dns_ip = _DEFAULTS["dns_ip"]
+    if dns_raw is not None:
+        try:
+            dns_ip = IPv4Address(dns_raw)
+        except ValueError:
+            raise src.error(join(path, "dnsIP"), f'Invalid value: "{dns_raw}": must be a valid IPv4 address') from None
+    svc = cidrs["serviceCIDR"]
+    if dns_ip not in svc or dns_ip in (svc.network_address, svc.broadcast_address):
+        raise src.error(join(path, "dnsIP"), f'Invalid value: "{dns_ip}": must be a usable address of serviceCIDR {svc}')
+    domain = raw.get("clusterDomain", _DEFAULTS["cluster_domain"])
+    errs = k8s.dns1123_subdomain(domain)
+    if errs:
+        raise src.error(join(path, "clusterDomain"), f'Invalid value: "{domain}": {"; ".join(errs)}')
+    npr = _DEFAULTS["node_port_range"]
+    if raw.get("nodePortRange") is not None:
+        npr = _port_range(src, join(path, "nodePortRange"), raw["nodePortRange"])
+    mtu = raw.get("mtu", _DEFAULTS["mtu"])
+    if not 1280 <= mtu <= 9000:
+        raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be between 1280 and 9000, inclusive")
+    return ClusterConfig(
+        nodes=nodes,
+        network=network,
+        proxy_mode=proxy_mode,
+        node_cidr=node_cidr,
+        pod_cidr=pod_cidr,
+        service_cidr=svc,
+        cluster_domain=domain,
+        dns_ip=dns_ip,
+        node_port_range=npr,
+        mtu=mtu,
+    )
+
+
+def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:
+    """``30000-32767``, as kube-apiserver's ``--service-node-port-range``."""
+    lo_s, sep, hi_s = value.partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s if sep else lo_s)
+    except ValueError:
+        raise src.error(path, f'Invalid value: "{value}": must be a port range like "30000-32767"') from None
+    if not (1 <= lo <= hi <= 65535):
+        raise src.error(path, f'Invalid value: "{value}": must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535')
+    return lo, hi

@@ -1,0 +1,136 @@
+"""Load a scenario file into an immutable :class:`~netns_lab.model.Scenario`.
+
+All validation happens here, before anything is built: a bad file exits with code 2 and
+one line naming the file, the field path and the rule, and leaves no trace on the machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+from ipaddress import IPv4Network
+from typing import Any
+
+from netns_lab.errors import ScenarioError
+from netns_lab.model import BUILTIN_NAMESPACES, Namespace, Pod, Scenario
+from netns_lab.scenario import k8s
+from netns_lab.scenario.checks import Refs, parse_checks
+from netns_lab.scenario.cluster import parse_cluster
+from netns_lab.scenario.manifests import parse_object
+from netns_lab.scenario.schema import ANY, STR, ListOf, Obj
+from netns_lab.scenario.yamlsrc import Source, join, load_documents
+
+API_VERSION = "netns-lab/v1"
+SCENARIO = Obj(
+    "netns-lab/v1 Scenario",
+    {"apiVersion": STR, "kind": STR, "name": STR, "description": STR, "cluster": ANY, "objects": ListOf(ANY), "checks": ANY},
+)
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted paths (``cluster.network``) in a copy of the raw file: tests and benchmarks
+    run one scenario file in several modes without copying it."""
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return data
+
+
+def _object_sources(src: Source, objects: list[Any]) -> list[tuple[Source, Any, str]]:
+    """Expand ``objects:`` into (source, manifest, path) triples, in file order.
+
+    A string item is a path or glob relative to the scenario file; each matched file may hold
+    several YAML documents and ``kind: List`` wrappers, as ``kubectl apply -f`` accepts.
+    """
+    out: list[tuple[Source, Any, str]] = []
+    base_dir = os.path.dirname(os.path.abspath(src.file))
+    for i, item in enumerate(objects):
+        path = join("objects", i)
+        if not isinstance(item, str):
+            out.append((src, item, path))
+            continue
+        pattern = item if os.path.isabs(item) else os.path.join(base_dir, item)
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise src.error(path, f'Not found: "{item}": no file matches')
+        for file in matches:
+            rel = os.path.relpath(file)
+            for d, doc in enumerate(load_documents(rel)):
+                if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
+                    for j, sub in enumerate(doc.data.get("items") or []):
+                        out.append((doc, sub, join(f"[{d}].items", j) if d else join("items", j)))
+                else:
+                    out.append((doc, doc.data, f"[{d}]" if d else ""))
+    return out
+
+
+def load_scenario(
+    path: str,
+    overrides: dict[str, Any] | None = None,
+    host_networks: tuple[IPv4Network, ...] = (),
+) -> Scenario:
+    """Read, validate and freeze one scenario file; raise :class:`ScenarioError` on bad input."""
+    docs = load_documents(path)
+    if len(docs) != 1:
+        raise ScenarioError(path, "", f"a scenario file holds exactly one YAML document, found {len(docs)}")
+    src = docs[0]
+    if not isinstance(src.data, dict):
+        raise src.error("", "Invalid type: a scenario must be a mapping with apiVersion, kind, name")
+    if overrides:
+        src.data = _apply_overrides(src.data, overrides)
+    data = src.data
+    SCENARIO.check(src, data, "")
+    if data.get("apiVersion") != API_VERSION:
+        raise src.error("apiVersion", f'Unsupported value: "{data.get("apiVersion")}": supported values: "{API_VERSION}"')
+    if data.get("kind") != "Scenario":
+        raise src.error("kind", f'Unsupported value: "{data.get("kind")}": supported values: "Scenario"')
+    name = data.get("name")
+    if not name:
+        raise src.error("name", "Required value")
+    errs = k8s.dns1123_label(name)
+    if errs:
+        raise src.error("name", f'Invalid value: "{name}": {"; ".join(errs)}')
+    if len(name) > 40:
+        raise src.error("name", f'Invalid value: "{name}": must be no more than 40 characters (it prefixes every namespace of the lab)')
+    cluster = parse_cluster(src, data.get("cluster"), "cluster", host_networks)
+
+    namespaces: dict[str, Namespace] = {n: Namespace(n) for n in BUILTIN_NAMESPACES}
+    pods: dict[str, Pod] = {}
+    for osrc, obj, opath in _object_sources(src, data.get("objects") or []):
+        model_obj = parse_object(osrc, obj, opath)
+        if isinstance(model_obj, Namespace):
+            if model_obj.name in namespaces and model_obj.name not in BUILTIN_NAMESPACES:
+                raise osrc.error(join(opath, "metadata.name"), f'namespaces "{model_obj.name}" already exists')
+            namespaces[model_obj.name] = model_obj
+        elif isinstance(model_obj, Pod):
+            if model_obj.namespace not in namespaces:
+                raise osrc.error(join(opath, "metadata.namespace"), f'namespaces "{model_obj.namespace}" not found')
+            if model_obj.key in pods:
+                raise osrc.error(
+                    join(opath, "metadata.name"),
+                    f'pods "{model_obj.name}" already exists in namespace "{model_obj.namespace}"',
+                )
+            if model_obj.node_name is not None and model_obj.node_name not in cluster.nodes:
+                raise osrc.error(join(opath, "spec.nodeName"), f'Not found: "{model_obj.node_name}": no such node in the cluster')
+            pods[model_obj.key] = model_obj
+
+    pod_tuple = tuple(pods.values())
+    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple))
+    scenario = Scenario(
+        name=name,
+        path=path,
+        cluster=cluster,
+        namespaces=tuple(n for k, n in namespaces.items()),
+        pods=pod_tuple,
+        checks=checks,
+        description=data.get("description") or "",
+    )
+    from netns_lab.controllers.topology import plan  # the address plan is part of validity
+
+    plan(scenario)
+    return scenario

@@ -1,0 +1,209 @@
+"""Kubernetes manifests -> model objects, with the API server's validation and wording.
+
+Each supported ``(apiVersion, kind)`` has one parser. Anything else is refused with the
+message ``kubectl apply`` gives for an unknown kind, plus what the lab does support, so a
+manifest is never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from netns_lab.model import PROTOCOLS, Container, ContainerPort, Namespace, Pod
+from netns_lab.scenario import k8s
+from netns_lab.scenario.schema import ANY, BOOL, INT, OBJECT_META, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.yamlsrc import Source, join
+
+CONTAINER_PORT = Obj(
+    "io.k8s.api.core.v1.ContainerPort",
+    {"name": STR, "containerPort": INT, "protocol": STR, "hostPort": INT, "hostIP": STR},
+)
+_IGNORED_CONTAINER_FIELDS = (
+    "command args env envFrom resources resizePolicy imagePullPolicy securityContext volumeMounts "
+    "volumeDevices livenessProbe readinessProbe startupProbe workingDir stdin stdinOnce tty "
+    "lifecycle terminationMessagePath terminationMessagePolicy restartPolicy"
+).split()
+CONTAINER = Obj(
+    "io.k8s.api.core.v1.Container",
+    {"name": STR, "image": STR, "ports": ListOf(CONTAINER_PORT)} | {f: ANY for f in _IGNORED_CONTAINER_FIELDS},
+)
+_IGNORED_POD_SPEC_FIELDS = (
+    "initContainers ephemeralContainers restartPolicy terminationGracePeriodSeconds "
+    "activeDeadlineSeconds nodeSelector tolerations affinity volumes serviceAccountName "
+    "serviceAccount automountServiceAccountToken securityContext priorityClassName priority "
+    "imagePullSecrets schedulerName topologySpreadConstraints readinessGates runtimeClassName "
+    "preemptionPolicy overhead shareProcessNamespace hostPID hostIPC setHostnameAsFQDN os "
+    "hostAliases schedulingGates resourceClaims hostUsers dnsConfig"
+).split()
+POD_SPEC = Obj(
+    "io.k8s.api.core.v1.PodSpec",
+    {
+        "containers": ListOf(CONTAINER),
+        "nodeName": STR,
+        "hostname": STR,
+        "subdomain": STR,
+        "dnsPolicy": STR,
+        "enableServiceLinks": BOOL,
+        "hostNetwork": BOOL,
+    }
+    | {f: ANY for f in _IGNORED_POD_SPEC_FIELDS},
+)
+POD = Obj("io.k8s.api.core.v1.Pod", {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": POD_SPEC, "status": ANY})
+NAMESPACE = Obj(
+    "io.k8s.api.core.v1.Namespace",
+    {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": ANY, "status": ANY},
+)
+
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+
+
+def _fail(src: Source, path: str, errs: list[str], value: Any) -> None:
+    if errs:
+        raise src.error(path, f'Invalid value: "{value}": {"; ".join(errs)}')
+
+
+def _unsupported(src: Source, path: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        supported = ", ".join(f'"{a}"' for a in sorted(allowed))
+        raise src.error(path, f'Unsupported value: "{value}": supported values: {supported}')
+
+
+def metadata(src: Source, obj: dict[str, Any], base: str, namespaced: bool) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """Validate ``metadata``: name, namespace, labels. Returns (name, namespace, labels)."""
+    meta = obj.get("metadata") or {}
+    mpath = join(base, "metadata")
+    name = meta.get("name")
+    if not name:
+        raise src.error(join(mpath, "name"), "Required value: name or generateName is required")
+    _fail(src, join(mpath, "name"), k8s.dns1123_subdomain(name) if namespaced else k8s.dns1123_label(name), name)
+    namespace = meta.get("namespace") or "default"
+    if namespaced:
+        _fail(src, join(mpath, "namespace"), k8s.dns1123_label(namespace), namespace)
+    labels = meta.get("labels") or {}
+    for key, value in labels.items():
+        lpath = join(join(mpath, "labels"), key)
+        _fail(src, lpath, k8s.qualified_name(key), key)
+        _fail(src, lpath, k8s.label_value(value), value)
+    return name, namespace, tuple(sorted(labels.items()))
+
+
+def parse_namespace(src: Source, obj: dict[str, Any], base: str) -> Namespace:
+    NAMESPACE.check(src, obj, base)
+    name, _, labels = metadata(src, obj, base, namespaced=False)
+    return Namespace(name=name, labels=labels)
+
+
+def _container_port(src: Source, port: dict[str, Any], path: str) -> ContainerPort:
+    number = port.get("containerPort")
+    if number is None:
+        raise src.error(join(path, "containerPort"), "Required value")
+    _fail(src, join(path, "containerPort"), k8s.port_num(number), number)
+    protocol = port.get("protocol") or "TCP"
+    _unsupported(src, join(path, "protocol"), protocol, PROTOCOLS)
+    if protocol == "SCTP":
+        raise src.error(join(path, "protocol"), 'Unsupported value: "SCTP": netns-lab\'s netexec serves TCP and UDP only')
+    name = port.get("name")
+    if name is not None:
+        _fail(src, join(path, "name"), k8s.port_name(name), name)
+    if port.get("hostPort") is not None:
+        raise src.error(join(path, "hostPort"), "Forbidden: hostPort is not supported by netns-lab")
+    return ContainerPort(container_port=number, protocol=protocol, name=name)
+
+
+def parse_pod(src: Source, obj: dict[str, Any], base: str) -> Pod:
+    POD.check(src, obj, base)
+    name, namespace, labels = metadata(src, obj, base, namespaced=True)
+    spath = join(base, "spec")
+    spec = obj.get("spec") or {}
+    if spec.get("hostNetwork"):
+        raise src.error(join(spath, "hostNetwork"), "Forbidden: hostNetwork pods are not supported by netns-lab")
+    containers_raw = spec.get("containers") or []
+    if not containers_raw:
+        raise src.error(join(spath, "containers"), "Required value")
+    containers: list[Container] = []
+    seen_names: set[str] = set()
+    seen_port_names: set[str] = set()
+    seen_ports: set[tuple[int, str]] = set()
+    for i, raw in enumerate(containers_raw):
+        cpath = join(join(spath, "containers"), i)
+        cname = raw.get("name")
+        if not cname:
+            raise src.error(join(cpath, "name"), "Required value")
+        _fail(src, join(cpath, "name"), k8s.dns1123_label(cname), cname)
+        if cname in seen_names:
+            raise src.error(join(cpath, "name"), f'Duplicate value: "{cname}"')
+        seen_names.add(cname)
+        image = raw.get("image")
+        if not image:
+            raise src.error(join(cpath, "image"), "Required value")
+        ports: list[ContainerPort] = []
+        for j, praw in enumerate(raw.get("ports") or []):
+            ppath = join(join(cpath, "ports"), j)
+            port = _container_port(src, praw, ppath)
+            if port.name is not None:
+                if port.name in seen_port_names:
+                    raise src.error(join(ppath, "name"), f'Duplicate value: "{port.name}"')
+                seen_port_names.add(port.name)
+            if (port.container_port, port.protocol) in seen_ports:
+                raise src.error(
+                    join(ppath, "containerPort"),
+                    f'Duplicate value: "{port.container_port}/{port.protocol}": containers of a pod share one network namespace',
+                )
+            seen_ports.add((port.container_port, port.protocol))
+            ports.append(port)
+        containers.append(Container(name=cname, image=image, ports=tuple(ports)))
+    for field in ("hostname", "subdomain"):
+        value = spec.get(field)
+        if value is not None:
+            _fail(src, join(spath, field), k8s.dns1123_label(value), value)
+    if spec.get("dnsPolicy") is not None:
+        _unsupported(src, join(spath, "dnsPolicy"), spec["dnsPolicy"], DNS_POLICIES)
+    return Pod(
+        name=name,
+        namespace=namespace,
+        labels=labels,
+        node_name=spec.get("nodeName"),
+        containers=tuple(containers),
+        hostname=spec.get("hostname"),
+        subdomain=spec.get("subdomain"),
+    )
+
+
+Parser = Callable[[Source, dict[str, Any], str], Any]
+
+PARSERS: dict[tuple[str, str], Parser] = {
+    ("v1", "Namespace"): parse_namespace,
+    ("v1", "Pod"): parse_pod,
+}
+
+# Kinds Kubernetes has that the lab will support later: say so instead of "unknown".
+NOT_YET = {
+    "Service": "Services are not supported yet",
+    "Endpoints": "Endpoints are computed by the lab from Services and pods",
+    "EndpointSlice": "EndpointSlices are computed by the lab from Services and pods",
+    "Ingress": "Ingress is not supported yet",
+    "IngressClass": "IngressClass is not supported yet",
+    "Secret": "Secrets are not supported yet",
+}
+
+
+def parse_object(src: Source, obj: Any, base: str) -> Any:
+    """Dispatch one manifest to its kind's parser; refuse anything unknown, clearly."""
+    if not isinstance(obj, dict):
+        raise src.error(base, "Invalid type: a manifest must be an object with apiVersion and kind")
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not kind:
+        raise src.error(join(base, "kind"), "Required value: Object 'Kind' is missing")
+    if not api_version:
+        raise src.error(join(base, "apiVersion"), "Required value: Object 'apiVersion' is missing")
+    parser = PARSERS.get((str(api_version), str(kind)))
+    if parser is not None:
+        return parser(src, obj, base)
+    supported = ", ".join(f"{k} {v}" for v, k in PARSERS)
+    if kind in NOT_YET:
+        raise src.error(join(base, "kind"), f'kind "{kind}": {NOT_YET[kind]} (netns-lab supports {supported})')
+    raise src.error(
+        join(base, "kind"),
+        f'no matches for kind "{kind}" in version "{api_version}" (netns-lab supports {supported})',
+    )

@@ -1,0 +1,1 @@
+"""Long-running processes that live inside the lab (netexec; later DNS, ingress, LB)."""

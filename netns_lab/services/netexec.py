@@ -1,0 +1,290 @@
+"""netexec: the server every pod runs, one process for the whole lab.
+
+A socket stays in the network namespace it was created in, so a single process can listen
+in every pod: it enters each namespace just long enough to bind, then serves them all from
+one ``epoll`` loop. Memory grows by a few sockets per pod instead of a Python interpreter per
+pod (~15 MiB each), which is what lets a 1,000-pod lab run on a laptop.
+
+Protocol, on every declared containerPort, TCP and UDP (as Kubernetes' agnhost netexec):
+
+* HTTP ``GET /hostname`` -> the pod name; ``GET /clientip`` -> ``ip:port`` the server saw;
+  ``/healthz`` -> ``ok``; any other path -> JSON naming pod, client, method, path, Host and
+  headers (that is how ``servedBy`` is read through proxies and Ingress).
+* Plain TCP: after the client's first line (or 1 s of silence) one line
+  ``<pod> <client-ip>:<port>``; plain UDP: the same line for each datagram.
+
+SIGHUP re-reads the config file: new targets are opened, removed ones closed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+CLONE_NEWNET = 0x40000000
+SILENCE_TIMEOUT = 1.0
+MAX_REQUEST = 64 * 1024
+_HTTP_START = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass
+class Conn:
+    sock: socket.socket
+    pod: str
+    peer: tuple[str, int]
+    accepted: float
+    buf: bytearray = field(default_factory=bytearray)
+    out: bytes = b""
+    done: bool = False
+
+
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+def line_reply(pod: str, peer: tuple[str, int]) -> bytes:
+    return f"{pod} {peer[0]}:{peer[1]}\n".encode()
+
+
+def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines = head.replace("\r\n", "\n").split("\n")
+    method, target, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip()] = v.strip()
+    path = target.split("?", 1)[0]
+    ctype = "text/plain"
+    if path == "/hostname":
+        body = pod
+    elif path == "/clientip":
+        body = f"{peer[0]}:{peer[1]}"
+    elif path == "/healthz":
+        body = "ok"
+    else:
+        ctype = "application/json"
+        body = json.dumps(
+            {
+                "pod": pod,
+                "client": f"{peer[0]}:{peer[1]}",
+                "method": method,
+                "path": target,
+                "host": next((v for k, v in headers.items() if k.lower() == "host"), ""),
+                "headers": headers,
+            }
+        )
+    data = body.encode()
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
+        f"X-Served-By: {pod}\r\nConnection: close\r\n\r\n"
+    ).encode() + data
+
+
+class Server:
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+        self.sel = selectors.DefaultSelector()
+        self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.targets: dict[tuple[str, int], list[socket.socket]] = {}
+        self.pending: deque[Conn] = deque()  # in accept order: silence deadlines are monotonic
+        self.reload = False
+        # A signal only sets a flag; this pair wakes the select() so SIGHUP acts at once.
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
+        signal.set_wakeup_fd(self.wake_w.fileno())
+
+    # -- sockets in namespaces ----------------------------------------------------------
+    def load(self) -> int:
+        """Open sockets for new (netns, port) pairs, close the ones no longer configured."""
+        with open(self.config_path) as fh:
+            config = json.load(fh)
+        wanted: dict[tuple[str, int], str] = {}
+        for target in config["targets"]:
+            for port in target["ports"]:
+                wanted[(target["netns"], port)] = target["name"]
+        for key in [k for k in self.targets if k not in wanted]:
+            for s in self.targets.pop(key):
+                self.sel.unregister(s)
+                s.close()
+        by_ns: dict[str, list[int]] = {}
+        for ns, port in wanted:
+            if (ns, port) not in self.targets:
+                by_ns.setdefault(ns, []).append(port)
+        for ns, ports in by_ns.items():
+            _setns(f"/run/netns/{ns}")
+            try:
+                for port in ports:
+                    self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port)
+            finally:
+                if _libc.setns(self.home, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns home")
+        return len(self.targets)
+
+    def _listen(self, pod: str, port: int) -> list[socket.socket]:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind(("0.0.0.0", port))
+        tcp.listen(1024)
+        tcp.setblocking(False)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("0.0.0.0", port))
+        udp.setblocking(False)
+        self.sel.register(tcp, selectors.EVENT_READ, ("accept", pod))
+        self.sel.register(udp, selectors.EVENT_READ, ("udp", pod))
+        return [tcp, udp]
+
+    # -- event loop ---------------------------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            if self.reload:
+                self.reload = False
+                self.load()
+            timeout = None
+            if self.pending:
+                timeout = max(0.0, self.pending[0].accepted + SILENCE_TIMEOUT - time.monotonic())
+            for key, mask in self.sel.select(timeout):
+                kind, obj = key.data
+                if kind == "wake":
+                    try:
+                        self.wake_r.recv(4096)
+                    except BlockingIOError:
+                        pass
+                elif kind == "accept":
+                    self._accept(key.fileobj, obj)  # type: ignore[arg-type]
+                elif kind == "udp":
+                    self._udp(key.fileobj, obj)  # type: ignore[arg-type]
+                elif mask & selectors.EVENT_READ and not obj.done:
+                    self._read(obj)
+                elif mask & selectors.EVENT_WRITE:
+                    self._flush(obj)
+            self._expire()
+
+    def _accept(self, lsock: socket.socket, pod: str) -> None:
+        while True:
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the rest
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    return
+                raise
+            sock.setblocking(False)
+            conn = Conn(sock, pod, peer, time.monotonic())
+            self.sel.register(sock, selectors.EVENT_READ, ("conn", conn))
+            self.pending.append(conn)
+
+    def _udp(self, sock: socket.socket, pod: str) -> None:
+        for _ in range(64):
+            try:
+                _, peer = sock.recvfrom(MAX_REQUEST)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                sock.sendto(line_reply(pod, peer), peer)
+            except OSError:
+                pass
+
+    def _read(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._respond(conn, line_reply(conn.pod, conn.peer))
+            return
+        conn.buf += data
+        buf = bytes(conn.buf)
+        if _HTTP_START.match(buf):
+            if b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) >= MAX_REQUEST:
+                self._respond(conn, http_reply(conn.pod, conn.peer, buf))
+        elif b"\n" in buf or len(buf) >= 16 and not buf[:1].isupper():
+            self._respond(conn, line_reply(conn.pod, conn.peer))
+
+    def _respond(self, conn: Conn, data: bytes) -> None:
+        conn.done = True
+        conn.out = data
+        self._flush(conn)
+
+    def _flush(self, conn: Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if conn.out:
+            self.sel.modify(conn.sock, selectors.EVENT_WRITE, ("conn", conn))
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _close(self, conn: Conn) -> None:
+        conn.done = True
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self.pending and (self.pending[0].done or self.pending[0].accepted + SILENCE_TIMEOUT <= now):
+            conn = self.pending.popleft()
+            if not conn.done:  # a client that says nothing still gets its line (nc, telnet)
+                self._respond(conn, line_reply(conn.pod, conn.peer))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m netns_lab.services.netexec CONFIG.json", file=sys.stderr)
+        return 2
+    server = Server(argv[0])
+    count = server.load()
+
+    def on_hup(_sig: int, _frame: object) -> None:
+        server.reload = True
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Tell the lab we are serving: it waits for this line on our stdout.
+    print(f"READY {count}", flush=True)
+    sys.stdout.close()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
