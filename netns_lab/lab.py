@@ -24,6 +24,7 @@ from netns_lab.controllers.topology import NODE_AGENT_PORT, Topology, from_dict,
 from netns_lab.errors import LabError, RealizeError
 from netns_lab.model import ObjectRef, Scenario
 from netns_lab.realize import network
+from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import run_in
 
 FAULT_ENV = "NETNS_LAB_FAULT"  # tests: SIGKILL ourselves at a named step of up()
@@ -88,6 +89,12 @@ class Lab:
         if state.load(self.name) is not None:
             cleanup.remove_lab(self.name)  # the remains of an earlier run of this lab
         topo = self.topology
+        foreign = [n for n in topo.namespaces if netns_exists(n)]
+        if foreign:  # not ours (our own remains were just removed): never touch it
+            raise LabError(
+                f"network namespace {foreign[0]!r} already exists and no netns-lab record owns it; "
+                f"remove it (ip netns del {foreign[0]}) or give the lab another name"
+            )
         st = state.LabState(
             lab=self.name,
             instance=uuid.uuid4().hex,
@@ -104,6 +111,7 @@ class Lab:
             counter: dict[str, int] = {}
             network.build(topo, on_step=lambda s: _fault(s, counter if s == "pod" else None))
             self._start_netexec(st)
+            _fault("ready")
             st.phase = "up"
             st.save()
         except BaseException:
@@ -190,6 +198,12 @@ class Lab:
 
         return ping(self.netns_of(src), self.ip_of(dst), timeout)
 
+    def matrix(self, kind: str = "pod-to-pod", protocol: str = "tcp"):  # type: ignore[no-untyped-def]
+        """Every source to every target of ``kind`` (see :mod:`netns_lab.probes.promises`)."""
+        from netns_lab.probes.promises import matrix
+
+        return matrix(self.topology, kind, protocol)
+
 
 def namespace_addresses(ns: str) -> list[str]:
     from pyroute2 import IPRoute
@@ -199,3 +213,4 @@ def namespace_addresses(ns: str) -> list[str]:
             return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2) if m.get_attr("IFA_LABEL") != "lo"]
 
     return run_in(ns, read)
+

@@ -60,6 +60,7 @@ def _object_sources(src: Source, objects: list[Any]) -> list[tuple[Source, Any, 
             raise src.error(path, f'Not found: "{item}": no file matches')
         for file in matches:
             rel = os.path.relpath(file)
+            rel = file if rel.startswith("..") else rel  # readable, never "../../tmp/..."
             for d, doc in enumerate(load_documents(rel)):
                 if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
                     for j, sub in enumerate(doc.data.get("items") or []):

@@ -1,0 +1,188 @@
+"""Command-line entry points, shared by ``invoke`` tasks and the ``netns-lab`` command.
+
+Exit codes (DESIGN.md): 0 every check passed, 1 a check failed, 2 the scenario is invalid
+(nothing was built); 3 the lab could not be built or the machine cannot run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from netns_lab import cleanup, state
+from netns_lab.errors import LabError, RealizeError, ScenarioError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_BUILD = 0, 1, 2, 3
+SCENARIO_DIRS = ("scenarios",)
+
+
+def resolve_scenario(name: str) -> str:
+    """A path, or the name of a file in ``scenarios/`` (``basic`` -> scenarios/basic.yaml)."""
+    if os.path.exists(name) or os.sep in name or name.endswith((".yaml", ".yml")):
+        return name
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for d in (os.path.join(os.getcwd(), "scenarios"), os.path.join(here, "scenarios")):
+        for ext in (".yaml", ".yml"):
+            candidate = os.path.join(d, name + ext)
+            if os.path.exists(candidate):
+                return os.path.relpath(candidate)
+    return name
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set cluster.network=host-gw`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ScenarioError("--set", key, "Invalid value: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise RealizeError("network namespaces", "create", 1, "netns-lab needs root: run with sudo")
+
+
+def _load(file: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from netns_lab.lab import Lab
+
+    return Lab.from_file(resolve_scenario(file), overrides)
+
+
+def _guard(fn):  # type: ignore[no-untyped-def]
+    """Map the error tree to exit codes with one clear line on stderr."""
+
+    def wrapper(*args: Any, **kw: Any) -> int:
+        try:
+            return fn(*args, **kw)
+        except ScenarioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        except LabError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BUILD
+
+    return wrapper
+
+
+@_guard
+def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Build the scenario, run its checks, print a report, tear down (unless ``keep``)."""
+    from netns_lab.probes.checks import run_checks
+    from netns_lab.probes.report import print_report
+
+    lab = _load(file, parse_overrides(overrides))
+    _need_root()
+    t0 = time.monotonic()
+    lab.up()
+    try:
+        built = time.monotonic() - t0
+        outcomes = run_checks(lab, lab.scenario.checks)
+        print_report(lab, outcomes, built, out)
+    finally:
+        if not keep:
+            lab.down()
+        else:
+            print(f"lab {lab.name} kept up: `invoke down {lab.name}` removes it", file=out)
+    return EXIT_OK if all(o.passed for o in outcomes) else EXIT_CHECK_FAILED
+
+
+@_guard
+def up(file: str, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    lab = _load(file, parse_overrides(overrides))
+    _need_root()
+    t0 = time.monotonic()
+    lab.up()
+    topo = lab.topology
+    print(f"lab {lab.name} up in {time.monotonic() - t0:.2f}s: {len(topo.nodes)} nodes, {len(topo.pods)} pods, {topo.network}", file=out)
+    return EXIT_OK
+
+
+@_guard
+def down(name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    _need_root()
+    found = cleanup.remove_lab(name)
+    if found.empty:
+        print(f"lab {name}: nothing to remove", file=out)
+    else:
+        print(f"lab {name}: removed {len(found.namespaces)} namespaces, {len(found.processes)} processes", file=out)
+    return EXIT_OK
+
+
+@_guard
+def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Remove every lab's objects (by their records); ``check`` only lists them, exit 1 if any."""
+    if check:
+        left = cleanup.all_leftovers()
+        for lo in left:
+            for line in lo.describe():
+                print(line, file=out)
+        if not left:
+            print("nothing left behind", file=out)
+        return EXIT_CHECK_FAILED if left else EXIT_OK
+    _need_root()
+    removed = cleanup.clean_all()
+    for lo in removed:
+        print(f"lab {lo.lab}: removed {len(lo.namespaces)} namespaces, {len(lo.processes)} processes", file=out)
+    if not removed:
+        print("nothing to clean", file=out)
+    return EXIT_OK
+
+
+@_guard
+def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    labs = state.all_labs()
+    if not labs:
+        print("no labs", file=out)
+    for name in labs:
+        st = state.load(name)
+        lo = cleanup.leftovers(name)
+        if st is None:
+            continue
+        topo = st.topology
+        alive = "serving" if lo.processes else "no servers"
+        print(
+            f"{name}: {st.phase}, {len(topo.get('nodes', []))} nodes, {len(topo.get('pods', []))} pods, "
+            f"{topo.get('network', '?')}, {len(lo.namespaces)}/{len(st.namespaces)} namespaces, {alive} ({st.scenario})",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netns-lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run-scenario", help="build, check, report, tear down")
+    p.add_argument("file")
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("up", help="build a lab and leave it running")
+    p.add_argument("file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("down", help="remove one lab")
+    p.add_argument("name")
+    p = sub.add_parser("clean", help="remove every lab's objects")
+    p.add_argument("--check", action="store_true", help="only list leftovers; exit 1 if any")
+    sub.add_parser("status", help="list labs")
+    args = parser.parse_args(argv)
+    if args.cmd == "run-scenario":
+        return run_scenario(args.file, args.keep, args.set)
+    if args.cmd == "up":
+        return up(args.file, args.set)
+    if args.cmd == "down":
+        return down(args.name)
+    if args.cmd == "clean":
+        return clean(args.check)
+    return status()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Run a scenario's ``checks:`` against a running lab and judge each one."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from netns_lab.lab import Lab
+from netns_lab.model import Check, ObjectRef
+from netns_lab.probes.connect import Probe, run_probes
+from netns_lab.probes.icmp import ping
+from netns_lab.probes.promises import matrix, own_addresses
+
+
+@dataclass
+class CheckOutcome:
+    check: Check
+    passed: bool
+    summary: str
+    details: list[str] = field(default_factory=list)
+
+
+def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str]:
+    if ref.kind == "self":
+        return set(lab.addresses(source))
+    if ref.kind == "node":  # a node may use any of its addresses as source (cni0, flannel.1)
+        return set(lab.addresses(ref))
+    return {lab.ip_of(ref)}
+
+
+def _connect(lab: Lab, check: Check) -> CheckOutcome:
+    assert check.source and check.target and check.port
+    probe = Probe(lab.netns_of(check.source), lab.ip_of(check.target), check.port, check.protocol)
+    timeout = 1.0 if check.expect.result in ("timeout", "failed") else 2.0
+    results = run_probes([probe] * check.count, timeout=timeout, parallel=64)
+    want = check.expect
+    problems: list[str] = []
+    outcomes = Counter(r.result for r in results)
+    for r in results:
+        if want.result == "failed" and r.result == "ok":
+            problems.append("connected, expected failure")
+        elif want.result not in (None, "failed") and r.result != want.result:
+            problems.append(f"got {r.result} ({r.detail})")
+    ok_results = [r for r in results if r.result == "ok"]
+    served = Counter(r.served_by for r in ok_results)
+    if want.served_by is not None:
+        allowed = {k.split("/", 1)[1] for k in want.served_by}
+        for pod, n in served.items():
+            if pod not in allowed:
+                problems.append(f"served by {pod} ({n}x), expected one of {sorted(allowed)}")
+    if want.client_ip is not None:
+        expected = _expected_client_ips(lab, want.client_ip, check.source)
+        for r in ok_results:
+            if r.client_ip not in expected:
+                problems.append(f"server saw client {r.client_ip}, expected {sorted(expected)}")
+                break
+    seen = ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+    if served:
+        seen += "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
+    if ok_results:
+        seen += f"; client seen as {ok_results[0].client_ip}"
+    if problems:
+        return CheckOutcome(check, False, f"expected {want.result}: {problems[0]}", [seen, *problems[1:5]])
+    return CheckOutcome(check, True, seen)
+
+
+def _ping(lab: Lab, check: Check) -> CheckOutcome:
+    assert check.source and check.target
+    res = ping(lab.netns_of(check.source), lab.ip_of(check.target), timeout=1.0, count=check.count)
+    passed = res.result == check.expect.result
+    text = f"{res.result}: {res.detail}"
+    return CheckOutcome(check, passed, text if passed else f"expected {check.expect.result}, got {text}")
+
+
+def _matrix(lab: Lab, check: Check) -> CheckOutcome:
+    assert check.matrix
+    report = matrix(lab.topology, check.matrix, "tcp" if check.protocol == "http" else check.protocol)
+    if not report.pairs:
+        return CheckOutcome(check, False, "no pairs to test (do the pods declare containerPorts?)")
+    return CheckOutcome(check, report.ok, report.summary(), [p.describe() for p in report.failures[:10]])
+
+
+def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
+    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix}
+    return [runners[c.action](lab, c) for c in checks]
+
+
+__all__ = ["CheckOutcome", "run_checks", "own_addresses"]

@@ -1,0 +1,65 @@
+"""invoke tasks: the user's entry points (``invoke --list``). Each is a thin wrapper over
+``netns_lab.cli`` so the same behaviour is reachable as ``python -m netns_lab``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from invoke import Exit, task
+
+from netns_lab import cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"file": "scenario file, or a name from scenarios/", "keep": "leave the lab running", "set": "override KEY=VALUE (repeatable)"}, iterable=["set"])
+def run_scenario(c, file, keep=False, set=None):  # noqa: A002 - invoke flag name
+    """Build a scenario, run its checks, print a report, tear it down. Exit 0/1/2."""
+    _exit(cli.run_scenario(file, keep, set or []))
+
+
+@task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE"}, iterable=["set"])
+def up(c, file, set=None):  # noqa: A002
+    """Build a lab and leave it running."""
+    _exit(cli.up(file, set or []))
+
+
+@task(help={"name": "lab name (the scenario's name)"})
+def down(c, name):
+    """Remove one lab and everything it owns."""
+    _exit(cli.down(name))
+
+
+@task(help={"check": "only list what is left; exit 1 if anything is"})
+def clean(c, check=False):
+    """Remove every lab's namespaces and processes, by their ownership records."""
+    _exit(cli.clean(check))
+
+
+@task
+def status(c):
+    """List labs, their phase and size."""
+    _exit(cli.status())
+
+
+@task(help={"quick": "smallest sizes only", "only": "comma list: lab,matrix"})
+def bench(c, quick=False, only=""):
+    """Benchmarks: time and memory of up/serve/down and of the connectivity matrix."""
+    args = [sys.executable, os.path.join(HERE, "benchmarks", "bench_lab.py")]
+    if quick:
+        args.append("--quick")
+    if only:
+        args += ["--only", only]
+    c.run(" ".join(args), pty=False)
+
+
+@task(help={"k": "pytest -k expression"})
+def test(c, k=""):
+    """Run the test suite (as root: most tests build real namespaces)."""
+    c.run(f"{sys.executable} -m pytest {'-k ' + repr(k) if k else ''}", pty=False)
