@@ -8,6 +8,7 @@ can simply be run again.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ def remove_lab(lab: str) -> Leftovers:
         netns.delete(name)
     for d in found.dirs:
         shutil.rmtree(d, ignore_errors=True)
+    for leftover in glob.glob(glob.escape(st.path) + ".tmp.*"):  # a save killed mid-write
+        os.unlink(leftover)
     try:
         os.unlink(st.path)
     except FileNotFoundError:

@@ -40,7 +40,8 @@ def _connect(lab: Lab, check: Check) -> CheckOutcome:
         if want.result == "failed" and r.result == "ok":
             problems.append("connected, expected failure")
         elif want.result not in (None, "failed") and r.result != want.result:
-            problems.append(f"got {r.result} ({r.detail})")
+            why = f"served by {r.served_by}" if r.result == "ok" else r.detail
+            problems.append(f"got {r.result} ({why})")
     ok_results = [r for r in results if r.result == "ok"]
     served = Counter(r.served_by for r in ok_results)
     if want.served_by is not None:

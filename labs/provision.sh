@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything netns-lab needs on a fresh Debian or Ubuntu machine, as root:
+# kernel-side tools (iproute2, iptables, nftables, conntrack, ping, tcpdump), a Python >= 3.11
+# virtualenv in .venv, and the package itself (editable) with its test dependencies.
+# Idempotent: CI, the README and the Vagrant box all run exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump ca-certificates python3 python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+pick_python() {
+    for py in python3.13 python3.12 python3.11 python3; do
+        if command -v "$py" >/dev/null && "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$py"; return 0
+        fi
+    done
+    return 1
+}
+if ! PY=$(pick_python); then  # e.g. Ubuntu 22.04 ships 3.10
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv >/dev/null
+    PY=$(pick_python)
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    rm -rf .venv
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "netns-lab ready: $(.venv/bin/python --version), $(ip -V)"

@@ -1,0 +1,55 @@
+"""``run-scenario`` end to end: the shipped scenarios pass, a wrong expectation fails (1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.root
+INVOKE = os.path.join(os.path.dirname(sys.executable), "invoke")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INVOKE, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["basic", "underlay"])
+def test_shipped_scenario_passes(name: str) -> None:
+    proc = _run("run-scenario", name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FAIL" not in proc.stdout
+    lines = [l for l in proc.stdout.splitlines() if l.strip().startswith("PASS")]
+    assert len(lines) >= 8
+    assert "pod-to-pod matrix: 12/12 pairs connected, source IP preserved in 12/12" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
+def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    text = open(os.path.join(ROOT, "scenarios", "basic.yaml")).read()
+    # web-1 is listening: expecting a refusal must fail, and say what was seen instead.
+    text = text.replace("connect: pod/web-1:9999\n    expect: {result: refused}", "connect: pod/web-1:9376\n    expect: {result: refused}")
+    text = text.replace("name: basic\n", "name: basic-wrong\n")
+    path = tmp_path / "wrong.yaml"
+    path.write_text(text)
+    proc = _run("run-scenario", str(path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fail = [l for l in proc.stdout.splitlines() if l.startswith("  FAIL")]
+    assert len(fail) == 1 and "expected refused: got ok (served by web-1)" in fail[0]
+
+
+def test_keep_status_and_down() -> None:
+    proc = _run("run-scenario", "underlay", "--keep", "--set", "name=kept")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        status = _run("status")
+        line = next(l for l in status.stdout.splitlines() if l.startswith("kept:"))
+        assert "up, 2 nodes, 4 pods, host-gw" in line and "serving" in line
+    finally:
+        down = _run("down", "kept")
+    assert down.returncode == 0 and "removed" in down.stdout
+    assert "kept:" not in _run("status").stdout
