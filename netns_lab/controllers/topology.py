@@ -33,6 +33,8 @@ class NodePlan:
     vtep_ip: IPv4Address  # flannel.1's address: the subnet's network address, /32
     vtep_mac: str
     uplink: str  # the node's port name inside the underlay namespace
+    mac: str  # eth0, on the node network
+    bridge_mac: str  # cni0
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PodPlan:
     ip: IPv4Address
     host_veth: str
     ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
+    mac: str  # the pod's eth0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,18 @@ def pod_netns(lab: str, namespace: str, pod: str) -> str:
     return f"{lab}_{namespace}_{pod}"
 
 
+def mac_for(ip: IPv4Address) -> str:
+    """``0a:58:`` + the IPv4 address, the convention of the CNI bridge plugin (and kubenet).
+
+    Knowing every MAC from the plan lets the realizer install permanent neighbour entries:
+    the kernel's ARP table is shared by *all* namespaces of the machine and dynamic entries
+    beyond ``gc_thresh3`` (1,024 by default, a host sysctl we never touch) are refused, while
+    permanent ones are exempt. So only same-node pod-to-pod traffic uses ARP, as on a real
+    bridge, and a 1,000-pod lab still fits.
+    """
+    return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
 def _veth_name(key: str, taken: set[str]) -> str:
     """``veth`` + 8 hex digits of the pod key, as CNI plugins name host-side veths (15 chars max)."""
     salt = 0
@@ -138,6 +153,8 @@ def plan(scenario: Scenario) -> Topology:
                 vtep_ip=subnet.network_address,
                 vtep_mac=f"02:6e:6c:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}",
                 uplink=f"uplink{i}",
+                mac=mac_for(node_hosts[i + 1]),
+                bridge_mac=mac_for(subnet.network_address + 1),
             )
         )
     by_name = {n.name: n for n in nodes}
@@ -169,15 +186,17 @@ def plan(scenario: Scenario) -> Topology:
 
 
 def _pod_plan(lab: str, pod: Pod, node: NodePlan, ordinal: int, taken: set[str]) -> PodPlan:
+    ip = node.pod_subnet.network_address + 1 + ordinal
     return PodPlan(
         key=pod.key,
         name=pod.name,
         namespace=pod.namespace,
         node=node.name,
         netns=pod_netns(lab, pod.namespace, pod.name),
-        ip=node.pod_subnet.network_address + 1 + ordinal,
+        ip=ip,
         host_veth=_veth_name(pod.key, taken),
         ports=tuple((p.container_port, p.protocol) for p in pod.ports),
+        mac=mac_for(ip),
     )
 
 

@@ -9,6 +9,10 @@ Layout (every object lives in a lab-owned namespace; the host's is never touched
 * ``<lab>_<ns>_<pod>``: ``eth0`` (veth peer of ``vethXXXXXXXX`` on ``cni0``), default route
   via the gateway.
 
+MACs come from the plan (``0a:58:`` + IP), so neighbour entries a node or pod would learn by
+ARP from the gateway, the node's own pods and the other nodes are installed permanent; see
+:func:`~netns_lab.controllers.topology.mac_for` for why.
+
 The builder calls ``on_step(name)`` between phases so the lab can record progress and tests
 can inject faults (SIGKILL) at exact points.
 """
@@ -131,14 +135,15 @@ class _Builder:
         # The uplink is created in the underlay namespace with its peer born in the node's.
         _nl(obj, "add veth", lambda: under.link(
             "add", ifname=node.uplink, kind="veth", mtu=topo.underlay_mtu,
-            peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": topo.underlay_mtu},
+            peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": topo.underlay_mtu, "address": node.mac},
         ))
         _nl(node.uplink, "attach", lambda: under.link("set", index=_index(under, node.uplink), master=br, state="up"))
         ipr.link("set", index=1, state="up")
         eth0 = _index(ipr, "eth0")
         _nl(obj, "add address", lambda: ipr.addr("add", index=eth0, address=str(node.ip), prefixlen=topo.node_cidr.prefixlen))
         ipr.link("set", index=eth0, state="up")
-        _nl(f"{node.netns}/cni0", "add bridge", lambda: ipr.link("add", ifname="cni0", kind="bridge", mtu=topo.pod_mtu))
+        _nl(f"{node.netns}/cni0", "add bridge", lambda: ipr.link(
+            "add", ifname="cni0", kind="bridge", mtu=topo.pod_mtu, address=node.bridge_mac))
         cni0 = _index(ipr, "cni0")
         _nl(f"{node.netns}/cni0", "add address", lambda: ipr.addr(
             "add", index=cni0, address=str(node.gateway), prefixlen=node.pod_subnet.prefixlen))
@@ -173,32 +178,37 @@ class _Builder:
         try:
             obj = f"{pod.netns}/eth0"
             _nl(obj, "add veth", lambda: ipr.link(
-                "add", ifname="eth0", kind="veth", mtu=topo.pod_mtu,
+                "add", ifname="eth0", kind="veth", mtu=topo.pod_mtu, address=pod.mac,
                 peer={"ifname": pod.host_veth, "net_ns_fd": self.node_fd[pod.node], "mtu": topo.pod_mtu},
             ))
             ipr.link("set", index=1, state="up")
             eth0 = _index(ipr, "eth0")
             _nl(obj, "add address", lambda: ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=node.pod_subnet.prefixlen))
             ipr.link("set", index=eth0, state="up")
+            _nl(obj, "add gateway neighbour", lambda: ipr.neigh(
+                "add", dst=str(node.gateway), lladdr=node.bridge_mac, ifindex=eth0, state=NUD_PERMANENT))
             _nl(obj, "add default route", lambda: ipr.route("add", dst="0.0.0.0/0", gateway=str(node.gateway), oif=eth0))
         finally:
             ipr.close()
         nipr = self.node_ipr[pod.node]
         _nl(f"{node.netns}/{pod.host_veth}", "attach to cni0", lambda: nipr.link(
             "set", index=_index(nipr, pod.host_veth), master=cni0, state="up"))
+        _nl(f"{node.netns}/cni0 neighbour {pod.ip}", "add", lambda: nipr.neigh(
+            "add", dst=str(pod.ip), lladdr=pod.mac, ifindex=cni0, state=NUD_PERMANENT))
 
     # -- routes between nodes ------------------------------------------------------------
     def _pod_routes(self) -> None:
         topo = self.topo
         for node in topo.nodes:
             ipr = self.node_ipr[node.name]
+            eth0 = _index(ipr, "eth0")
             if topo.network == "vxlan":
                 vx = _index(ipr, "flannel.1")
-            else:
-                eth0 = _index(ipr, "eth0")
             for peer in topo.nodes:
                 if peer is node:
                     continue
+                _nl(f"{node.netns}/eth0 neighbour {peer.ip}", "add", lambda: ipr.neigh(
+                    "add", dst=str(peer.ip), lladdr=peer.mac, ifindex=eth0, state=NUD_PERMANENT))
                 obj = f"{node.netns} route {peer.pod_subnet}"
                 if topo.network == "vxlan":
                     # flannel's static wiring: ARP and FDB answered from the plan, no multicast.
