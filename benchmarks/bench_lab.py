@@ -21,6 +21,7 @@ import time
 
 SIZES = [(3, 10), (10, 50), (20, 50)]
 MODES = ["vxlan", "host-gw"]
+SETTLE_S = 3.0
 
 
 def scenario_file(nodes: int, pods_per_node: int, mode: str, name: str) -> str:
@@ -95,6 +96,9 @@ def one_matrix(pods: int) -> dict[str, float]:
 
 
 def run_child(args: list[str]) -> dict[str, float]:
+    # The kernel frees a deleted namespace asynchronously; let the previous run's
+    # teardown finish so it is not billed to the next measurement.
+    time.sleep(SETTLE_S)
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

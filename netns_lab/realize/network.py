@@ -1,4 +1,4 @@
-"""Build a :class:`~netns_lab.controllers.topology.Topology` in the kernel with netlink.
+"""Build a :class:`~netns_lab.controllers.topology.Topology` in the kernel with rtnetlink.
 
 Layout (every object lives in a lab-owned namespace; the host's is never touched):
 
@@ -11,7 +11,9 @@ Layout (every object lives in a lab-owned namespace; the host's is never touched
 
 MACs come from the plan (``0a:58:`` + IP), so neighbour entries a node or pod would learn by
 ARP from the gateway, the node's own pods and the other nodes are installed permanent; see
-:func:`~netns_lab.controllers.topology.mac_for` for why.
+:func:`~netns_lab.controllers.topology.mac_for` for why. Interface indexes are chosen too
+(``eth0`` is 2 everywhere, ``cni0`` 3, ``flannel.1`` 4, pod veths 10+), so no request has to
+look a name up, and requests go to each namespace in one batch (:mod:`.rtnl`).
 
 The builder calls ``on_step(name)`` between phases so the lab can record progress and tests
 can inject faults (SIGKILL) at exact points.
@@ -19,36 +21,26 @@ can inject faults (SIGKILL) at exact points.
 
 from __future__ import annotations
 
-import errno as errno_mod
 import os
 from collections.abc import Callable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology
-from netns_lab.errors import RealizeError
 from netns_lab.realize import netns
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
+from netns_lab.realize.rtnl import Rtnl, veth_peer
 
 Step = Callable[[str], None]
-NUD_PERMANENT = 0x80
-NTF_SELF = 0x02
-
-
-def _nl(obj: str, action: str, fn: Callable[[], object]) -> object:
-    """Call netlink, turning its errors into :class:`RealizeError` naming the object."""
-    try:
-        return fn()
-    except NetlinkError as exc:
-        raise RealizeError(obj, action, exc.code) from None
-
-
-def _index(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise RealizeError(ifname, "lookup", errno_mod.ENODEV)
-    return found[0]
+LO, ETH0, CNI0, VXLAN = 1, 2, 3, 4
+UPLINK_BASE = 10  # uplinkN in the underlay namespace
+VETH_BASE = 10  # pods' host-side veths in a node namespace
+CHUNK = 128  # pods whose namespaces are open at once (bounds file descriptors)
+NODE_SYSCTLS = {
+    "net/ipv4/ip_forward": 1,
+    "net/ipv4/conf/all/rp_filter": 0,  # node traffic to remote pods is asymmetric by design
+    "net/ipv4/conf/default/rp_filter": 0,
+    "net/bridge/bridge-nf-call-iptables": 1,  # as kubeadm requires: bridged traffic meets netfilter
+    "net/bridge/bridge-nf-call-ip6tables": 1,
+}
 
 
 def _ipv4_only() -> None:
@@ -68,8 +60,7 @@ class _Builder:
         self.topo = topo
         self.w = worker
         self.on_step = on_step
-        self.node_ipr: dict[str, IPRoute] = {}
-        self.node_fd: dict[str, int] = {}
+        self.node_nl: dict[str, Rtnl] = {}
 
     def run(self) -> None:
         try:
@@ -77,146 +68,127 @@ class _Builder:
             self.on_step("nodes")
             self._pods()
             self.on_step("pods")
-            self._pod_routes()
+            self._node_routes()
             self.on_step("routes")
         finally:
-            for ipr in self.node_ipr.values():
-                ipr.close()
-            for fd in self.node_fd.values():
-                os.close(fd)
+            for nl in self.node_nl.values():
+                nl.close()
+
+    def _new_namespace(self, name: str, sysctls: dict[str, int] | None = None) -> Rtnl:
+        """Create ``name``, configure its sysctls and return a netlink channel inside it."""
+        self.w.create(name)
+        try:
+            _ipv4_only()
+            for key, value in (sysctls or {}).items():
+                write_sysctl(key, value)
+            nl = Rtnl(name)
+        finally:
+            self.w.go_home()
+        nl.link_set(f"{name}/lo", index=LO, up=True)
+        return nl
 
     # -- node network and nodes -------------------------------------------------------
     def _underlay_and_nodes(self) -> None:
         topo = self.topo
-        self.w.create(topo.underlay_netns)
-        _ipv4_only()
-        under = IPRoute()
-        try:
-            self.w.go_home()
-            write_in = self._sysctls_in
-            write_in(topo.underlay_netns, {"net/bridge/bridge-nf-call-iptables": 0, "net/bridge/bridge-nf-call-ip6tables": 0})
-            _nl("br0", "add bridge", lambda: under.link("add", ifname="br0", kind="bridge", mtu=topo.underlay_mtu))
-            br = _index(under, "br0")
-            under.link("set", index=1, state="up")
+        with self._new_namespace(topo.underlay_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as under:
+            under.link_add(f"{topo.underlay_netns}/br0", index=ETH0, ifname="br0", kind="bridge", mtu=topo.underlay_mtu, up=True)
+            under.commit()
             for node in topo.nodes:
-                self._node(node, under, br)
-            under.link("set", index=br, state="up")
-        finally:
-            under.close()
+                self.node_nl[node.name] = self._new_namespace(node.netns, NODE_SYSCTLS)
+                fd = netns.open_fd(node.netns)
+                try:
+                    under.link_add(
+                        f"{node.netns}/eth0", index=UPLINK_BASE + node.index, ifname=node.uplink, kind="veth",
+                        mtu=topo.underlay_mtu, master=ETH0, up=True,
+                        data=veth_peer(ifname="eth0", index=ETH0, net_ns_fd=fd, address=node.mac, mtu=topo.underlay_mtu),
+                    )
+                    under.commit()
+                finally:
+                    os.close(fd)
+                self._node(node)
 
-    def _sysctls_in(self, ns: str, values: dict[str, int]) -> None:
-        self.w.enter(ns)
-        try:
-            for key, value in values.items():
-                write_sysctl(key, value)
-        finally:
-            self.w.go_home()
-
-    def _node(self, node: NodePlan, under: IPRoute, br: int) -> None:
+    def _node(self, node: NodePlan) -> None:
         topo = self.topo
-        self.w.create(node.netns)
-        ipr = IPRoute()
-        try:
-            _ipv4_only()
-            for key, value in {
-                "net/ipv4/ip_forward": 1,
-                "net/ipv4/conf/all/rp_filter": 0,
-                "net/ipv4/conf/default/rp_filter": 0,
-                "net/bridge/bridge-nf-call-iptables": 1,
-                "net/bridge/bridge-nf-call-ip6tables": 1,
-            }.items():
-                write_sysctl(key, value)
-        finally:
-            self.w.go_home()
-        self.node_ipr[node.name] = ipr
-        fd = netns.open_fd(node.netns)
-        self.node_fd[node.name] = fd
-        obj = f"{node.netns}/eth0"
-        # The uplink is created in the underlay namespace with its peer born in the node's.
-        _nl(obj, "add veth", lambda: under.link(
-            "add", ifname=node.uplink, kind="veth", mtu=topo.underlay_mtu,
-            peer={"ifname": "eth0", "net_ns_fd": fd, "mtu": topo.underlay_mtu, "address": node.mac},
-        ))
-        _nl(node.uplink, "attach", lambda: under.link("set", index=_index(under, node.uplink), master=br, state="up"))
-        ipr.link("set", index=1, state="up")
-        eth0 = _index(ipr, "eth0")
-        _nl(obj, "add address", lambda: ipr.addr("add", index=eth0, address=str(node.ip), prefixlen=topo.node_cidr.prefixlen))
-        ipr.link("set", index=eth0, state="up")
-        _nl(f"{node.netns}/cni0", "add bridge", lambda: ipr.link(
-            "add", ifname="cni0", kind="bridge", mtu=topo.pod_mtu, address=node.bridge_mac))
-        cni0 = _index(ipr, "cni0")
-        _nl(f"{node.netns}/cni0", "add address", lambda: ipr.addr(
-            "add", index=cni0, address=str(node.gateway), prefixlen=node.pod_subnet.prefixlen))
-        ipr.link("set", index=cni0, state="up")
+        nl = self.node_nl[node.name]
+        nl.link_set(f"{node.netns}/eth0", index=ETH0, up=True)
+        nl.addr_add(f"{node.netns}/eth0 {node.ip}", ETH0, str(node.ip), topo.node_cidr.prefixlen)
+        nl.link_add(f"{node.netns}/cni0", index=CNI0, ifname="cni0", kind="bridge", mtu=topo.pod_mtu, address=node.bridge_mac, up=True)
+        nl.addr_add(f"{node.netns}/cni0 {node.gateway}", CNI0, str(node.gateway), node.pod_subnet.prefixlen)
         if topo.network == "vxlan":
-            _nl(f"{node.netns}/flannel.1", "add vxlan", lambda: ipr.link(
-                "add", ifname="flannel.1", kind="vxlan", vxlan_id=VXLAN_VNI, vxlan_local=str(node.ip),
-                vxlan_link=eth0, vxlan_port=VXLAN_PORT, vxlan_learning=0, address=node.vtep_mac,
-                mtu=topo.underlay_mtu - 50,
-            ))
-            vx = _index(ipr, "flannel.1")
-            _nl(f"{node.netns}/flannel.1", "add address", lambda: ipr.addr("add", index=vx, address=str(node.vtep_ip), prefixlen=32))
-            ipr.link("set", index=vx, state="up")
+            nl.link_add(
+                f"{node.netns}/flannel.1", index=VXLAN, ifname="flannel.1", kind="vxlan", address=node.vtep_mac,
+                mtu=topo.underlay_mtu - 50, up=True,
+                data={"attrs": [
+                    ("IFLA_VXLAN_ID", VXLAN_VNI), ("IFLA_VXLAN_LOCAL", str(node.ip)), ("IFLA_VXLAN_LINK", ETH0),
+                    ("IFLA_VXLAN_PORT", VXLAN_PORT), ("IFLA_VXLAN_LEARNING", 0),
+                ]},
+            )
+            nl.addr_add(f"{node.netns}/flannel.1 {node.vtep_ip}", VXLAN, str(node.vtep_ip), 32)
+        nl.commit()
 
     # -- pods --------------------------------------------------------------------------
     def _pods(self) -> None:
-        topo = self.topo
-        cni0 = {n.name: _index(self.node_ipr[n.name], "cni0") for n in topo.nodes}
-        for pod in topo.pods:
-            self._pod(pod, cni0[pod.node])
+        pods = self.topo.pods
+        ordinal: dict[str, int] = {}
+        for start in range(0, len(pods), CHUNK):
+            chunk = pods[start : start + CHUNK]
+            opened: list[tuple[PodPlan, Rtnl, int]] = []
+            try:
+                for pod in chunk:
+                    nl = self._new_namespace(pod.netns)
+                    opened.append((pod, nl, netns.open_fd(pod.netns)))
+                    self.on_step("pod")
+                for pod, _nl, fd in opened:  # host side first: the pod's eth0 is born with it
+                    ordinal[pod.node] = ordinal.get(pod.node, 0) + 1
+                    self._host_side(pod, fd, VETH_BASE + ordinal[pod.node])
+                for nl in self.node_nl.values():
+                    nl.commit()
+                for pod, nl, _fd in opened:
+                    self._pod_side(pod, nl)
+            finally:
+                for _pod, nl, fd in opened:
+                    nl.close()
+                    os.close(fd)
 
-    def _pod(self, pod: PodPlan, cni0: int) -> None:
-        topo = self.topo
-        node = topo.node(pod.node)
-        self.w.create(pod.netns)
-        try:
-            _ipv4_only()
-            ipr = IPRoute()
-        finally:
-            self.w.go_home()
-        self.on_step("pod")
-        try:
-            obj = f"{pod.netns}/eth0"
-            _nl(obj, "add veth", lambda: ipr.link(
-                "add", ifname="eth0", kind="veth", mtu=topo.pod_mtu, address=pod.mac,
-                peer={"ifname": pod.host_veth, "net_ns_fd": self.node_fd[pod.node], "mtu": topo.pod_mtu},
-            ))
-            ipr.link("set", index=1, state="up")
-            eth0 = _index(ipr, "eth0")
-            _nl(obj, "add address", lambda: ipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=node.pod_subnet.prefixlen))
-            ipr.link("set", index=eth0, state="up")
-            _nl(obj, "add gateway neighbour", lambda: ipr.neigh(
-                "add", dst=str(node.gateway), lladdr=node.bridge_mac, ifindex=eth0, state=NUD_PERMANENT))
-            _nl(obj, "add default route", lambda: ipr.route("add", dst="0.0.0.0/0", gateway=str(node.gateway), oif=eth0))
-        finally:
-            ipr.close()
-        nipr = self.node_ipr[pod.node]
-        _nl(f"{node.netns}/{pod.host_veth}", "attach to cni0", lambda: nipr.link(
-            "set", index=_index(nipr, pod.host_veth), master=cni0, state="up"))
-        _nl(f"{node.netns}/cni0 neighbour {pod.ip}", "add", lambda: nipr.neigh(
-            "add", dst=str(pod.ip), lladdr=pod.mac, ifindex=cni0, state=NUD_PERMANENT))
+    def _host_side(self, pod: PodPlan, pod_fd: int, index: int) -> None:
+        node = self.topo.node(pod.node)
+        nl = self.node_nl[pod.node]
+        mtu = self.topo.pod_mtu
+        nl.link_add(
+            f"{node.netns}/{pod.host_veth} (for {pod.key})", index=index, ifname=pod.host_veth, kind="veth",
+            mtu=mtu, master=CNI0, up=True,
+            data=veth_peer(ifname="eth0", index=ETH0, net_ns_fd=pod_fd, address=pod.mac, mtu=mtu),
+        )
+        nl.neigh_add(f"{node.netns}/cni0 neighbour {pod.ip}", CNI0, str(pod.ip), pod.mac)
+
+    def _pod_side(self, pod: PodPlan, nl: Rtnl) -> None:
+        node = self.topo.node(pod.node)
+        nl.link_set(f"{pod.netns}/eth0", index=ETH0, up=True)
+        nl.addr_add(f"{pod.netns}/eth0 {pod.ip}", ETH0, str(pod.ip), node.pod_subnet.prefixlen)
+        nl.neigh_add(f"{pod.netns}/eth0 gateway neighbour", ETH0, str(node.gateway), node.bridge_mac)
+        nl.route_add(f"{pod.netns} default route", "0.0.0.0", 0, str(node.gateway), ETH0)
+        nl.commit()
 
     # -- routes between nodes ------------------------------------------------------------
-    def _pod_routes(self) -> None:
+    def _node_routes(self) -> None:
         topo = self.topo
         for node in topo.nodes:
-            ipr = self.node_ipr[node.name]
-            eth0 = _index(ipr, "eth0")
-            if topo.network == "vxlan":
-                vx = _index(ipr, "flannel.1")
+            nl = self.node_nl[node.name]
             for peer in topo.nodes:
                 if peer is node:
                     continue
-                _nl(f"{node.netns}/eth0 neighbour {peer.ip}", "add", lambda: ipr.neigh(
-                    "add", dst=str(peer.ip), lladdr=peer.mac, ifindex=eth0, state=NUD_PERMANENT))
-                obj = f"{node.netns} route {peer.pod_subnet}"
+                where = f"{node.netns} -> {peer.name}"
+                nl.neigh_add(f"{where}: eth0 neighbour {peer.ip}", ETH0, str(peer.ip), peer.mac)
+                subnet = str(peer.pod_subnet.network_address)
+                prefix = peer.pod_subnet.prefixlen
                 if topo.network == "vxlan":
                     # flannel's static wiring: ARP and FDB answered from the plan, no multicast.
-                    _nl(obj, "add neighbour", lambda: ipr.neigh(
-                        "add", dst=str(peer.vtep_ip), lladdr=peer.vtep_mac, ifindex=vx, state=NUD_PERMANENT))
-                    _nl(obj, "add fdb", lambda: ipr.fdb(
-                        "append", ifindex=vx, lladdr=peer.vtep_mac, dst=str(peer.ip), state=NUD_PERMANENT, flags=NTF_SELF))
-                    _nl(obj, "add", lambda: ipr.route(
-                        "add", dst=str(peer.pod_subnet), gateway=str(peer.vtep_ip), oif=vx, flags=4))  # RTNH_F_ONLINK
+                    nl.neigh_add(f"{where}: flannel.1 neighbour", VXLAN, str(peer.vtep_ip), peer.vtep_mac)
+                    nl.fdb_append(f"{where}: flannel.1 fdb", VXLAN, peer.vtep_mac, str(peer.ip))
+                    nl.route_add(f"{where}: route {peer.pod_subnet}", subnet, prefix, str(peer.vtep_ip), VXLAN, onlink=True)
                 else:
-                    _nl(obj, "add", lambda: ipr.route("add", dst=str(peer.pod_subnet), gateway=str(peer.ip), oif=eth0))
+                    nl.route_add(f"{where}: route {peer.pod_subnet}", subnet, prefix, str(peer.ip), ETH0)
+            nl.commit()
+
+
+__all__ = ["build"]
