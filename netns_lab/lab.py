@@ -16,14 +16,17 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
-from netns_lab import cleanup, procs, state
-from netns_lab.controllers.topology import NODE_AGENT_PORT, Topology, from_dict, plan, to_dict
+from netns_lab import cleanup, model_io, procs, state
+from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology, from_dict, plan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.model import ObjectRef, Scenario
+from netns_lab.model import ObjectRef, Pod, Scenario, Service
+from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
 from netns_lab.realize import network
+from netns_lab.realize.proxier import Proxier, delete_stale_udp, delete_stale_udp_nodeport, make_proxier
 from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import run_in
 
@@ -46,6 +49,8 @@ def parse_ref(text: str | ObjectRef) -> ObjectRef:
     """``pod/NAME``, ``pod/NS/NAME``, ``node/NAME`` or an IPv4 address."""
     if isinstance(text, ObjectRef):
         return text
+    if text == "external":
+        return ObjectRef("external", "external")
     try:
         return ObjectRef("ip", str(IPv4Address(text)))
     except ValueError:
@@ -65,6 +70,12 @@ class Lab:
         self.topology = topology if topology is not None else plan(scenario)  # type: ignore[arg-type]
         self.name = self.topology.lab
         self.state: state.LabState | None = None
+        # The live model: changes at run time (pods added, deleted, made unready).
+        self.pods: tuple[Pod, ...] = scenario.pods if scenario else ()
+        self.services: tuple[Service, ...] = scenario.services if scenario else ()
+        self.proxy_mode = scenario.cluster.proxy_mode if scenario else "iptables"
+        self.proxiers: dict[str, Proxier] = {}
+        self._ports: tuple[ServicePortInfo, ...] = ()
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -82,6 +93,10 @@ class Lab:
             raise LabError(f"lab {name!r} is not up (see `invoke status`)")
         lab = cls(None, from_dict(st.topology))
         lab.state = st
+        lab.pods = tuple(model_io.load_pod(p) for p in st.pods)
+        lab.services = tuple(model_io.load_service(s) for s in st.services)
+        lab.proxy_mode = st.proxy_mode
+        lab._ports = service_ports(lab.services, lab.pods, lab.topology)
         return lab
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -102,7 +117,9 @@ class Lab:
             namespaces=list(topo.namespaces),
             topology=to_dict(topo),
             created=time.time(),
+            proxy_mode=self.proxy_mode,
         )
+        self._save_model(st)
         st.save()
         self.state = st
         _fault("state")
@@ -110,6 +127,8 @@ class Lab:
             os.makedirs(st.workdir, exist_ok=True)
             counter: dict[str, int] = {}
             network.build(topo, on_step=lambda s: _fault(s, counter if s == "pod" else None))
+            self.sync(full=True)
+            _fault("rules")
             self._start_netexec(st)
             _fault("ready")
             st.phase = "up"
@@ -120,7 +139,12 @@ class Lab:
             raise
         return self
 
-    def _start_netexec(self, st: state.LabState) -> None:
+    def _save_model(self, st: state.LabState) -> None:
+        st.pods = [model_io.dump(p) for p in self.pods]
+        st.services = [model_io.dump(s) for s in self.services]
+        st.topology = to_dict(self.topology)
+
+    def _write_netexec_config(self, st: state.LabState) -> str:
         topo = self.topology
         targets = [
             {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
@@ -129,8 +153,21 @@ class Lab:
         ]
         targets += [{"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT]} for n in topo.nodes]
         config = os.path.join(st.workdir, "netexec.json")
-        with open(config, "w") as fh:
+        tmp = config + ".tmp"
+        with open(tmp, "w") as fh:
             json.dump({"lab": self.name, "targets": targets}, fh)
+        os.replace(tmp, config)
+        return config
+
+    def _reload_netexec(self) -> None:
+        assert self.state is not None
+        self._write_netexec_config(self.state)
+        for p in self.state.processes:
+            if p["role"] == "netexec" and procs.owned_by(p["pid"], self.state.instance):
+                os.kill(p["pid"], signal.SIGHUP)
+
+    def _start_netexec(self, st: state.LabState) -> None:
+        config = self._write_netexec_config(st)
         log = os.path.join(st.workdir, "netexec.log")
         proc = procs.spawn([sys.executable, "-m", "netns_lab.services.netexec", config], self.name, st.instance, log)
         _fault("spawned")
@@ -146,6 +183,100 @@ class Lab:
                 tail = fh.read()[-500:].strip().replace("\n", " | ")
             raise RealizeError("netexec", "start", None, tail or "no READY line")
 
+    # -- Services: kube-proxy's job ----------------------------------------------------------
+    def node_context(self, node: str) -> NodeContext:
+        topo = self.topology
+        return NodeContext(node, topo.pod_cidr, topo.service_cidr, (str(topo.node(node).ip),))
+
+    def sync(self, full: bool = False) -> dict[str, object]:
+        """Recompute endpoints and bring every node's Service rules up to date (one
+        iptables-restore / nft transaction per node); remove stale UDP conntrack entries."""
+        if not self.proxiers:
+            self.proxiers = {
+                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name)) for n in self.topology.nodes
+            }
+            full = True
+        old_ports = self._ports
+        ports = service_ports(self.services, self.pods, self.topology)
+        stats = {name: p.sync(ports, full=full) for name, p in self.proxiers.items()}
+        self._ports = ports
+        self._forget_stale_udp(old_ports, ports)
+        if self.state is not None:
+            self._save_model(self.state)
+            self.state.save()
+        return stats  # type: ignore[return-value]
+
+    def _forget_stale_udp(self, old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...]) -> None:
+        now = {(p.namespace, p.name, p.port_name, p.protocol): {e.ip for e in p.endpoints} for p in new}
+        for p in old:
+            if p.protocol != "UDP":
+                continue
+            gone = {e.ip for e in p.endpoints} - now.get((p.namespace, p.name, p.port_name, p.protocol), set())
+            for ip in gone:
+                for node in self.topology.nodes:
+                    delete_stale_udp(node.netns, p.cluster_ip, p.port, ip)
+                    if p.node_port is not None:
+                        delete_stale_udp_nodeport(node.netns, p.node_port, ip)
+
+    def service_ports(self) -> tuple[ServicePortInfo, ...]:
+        return self._ports
+
+    def set_ready(self, pod: str, ready: bool = True) -> None:
+        """Mark a pod ready or not (its readiness probe, in effect) and sync the rules."""
+        key = self._pod_key(pod)
+        self.pods = tuple(replace(p, ready=ready) if p.key == key else p for p in self.pods)
+        self.sync()
+
+    def delete_pod(self, pod: str) -> None:
+        """Delete a pod: it stops serving, its endpoints go, its namespace is removed."""
+        key = self._pod_key(pod)
+        plan_ = self.topology.pod(key)
+        self.pods = tuple(p for p in self.pods if p.key != key)
+        self.topology = replace(self.topology, pods=tuple(p for p in self.topology.pods if p.key != key))
+        self.sync()
+        self._reload_netexec()
+        time.sleep(0.05)  # let netexec close the pod's sockets before the namespace goes
+        from netns_lab.realize import netns as nsmod
+
+        nsmod.delete(plan_.netns)
+
+    def add_pod(self, pod: Pod, node: str | None = None) -> PodPlan:
+        """Create a pod at run time (the scheduler picks the least-loaded node unless given)."""
+        from netns_lab.controllers.topology import add_pod_plan
+
+        if any(p.key == pod.key for p in self.pods):
+            raise LabError(f'pods "{pod.name}" already exists in namespace "{pod.namespace}"')
+        self.topology, plan_ = add_pod_plan(self.topology, pod, node or pod.node_name)
+        assert self.state is not None
+        if plan_.netns not in self.state.namespaces:
+            self.state.namespaces.append(plan_.netns)
+        self.state.save()  # record ownership before creating
+        network.add_pods(self.topology, (plan_,))
+        self.pods = (*self.pods, replace(pod, node_name=plan_.node))
+        self._reload_netexec()
+        self._wait_serving(plan_)
+        self.sync()
+        return plan_
+
+    def _wait_serving(self, plan_: PodPlan, timeout: float = 5.0) -> None:
+        if not plan_.ports:
+            return
+        deadline = time.monotonic() + timeout
+        node = self.topology.node(plan_.node)
+        while time.monotonic() < deadline:
+            r = self.connect(f"node/{node.name}", str(plan_.ip), plan_.ports[0][0], timeout=0.5)
+            if r.result == "ok":
+                return
+            time.sleep(0.02)
+        raise RealizeError(f"pod {plan_.key}", "start serving", None, "netexec did not open its ports")
+
+    def _pod_key(self, pod: str) -> str:
+        r = parse_ref(pod if pod.startswith("pod/") else f"pod/{pod}")
+        key = f"{r.namespace}/{r.name}"
+        if not any(p.key == key for p in self.pods):
+            raise LabError(f"no pod {key} in lab {self.name}")
+        return key
+
     def down(self) -> None:
         cleanup.remove_lab(self.name)
         self.state = None
@@ -159,6 +290,8 @@ class Lab:
     # -- addressing ----------------------------------------------------------------------
     def netns_of(self, ref: str | ObjectRef) -> str:
         r = parse_ref(ref)
+        if r.kind == "external":
+            return self.topology.external_netns
         if r.kind == "node":
             return self.topology.node(r.name).netns
         if r.kind == "pod":
@@ -173,7 +306,22 @@ class Lab:
             return str(self.topology.node(r.name).ip)
         if r.kind == "pod":
             return str(self.topology.pod(f"{r.namespace}/{r.name}").ip)
+        if r.kind == "external":
+            return str(self.topology.external_ip)
+        if r.kind == "service":
+            svc = self.service(f"{r.namespace}/{r.name}")
+            if svc.cluster_ip is None:
+                raise LabError(f"{r} is headless: it has no clusterIP")
+            return svc.cluster_ip
         raise LabError(f"{r}: no IP for this kind of object yet")
+
+    def service(self, key: str) -> Service:
+        if "/" not in key:
+            key = f"default/{key}"
+        for s in self.services:
+            if s.key == key:
+                return s
+        raise LabError(f"no service {key} in lab {self.name}")
 
     def addresses(self, ref: str | ObjectRef) -> list[str]:
         """The IPv4 addresses the object's namespace shows for itself (its own `ip addr`)."""

@@ -60,6 +60,7 @@ class Pod:
     containers: tuple[Container, ...] = ()
     hostname: str | None = None
     subdomain: str | None = None
+    ready: bool = True
 
     @property
     def key(self) -> str:
@@ -74,6 +75,48 @@ class Pod:
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
+
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, as the API server defaults it
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+    target_port: int | str | None = None  # a number, a containerPort name, or None = port
+    node_port: int | None = None
+
+    @property
+    def target(self) -> int | str:
+        return self.port if self.target_port is None else self.target_port
+
+
+@dataclass(frozen=True)
+class Service:
+    """A v1 Service after defaulting and allocation (clusterIP and nodePorts are filled)."""
+
+    name: str
+    namespace: str = "default"
+    type: str = "ClusterIP"
+    selector: tuple[tuple[str, str], ...] | None = None  # None: no selector, no endpoints managed
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ip: str | None = None  # None for headless (clusterIP: None)
+    session_affinity: str = "None"  # None | ClientIP
+    affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+    external_traffic_policy: str = "Cluster"
+    internal_traffic_policy: str = "Cluster"
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip is None
 
 
 @dataclass(frozen=True)
@@ -123,9 +166,18 @@ class Scenario:
     pods: tuple[Pod, ...] = ()
     checks: tuple[Check, ...] = ()
     description: str = ""
+    services: tuple[Service, ...] = ()
 
     def pod(self, key: str) -> Pod:
         for p in self.pods:
             if p.key == key:
                 return p
+        raise KeyError(key)
+
+    def service(self, key: str) -> Service:
+        if "/" not in key:
+            key = f"default/{key}"
+        for s in self.services:
+            if s.key == key:
+                return s
         raise KeyError(key)

@@ -26,6 +26,9 @@ class LabState:
     processes: list[dict[str, Any]] = field(default_factory=list)  # role, pid, start
     topology: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    proxy_mode: str = "iptables"
+    pods: list[dict[str, Any]] = field(default_factory=list)  # the live model (model_io)
+    services: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def path(self) -> str:

@@ -60,6 +60,14 @@ class Topology:
     underlay_netns: str
     nodes: tuple[NodePlan, ...]
     pods: tuple[PodPlan, ...]
+    external_netns: str = ""  # a client outside the cluster, on the node network
+    external_ip: IPv4Address = IPv4Address("0.0.0.0")
+    pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
+    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+
+    @property
+    def external_mac(self) -> str:
+        return mac_for(self.external_ip)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -81,11 +89,15 @@ class Topology:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every network namespace of the lab, in creation order."""
-        return (self.underlay_netns, *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
+        return (self.underlay_netns, self.external_netns, *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
 
 
 def underlay_netns(lab: str) -> str:
     return f"{lab}__net"  # "__" cannot occur in a node or pod namespace name
+
+
+def external_netns(lab: str) -> str:
+    return f"{lab}__ext"
 
 
 def node_netns(lab: str, node: str) -> str:
@@ -182,6 +194,10 @@ def plan(scenario: Scenario) -> Topology:
         underlay_netns=underlay_netns(lab),
         nodes=tuple(nodes),
         pods=tuple(pods),
+        external_netns=external_netns(lab),
+        external_ip=node_hosts[0],  # .1: the nodes' default gateway, "the rest of the world"
+        pod_cidr=cluster.pod_cidr,
+        service_cidr=cluster.service_cidr,
     )
 
 
@@ -232,4 +248,27 @@ def from_dict(data: dict[str, object]) -> Topology:
         lab=data["lab"], network=data["network"], underlay_mtu=data["underlay_mtu"],  # type: ignore[arg-type]
         pod_mtu=data["pod_mtu"], node_cidr=IPv4Network(data["node_cidr"]),  # type: ignore[arg-type]
         underlay_netns=data["underlay_netns"], nodes=nodes, pods=pods,  # type: ignore[arg-type]
+        external_netns=data["external_netns"], external_ip=IPv4Address(data["external_ip"]),  # type: ignore[arg-type]
+        pod_cidr=IPv4Network(data["pod_cidr"]), service_cidr=IPv4Network(data["service_cidr"]),  # type: ignore[arg-type]
     )
+
+
+def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Topology, PodPlan]:
+    """Plan one more pod at run time: the given node or the least loaded, the lowest free IP."""
+    import dataclasses
+
+    if node is None:
+        node = min(topo.nodes, key=lambda n: (len(topo.pods_on(n.name)), n.index)).name
+    target = topo.node(node)
+    used = {p.ip for p in topo.pods_on(node)}
+    free = next((ip for ip in target.pod_subnet.hosts() if ip != target.gateway and ip not in used), None)
+    if free is None:
+        raise ScenarioError(topo.lab, "spec.nodeName", f'Too many: node "{node}" has no free pod address')
+    taken = {p.host_veth for p in topo.pods_on(node)}
+    new = PodPlan(
+        key=pod.key, name=pod.name, namespace=pod.namespace, node=node,
+        netns=pod_netns(topo.lab, pod.namespace, pod.name), ip=free,
+        host_veth=_veth_name(pod.key, taken), ports=tuple((p.container_port, p.protocol) for p in pod.ports),
+        mac=mac_for(free),
+    )
+    return dataclasses.replace(topo, pods=(*topo.pods, new)), new

@@ -32,7 +32,8 @@ from netns_lab.realize.rtnl import Rtnl, veth_peer
 Step = Callable[[str], None]
 LO, ETH0, CNI0, VXLAN = 1, 2, 3, 4
 UPLINK_BASE = 10  # uplinkN in the underlay namespace
-VETH_BASE = 10  # pods' host-side veths in a node namespace
+EXT_UPLINK = 9  # the external client's port in the underlay namespace
+VETH_BASE = 1000  # a pod's host-side veth is VETH_BASE + its host part: unique on its node
 CHUNK = 128  # pods whose namespaces are open at once (bounds file descriptors)
 NODE_SYSCTLS = {
     "net/ipv4/ip_forward": 1,
@@ -53,6 +54,26 @@ def _ipv4_only() -> None:
 def build(topo: Topology, on_step: Step = lambda _s: None) -> None:
     """Create every namespace and link of ``topo``. Raises RealizeError; the caller cleans up."""
     in_thread(lambda w: _Builder(topo, w, on_step).run())
+
+
+def add_pods(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
+    """Create pods in a running lab (``topo`` already includes them)."""
+
+    def job(w: NetnsThread) -> None:
+        b = _Builder(topo, w, lambda _s: None)
+        try:
+            for node in {p.node for p in pods}:
+                w.enter(topo.node(node).netns)
+                try:
+                    b.node_nl[node] = Rtnl(topo.node(node).netns)
+                finally:
+                    w.go_home()
+            b._pods(pods)
+        finally:
+            for nl in b.node_nl.values():
+                nl.close()
+
+    in_thread(job)
 
 
 class _Builder:
@@ -106,6 +127,23 @@ class _Builder:
                 finally:
                     os.close(fd)
                 self._node(node)
+            ext = topo.external_netns
+            with self._new_namespace(ext) as nl:
+                fd = netns.open_fd(ext)
+                try:
+                    under.link_add(
+                        f"{ext}/eth0", index=EXT_UPLINK, ifname="uplink-ext", kind="veth", mtu=topo.underlay_mtu,
+                        master=ETH0, up=True,
+                        data=veth_peer(ifname="eth0", index=ETH0, net_ns_fd=fd, address=topo.external_mac, mtu=topo.underlay_mtu),
+                    )
+                    under.commit()
+                finally:
+                    os.close(fd)
+                nl.link_set(f"{ext}/eth0", index=ETH0, up=True)
+                nl.addr_add(f"{ext}/eth0 {topo.external_ip}", ETH0, str(topo.external_ip), topo.node_cidr.prefixlen)
+                for node in topo.nodes:
+                    nl.neigh_add(f"{ext}/eth0 neighbour {node.ip}", ETH0, str(node.ip), node.mac)
+                nl.commit()
 
     def _node(self, node: NodePlan) -> None:
         topo = self.topo
@@ -127,9 +165,8 @@ class _Builder:
         nl.commit()
 
     # -- pods --------------------------------------------------------------------------
-    def _pods(self) -> None:
-        pods = self.topo.pods
-        ordinal: dict[str, int] = {}
+    def _pods(self, pods: tuple[PodPlan, ...] | None = None) -> None:
+        pods = self.topo.pods if pods is None else pods
         for start in range(0, len(pods), CHUNK):
             chunk = pods[start : start + CHUNK]
             opened: list[tuple[PodPlan, Rtnl, int]] = []
@@ -139,10 +176,9 @@ class _Builder:
                     opened.append((pod, nl, netns.open_fd(pod.netns)))
                     self.on_step("pod")
                 for pod, _nl, fd in opened:  # host side first: the pod's eth0 is born with it
-                    ordinal[pod.node] = ordinal.get(pod.node, 0) + 1
-                    self._host_side(pod, fd, VETH_BASE + ordinal[pod.node])
-                for nl in self.node_nl.values():
-                    nl.commit()
+                    self._host_side(pod, fd)
+                for node in {pod.node for pod, _nl, _fd in opened}:
+                    self.node_nl[node].commit()
                 for pod, nl, _fd in opened:
                     self._pod_side(pod, nl)
             finally:
@@ -150,8 +186,9 @@ class _Builder:
                     nl.close()
                     os.close(fd)
 
-    def _host_side(self, pod: PodPlan, pod_fd: int, index: int) -> None:
+    def _host_side(self, pod: PodPlan, pod_fd: int) -> None:
         node = self.topo.node(pod.node)
+        index = VETH_BASE + int(pod.ip) - int(node.pod_subnet.network_address)
         nl = self.node_nl[pod.node]
         mtu = self.topo.pod_mtu
         nl.link_add(
@@ -159,6 +196,7 @@ class _Builder:
             mtu=mtu, master=CNI0, up=True,
             data=veth_peer(ifname="eth0", index=ETH0, net_ns_fd=pod_fd, address=pod.mac, mtu=mtu),
         )
+        nl.bridge_port_hairpin(f"{node.netns}/{pod.host_veth} hairpin", index)
         nl.neigh_add(f"{node.netns}/cni0 neighbour {pod.ip}", CNI0, str(pod.ip), pod.mac)
 
     def _pod_side(self, pod: PodPlan, nl: Rtnl) -> None:
@@ -174,6 +212,10 @@ class _Builder:
         topo = self.topo
         for node in topo.nodes:
             nl = self.node_nl[node.name]
+            # The world outside the cluster (the external client) is the nodes' default gateway,
+            # as a datacenter router would be: traffic to unknown addresses leaves the node.
+            nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.external_ip}", ETH0, str(topo.external_ip), topo.external_mac)
+            nl.route_add(f"{node.netns} default route", "0.0.0.0", 0, str(topo.external_ip), ETH0)
             for peer in topo.nodes:
                 if peer is node:
                     continue

@@ -29,6 +29,9 @@ NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 NTF_SELF = 0x02
 _HDR = struct.Struct("=IHHII")
+IFLA_PROTINFO = 12
+IFLA_BRPORT_MODE = 4
+NLA_F_NESTED = 0x8000
 
 
 class Rtnl:
@@ -69,6 +72,19 @@ class Rtnl:
 
     def link_set(self, what: str, **fields: Any) -> None:
         self._queue(_ifinf(fields), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, what)
+
+    def bridge_port_hairpin(self, what: str, index: int) -> None:
+        """``bridge link set dev X hairpin on``: let a bridge port send a frame back out of the
+        port it came in on, as kubelet's hairpin-veth mode does, so a pod reaches itself
+        through its own Service when br_netfilter DNATs inside the bridge."""
+        # Encoded by hand: the kernel only reads IFLA_PROTINFO as port attributes when it carries
+        # NLA_F_NESTED, which pyroute2 does not set on this attribute.
+        mode = struct.pack("=HHB3x", 5, IFLA_BRPORT_MODE, 1)
+        protinfo = struct.pack("=HH", 4 + len(mode), IFLA_PROTINFO | NLA_F_NESTED) + mode
+        body = struct.pack("=BxHiII", socket.AF_BRIDGE, 0, index, 0, 0) + protinfo
+        self.seq += 1
+        self.out.append(_HDR.pack(_HDR.size + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body)
+        self.pending[self.seq] = what
 
     def addr_add(self, what: str, index: int, address: str, prefixlen: int) -> None:
         msg = ifaddrmsg()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod
+from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod, Service
 from netns_lab.scenario.schema import ANY, INT, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
@@ -34,16 +34,17 @@ CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
 PING_RESULTS = ("reply", "no-reply")
 PROTOCOLS = ("tcp", "udp", "http")
 MATRICES = ("pod-to-pod", "node-to-pod", "pod-to-node")
-SOURCE_KINDS = ("pod", "node")
-TARGET_KINDS = ("pod", "node")
+SOURCE_KINDS = ("pod", "node", "external")
+TARGET_KINDS = ("pod", "node", "service")
 
 
 class Refs:
     """Resolves ``kind/[ns/]name`` strings against the objects of one scenario."""
 
-    def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...]) -> None:
+    def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...], services: tuple[Service, ...] = ()) -> None:
         self.nodes = set(cluster.nodes)
         self.pods = {p.key for p in pods}
+        self.services = {s.key: s for s in services}
 
     def parse(self, src: Source, path: str, text: str, kinds: tuple[str, ...], allow_ip: bool = False) -> ObjectRef:
         if allow_ip:
@@ -52,12 +53,14 @@ class Refs:
                 return ObjectRef("ip", str(ip))
             except ValueError:
                 pass
+        if text == "external" and "external" in kinds:
+            return ObjectRef("external", "external")
         kind, sep, rest = text.partition("/")
         if not sep or kind not in kinds or not rest:
             want = " or ".join(f"{k}/NAME" for k in kinds) + (" or an IPv4 address" if allow_ip else "")
             hint = ""
             if not sep and allow_ip:
-                hint = " (names are looked up by cluster DNS, which this lab does not run yet)"
+                hint = " (names are looked up by cluster DNS, which this lab does not run yet: use service/NAME)"
             raise src.error(path, f'Invalid value: "{text}": must be {want}{hint}')
         if kind == "node":
             if rest not in self.nodes:
@@ -67,6 +70,12 @@ class Refs:
         ns = ns or "default"
         if kind == "pod" and f"{ns}/{name}" not in self.pods:
             raise src.error(path, f'Not found: "{text}": no pod "{name}" in namespace "{ns}"')
+        if kind == "service":
+            svc = self.services.get(f"{ns}/{name}")
+            if svc is None:
+                raise src.error(path, f'Not found: "{text}": no service "{name}" in namespace "{ns}"')
+            if svc.headless:
+                raise src.error(path, f'Invalid value: "{text}": a headless Service has no clusterIP to connect to')
         return ObjectRef(kind, name, ns)
 
 
@@ -146,7 +155,7 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         if raw["clientIP"] == "self":
             client_ip = ObjectRef("self", "self")
         else:
-            client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node"), allow_ip=True)
+            client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node", "external"), allow_ip=True)
     if action == "connect" and result is None and (served_by or client_ip):
         result = "ok"
     return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip)

@@ -17,11 +17,13 @@ from netns_lab.model import BUILTIN_NAMESPACES, Namespace, Pod, Scenario
 from netns_lab.scenario import k8s
 from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
-from netns_lab.scenario.manifests import parse_object
+from netns_lab.scenario.manifests import PARSERS, parse_object
+from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join, load_documents
 
 API_VERSION = "netns-lab/v1"
+PARSERS[("v1", "Service")] = parse_service
 SCENARIO = Obj(
     "netns-lab/v1 Scenario",
     {"apiVersion": STR, "kind": STR, "name": STR, "description": STR, "cluster": ANY, "objects": ListOf(ANY), "checks": ANY},
@@ -102,6 +104,7 @@ def load_scenario(
 
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in BUILTIN_NAMESPACES}
     pods: dict[str, Pod] = {}
+    services: dict[str, ParsedService] = {}
     for osrc, obj, opath in _object_sources(src, data.get("objects") or []):
         model_obj = parse_object(osrc, obj, opath)
         if isinstance(model_obj, Namespace):
@@ -119,9 +122,17 @@ def load_scenario(
             if model_obj.node_name is not None and model_obj.node_name not in cluster.nodes:
                 raise osrc.error(join(opath, "spec.nodeName"), f'Not found: "{model_obj.node_name}": no such node in the cluster')
             pods[model_obj.key] = model_obj
+        elif isinstance(model_obj, ParsedService):
+            svc = model_obj.service
+            if svc.namespace not in namespaces:
+                raise osrc.error(join(opath, "metadata.namespace"), f'namespaces "{svc.namespace}" not found')
+            if svc.key in services:
+                raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
+            services[svc.key] = model_obj
 
     pod_tuple = tuple(pods.values())
-    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple))
+    service_tuple = allocate(list(services.values()), cluster)
+    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple))
     scenario = Scenario(
         name=name,
         path=path,
@@ -130,6 +141,7 @@ def load_scenario(
         pods=pod_tuple,
         checks=checks,
         description=data.get("description") or "",
+        services=service_tuple,
     )
     from netns_lab.controllers.topology import plan  # the address plan is part of validity
 

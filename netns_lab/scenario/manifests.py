@@ -179,7 +179,6 @@ PARSERS: dict[tuple[str, str], Parser] = {
 
 # Kinds Kubernetes has that the lab will support later: say so instead of "unknown".
 NOT_YET = {
-    "Service": "Services are not supported yet",
     "Endpoints": "Endpoints are computed by the lab from Services and pods",
     "EndpointSlice": "EndpointSlices are computed by the lab from Services and pods",
     "Ingress": "Ingress is not supported yet",

@@ -1,0 +1,53 @@
+"""The endpoints controller: which pods back which Service port, as EndpointSlices say.
+
+A pod is an endpoint of a Service when it is in the Service's namespace, matches its
+selector and is ready; ``targetPort`` is resolved per pod (a named port may be a different
+number on each pod, and a pod without that name is not an endpoint of that port).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netns_lab.controllers.topology import Topology
+from netns_lab.model import Pod, Service, ServicePort
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    pod: str  # pod key
+    ip: str
+    port: int
+    node: str
+    ready: bool = True
+
+
+def _target(pod: Pod, sp: ServicePort) -> int | None:
+    target = sp.target
+    if isinstance(target, int):
+        return target
+    for cp in pod.ports:
+        if cp.name == target and cp.protocol == sp.protocol:
+            return cp.container_port
+    return None
+
+
+def selects(svc: Service, pod: Pod) -> bool:
+    if svc.selector is None or pod.namespace != svc.namespace:
+        return False
+    labels = pod.label_map
+    return all(labels.get(k) == v for k, v in svc.selector)
+
+
+def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology) -> dict[ServicePort, tuple[Endpoint, ...]]:
+    """Ready endpoints per Service port, in pod order (stable, so rule diffs stay small)."""
+    out: dict[ServicePort, list[Endpoint]] = {sp: [] for sp in svc.ports}
+    for pod in pods:
+        if not pod.ready or not selects(svc, pod):
+            continue
+        plan = topo.pod(pod.key)
+        for sp in svc.ports:
+            port = _target(pod, sp)
+            if port is not None:
+                out[sp].append(Endpoint(pod.key, str(plan.ip), port, plan.node))
+    return {sp: tuple(eps) for sp, eps in out.items()}

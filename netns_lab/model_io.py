@@ -1,0 +1,40 @@
+"""Pods and Services to and from JSON, for the lab's state file.
+
+A lab is changed at run time (pods added, deleted, made unready) possibly by another
+process than the one that built it, so the live model is stored with the ownership record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from netns_lab.model import Container, ContainerPort, Pod, Service, ServicePort
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def dump(obj: Pod | Service) -> dict[str, Any]:
+    return _plain(obj)  # type: ignore[no-any-return]
+
+
+def _pairs(items: list[list[str]] | None) -> tuple[tuple[str, str], ...] | None:
+    return None if items is None else tuple((k, v) for k, v in items)
+
+
+def load_pod(d: dict[str, Any]) -> Pod:
+    containers = tuple(
+        Container(c["name"], c["image"], tuple(ContainerPort(**p) for p in c["ports"])) for c in d["containers"]
+    )
+    return Pod(**{**d, "labels": _pairs(d["labels"]) or (), "containers": containers})
+
+
+def load_service(d: dict[str, Any]) -> Service:
+    return Service(**{**d, "labels": _pairs(d["labels"]) or (), "selector": _pairs(d["selector"]),
+                      "ports": tuple(ServicePort(**p) for p in d["ports"])})

@@ -1,0 +1,93 @@
+"""The one Service model every proxier renders: kube-proxy's ``ServicePort`` + endpoints.
+
+Built per node from the cluster model (Services, pods, endpoints), so the renderers need
+nothing else: they are pure functions and can be tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+from netns_lab.controllers.endpoints import Endpoint, endpoints
+from netns_lab.controllers.topology import Topology
+from netns_lab.model import Pod, Service
+
+MASQ_MARK = "0x4000"
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a node's kube-proxy knows about itself (``--cluster-cidr``, node IPs)."""
+
+    node: str
+    cluster_cidr: IPv4Network  # podCIDR: "is this source a pod?" (kube-proxy's local detector)
+    service_cidr: IPv4Network
+    node_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServicePortInfo:
+    namespace: str
+    name: str
+    port_name: str | None
+    protocol: str  # TCP | UDP
+    cluster_ip: str
+    port: int
+    node_port: int | None
+    affinity_timeout: int | None  # seconds, when sessionAffinity is ClientIP
+    external_local: bool  # externalTrafficPolicy: Local
+    internal_local: bool  # internalTrafficPolicy: Local
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def port_name_string(self) -> str:
+        """kube-proxy's ``ServicePortName.String()``: ``ns/name:port`` (``ns/name`` if unnamed)."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def proto(self) -> str:
+        return self.protocol.lower()
+
+    def local_endpoints(self, node: str) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.node == node)
+
+
+def port_proto_hash(service_port_name: str, protocol: str) -> str:
+    """kube-proxy's ``portProtoHash``: base32(sha256(name + protocol))[:16]."""
+    digest = hashlib.sha256((service_port_name + protocol).encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
+    digest = hashlib.sha256((service_port_name + protocol + endpoint).encode()).digest()
+    return base64.b32encode(digest).decode()[:16]
+
+
+def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology) -> tuple[ServicePortInfo, ...]:
+    """Every proxied Service port with its ready endpoints (headless Services are skipped)."""
+    out: list[ServicePortInfo] = []
+    for svc in services:
+        if svc.headless or svc.type not in ("ClusterIP", "NodePort"):
+            continue
+        eps = endpoints(svc, pods, topo)
+        for sp in svc.ports:
+            out.append(
+                ServicePortInfo(
+                    namespace=svc.namespace,
+                    name=svc.name,
+                    port_name=sp.name,
+                    protocol=sp.protocol,
+                    cluster_ip=svc.cluster_ip or "",
+                    port=sp.port,
+                    node_port=sp.node_port if svc.type == "NodePort" else None,
+                    affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
+                    external_local=svc.external_traffic_policy == "Local",
+                    internal_local=svc.internal_traffic_policy == "Local",
+                    endpoints=eps.get(sp, ()),
+                )
+            )
+    return tuple(out)

@@ -1,0 +1,243 @@
+"""v1 Service manifests: validation as the API server does it, then IP and port allocation.
+
+Allocation is part of validation in Kubernetes too (``provided port is already allocated``),
+so it lives here: explicitly requested clusterIPs and nodePorts are reserved first, in file
+order, then the rest are handed out deterministically (lowest free address / port), so a
+scenario always gets the same addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from typing import Any
+
+from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
+from netns_lab.scenario import k8s
+from netns_lab.scenario.manifests import _fail, _unsupported, metadata
+from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, OBJECT_META, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.yamlsrc import Source, join
+
+SERVICE_PORT = Obj(
+    "io.k8s.api.core.v1.ServicePort",
+    {"name": STR, "protocol": STR, "port": INT, "targetPort": INT_OR_STR, "nodePort": INT, "appProtocol": STR},
+)
+SERVICE_SPEC = Obj(
+    "io.k8s.api.core.v1.ServiceSpec",
+    {
+        "type": STR,
+        "selector": MapOf(STR),
+        "ports": ListOf(SERVICE_PORT),
+        "clusterIP": STR,
+        "clusterIPs": ListOf(STR),
+        "sessionAffinity": STR,
+        "sessionAffinityConfig": Obj(
+            "io.k8s.api.core.v1.SessionAffinityConfig",
+            {"clientIP": Obj("io.k8s.api.core.v1.ClientIPConfig", {"timeoutSeconds": INT})},
+        ),
+        "externalTrafficPolicy": STR,
+        "internalTrafficPolicy": STR,
+        "ipFamilies": ListOf(STR),
+        "ipFamilyPolicy": STR,
+        "publishNotReadyAddresses": BOOL,
+        "trafficDistribution": STR,
+        # LoadBalancer / ExternalName fields: recognised so the "not supported yet" message wins
+        "externalName": STR,
+        "externalIPs": ListOf(STR),
+        "loadBalancerIP": STR,
+        "loadBalancerSourceRanges": ListOf(STR),
+        "loadBalancerClass": STR,
+        "allocateLoadBalancerNodePorts": BOOL,
+        "healthCheckNodePort": INT,
+    },
+)
+SERVICE = Obj(
+    "io.k8s.api.core.v1.Service",
+    {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": SERVICE_SPEC, "status": ANY},
+)
+SUPPORTED_TYPES = ("ClusterIP", "NodePort")
+NOT_YET_TYPES = {
+    "LoadBalancer": "type LoadBalancer is not supported yet (use NodePort until the cloud load balancer lands)",
+    "ExternalName": "type ExternalName is not supported yet (it comes with cluster DNS)",
+}
+
+
+@dataclass
+class ParsedService:
+    """A validated Service before allocation, with where it came from for later errors."""
+
+    service: Service
+    src: Source
+    path: str
+    requested_ip: str | None  # as written (None: allocate; "None": headless)
+
+
+def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
+    SERVICE.check(src, obj, base)
+    name, namespace, labels = metadata(src, obj, base, namespaced=True)
+    _fail(src, join(base, "metadata.name"), k8s.dns1035_label(name), name)
+    spath = join(base, "spec")
+    spec = obj.get("spec") or {}
+    stype = spec.get("type") or "ClusterIP"
+    if stype in NOT_YET_TYPES:
+        raise src.error(join(spath, "type"), f'Unsupported value: "{stype}": {NOT_YET_TYPES[stype]}')
+    _unsupported(src, join(spath, "type"), stype, ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"))
+    for field in ("externalIPs", "loadBalancerSourceRanges"):
+        if spec.get(field):
+            raise src.error(join(spath, field), "Forbidden: not supported yet (comes with external access)")
+    requested = spec.get("clusterIP")
+    ips = spec.get("clusterIPs")
+    if ips:
+        if requested is not None and ips[0] != requested:
+            raise src.error(join(spath, "clusterIPs"), f'Invalid value: {ips}: must match clusterIP "{requested}"')
+        if len(ips) > 1:
+            raise src.error(join(spath, "clusterIPs"), f"Invalid value: {ips}: only one IPv4 clusterIP is supported")
+        requested = ips[0]
+    if requested == "":
+        requested = None
+    headless = requested == "None"
+    if headless and stype != "ClusterIP":
+        raise src.error(join(spath, "clusterIPs[0]"), f"Invalid value: \"None\": may not be set to 'None' for {stype} services")
+    if requested is not None and not headless:
+        try:
+            ipaddress.IPv4Address(requested)
+        except ValueError:
+            raise src.error(join(spath, "clusterIPs[0]"), f'Invalid value: "{requested}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
+    selector = spec.get("selector")
+    if selector is not None:
+        for key, value in selector.items():
+            sel_path = join(join(spath, "selector"), key)
+            _fail(src, sel_path, k8s.qualified_name(key), key)
+            _fail(src, sel_path, k8s.label_value(value), value)
+    ports = _ports(src, spec.get("ports") or [], join(spath, "ports"), stype, headless)
+    affinity = spec.get("sessionAffinity") or "None"
+    _unsupported(src, join(spath, "sessionAffinity"), affinity, ("ClientIP", "None"))
+    timeout = DEFAULT_AFFINITY_TIMEOUT
+    cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+    if cfg.get("timeoutSeconds") is not None:
+        tpath = join(spath, "sessionAffinityConfig.clientIP.timeoutSeconds")
+        if affinity != "ClientIP":
+            raise src.error(tpath, "Invalid value: must not be set when `sessionAffinity` is None")
+        timeout = cfg["timeoutSeconds"]
+        if not 0 < timeout <= 86400:
+            raise src.error(tpath, f"Invalid value: {timeout}: must be greater than 0 and less than 86400")
+    etp = spec.get("externalTrafficPolicy")
+    if etp is not None:
+        if stype not in ("NodePort", "LoadBalancer"):
+            raise src.error(join(spath, "externalTrafficPolicy"), f"Invalid value: \"{etp}\": may only be set for externally-accessible services")
+        _unsupported(src, join(spath, "externalTrafficPolicy"), etp, ("Cluster", "Local"))
+    itp = spec.get("internalTrafficPolicy") or "Cluster"
+    _unsupported(src, join(spath, "internalTrafficPolicy"), itp, ("Cluster", "Local"))
+    service = Service(
+        name=name,
+        namespace=namespace,
+        type=stype,
+        selector=tuple(sorted(selector.items())) if selector is not None else None,
+        ports=ports,
+        cluster_ip=None,
+        session_affinity=affinity,
+        affinity_timeout=timeout,
+        external_traffic_policy=etp or "Cluster",
+        internal_traffic_policy=itp,
+        labels=labels,
+    )
+    return ParsedService(service, src, base, requested)
+
+
+def _ports(src: Source, raw: list[dict[str, Any]], path: str, stype: str, headless: bool) -> tuple[ServicePort, ...]:
+    if not raw and not headless:
+        raise src.error(path, "Required value")
+    out: list[ServicePort] = []
+    names: set[str] = set()
+    seen: set[tuple[int, str]] = set()
+    for i, p in enumerate(raw):
+        ppath = join(path, i)
+        name = p.get("name")
+        if len(raw) > 1 and not name:
+            raise src.error(join(ppath, "name"), "Required value")
+        if name:
+            _fail(src, join(ppath, "name"), k8s.dns1123_label(name), name)
+            if name in names:
+                raise src.error(join(ppath, "name"), f'Duplicate value: "{name}"')
+            names.add(name)
+        port = p.get("port")
+        if port is None:
+            raise src.error(join(ppath, "port"), "Required value")
+        _fail(src, join(ppath, "port"), k8s.port_num(port), port)
+        protocol = p.get("protocol") or "TCP"
+        _unsupported(src, join(ppath, "protocol"), protocol, ("SCTP", "TCP", "UDP"))
+        if protocol == "SCTP":
+            raise src.error(join(ppath, "protocol"), 'Unsupported value: "SCTP": netns-lab serves TCP and UDP only')
+        if (port, protocol) in seen:
+            raise src.error(ppath, f'Duplicate value: port {port}/{protocol} is already declared by another port of this Service')
+        seen.add((port, protocol))
+        target = p.get("targetPort")
+        if isinstance(target, int):
+            _fail(src, join(ppath, "targetPort"), k8s.port_num(target), target)
+        elif isinstance(target, str):
+            _fail(src, join(ppath, "targetPort"), k8s.port_name(target), target)
+        node_port = p.get("nodePort")
+        if node_port is not None and node_port != 0:
+            if stype == "ClusterIP":
+                raise src.error(join(ppath, "nodePort"), "Forbidden: may not be used when `type` is 'ClusterIP'")
+            _fail(src, join(ppath, "nodePort"), k8s.port_num(node_port), node_port)
+        out.append(ServicePort(port=port, protocol=protocol, name=name or None, target_port=target, node_port=node_port or None))
+    return tuple(out)
+
+
+def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Service, ...]:
+    """Fill clusterIP and nodePorts as kube-apiserver's allocators would (deterministically).
+
+    The first address of serviceCIDR belongs to the implicit ``default/kubernetes`` Service
+    and ``cluster.dnsIP`` to kube-dns; both are reserved here.
+    """
+    net = cluster.service_cidr
+    kubernetes_ip = str(net.network_address + 1)
+    taken_ips = {kubernetes_ip, str(cluster.dns_ip)}
+    lo, hi = cluster.node_port_range
+    taken_ports: set[tuple[int, str]] = set()
+    for ps in parsed:  # explicit requests first, in file order
+        ip = ps.requested_ip
+        if ip is not None and ip != "None":
+            where = join(ps.path, "spec.clusterIPs")
+            if ipaddress.IPv4Address(ip) not in net or ip in (str(net.network_address), str(net.broadcast_address)):
+                raise ps.src.error(where, f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}')
+            if ip in taken_ips:
+                raise ps.src.error(where, f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: provided IP is already allocated')
+            taken_ips.add(ip)
+        for i, port in enumerate(ps.service.ports):
+            if port.node_port is None:
+                continue
+            where = join(ps.path, f"spec.ports[{i}].nodePort")
+            if not lo <= port.node_port <= hi:
+                raise ps.src.error(where, f"Invalid value: {port.node_port}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}")
+            if (port.node_port, port.protocol) in taken_ports:
+                raise ps.src.error(where, f"Invalid value: {port.node_port}: provided port is already allocated")
+            taken_ports.add((port.node_port, port.protocol))
+    next_ip = net.network_address + 2
+    next_port = lo
+    out = [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),), cluster_ip=kubernetes_ip, labels=(("component", "apiserver"), ("provider", "kubernetes")))]
+    for ps in parsed:
+        svc = ps.service
+        if svc.key == "default/kubernetes":
+            raise ps.src.error(join(ps.path, "metadata.name"), 'services "kubernetes" already exists')
+        ip = ps.requested_ip
+        if ip is None:
+            while str(next_ip) in taken_ips:
+                next_ip += 1
+            if next_ip >= net.broadcast_address:
+                raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net})")
+            ip = str(next_ip)
+            taken_ips.add(ip)
+        ports = list(svc.ports)
+        if svc.type == "NodePort":
+            for i, port in enumerate(ports):
+                if port.node_port is None:
+                    while (next_port, port.protocol) in taken_ports:
+                        next_port += 1
+                    if next_port > hi:
+                        raise ps.src.error(join(ps.path, f"spec.ports[{i}].nodePort"), f"Internal error: range is full ({lo}-{hi})")
+                    taken_ports.add((next_port, port.protocol))
+                    ports[i] = replace(port, node_port=next_port)
+        out.append(replace(svc, cluster_ip=None if ip == "None" else ip, ports=tuple(ports)))
+    return tuple(out)
