@@ -42,6 +42,24 @@ def clean(c, check=False):
     _exit(cli.clean(check))
 
 
+@task(help={"lab": "lab name", "pod": "pod (NAME or NS/NAME)", "not_ready": "mark it not ready"})
+def pod_ready(c, lab, pod, not_ready=False):
+    """Mark a pod ready (or --not-ready); the Service rules follow within one sync."""
+    _exit(cli.pod_ready(lab, pod, not not_ready))
+
+
+@task(help={"lab": "lab name", "pod": "pod (NAME or NS/NAME)"})
+def pod_delete(c, lab, pod):
+    """Delete a pod from a running lab (its endpoints go with it)."""
+    _exit(cli.pod_delete(lab, pod))
+
+
+@task(help={"lab": "lab name", "file": "YAML file with Pod manifests"})
+def pod_add(c, lab, file):
+    """Add pods to a running lab; matching Services pick them up."""
+    _exit(cli.pod_add(lab, file))
+
+
 @task
 def status(c):
     """List labs, their phase and size."""

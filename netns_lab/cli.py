@@ -138,6 +138,50 @@ def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untype
 
 
 @_guard
+def pod_ready(lab_name: str, pod: str, ready: bool = True, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Mark a pod of a running lab ready / not ready; Service rules follow in one sync."""
+    from netns_lab.lab import Lab
+
+    _need_root()
+    lab = Lab.attach(lab_name)
+    lab.set_ready(pod, ready)
+    print(f"pod {pod}: {'ready' if ready else 'not ready'}; rules synced on {len(lab.proxiers)} nodes", file=out)
+    return EXIT_OK
+
+
+@_guard
+def pod_delete(lab_name: str, pod: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    from netns_lab.lab import Lab
+
+    _need_root()
+    Lab.attach(lab_name).delete_pod(pod)
+    print(f"pod {pod} deleted", file=out)
+    return EXIT_OK
+
+
+@_guard
+def pod_add(lab_name: str, file: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Add the Pod manifest(s) of ``file`` to a running lab (validated like a scenario's)."""
+    from netns_lab.lab import Lab
+    from netns_lab.model import Pod
+    from netns_lab.scenario.manifests import parse_object
+    from netns_lab.scenario.yamlsrc import load_documents
+
+    pods = []
+    for doc in load_documents(file):
+        obj = parse_object(doc, doc.data, "")
+        if not isinstance(obj, Pod):
+            raise ScenarioError(file, "kind", f'Unsupported value: "{doc.data.get("kind")}": pod-add takes Pod manifests')
+        pods.append(obj)
+    _need_root()
+    lab = Lab.attach(lab_name)
+    for pod in pods:
+        plan_ = lab.add_pod(pod)
+        print(f"pod {pod.key} added on {plan_.node} with IP {plan_.ip}", file=out)
+    return EXIT_OK
+
+
+@_guard
 def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     labs = state.all_labs()
     if not labs:
@@ -172,7 +216,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("clean", help="remove every lab's objects")
     p.add_argument("--check", action="store_true", help="only list leftovers; exit 1 if any")
     sub.add_parser("status", help="list labs")
+    p = sub.add_parser("pod-ready", help="mark a pod ready or not ready")
+    p.add_argument("lab")
+    p.add_argument("pod")
+    p.add_argument("--not-ready", action="store_true")
+    p = sub.add_parser("pod-delete", help="delete a pod from a running lab")
+    p.add_argument("lab")
+    p.add_argument("pod")
+    p = sub.add_parser("pod-add", help="add Pod manifests to a running lab")
+    p.add_argument("lab")
+    p.add_argument("file")
     args = parser.parse_args(argv)
+    if args.cmd == "pod-ready":
+        return pod_ready(args.lab, args.pod, not args.not_ready)
+    if args.cmd == "pod-delete":
+        return pod_delete(args.lab, args.pod)
+    if args.cmd == "pod-add":
+        return pod_add(args.lab, args.file)
     if args.cmd == "run-scenario":
         return run_scenario(args.file, args.keep, args.set)
     if args.cmd == "up":

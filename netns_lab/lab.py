@@ -239,6 +239,7 @@ class Lab:
         from netns_lab.realize import netns as nsmod
 
         nsmod.delete(plan_.netns)
+        network.forget_pod(self.topology, plan_)
 
     def add_pod(self, pod: Pod, node: str | None = None) -> PodPlan:
         """Create a pod at run time (the scheduler picks the least-loaded node unless given)."""

@@ -76,6 +76,20 @@ def add_pods(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
     in_thread(job)
 
 
+def forget_pod(topo: Topology, pod: PodPlan) -> None:
+    """Remove what a deleted pod left in its node: the permanent neighbour entry."""
+
+    def job(w: NetnsThread) -> None:
+        node = topo.node(pod.node)
+        w.enter(node.netns)
+        with Rtnl(node.netns) as nl:
+            w.go_home()
+            nl.neigh_del(f"{node.netns}/cni0 neighbour {pod.ip}", CNI0, str(pod.ip))
+            nl.commit()
+
+    in_thread(job)
+
+
 class _Builder:
     def __init__(self, topo: Topology, worker: NetnsThread, on_step: Step) -> None:
         self.topo = topo

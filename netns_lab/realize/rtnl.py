@@ -15,7 +15,7 @@ import struct
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_SETLINK
+from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_SETLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -118,6 +118,13 @@ class Rtnl:
         msg["attrs"] = [("NDA_DST", dst), ("NDA_LLADDR", lladdr)]
         nl_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (0x800 if append else NLM_F_EXCL)  # NLM_F_APPEND
         self._queue(msg, RTM_NEWNEIGH, nl_flags, what)
+
+    def neigh_del(self, what: str, index: int, dst: str) -> None:
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET
+        msg["ifindex"] = index
+        msg["attrs"] = [("NDA_DST", dst)]
+        self._queue(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, what)
 
     def fdb_append(self, what: str, index: int, lladdr: str, dst: str) -> None:
         """A VXLAN forwarding entry (``bridge fdb append LLADDR dev X dst IP self permanent``)."""

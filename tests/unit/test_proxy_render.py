@@ -1,0 +1,110 @@
+"""kube-proxy renderers (pure): golden files for a full sync and for a partial sync.
+
+Regenerate after an intended change with ``UPDATE_GOLDEN=1 pytest tests/unit/test_proxy_render.py``
+and review the diff: these files are what kube-proxy's rules look like for the cases below.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from ipaddress import IPv4Network
+
+import pytest
+
+from netns_lab.controllers.endpoints import Endpoint
+from netns_lab.proxy import iptables as ipt
+from netns_lab.proxy import nftables as nft
+from netns_lab.proxy.types import NodeContext, ServicePortInfo, endpoint_hash, port_proto_hash
+from tests.conftest import ROOT
+
+GOLDEN = os.path.join(ROOT, "tests", "golden")
+CTX = NodeContext("node-1", IPv4Network("10.244.0.0/16"), IPv4Network("10.96.0.0/12"), ("10.0.0.2",))
+
+
+def ep(pod: str, ip: str, node: str, port: int = 9376) -> Endpoint:
+    return Endpoint(f"default/{pod}", ip, port, node)
+
+
+WEB = (ep("web-1", "10.244.0.2", "node-1"), ep("web-2", "10.244.1.2", "node-2"), ep("web-3", "10.244.1.3", "node-2"))
+
+
+def sp(name: str, ip: str, port: int, eps: tuple[Endpoint, ...], **kw: object) -> ServicePortInfo:
+    base = dict(namespace="default", name=name, port_name=None, protocol="TCP", cluster_ip=ip, port=port, node_port=None,
+                affinity_timeout=None, external_local=False, internal_local=False, endpoints=eps)
+    base.update(kw)
+    return ServicePortInfo(**base)  # type: ignore[arg-type]
+
+
+PORTS = (
+    sp("my-service", "10.96.0.2", 80, WEB, port_name="http"),
+    sp("my-service", "10.96.0.2", 53, WEB, port_name="dns", protocol="UDP"),
+    sp("sticky", "10.96.0.3", 80, WEB[:2], affinity_timeout=600),
+    sp("empty", "10.96.0.4", 80, ()),
+    sp("np-cluster", "10.96.0.5", 80, WEB, node_port=30080),
+    sp("np-local", "10.96.0.6", 80, WEB[1:], node_port=30081, external_local=True),
+    sp("itp-local", "10.96.0.7", 80, WEB, internal_local=True),
+)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = os.path.join(GOLDEN, name)
+    if os.environ.get("UPDATE_GOLDEN"):
+        with open(path, "w") as fh:
+            fh.write(text)
+    with open(path) as fh:
+        assert text == fh.read(), f"{name} differs from the golden file (UPDATE_GOLDEN=1 to regenerate)"
+
+
+def test_kube_proxy_chain_names() -> None:
+    # Same hashing as kube-proxy: base32(sha256(servicePortName + protocol))[:16]
+    assert port_proto_hash("default/my-service:http", "tcp") == port_proto_hash("default/my-service:http", "tcp")
+    assert len(port_proto_hash("ns/svc:p", "tcp")) == 16 and port_proto_hash("ns/svc:p", "tcp").isupper()
+    assert endpoint_hash("ns/svc:p", "tcp", "10.0.0.1:80") != endpoint_hash("ns/svc:p", "tcp", "10.0.0.2:80")
+    assert ipt.svc_chain(PORTS[0]).startswith("KUBE-SVC-") and len(ipt.svc_chain(PORTS[0])) == 25
+
+
+def test_iptables_full_sync_golden() -> None:
+    check_golden("iptables-full.txt", ipt.full_text(ipt.render(CTX, PORTS)))
+
+
+def test_nftables_full_sync_golden() -> None:
+    check_golden("nftables-full.nft", nft.full_text(nft.render(CTX, PORTS)))
+
+
+def _one_endpoint_less() -> tuple[ServicePortInfo, ...]:
+    return (replace(PORTS[0], endpoints=WEB[:2]), *PORTS[1:])
+
+
+def test_iptables_partial_sync_rewrites_only_the_changed_service() -> None:
+    old = ipt.render(CTX, PORTS)
+    text = ipt.restore_input(ipt.render(CTX, _one_endpoint_less()), old)
+    check_golden("iptables-partial.txt", text)
+    gone = ipt.sep_chain(PORTS[0], "10.244.1.3", 9376)
+    assert f"-X {gone}" in text
+    for other in PORTS[1:]:  # untouched services' chains are not rewritten
+        if other.endpoints:
+            assert f":{ipt.svc_chain(other)} " not in text
+
+
+def test_nftables_partial_sync_changes_only_what_changed() -> None:
+    old = nft.render(CTX, PORTS)
+    text = nft.transaction(nft.render(CTX, _one_endpoint_less()), old)
+    check_golden("nftables-partial.nft", text)
+    assert "add table" not in text and "add element" not in text
+    assert f"delete chain ip kube-proxy {nft.endpoint_chain(PORTS[0], '10.244.1.3', 9376)}" in text
+    assert text.count("flush chain") == 2  # the service chain, and the endpoint chain before deletion
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_iptables_probabilities_give_equal_shares(n: int) -> None:
+    eps = tuple(ep(f"p{i}", f"10.244.0.{i + 2}", "node-1") for i in range(n))
+    rules = ipt.render(CTX, (sp("s", "10.96.0.9", 80, eps),)).tables["nat"][ipt.svc_chain(sp("s", "10.96.0.9", 80, eps))]
+    probs = [float(r.split("--probability ")[1].split()[0]) for r in rules if "--probability" in r]
+    assert len(probs) == n - 1
+    remaining, shares = 1.0, []
+    for p in probs:
+        shares.append(remaining * p)
+        remaining *= 1 - p
+    shares.append(remaining)
+    assert all(abs(s - 1 / n) < 1e-9 for s in shares)
