@@ -26,7 +26,13 @@ from netns_lab.errors import LabError, RealizeError
 from netns_lab.model import ObjectRef, Pod, Scenario, Service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
 from netns_lab.realize import network
-from netns_lab.realize.proxier import Proxier, delete_stale_udp, delete_stale_udp_nodeport, make_proxier
+from netns_lab.realize.proxier import (
+    IPTABLES_BACKEND_ENV,
+    Proxier,
+    delete_stale_udp,
+    delete_stale_udp_nodeport,
+    make_proxier,
+)
 from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import run_in
 
@@ -74,6 +80,7 @@ class Lab:
         self.pods: tuple[Pod, ...] = scenario.pods if scenario else ()
         self.services: tuple[Service, ...] = scenario.services if scenario else ()
         self.proxy_mode = scenario.cluster.proxy_mode if scenario else "iptables"
+        self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
         self.proxiers: dict[str, Proxier] = {}
         self._ports: tuple[ServicePortInfo, ...] = ()
 
@@ -96,6 +103,7 @@ class Lab:
         lab.pods = tuple(model_io.load_pod(p) for p in st.pods)
         lab.services = tuple(model_io.load_service(s) for s in st.services)
         lab.proxy_mode = st.proxy_mode
+        lab.iptables_backend = st.iptables_backend
         lab._ports = service_ports(lab.services, lab.pods, lab.topology)
         return lab
 
@@ -118,6 +126,7 @@ class Lab:
             topology=to_dict(topo),
             created=time.time(),
             proxy_mode=self.proxy_mode,
+            iptables_backend=self.iptables_backend,
         )
         self._save_model(st)
         st.save()
@@ -193,7 +202,8 @@ class Lab:
         iptables-restore / nft transaction per node); remove stale UDP conntrack entries."""
         if not self.proxiers:
             self.proxiers = {
-                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name)) for n in self.topology.nodes
+                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name), self.iptables_backend)
+                for n in self.topology.nodes
             }
             full = True
         old_ports = self._ports

@@ -27,6 +27,7 @@ class LabState:
     topology: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     proxy_mode: str = "iptables"
+    iptables_backend: str = "nft"
     pods: list[dict[str, Any]] = field(default_factory=list)  # the live model (model_io)
     services: list[dict[str, Any]] = field(default_factory=list)
 

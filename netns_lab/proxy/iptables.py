@@ -6,9 +6,10 @@ nat:    KUBE-SERVICES -> KUBE-SVC-<hash> (random via ``statistic``) -> KUBE-SEP-
 filter: KUBE-SERVICES / KUBE-EXTERNAL-SERVICES reject (no endpoints) or drop (no local
         endpoints); KUBE-FORWARD accepts marked and established traffic.
 
-:func:`render` returns chains and rules as data; :func:`restore_input` turns the difference
-between two renders into ``iptables-restore --noflush`` input that rewrites only the chains
-that changed (kube-proxy's partial sync) and deletes the ones that went away.
+Each Service port renders to a :class:`Fragment` (its own chains, plus its lines in the
+shared dispatch chains). :class:`IptablesSync` keeps the fragments it applied last and, like
+kube-proxy's partial sync, rewrites the dispatch chains plus only the chains of Service
+ports that changed, in one ``iptables-restore --noflush`` input.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, endpoint_hash, port_proto_hash
 
 TABLES = ("filter", "nat")
+# Chains every sync rewrites whole (they list every Service), and the fixed ones.
+SHARED = {"filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"), "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
+FIXED = {"filter": ("KUBE-FORWARD",), "nat": ("KUBE-POSTROUTING", "KUBE-MARK-MASQ")}
 # Jumps from the built-in chains, installed once (kube-proxy's iptablesJumpChains).
 JUMPS = {
     "filter": [
@@ -33,19 +37,8 @@ JUMPS = {
         "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
     ],
 }
-
-
-@dataclass
-class Ruleset:
-    """``{table: {chain: [rule, ...]}}`` in insertion order (chains are written in that order)."""
-
-    tables: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {t: {} for t in TABLES})
-
-    def chain(self, table: str, name: str) -> list[str]:
-        return self.tables[table].setdefault(name, [])
-
-    def add(self, table: str, chain: str, rule: str) -> None:
-        self.chain(table, chain).append(f"-A {chain} {rule}")
+NODEPORTS_JUMP = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
+                  'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
 
 
 def svc_chain(sp: ServicePortInfo) -> str:
@@ -68,137 +61,193 @@ def _c(text: str) -> str:
     return f'-m comment --comment "{text}"' if " " in text else f"-m comment --comment {text}"
 
 
-def render(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> Ruleset:
-    r = Ruleset()
-    for table, chains in (("filter", ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD")),
-                          ("nat", ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"))):
-        for c in chains:
-            r.chain(table, c)
-    r.add("nat", "KUBE-POSTROUTING", f"-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN")
-    r.add("nat", "KUBE-POSTROUTING", f"-j MARK --xor-mark {MASQ_MARK}")
-    r.add("nat", "KUBE-POSTROUTING", _c("kubernetes service traffic requiring SNAT") + " -j MASQUERADE --random-fully")
-    r.add("nat", "KUBE-MARK-MASQ", f"-j MARK --or-mark {MASQ_MARK}")
-    r.add("filter", "KUBE-FORWARD", "-m conntrack --ctstate INVALID -j DROP")
-    r.add("filter", "KUBE-FORWARD", _c("kubernetes forwarding rules") + f" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT")
-    r.add("filter", "KUBE-FORWARD", _c("kubernetes forwarding conntrack rule") + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-    for sp in ports:
-        _service_port(r, ctx, sp)
-    r.add("nat", "KUBE-SERVICES", _c("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
-          + " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")
-    return r
+@dataclass
+class Fragment:
+    """What one Service port contributes: its own chains and its lines in shared chains."""
+
+    chains: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (table, chain) -> rules
+    shared: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def own(self, table: str, chain: str) -> list[str]:
+        return self.chains.setdefault((table, chain), [])
+
+    def add(self, table: str, chain: str, rule: str) -> None:
+        target = self.shared if chain in SHARED[table] else self.chains
+        target.setdefault((table, chain), []).append(f"-A {chain} {rule}")
 
 
-def _service_port(r: Ruleset, ctx: NodeContext, sp: ServicePortInfo) -> None:
+def fixed_chains(ctx: NodeContext) -> dict[tuple[str, str], list[str]]:
+    return {
+        ("filter", "KUBE-FORWARD"): [
+            "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+            f"-A KUBE-FORWARD {_c('kubernetes forwarding rules')} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
+            f"-A KUBE-FORWARD {_c('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        ],
+        ("nat", "KUBE-POSTROUTING"): [
+            f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+            f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
+            f"-A KUBE-POSTROUTING {_c('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+        ],
+        ("nat", "KUBE-MARK-MASQ"): [f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}"],
+    }
+
+
+def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
+    """kube-proxy's per-Service-port rules for node ``ctx.node`` (pure)."""
+    f = Fragment()
     name = sp.port_name_string
     match = f"-m {sp.proto} -p {sp.proto}"
     dst = f"-d {sp.cluster_ip}/32 --dport {sp.port}"
     local = sp.local_endpoints(ctx.node)
     all_eps = sp.endpoints
     internal_eps = local if sp.internal_local else all_eps
-    external_eps = local if sp.external_local else all_eps
-    internal_chain = svl_chain(sp) if sp.internal_local else svc_chain(sp)
-    external_chain = svl_chain(sp) if sp.external_local else svc_chain(sp)
     external = sp.node_port is not None
+    external_eps = local if sp.external_local else all_eps
     uses_svc = bool(all_eps) and (not sp.internal_local or (external and not sp.external_local))
     uses_svl = bool(local) and (sp.internal_local or (external and sp.external_local))
-    uses_ext = bool(all_eps) and external
+    internal_chain = svl_chain(sp) if sp.internal_local else svc_chain(sp)
+    external_chain = svl_chain(sp) if sp.external_local else svc_chain(sp)
 
-    # cluster IP
     if internal_eps:
-        r.add("nat", "KUBE-SERVICES", f"{_c(name + ' cluster IP')} {match} {dst} -j {internal_chain}")
+        f.add("nat", "KUBE-SERVICES", f"{_c(name + ' cluster IP')} {match} {dst} -j {internal_chain}")
     elif not all_eps:
-        r.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no endpoints')} {match} {dst} -j REJECT")
+        f.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no endpoints')} {match} {dst} -j REJECT")
     else:
-        r.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no local endpoints')} {match} {dst} -j DROP")
+        f.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no local endpoints')} {match} {dst} -j DROP")
 
-    # node port
-    if sp.node_port is not None:
+    if external:
         np = f"{match} --dport {sp.node_port}"
-        if uses_ext:
-            r.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext_chain(sp)}")
+        if all_eps:
             ext = ext_chain(sp)
-            r.chain("nat", ext)
+            f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
+            f.own("nat", ext)
             if not sp.external_local:
-                r.add("nat", ext, _c(f"masquerade traffic for {name} external destinations") + " -j KUBE-MARK-MASQ")
+                f.add("nat", ext, _c(f"masquerade traffic for {name} external destinations") + " -j KUBE-MARK-MASQ")
             else:
-                r.add("nat", ext, f"-s {ctx.cluster_cidr} " + _c(f"pod traffic for {name} external destinations") + f" -j {svc_chain(sp)}")
-                r.add("nat", ext, _c(f"masquerade LOCAL traffic for {name} external destinations") + " -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ")
-                r.add("nat", ext, _c(f"route LOCAL traffic for {name} external destinations") + f" -m addrtype --src-type LOCAL -j {svc_chain(sp)}")
+                f.add("nat", ext, f"-s {ctx.cluster_cidr} " + _c(f"pod traffic for {name} external destinations") + f" -j {svc_chain(sp)}")
+                f.add("nat", ext, _c(f"masquerade LOCAL traffic for {name} external destinations") + " -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ")
+                f.add("nat", ext, _c(f"route LOCAL traffic for {name} external destinations") + f" -m addrtype --src-type LOCAL -j {svc_chain(sp)}")
             if external_eps:
-                r.add("nat", ext, f"-j {external_chain}")
+                f.add("nat", ext, f"-j {external_chain}")
         if not all_eps:
-            r.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no endpoints')} -m addrtype --dst-type LOCAL {np} -j REJECT")
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no endpoints')} -m addrtype --dst-type LOCAL {np} -j REJECT")
         elif not external_eps:
-            r.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no local endpoints')} -m addrtype --dst-type LOCAL {np} -j DROP")
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no local endpoints')} -m addrtype --dst-type LOCAL {np} -j DROP")
 
     if uses_svc:
         chain = svc_chain(sp)
-        r.chain("nat", chain)
-        r.add("nat", chain, f"{_c(name + ' cluster IP')} {match} {dst} ! -s {ctx.cluster_cidr} -j KUBE-MARK-MASQ")
-        _endpoint_jumps(r, chain, sp, all_eps)
+        f.own("nat", chain)
+        f.add("nat", chain, f"{_c(name + ' cluster IP')} {match} {dst} ! -s {ctx.cluster_cidr} -j KUBE-MARK-MASQ")
+        _endpoint_jumps(f, chain, sp, all_eps)
     if uses_svl:
-        chain = svl_chain(sp)
-        r.chain("nat", chain)
-        _endpoint_jumps(r, chain, sp, local)
+        _endpoint_jumps(f, svl_chain(sp), sp, local)
     if uses_svc or uses_svl:
         for ep in all_eps:
-            _sep(r, sp, ep.ip, ep.port)
+            _sep(f, sp, ep.ip, ep.port)
+    return f
 
 
-def _endpoint_jumps(r: Ruleset, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
+def _endpoint_jumps(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
+    f.own("nat", chain)
     name = sp.port_name_string
     if sp.affinity_timeout is not None:
         for ep in eps:
             sep = sep_chain(sp, ep.ip, ep.port)
-            r.add("nat", chain, f"{_c(f'{name} -> {ep.ip}:{ep.port}')} -m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
+            f.add("nat", chain, f"{_c(f'{name} -> {ep.ip}:{ep.port}')} -m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
     n = len(eps)
     for i, ep in enumerate(eps):
         sep = sep_chain(sp, ep.ip, ep.port)
         comment = _c(f"{name} -> {ep.ip}:{ep.port}")
         if i < n - 1:
-            r.add("nat", chain, f"{comment} -m statistic --mode random --probability {1.0 / (n - i):0.10f} -j {sep}")
+            f.add("nat", chain, f"{comment} -m statistic --mode random --probability {1.0 / (n - i):0.10f} -j {sep}")
         else:
-            r.add("nat", chain, f"{comment} -j {sep}")
+            f.add("nat", chain, f"{comment} -j {sep}")
 
 
-def _sep(r: Ruleset, sp: ServicePortInfo, ip: str, port: int) -> None:
+def _sep(f: Fragment, sp: ServicePortInfo, ip: str, port: int) -> None:
     chain = sep_chain(sp, ip, port)
-    if chain in r.tables["nat"]:
+    if ("nat", chain) in f.chains:
         return
     name = sp.port_name_string
-    r.chain("nat", chain)
-    r.add("nat", chain, f"{_c(name)} -s {ip}/32 -j KUBE-MARK-MASQ")
+    f.own("nat", chain)
+    f.add("nat", chain, f"{_c(name)} -s {ip}/32 -j KUBE-MARK-MASQ")
     recent = f"-m recent --name {chain} --set " if sp.affinity_timeout is not None else ""
-    r.add("nat", chain, f"{_c(name)} {recent}-m {sp.proto} -p {sp.proto} -j DNAT --to-destination {ip}:{port}")
+    f.add("nat", chain, f"{_c(name)} {recent}-m {sp.proto} -p {sp.proto} -j DNAT --to-destination {ip}:{port}")
 
 
-def restore_input(new: Ruleset, old: Ruleset | None, existing: dict[str, set[str]] | None = None, jumps: bool = False) -> str:
-    """``iptables-restore --noflush`` input taking the kernel from ``old`` to ``new``.
+class IptablesSync:
+    """Pure bookkeeping of one node's applied rules; :meth:`restore_input` plans the next sync.
 
-    Only chains whose rules changed are declared (which flushes them) and rewritten; chains
-    in ``old`` (or ``existing``, read from the kernel) but not in ``new`` are deleted.
-    ``jumps`` adds the hooks from the built-in chains (first sync only).
+    Fragments are cached by their (immutable) Service port, so a sync renders only the
+    Service ports that changed; the shared dispatch chains are re-assembled from the cache.
     """
-    lines: list[str] = []
-    for table in TABLES:
-        chains = new.tables[table]
-        before = old.tables[table] if old is not None else {}
-        known = set(before) | set((existing or {}).get(table, ()))
-        changed = [c for c in chains if c not in before or before[c] != chains[c]]
-        stale = [c for c in known if c not in chains]
-        lines.append(f"*{table}")
-        for c in changed + stale:
-            lines.append(f":{c} - [0:0]")
-        for c in changed:
-            lines.extend(chains[c])
-        for c in sorted(stale):
-            lines.append(f"-X {c}")
-        if jumps:
-            lines.extend(JUMPS[table])
-        lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.fragments: dict[ServicePortInfo, Fragment] = {}
+        self.chains: set[tuple[str, str]] = set()  # own chains currently in the kernel
+        self.synced = False
+
+    def restore_input(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
+                      existing: set[tuple[str, str]] | None = None, jumps: bool = False) -> str:
+        """``iptables-restore --noflush`` input for ``ports``; ``full`` rewrites everything.
+
+        ``existing`` are KUBE chains read from the kernel (a full sync by a new process);
+        ``jumps`` adds the hooks from the built-in chains (first sync only).
+        """
+        full = full or not self.synced
+        old = self.fragments
+        new: dict[ServicePortInfo, Fragment] = {}
+        for sp in ports:
+            new[sp] = old.get(sp) or render_port(self.ctx, sp)
+        written = new.values() if full else [f for sp, f in new.items() if sp not in old]
+        now_chains = {key for f in new.values() for key in f.chains}
+        keep = {(t, c) for t in TABLES for c in (*SHARED[t], *FIXED[t])}
+        stale = ((self.chains | (existing or set())) - now_chains - keep) if full else (self.chains - now_chains)
+        out: dict[str, list[str]] = {t: [] for t in TABLES}
+        decl: dict[str, list[str]] = {t: [] for t in TABLES}
+        shared: dict[tuple[str, str], list[str]] = {(t, c): [] for t in TABLES for c in SHARED[t]}
+        for f in new.values():
+            for key, rules in f.shared.items():
+                shared[key].extend(rules)
+        shared[("nat", "KUBE-SERVICES")].append(NODEPORTS_JUMP)
+        blocks = list(shared.items())
+        if full:
+            blocks = list(fixed_chains(self.ctx).items()) + blocks
+        for f in written:
+            blocks.extend(f.chains.items())
+        seen: set[tuple[str, str]] = set()
+        for (table, chain), rules in blocks:
+            if (table, chain) not in seen:
+                seen.add((table, chain))
+                decl[table].append(f":{chain} - [0:0]")
+            out[table].extend(rules)
+        lines: list[str] = []
+        for table in TABLES:
+            gone = sorted(c for t, c in stale if t == table)
+            lines.append(f"*{table}")
+            lines.extend(decl[table])
+            lines.extend(f":{c} - [0:0]" for c in gone)
+            lines.extend(out[table])
+            lines.extend(f"-X {c}" for c in gone)
+            if jumps:
+                lines.extend(JUMPS[table])
+            lines.append("COMMIT")
+        self.fragments = new
+        self.chains = now_chains
+        self.synced = True
+        return "\n".join(lines) + "\n"
 
 
-def full_text(rs: Ruleset) -> str:
-    """The whole ruleset as ``iptables-save`` would list it (for golden files and reading)."""
-    return restore_input(rs, None)
+def full_text(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> str:
+    """The complete ruleset for ``ports`` (golden files, reading)."""
+    return IptablesSync(ctx).restore_input(ports, full=True)
+
+
+def nat_chain_rules(ctx: NodeContext, ports: tuple[ServicePortInfo, ...], chain: str) -> list[str]:
+    """Rules of one nat chain as a full sync writes them (for tests and tools)."""
+    for sp in ports:
+        rules = render_port(ctx, sp).chains.get(("nat", chain))
+        if rules is not None:
+            return rules
+    return []

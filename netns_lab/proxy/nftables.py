@@ -7,14 +7,17 @@ Services) to ``service-<hash>-ns/name/proto/port`` chains, which pick an endpoin
 lets the filter hooks reject traffic to a ClusterIP on a port it does not serve;
 ``no-endpoint-services`` / ``no-endpoint-nodeports`` reject (or drop, for Local policies).
 
-:func:`transaction` turns two renders into one ``nft -f`` transaction that touches only the
-chains and map elements that changed.
+Each Service port renders to a :class:`Fragment` (chains, map elements, affinity sets);
+:class:`NftSync` caches the fragments it applied and plans one ``nft -f`` transaction that
+touches only the chains and map elements of Service ports that changed.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo
@@ -41,6 +44,7 @@ add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdic
 MAPS = ("cluster-ips", "nodeport-ips", "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports")
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def hash_and_truncate(name: str) -> str:
     """kube-proxy's ``hashAndTruncate``: 8 base32 chars of sha256, a dash, the readable name."""
     digest = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
@@ -77,50 +81,46 @@ def affinity_set(sp: ServicePortInfo, ip: str, port: int) -> str:
 
 
 @dataclass
-class NftRuleset:
+class Fragment:
     chains: dict[str, list[str]] = field(default_factory=dict)
-    elements: dict[str, set[str]] = field(default_factory=lambda: {m: set() for m in MAPS})
+    elements: dict[str, list[str]] = field(default_factory=dict)  # map/set -> "key : verdict" or "key"
     affinity_sets: dict[str, int] = field(default_factory=dict)  # name -> timeout seconds
 
     def add(self, chain: str, rule: str) -> None:
         self.chains.setdefault(chain, []).append(rule)
 
-
-def render(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> NftRuleset:
-    r = NftRuleset()
-    r.add("filter-prerouting", "ct state new jump firewall-check")
-    r.add("filter-input", "ct state new jump nodeport-endpoints-check")
-    r.add("filter-input", "ct state new jump service-endpoints-check")
-    r.add("filter-forward", "ct state new jump service-endpoints-check")
-    r.add("filter-forward", "ct state new jump cluster-ips-check")
-    r.add("filter-output", "ct state new jump service-endpoints-check")
-    r.add("filter-output", "ct state new jump firewall-check")
-    r.add("filter-output-post-dnat", "ct state new jump cluster-ips-check")
-    r.add("nat-prerouting", "jump services")
-    r.add("nat-output", "jump services")
-    r.add("nat-postrouting", "jump masquerading")
-    r.chains["firewall-check"] = []
-    r.add("mark-for-masquerade", f"mark set mark or {MASQ_MARK}")
-    r.add("masquerading", f"mark and {MASQ_MARK} == 0 return")
-    r.add("masquerading", f"mark set mark xor {MASQ_MARK}")
-    r.add("masquerading", "masquerade fully-random")
-    r.add("services", "ip daddr . meta l4proto . th dport vmap @service-ips")
-    r.add("services", "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports")
-    r.add("reject-chain", 'reject comment "helper for @no-endpoint-services / @no-endpoint-nodeports"')
-    r.add("cluster-ips-check", 'ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"')
-    r.add("cluster-ips-check", f'ip daddr {{ {ctx.service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"')
-    r.add("nodeport-endpoints-check", "ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports")
-    r.add("service-endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services")
-    for ip in ctx.node_ips:
-        r.elements["nodeport-ips"].add(ip)
-    for sp in ports:
-        _service_port(r, ctx, sp)
-    return r
+    def element(self, m: str, text: str) -> None:
+        self.elements.setdefault(m, []).append(text)
 
 
-def _service_port(r: NftRuleset, ctx: NodeContext, sp: ServicePortInfo) -> None:
+def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
+    return {
+        "filter-prerouting": ["ct state new jump firewall-check"],
+        "filter-input": ["ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"],
+        "filter-forward": ["ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"],
+        "filter-output": ["ct state new jump service-endpoints-check", "ct state new jump firewall-check"],
+        "filter-output-post-dnat": ["ct state new jump cluster-ips-check"],
+        "nat-prerouting": ["jump services"],
+        "nat-output": ["jump services"],
+        "nat-postrouting": ["jump masquerading"],
+        "firewall-check": [],
+        "mark-for-masquerade": [f"mark set mark or {MASQ_MARK}"],
+        "masquerading": [f"mark and {MASQ_MARK} == 0 return", f"mark set mark xor {MASQ_MARK}", "masquerade fully-random"],
+        "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
+                     "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"],
+        "reject-chain": ['reject comment "helper for @no-endpoint-services / @no-endpoint-nodeports"'],
+        "cluster-ips-check": ['ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
+                              f'ip daddr {{ {ctx.service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'],
+        "nodeport-endpoints-check": ["ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
+        "service-endpoints-check": ["ip daddr . meta l4proto . th dport vmap @no-endpoint-services"],
+    }
+
+
+def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
+    """kube-proxy's nftables objects for one Service port on node ``ctx.node`` (pure)."""
+    f = Fragment()
     key = f"{sp.cluster_ip} . {sp.proto} . {sp.port}"
-    r.elements["cluster-ips"].add(sp.cluster_ip)
+    f.element("cluster-ips", sp.cluster_ip)
     local = sp.local_endpoints(ctx.node)
     all_eps = sp.endpoints
     internal_eps = local if sp.internal_local else all_eps
@@ -132,102 +132,147 @@ def _service_port(r: NftRuleset, ctx: NodeContext, sp: ServicePortInfo) -> None:
     external_policy = local_chain(sp) if sp.external_local else service_chain(sp)
 
     if internal_eps:
-        r.elements["service-ips"].add(f"{key} : goto {internal_chain}")
+        f.element("service-ips", f"{key} : goto {internal_chain}")
     elif not all_eps:
-        r.elements["no-endpoint-services"].add(f"{key} : goto reject-chain")
+        f.element("no-endpoint-services", f"{key} : goto reject-chain")
     else:
-        r.elements["no-endpoint-services"].add(f"{key} : drop")
+        f.element("no-endpoint-services", f"{key} : drop")
 
     if external:
         np_key = f"{sp.proto} . {sp.node_port}"
         if all_eps:
             ext = external_chain(sp)
-            r.elements["service-nodeports"].add(f"{np_key} : goto {ext}")
+            f.element("service-nodeports", f"{np_key} : goto {ext}")
             if not sp.external_local:
-                r.add(ext, "jump mark-for-masquerade")
+                f.add(ext, "jump mark-for-masquerade")
             else:
-                r.add(ext, f'ip saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
-                r.add(ext, 'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"')
-                r.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
+                f.add(ext, f'ip saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
+                f.add(ext, 'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"')
+                f.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
             if external_eps:
-                r.add(ext, f"goto {external_policy}")
+                f.add(ext, f"goto {external_policy}")
         if not all_eps:
-            r.elements["no-endpoint-nodeports"].add(f"{np_key} : goto reject-chain")
+            f.element("no-endpoint-nodeports", f"{np_key} : goto reject-chain")
         elif not external_eps:
-            r.elements["no-endpoint-nodeports"].add(f"{np_key} : drop")
+            f.element("no-endpoint-nodeports", f"{np_key} : drop")
 
     if uses_svc:
         chain = service_chain(sp)
-        r.add(chain, f"ip daddr {sp.cluster_ip} {sp.proto} dport {sp.port} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
-        _endpoint_dispatch(r, chain, sp, all_eps)
+        f.add(chain, f"ip daddr {sp.cluster_ip} {sp.proto} dport {sp.port} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
+        _endpoint_dispatch(f, chain, sp, all_eps)
     if uses_local:
-        _endpoint_dispatch(r, local_chain(sp), sp, local)
+        _endpoint_dispatch(f, local_chain(sp), sp, local)
     if uses_svc or uses_local:
         for ep in all_eps:
             chain = endpoint_chain(sp, ep.ip, ep.port)
-            if chain in r.chains:
+            if chain in f.chains:
                 continue
-            r.add(chain, f"ip saddr {ep.ip} jump mark-for-masquerade")
+            f.add(chain, f"ip saddr {ep.ip} jump mark-for-masquerade")
             if sp.affinity_timeout is not None:
                 aff = affinity_set(sp, ep.ip, ep.port)
-                r.affinity_sets[aff] = sp.affinity_timeout
-                r.add(chain, f"update @{aff} {{ ip saddr }}")
-            r.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
+                f.affinity_sets[aff] = sp.affinity_timeout
+                f.add(chain, f"update @{aff} {{ ip saddr }}")
+            f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
+    return f
 
 
-def _endpoint_dispatch(r: NftRuleset, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
+def _endpoint_dispatch(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
     if sp.affinity_timeout is not None:
         for ep in eps:
-            r.add(chain, f"ip saddr @{affinity_set(sp, ep.ip, ep.port)} goto {endpoint_chain(sp, ep.ip, ep.port)}")
+            f.add(chain, f"ip saddr @{affinity_set(sp, ep.ip, ep.port)} goto {endpoint_chain(sp, ep.ip, ep.port)}")
     targets = ", ".join(f"{i} : goto {endpoint_chain(sp, ep.ip, ep.port)}" for i, ep in enumerate(eps))
-    r.add(chain, f"numgen random mod {len(eps)} vmap {{ {targets} }}")
+    f.add(chain, f"numgen random mod {len(eps)} vmap {{ {targets} }}")
 
 
-def transaction(new: NftRuleset, old: NftRuleset | None, existing_chains: set[str] | None = None,
-                existing_sets: set[str] | None = None) -> str:
-    """One ``nft -f`` transaction from ``old`` to ``new`` (``old=None``: first/full sync).
+def _kind(m: str) -> str:
+    return "set" if m in ("cluster-ips", "nodeport-ips") else "map"
 
-    Order matters inside the transaction: sets and chains are created before elements and
-    rules refer to them, and stale ones are deleted only after nothing refers to them.
-    """
-    out: list[str] = []
-    if old is None:
-        out.append(BASE.rstrip())
-    before_chains = old.chains if old is not None else {}
-    known_chains = set(before_chains) | (existing_chains or set())
-    before_sets = dict(old.affinity_sets) if old is not None else {}
-    known_sets = set(before_sets) | (existing_sets or set())
-    for name, timeout in new.affinity_sets.items():
-        if name not in known_sets or before_sets.get(name) != timeout:
-            out.append(f"add set {TABLE} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}")
-    changed = [c for c, rules in new.chains.items() if before_chains.get(c) != rules or c not in known_chains]
-    for c in changed:
-        out.append(f"add chain {TABLE} {c}")
-    for c in changed:
-        out.append(f"flush chain {TABLE} {c}")
-        out.extend(f"add rule {TABLE} {c} {rule}" for rule in new.chains[c])
-    for m in MAPS:
-        now = new.elements[m]
-        if old is None:
-            out.append(f"flush {'set' if m in ('cluster-ips', 'nodeport-ips') else 'map'} {TABLE} {m}")
-            gone: set[str] = set()
-            added = now
+
+class NftSync:
+    """Pure bookkeeping of one node's ``kube-proxy`` table; :meth:`transaction` plans a sync."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.fragments: dict[ServicePortInfo, Fragment] = {}
+        self.elements: Counter[tuple[str, str]] = Counter()  # (map, element) -> fragments holding it
+        self.synced = False
+
+    def transaction(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
+                    existing_chains: set[str] | None = None, existing_sets: set[str] | None = None) -> str:
+        """One ``nft -f`` transaction. Sets and chains are created before anything refers to
+        them; stale ones are removed only after the elements and rules that used them."""
+        full = full or not self.synced
+        old = self.fragments
+        new: dict[ServicePortInfo, Fragment] = {sp: old.get(sp) or render_port(self.ctx, sp) for sp in ports}
+        added = list(new.values()) if full else [f for sp, f in new.items() if sp not in old]
+        removed = [] if full else [f for sp, f in old.items() if sp not in new]
+        now_chains = {c for f in new.values() for c in f.chains}
+        now_sets = {s for f in new.values() for s in f.affinity_sets}
+        before_chains = {c for f in old.values() for c in f.chains} | (existing_chains or set() if full else set())
+        before_sets = {s for f in old.values() for s in f.affinity_sets} | (existing_sets or set() if full else set())
+        before_chains -= set(fixed_chains(self.ctx))
+        out: list[str] = []
+        if full:
+            out.append(BASE.rstrip())
+            fixed = fixed_chains(self.ctx)
+            out.extend(f"add chain {TABLE} {c}" for c in fixed)
+            for c, rules in fixed.items():
+                out.append(f"flush chain {TABLE} {c}")
+                out.extend(f"add rule {TABLE} {c} {r}" for r in rules)
+        for f in added:
+            for name, timeout in f.affinity_sets.items():
+                out.append(f"add set {TABLE} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}")
+        for f in added:
+            out.extend(f"add chain {TABLE} {c}" for c in f.chains)
+        for f in added:
+            for c, rules in f.chains.items():
+                out.append(f"flush chain {TABLE} {c}")
+                out.extend(f"add rule {TABLE} {c} {r}" for r in rules)
+        if full:
+            counts: Counter[tuple[str, str]] = Counter((m, e) for f in new.values() for m, es in f.elements.items() for e in es)
+            counts.update(("nodeport-ips", ip) for ip in self.ctx.node_ips)
+            for m in MAPS:
+                out.append(f"flush {_kind(m)} {TABLE} {m}")
+            by_map: dict[str, list[str]] = {}
+            for m, e in counts:
+                by_map.setdefault(m, []).append(e)
+            for m in MAPS:
+                if by_map.get(m):
+                    out.append(f"add element {TABLE} {m} {{ {', '.join(by_map[m])} }}")
         else:
-            gone = old.elements[m] - now
-            added = now - old.elements[m]
-        if gone:
-            keys = sorted(e.split(" : ")[0] for e in gone)
-            out.append(f"delete element {TABLE} {m} {{ {', '.join(keys)} }}")
-        if added:
-            out.append(f"add element {TABLE} {m} {{ {', '.join(sorted(added))} }}")
-    for c in sorted(known_chains - set(new.chains)):
-        out.append(f"flush chain {TABLE} {c}")
-    for c in sorted(known_chains - set(new.chains)):
-        out.append(f"delete chain {TABLE} {c}")
-    for s in sorted(known_sets - set(new.affinity_sets)):
-        out.append(f"delete set {TABLE} {s}")
-    return "\n".join(out) + "\n"
+            counts = Counter(self.elements)
+            gone: dict[str, list[str]] = {}
+            fresh: dict[str, list[str]] = {}
+            for f in removed:
+                for m, es in f.elements.items():
+                    for e in es:
+                        counts[(m, e)] -= 1
+            for f in added:
+                for m, es in f.elements.items():
+                    for e in es:
+                        counts[(m, e)] += 1
+            for (m, e), n in counts.items():
+                had = self.elements.get((m, e), 0) > 0
+                if had and n <= 0:
+                    gone.setdefault(m, []).append(e.split(" : ")[0])
+                elif not had and n > 0:
+                    fresh.setdefault(m, []).append(e)
+            counts = +counts
+            for m in MAPS:
+                if gone.get(m):
+                    out.append(f"delete element {TABLE} {m} {{ {', '.join(gone[m])} }}")
+            for m in MAPS:
+                if fresh.get(m):
+                    out.append(f"add element {TABLE} {m} {{ {', '.join(fresh[m])} }}")
+        stale_chains = sorted(before_chains - now_chains)
+        out.extend(f"flush chain {TABLE} {c}" for c in stale_chains)
+        out.extend(f"delete chain {TABLE} {c}" for c in stale_chains)
+        out.extend(f"delete set {TABLE} {s}" for s in sorted(before_sets - now_sets))
+        self.fragments = new
+        self.elements = counts
+        self.synced = True
+        return "\n".join(out) + "\n"
 
 
-def full_text(rs: NftRuleset) -> str:
-    return transaction(rs, None)
+def full_text(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> str:
+    return NftSync(ctx).transaction(ports, full=True)

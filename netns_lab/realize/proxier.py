@@ -44,42 +44,50 @@ class Proxier:
         self.netns = netns
         self.ctx = ctx
         self.last_stats: SyncStats | None = None
+        self.last_input = ""  # what the last sync sent to the kernel, for inspection
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:  # pragma: no cover
         raise NotImplementedError
 
 
 class IptablesProxier(Proxier):
+    """``backend`` is ``nft`` (iptables-nft, what current distributions and kind use) or
+    ``legacy`` (x_tables): the same rules, very different restore times at scale."""
+
     mode = "iptables"
 
-    def __init__(self, netns: str, ctx: NodeContext) -> None:
+    def __init__(self, netns: str, ctx: NodeContext, backend: str = "nft") -> None:
         super().__init__(netns, ctx)
-        self.applied: ipt.Ruleset | None = None
+        self.backend = backend
+        self.plan = ipt.IptablesSync(ctx)
 
-    def _existing(self) -> tuple[dict[str, set[str]], bool]:
-        out = subprocess.run(["ip", "netns", "exec", self.netns, "iptables-save"], capture_output=True, text=True).stdout
-        chains: dict[str, set[str]] = {t: set() for t in ipt.TABLES}
+    def _cmd(self, tool: str) -> str:
+        return f"iptables-{self.backend}-{tool}"
+
+    def _existing(self) -> tuple[set[tuple[str, str]], bool]:
+        out = subprocess.run(["ip", "netns", "exec", self.netns, self._cmd("save")], capture_output=True, text=True).stdout
+        chains: set[tuple[str, str]] = set()
         table = ""
         for line in out.splitlines():
             if line.startswith("*"):
                 table = line[1:]
-            elif line.startswith(":KUBE-") and table in chains:
-                chains[table].add(line[1:].split()[0])
+            elif line.startswith(":KUBE-") and table in ipt.TABLES:
+                chains.add((table, line[1:].split()[0]))
         return chains, "-j KUBE-SERVICES" in out
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:
         t0 = time.perf_counter()
-        rules = ipt.render(self.ctx, ports)
-        old, existing, jumps = self.applied, None, False
-        if full or old is None:
+        existing, jumps = None, False
+        full = full or not self.plan.synced
+        if full:
             existing, hooked = self._existing()
-            old, jumps = None, not hooked
-        text = ipt.restore_input(rules, old, existing, jumps)
+            jumps = not hooked
+        text = self.plan.restore_input(ports, full, existing, jumps)
         t1 = time.perf_counter()
-        _run(self.netns, ["iptables-restore", "--noflush"], text)
+        _run(self.netns, [self._cmd("restore"), "--noflush"], text)
+        self.last_input = text
         t2 = time.perf_counter()
-        self.applied = rules
-        self.last_stats = SyncStats(self.mode, old is None, t1 - t0, t2 - t1, len(text))
+        self.last_stats = SyncStats(self.mode, full, t1 - t0, t2 - t1, len(text))
         return self.last_stats
 
 
@@ -88,7 +96,7 @@ class NftablesProxier(Proxier):
 
     def __init__(self, netns: str, ctx: NodeContext) -> None:
         super().__init__(netns, ctx)
-        self.applied: nft.NftRuleset | None = None
+        self.plan = nft.NftSync(ctx)
 
     def _existing(self) -> tuple[set[str], set[str]]:
         out = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", "ip", "kube-proxy"],
@@ -99,29 +107,31 @@ class NftablesProxier(Proxier):
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:
         t0 = time.perf_counter()
-        rules = nft.render(self.ctx, ports)
-        old = self.applied
         chains = sets = None
-        if full or old is None:
+        full = full or not self.plan.synced
+        if full:
             chains, sets = self._existing()
-            old = None
-        text = nft.transaction(rules, old, chains, sets)
+        text = self.plan.transaction(ports, full, chains, sets)
         t1 = time.perf_counter()
         _run(self.netns, ["nft", "-f", "-"], text)
+        self.last_input = text
         t2 = time.perf_counter()
-        self.applied = rules
-        self.last_stats = SyncStats(self.mode, old is None, t1 - t0, t2 - t1, len(text))
+        self.last_stats = SyncStats(self.mode, full, t1 - t0, t2 - t1, len(text))
         return self.last_stats
 
 
 PROXIERS: dict[str, type[Proxier]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}
 
 
-def make_proxier(mode: str, netns: str, ctx: NodeContext) -> Proxier:
-    try:
-        return PROXIERS[mode](netns, ctx)
-    except KeyError:
-        raise RealizeError(f"proxyMode {mode}", "start", None, f"supported here: {', '.join(PROXIERS)}") from None
+IPTABLES_BACKEND_ENV = "NETNS_LAB_IPTABLES_BACKEND"  # nft (default) | legacy
+
+
+def make_proxier(mode: str, netns: str, ctx: NodeContext, iptables_backend: str = "nft") -> Proxier:
+    if mode == "iptables":
+        return IptablesProxier(netns, ctx, iptables_backend)
+    if mode == "nftables":
+        return NftablesProxier(netns, ctx)
+    raise RealizeError(f"proxyMode {mode}", "start", None, f"supported here: {', '.join(PROXIERS)}")
 
 
 def delete_stale_udp(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:

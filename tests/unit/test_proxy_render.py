@@ -65,11 +65,11 @@ def test_kube_proxy_chain_names() -> None:
 
 
 def test_iptables_full_sync_golden() -> None:
-    check_golden("iptables-full.txt", ipt.full_text(ipt.render(CTX, PORTS)))
+    check_golden("iptables-full.txt", ipt.full_text(CTX, PORTS))
 
 
 def test_nftables_full_sync_golden() -> None:
-    check_golden("nftables-full.nft", nft.full_text(nft.render(CTX, PORTS)))
+    check_golden("nftables-full.nft", nft.full_text(CTX, PORTS))
 
 
 def _one_endpoint_less() -> tuple[ServicePortInfo, ...]:
@@ -77,29 +77,46 @@ def _one_endpoint_less() -> tuple[ServicePortInfo, ...]:
 
 
 def test_iptables_partial_sync_rewrites_only_the_changed_service() -> None:
-    old = ipt.render(CTX, PORTS)
-    text = ipt.restore_input(ipt.render(CTX, _one_endpoint_less()), old)
+    sync = ipt.IptablesSync(CTX)
+    sync.restore_input(PORTS)
+    text = sync.restore_input(_one_endpoint_less())
     check_golden("iptables-partial.txt", text)
     gone = ipt.sep_chain(PORTS[0], "10.244.1.3", 9376)
     assert f"-X {gone}" in text
+    assert f":{ipt.svc_chain(PORTS[0])} " in text
     for other in PORTS[1:]:  # untouched services' chains are not rewritten
         if other.endpoints:
             assert f":{ipt.svc_chain(other)} " not in text
+    assert ":KUBE-SERVICES - [0:0]" in text  # the dispatch chains are rewritten, as kube-proxy does
+    assert sync.restore_input(_one_endpoint_less()).count("-X ") == 0  # nothing changed: nothing deleted
 
 
 def test_nftables_partial_sync_changes_only_what_changed() -> None:
-    old = nft.render(CTX, PORTS)
-    text = nft.transaction(nft.render(CTX, _one_endpoint_less()), old)
+    sync = nft.NftSync(CTX)
+    sync.transaction(PORTS)
+    text = sync.transaction(_one_endpoint_less())
     check_golden("nftables-partial.nft", text)
-    assert "add table" not in text and "add element" not in text
+    assert "add table" not in text and "add element" not in text and "delete element" not in text
     assert f"delete chain ip kube-proxy {nft.endpoint_chain(PORTS[0], '10.244.1.3', 9376)}" in text
-    assert text.count("flush chain") == 2  # the service chain, and the endpoint chain before deletion
+    assert f"flush chain ip kube-proxy {nft.service_chain(PORTS[0])}" in text
+    assert nft.service_chain(PORTS[2]) not in text  # other Services untouched
+    assert sync.transaction(_one_endpoint_less()) == "\n"  # no change: empty transaction
+
+
+def test_nftables_element_changes_are_diffs() -> None:
+    sync = nft.NftSync(CTX)
+    sync.transaction(PORTS)
+    emptied = (replace(PORTS[0], endpoints=()), *PORTS[1:])
+    text = sync.transaction(emptied)
+    assert "delete element ip kube-proxy service-ips { 10.96.0.2 . tcp . 80 }" in text
+    assert "add element ip kube-proxy no-endpoint-services { 10.96.0.2 . tcp . 80 : goto reject-chain }" in text
+    assert "cluster-ips" not in text  # still one Service port on that VIP: the element stays
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])
 def test_iptables_probabilities_give_equal_shares(n: int) -> None:
     eps = tuple(ep(f"p{i}", f"10.244.0.{i + 2}", "node-1") for i in range(n))
-    rules = ipt.render(CTX, (sp("s", "10.96.0.9", 80, eps),)).tables["nat"][ipt.svc_chain(sp("s", "10.96.0.9", 80, eps))]
+    rules = ipt.nat_chain_rules(CTX, (sp("s", "10.96.0.9", 80, eps),), ipt.svc_chain(sp("s", "10.96.0.9", 80, eps)))
     probs = [float(r.split("--probability ")[1].split()[0]) for r in rules if "--probability" in r]
     assert len(probs) == n - 1
     remaining, shares = 1.0, []
