@@ -66,15 +66,17 @@ def status(c):
     _exit(cli.status())
 
 
-@task(help={"quick": "smallest sizes only", "only": "comma list: lab,matrix"})
+@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services"})
 def bench(c, quick=False, only=""):
-    """Benchmarks: time and memory of up/serve/down and of the connectivity matrix."""
-    args = [sys.executable, os.path.join(HERE, "benchmarks", "bench_lab.py")]
-    if quick:
-        args.append("--quick")
-    if only:
-        args += ["--only", only]
-    c.run(" ".join(args), pty=False)
+    """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
+    (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results)."""
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services"}
+    quick_flag = " --quick" if quick else ""
+    lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
+    if lab_parts:
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_lab.py')}{quick_flag} --only {lab_parts}", pty=False)
+    if "services" in parts:
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_services.py')}{quick_flag}", pty=False)
 
 
 @task(help={"k": "pytest -k expression"})

@@ -29,7 +29,7 @@ from ipaddress import IPv4Address
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 SIZES = [100, 1000, 5000, 10000]
-MODES = ["iptables", "nftables"]
+MODES = ["iptables", "iptables-legacy", "nftables"]  # iptables = the nft backend (iptables-nft)
 
 
 def generated_ports(n: int):  # type: ignore[no-untyped-def]
@@ -69,8 +69,13 @@ def latency(lab, count: int = 300) -> tuple[float, float]:  # type: ignore[no-un
 
 def one_point(mode: str, n: int) -> dict[str, float]:
     from netns_lab.lab import Lab
+    from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV
 
-    lab = Lab.from_file(os.path.join(HERE, "scenarios", "services.yaml"), {"cluster.proxyMode": mode, "name": f"bsvc-{mode[:3]}"})
+    proxy_mode = mode
+    if mode == "iptables-legacy":
+        os.environ[IPTABLES_BACKEND_ENV] = "legacy"
+        proxy_mode = "iptables"
+    lab = Lab.from_file(os.path.join(HERE, "scenarios", "services.yaml"), {"cluster.proxyMode": proxy_mode, "name": f"bsvc-{mode[:3]}"})
     with lab.up():
         proxier = lab.proxiers["node-1"]
         real = tuple(p for p in lab.service_ports() if p.name == "target")
@@ -150,7 +155,7 @@ def main() -> None:
     for mode in MODES:
         for n in sizes:
             time.sleep(2)  # let the previous lab's namespaces be freed by the kernel
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True, timeout=1800)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{mode} x {n} failed")

@@ -189,13 +189,31 @@ def _kind(m: str) -> str:
 
 
 class NftSync:
-    """Pure bookkeeping of one node's ``kube-proxy`` table; :meth:`transaction` plans a sync."""
+    """Pure bookkeeping of one node's ``kube-proxy`` table; :meth:`transaction` plans a sync.
+
+    Chains, sets and map elements are reference-counted across fragments, so a partial sync
+    costs what the change costs, not what the whole table costs.
+    """
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.fragments: dict[ServicePortInfo, Fragment] = {}
         self.elements: Counter[tuple[str, str]] = Counter()  # (map, element) -> fragments holding it
+        self.chains: Counter[str] = Counter()
+        self.sets: Counter[str] = Counter()
         self.synced = False
+
+    def _count(self, f: Fragment, step: int, touched: dict[str, set]) -> None:  # type: ignore[type-arg]
+        for m, es in f.elements.items():
+            for e in es:
+                self.elements[(m, e)] += step
+                touched["elements"].add((m, e))
+        for c in f.chains:
+            self.chains[c] += step
+            touched["chains"].add(c)
+        for a in f.affinity_sets:
+            self.sets[a] += step
+            touched["sets"].add(a)
 
     def transaction(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
                     existing_chains: set[str] | None = None, existing_sets: set[str] | None = None) -> str:
@@ -203,14 +221,29 @@ class NftSync:
         them; stale ones are removed only after the elements and rules that used them."""
         full = full or not self.synced
         old = self.fragments
-        new: dict[ServicePortInfo, Fragment] = {sp: old.get(sp) or render_port(self.ctx, sp) for sp in ports}
-        added = list(new.values()) if full else [f for sp, f in new.items() if sp not in old]
-        removed = [] if full else [f for sp, f in old.items() if sp not in new]
-        now_chains = {c for f in new.values() for c in f.chains}
-        now_sets = {s for f in new.values() for s in f.affinity_sets}
-        before_chains = {c for f in old.values() for c in f.chains} | (existing_chains or set() if full else set())
-        before_sets = {s for f in old.values() for s in f.affinity_sets} | (existing_sets or set() if full else set())
-        before_chains -= set(fixed_chains(self.ctx))
+        new: dict[ServicePortInfo, Fragment] = {}
+        added: list[Fragment] = []
+        for sp in ports:
+            f = old.get(sp)
+            if f is None:
+                f = render_port(self.ctx, sp)
+                added.append(f)
+            new[sp] = f
+        removed = [f for sp, f in old.items() if sp not in new] if len(new) != len(old) or added else []
+        before_elements = {k for k, n in self.elements.items() if n > 0}
+        before_chains = {c for c, n in self.chains.items() if n > 0} if full else None
+        before_sets = {c for c, n in self.sets.items() if n > 0} if full else None
+        touched: dict[str, set] = {"elements": set(), "chains": set(), "sets": set()}  # type: ignore[type-arg]
+        if full:
+            self.elements, self.chains, self.sets = Counter(), Counter(), Counter()
+            added = list(new.values())
+            for f in added:
+                self._count(f, 1, touched)
+        else:
+            for f in removed:
+                self._count(f, -1, touched)
+            for f in added:
+                self._count(f, 1, touched)
         out: list[str] = []
         if full:
             out.append(BASE.rstrip())
@@ -228,48 +261,44 @@ class NftSync:
             for c, rules in f.chains.items():
                 out.append(f"flush chain {TABLE} {c}")
                 out.extend(f"add rule {TABLE} {c} {r}" for r in rules)
+        gone: dict[str, list[str]] = {}
+        fresh: dict[str, list[str]] = {}
         if full:
-            counts: Counter[tuple[str, str]] = Counter((m, e) for f in new.values() for m, es in f.elements.items() for e in es)
-            counts.update(("nodeport-ips", ip) for ip in self.ctx.node_ips)
             for m in MAPS:
                 out.append(f"flush {_kind(m)} {TABLE} {m}")
-            by_map: dict[str, list[str]] = {}
-            for m, e in counts:
-                by_map.setdefault(m, []).append(e)
-            for m in MAPS:
-                if by_map.get(m):
-                    out.append(f"add element {TABLE} {m} {{ {', '.join(by_map[m])} }}")
-        else:
-            counts = Counter(self.elements)
-            gone: dict[str, list[str]] = {}
-            fresh: dict[str, list[str]] = {}
-            for f in removed:
-                for m, es in f.elements.items():
-                    for e in es:
-                        counts[(m, e)] -= 1
-            for f in added:
-                for m, es in f.elements.items():
-                    for e in es:
-                        counts[(m, e)] += 1
-            for (m, e), n in counts.items():
-                had = self.elements.get((m, e), 0) > 0
-                if had and n <= 0:
-                    gone.setdefault(m, []).append(e.split(" : ")[0])
-                elif not had and n > 0:
+            for ip in self.ctx.node_ips:
+                self.elements[("nodeport-ips", ip)] += 1
+            for (m, e), n in self.elements.items():
+                if n > 0:
                     fresh.setdefault(m, []).append(e)
-            counts = +counts
-            for m in MAPS:
-                if gone.get(m):
-                    out.append(f"delete element {TABLE} {m} {{ {', '.join(gone[m])} }}")
-            for m in MAPS:
-                if fresh.get(m):
-                    out.append(f"add element {TABLE} {m} {{ {', '.join(fresh[m])} }}")
-        stale_chains = sorted(before_chains - now_chains)
+        else:
+            for key in touched["elements"]:
+                m, e = key
+                now = self.elements[key] > 0
+                if key in before_elements and not now:
+                    gone.setdefault(m, []).append(e.split(" : ")[0])
+                elif key not in before_elements and now:
+                    fresh.setdefault(m, []).append(e)
+        for m in MAPS:
+            if gone.get(m):
+                out.append(f"delete element {TABLE} {m} {{ {', '.join(sorted(gone[m]))} }}")
+        for m in MAPS:
+            if fresh.get(m):
+                out.append(f"add element {TABLE} {m} {{ {', '.join(sorted(fresh[m]))} }}")
+        fixed_names = set(fixed_chains(self.ctx))
+        if full:
+            stale_chains = sorted(((before_chains or set()) | (existing_chains or set())) - {c for c, n in self.chains.items() if n > 0} - fixed_names)
+            stale_sets = sorted(((before_sets or set()) | (existing_sets or set())) - {s for s, n in self.sets.items() if n > 0})
+        else:
+            stale_chains = sorted(c for c in touched["chains"] if self.chains[c] <= 0)
+            stale_sets = sorted(s for s in touched["sets"] if self.sets[s] <= 0)
         out.extend(f"flush chain {TABLE} {c}" for c in stale_chains)
         out.extend(f"delete chain {TABLE} {c}" for c in stale_chains)
-        out.extend(f"delete set {TABLE} {s}" for s in sorted(before_sets - now_sets))
+        out.extend(f"delete set {TABLE} {s}" for s in stale_sets)
+        for counter in (self.elements, self.chains, self.sets):
+            for k in [k for k in touched["elements" if counter is self.elements else "chains" if counter is self.chains else "sets"] if counter[k] <= 0]:
+                del counter[k]
         self.fragments = new
-        self.elements = counts
         self.synced = True
         return "\n".join(out) + "\n"
 

@@ -42,6 +42,16 @@ class ServicePortInfo:
     internal_local: bool  # internalTrafficPolicy: Local
     endpoints: tuple[Endpoint, ...]
 
+    def __hash__(self) -> int:
+        # Cached: proxiers key their rendered fragments by Service port, and with 10,000
+        # Services re-hashing every port and its endpoints each sync would dominate.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.namespace, self.name, self.port_name, self.protocol, self.cluster_ip, self.port,
+                           self.node_port, self.affinity_timeout, self.external_local, self.internal_local, self.endpoints))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def port_name_string(self) -> str:
         """kube-proxy's ``ServicePortName.String()``: ``ns/name:port`` (``ns/name`` if unnamed)."""
