@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from invoke import Exit, task
@@ -60,23 +61,39 @@ def pod_add(c, lab, file):
     _exit(cli.pod_add(lab, file))
 
 
+@task(help={"lab": "lab name", "target": "pod/[NS/]NAME (or NAME), node/NAME, external"})
+def exec(c, lab, target):  # noqa: A001 - the kubectl verb
+    """Run a command in a pod or node: `invoke exec LAB pod/NAME -- CMD ARGS` (env + resolv.conf as kubelet's)."""
+    # invoke joins the words after "--" with spaces, losing quoting: take them from argv as typed
+    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder or "")
+    _exit(cli.exec_in(lab, target, argv))
+
+
+@task(help={"lab": "lab name", "target": "pod/[NS/]NAME (or NAME), node/NAME, external"})
+def shell(c, lab, target):
+    """An interactive shell in a pod or node of a running lab."""
+    _exit(cli.exec_in(lab, target, [], interactive=True))
+
+
 @task
 def status(c):
     """List labs, their phase and size."""
     _exit(cli.status())
 
 
-@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services"})
+@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns"})
 def bench(c, quick=False, only=""):
     """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
     (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results)."""
-    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services"}
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns"}
     quick_flag = " --quick" if quick else ""
     lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
     if lab_parts:
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_lab.py')}{quick_flag} --only {lab_parts}", pty=False)
     if "services" in parts:
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_services.py')}{quick_flag}", pty=False)
+    if "dns" in parts:
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_dns.py')}", pty=False)
 
 
 @task(help={"k": "pytest -k expression"})

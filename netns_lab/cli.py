@@ -182,6 +182,35 @@ def pod_add(lab_name: str, file: str, out=sys.stdout) -> int:  # type: ignore[no
 
 
 @_guard
+def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: bool = False) -> int:
+    """Run a real command in a pod or node of a running lab, as ``kubectl exec``: the pod's
+    namespace, its resolv.conf and its Service environment variables."""
+    from netns_lab.lab import Lab
+
+    _need_root()
+    lab = Lab.attach(lab_name)
+    if not command:
+        command = [os.environ.get("SHELL", "/bin/sh")]
+    if interactive:
+        import subprocess
+
+        env = dict(os.environ)
+        r = lab_ref(target)
+        if r.startswith("pod/"):
+            env.update(lab.pod(r[4:]).service_env)
+        return subprocess.call(["ip", "netns", "exec", lab.netns_of(r), *command], env=env)
+    proc = lab.exec(lab_ref(target), list(command), timeout=3600)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return proc.returncode
+
+
+def lab_ref(target: str) -> str:
+    """``NAME`` means ``pod/NAME``; ``pod/...``, ``node/...`` and ``external`` pass through."""
+    return target if "/" in target or target == "external" else f"pod/{target}"
+
+
+@_guard
 def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     labs = state.all_labs()
     if not labs:
@@ -226,7 +255,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("pod-add", help="add Pod manifests to a running lab")
     p.add_argument("lab")
     p.add_argument("file")
+    p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
+    p.add_argument("lab")
+    p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
+    p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.cmd == "exec":
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        return exec_in(args.lab, args.target, cmd, interactive=sys.stdin.isatty())
     if args.cmd == "pod-ready":
         return pod_ready(args.lab, args.pod, not args.not_ready)
     if args.cmd == "pod-delete":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from netns_lab import cleanup, model_io, procs, state
+from netns_lab.controllers import dns as dns_records
+from netns_lab.controllers.envvars import pod_env
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology, from_dict, plan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.model import ObjectRef, Pod, Scenario, Service
+from netns_lab.model import ObjectRef, Pod, Scenario, Service, find_service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
-from netns_lab.realize import network
+from netns_lab.realize import network, resolvconf
 from netns_lab.realize.proxier import (
     IPTABLES_BACKEND_ENV,
     Proxier,
@@ -127,6 +130,7 @@ class Lab:
             created=time.time(),
             proxy_mode=self.proxy_mode,
             iptables_backend=self.iptables_backend,
+            dirs=[resolvconf.config_dir(p.netns) for p in topo.pods],
         )
         self._save_model(st)
         st.save()
@@ -136,9 +140,11 @@ class Lab:
             os.makedirs(st.workdir, exist_ok=True)
             counter: dict[str, int] = {}
             network.build(topo, on_step=lambda s: _fault(s, counter if s == "pod" else None))
+            self._write_resolv_confs(self.pods)
             self.sync(full=True)
             _fault("rules")
             self._start_netexec(st)
+            self._start_dns(st)
             _fault("ready")
             st.phase = "up"
             st.save()
@@ -158,15 +164,41 @@ class Lab:
         targets = [
             {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
             for p in topo.pods
-            if p.ports
+            if p.ports and p.netexec
         ]
         targets += [{"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT]} for n in topo.nodes]
         config = os.path.join(st.workdir, "netexec.json")
         tmp = config + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump({"lab": self.name, "targets": targets}, fh)
+            fh.write(json.dumps({"lab": self.name, "targets": targets}))
         os.replace(tmp, config)
         return config
+
+    def _write_resolv_confs(self, pods: tuple[Pod, ...]) -> None:
+        topo = self.topology
+        resolvconf.write_all(pods, {p.key: p.netns for p in topo.pods}, str(topo.dns_ip), topo.cluster_domain)
+
+    @property
+    def zone_file(self) -> str:
+        assert self.state is not None
+        return os.path.join(self.state.workdir, "dns-zone.json")
+
+    def _write_zone(self) -> None:
+        """The DNS records of the live model; the server sees the new file at its next query."""
+        if self.state is None or not os.path.isdir(self.state.workdir):
+            return
+        records = dns_records.build(self.services, self.pods, self.topology, self.topology.cluster_domain)
+        tmp = self.zone_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(records.to_json(), separators=(",", ":")))
+        os.replace(tmp, self.zone_file)
+
+    def _start_dns(self, st: state.LabState) -> None:
+        dns_pod = next((p for p in self.topology.pods if not p.netexec), None)
+        if dns_pod is None:
+            return
+        self._write_zone()
+        self._spawn(st, "dns", ["-m", "netns_lab.services.dns", "--supervise", f"/run/netns/{dns_pod.netns}", self.zone_file])
 
     def _reload_netexec(self) -> None:
         assert self.state is not None
@@ -177,10 +209,14 @@ class Lab:
 
     def _start_netexec(self, st: state.LabState) -> None:
         config = self._write_netexec_config(st)
-        log = os.path.join(st.workdir, "netexec.log")
-        proc = procs.spawn([sys.executable, "-m", "netns_lab.services.netexec", config], self.name, st.instance, log)
+        self._spawn(st, "netexec", ["-m", "netns_lab.services.netexec", config])
+
+    def _spawn(self, st: state.LabState, role: str, args: list[str]) -> None:
+        """Start an in-lab server, record it, and wait for its READY line."""
+        log = os.path.join(st.workdir, f"{role}.log")
+        proc = procs.spawn([sys.executable, *args], self.name, st.instance, log)
         _fault("spawned")
-        st.processes.append({"role": "netexec", "pid": proc.pid, "start": procs.start_time(proc.pid)})
+        st.processes.append({"role": role, "pid": proc.pid, "start": procs.start_time(proc.pid)})
         st.save()
         _fault("servers")
         assert proc.stdout is not None
@@ -190,7 +226,7 @@ class Lab:
         if not line.startswith("READY"):
             with open(log, errors="replace") as fh:
                 tail = fh.read()[-500:].strip().replace("\n", " | ")
-            raise RealizeError("netexec", "start", None, tail or "no READY line")
+            raise RealizeError(role, "start", None, tail or "no READY line")
 
     # -- Services: kube-proxy's job ----------------------------------------------------------
     def node_context(self, node: str) -> NodeContext:
@@ -206,6 +242,7 @@ class Lab:
                 for n in self.topology.nodes
             }
             full = True
+        self._write_zone()  # DNS first: the cheapest part, and what users wait for
         old_ports = self._ports
         ports = service_ports(self.services, self.pods, self.topology)
         stats = {name: p.sync(ports, full=full) for name, p in self.proxiers.items()}
@@ -231,6 +268,14 @@ class Lab:
     def service_ports(self) -> tuple[ServicePortInfo, ...]:
         return self._ports
 
+    def update_service(self, key: str, **changes: object) -> Service:
+        """Change a Service in place (e.g. ``external_name=``) and sync rules and DNS."""
+        old = self.service(key)
+        new = replace(old, **changes)  # type: ignore[arg-type]
+        self.services = tuple(new if s.key == old.key else s for s in self.services)
+        self.sync()
+        return new
+
     def set_ready(self, pod: str, ready: bool = True) -> None:
         """Mark a pod ready or not (its readiness probe, in effect) and sync the rules."""
         key = self._pod_key(pod)
@@ -250,6 +295,7 @@ class Lab:
 
         nsmod.delete(plan_.netns)
         network.forget_pod(self.topology, plan_)
+        shutil.rmtree(resolvconf.config_dir(plan_.netns), ignore_errors=True)
 
     def add_pod(self, pod: Pod, node: str | None = None) -> PodPlan:
         """Create a pod at run time (the scheduler picks the least-loaded node unless given)."""
@@ -261,9 +307,14 @@ class Lab:
         assert self.state is not None
         if plan_.netns not in self.state.namespaces:
             self.state.namespaces.append(plan_.netns)
+        conf_dir = resolvconf.config_dir(plan_.netns)
+        if conf_dir not in self.state.dirs:
+            self.state.dirs.append(conf_dir)
         self.state.save()  # record ownership before creating
         network.add_pods(self.topology, (plan_,))
-        self.pods = (*self.pods, replace(pod, node_name=plan_.node))
+        pod = replace(pod, node_name=plan_.node, service_env=pod_env(pod, self.services))
+        self._write_resolv_confs((pod,))
+        self.pods = (*self.pods, pod)
         self._reload_netexec()
         self._wait_serving(plan_)
         self.sync()
@@ -326,13 +377,18 @@ class Lab:
             return svc.cluster_ip
         raise LabError(f"{r}: no IP for this kind of object yet")
 
+    def pod(self, key: str) -> Pod:
+        key = key if "/" in key else f"default/{key}"
+        for p in self.pods:
+            if p.key == key:
+                return p
+        raise LabError(f"no pod {key} in lab {self.name}")
+
     def service(self, key: str) -> Service:
-        if "/" not in key:
-            key = f"default/{key}"
-        for s in self.services:
-            if s.key == key:
-                return s
-        raise LabError(f"no service {key} in lab {self.name}")
+        found = find_service(self.services, key)
+        if found is None:
+            raise LabError(f"no service {key} in lab {self.name}")
+        return found
 
     def addresses(self, ref: str | ObjectRef) -> list[str]:
         """The IPv4 addresses the object's namespace shows for itself (its own `ip addr`)."""
@@ -342,6 +398,9 @@ class Lab:
     def exec(self, ref: str | ObjectRef, cmd: list[str], check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a real command in the object's namespace (``ip netns exec``), as ``kubectl exec``."""
         env = procs.lab_env(self.name, self.state.instance if self.state else "")
+        r = parse_ref(ref)
+        if r.kind == "pod":
+            env.update(self.pod(f"{r.namespace}/{r.name}").service_env)
         return subprocess.run(
             ["ip", "netns", "exec", self.netns_of(ref), *cmd],
             capture_output=True, text=True, check=check, timeout=timeout, env=env, **kw,

@@ -13,6 +13,7 @@ NETWORK_MODES = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class Namespace:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str
     namespace: str = "default"
@@ -61,6 +69,11 @@ class Pod:
     hostname: str | None = None
     subdomain: str | None = None
     ready: bool = True
+    dns_policy: str = "ClusterFirst"
+    dns_config: DnsConfig | None = None
+    enable_service_links: bool = True
+    # Service environment variables, fixed when the pod starts (kubelet's envvars)
+    service_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -75,6 +88,11 @@ class Pod:
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)
+
+    @property
+    def runs_netexec(self) -> bool:
+        """Every pod runs netexec except the lab's own DNS server pod."""
+        return not any(c.image == DNS_IMAGE for c in self.containers)
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -109,6 +127,7 @@ class Service:
     external_traffic_policy: str = "Cluster"
     internal_traffic_policy: str = "Cluster"
     labels: tuple[tuple[str, str], ...] = ()
+    external_name: str | None = None  # type ExternalName: a CNAME, no VIP, no rules
 
     @property
     def key(self) -> str:
@@ -128,7 +147,7 @@ class ObjectRef:
     namespace: str | None = None
 
     def __str__(self) -> str:
-        if self.kind == "ip":
+        if self.kind in ("ip", "name", "value"):
             return self.name
         if self.kind in ("node", "external") or self.namespace is None:
             return f"{self.kind}/{self.name}" if self.kind != "external" else "external"
@@ -140,6 +159,7 @@ class Expect:
     result: str | None = None
     served_by: tuple[str, ...] | None = None
     client_ip: ObjectRef | None = None  # kind "self" means: the IP the source shows for itself
+    answers: tuple[ObjectRef, ...] | None = None  # resolve: objects (their IPs) or literal values (kind "value")
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,8 @@ class Check:
     count: int = 1
     matrix: str | None = None  # pod-to-pod | node-to-pod | pod-to-node
     expect: Expect = field(default_factory=Expect)
+    record_type: str = "A"  # resolve
+    env: tuple[tuple[str, ObjectRef], ...] = ()  # env: variable -> expected value
 
 
 @dataclass(frozen=True)
@@ -175,9 +197,14 @@ class Scenario:
         raise KeyError(key)
 
     def service(self, key: str) -> Service:
-        if "/" not in key:
-            key = f"default/{key}"
-        for s in self.services:
-            if s.key == key:
-                return s
-        raise KeyError(key)
+        found = find_service(self.services, key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+
+def find_service(services: tuple[Service, ...], key: str) -> Service | None:
+    """``NAME`` (namespace default) or ``NS/NAME``."""
+    if "/" not in key:
+        key = f"default/{key}"
+    return next((s for s in services if s.key == key), None)

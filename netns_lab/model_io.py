@@ -7,9 +7,10 @@ process than the one that built it, so the live model is stored with the ownersh
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
-from netns_lab.model import Container, ContainerPort, Pod, Service, ServicePort
+from netns_lab.model import Container, ContainerPort, DnsConfig, Pod, Service, ServicePort
 
 
 def _plain(value: Any) -> Any:
@@ -20,7 +21,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def dump(obj: Pod | Service) -> dict[str, Any]:
+    """Cached: objects are immutable, and a sync re-saves every one of them."""
     return _plain(obj)  # type: ignore[no-any-return]
 
 
@@ -32,7 +35,12 @@ def load_pod(d: dict[str, Any]) -> Pod:
     containers = tuple(
         Container(c["name"], c["image"], tuple(ContainerPort(**p) for p in c["ports"])) for c in d["containers"]
     )
-    return Pod(**{**d, "labels": _pairs(d["labels"]) or (), "containers": containers})
+    cfg = d.get("dns_config")
+    dns_config = None if cfg is None else DnsConfig(
+        tuple(cfg["nameservers"]), tuple(cfg["searches"]), tuple((k, v) for k, v in cfg["options"])
+    )
+    return Pod(**{**d, "labels": _pairs(d["labels"]) or (), "containers": containers, "dns_config": dns_config,
+                  "service_env": _pairs(d.get("service_env")) or ()})
 
 
 def load_service(d: dict[str, Any]) -> Service:

@@ -43,7 +43,7 @@ class LabState:
         os.makedirs(STATE_DIR, exist_ok=True)
         tmp = f"{self.path}.tmp.{os.getpid()}"
         with open(tmp, "w") as fh:
-            json.dump(self.__dict__, fh, indent=1)
+            fh.write(json.dumps(self.__dict__, separators=(",", ":")))  # dumps: the C encoder
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)  # atomic: a reader sees the old or the new record, whole

@@ -39,7 +39,7 @@ def _alive_with(instance: str) -> list[int]:
     return procs.find_owned(instance) if instance else []
 
 
-FAULTS = ["state", "nodes", "pod:1", "pod:4", "pods", "routes", "spawned", "servers", "ready"]
+FAULTS = ["state", "nodes", "pod:1", "pod:4", "pods", "routes", "rules", "spawned", "servers", "ready"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -70,17 +70,19 @@ def test_sigkill_during_up_leaves_nothing_clean_cannot_remove(fault: str, tmp_pa
 def test_second_up_clears_the_remains_of_the_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
     state_dir = str(tmp_path / "state")
     args = [sys.executable, "-m", "netns_lab", "up", THREE, "--set", "name=again"]
-    first = _cli(args, state_dir, "ready")
-    assert first.returncode == -signal.SIGKILL
-    old = _record(state_dir, "again")
-    assert _alive_with(old["instance"])
-    second = _cli(args, state_dir)
-    assert second.returncode == 0, second.stderr
-    new = _record(state_dir, "again")
-    assert new["phase"] == "up" and new["instance"] != old["instance"]
-    assert not _alive_with(old["instance"])  # the orphaned server of the first run is gone
-    assert len(_alive_with(new["instance"])) == 1
-    down = _cli([sys.executable, "-m", "netns_lab", "down", "again"], state_dir)
+    try:
+        first = _cli(args, state_dir, "ready")
+        assert first.returncode == -signal.SIGKILL
+        old = _record(state_dir, "again")
+        assert _alive_with(old["instance"])
+        second = _cli(args, state_dir)
+        assert second.returncode == 0, second.stderr
+        new = _record(state_dir, "again")
+        assert new["phase"] == "up" and new["instance"] != old["instance"]
+        assert not _alive_with(old["instance"])  # the orphaned servers of the first run are gone
+        assert len(_alive_with(new["instance"])) == 3  # netexec, the DNS supervisor and its server
+    finally:
+        down = _cli([sys.executable, "-m", "netns_lab", "down", "again"], state_dir)
     assert down.returncode == 0
     assert not [n for n in new["namespaces"] if netns.exists(n)]
     assert not os.path.exists(os.path.join(state_dir, "again.json"))
@@ -143,7 +145,7 @@ def test_down_removes_namespaces_processes_and_record() -> None:
     lab = Lab.from_file(BASIC, {"name": "downer"}).up()
     assert lab.state is not None
     instance, path, workdir = lab.state.instance, lab.state.path, lab.state.workdir
-    assert len(_alive_with(instance)) == 1
+    assert len(_alive_with(instance)) == 3  # netexec, the DNS supervisor and its server
     assert all(netns.exists(n) for n in lab.topology.namespaces)
     lab.down()
     assert not any(netns.exists(n) for n in lab.topology.namespaces)

@@ -29,6 +29,14 @@ def test_shipped_scenario_passes(name: str) -> None:
     assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+@pytest.mark.parametrize("name", ["clusterip", "nodeport"])
+def test_service_scenarios_pass_in_both_proxy_modes(name: str, mode: str) -> None:
+    proc = _run("run-scenario", name, "--set", f"cluster.proxyMode={mode}", "--set", f"name={name}-{mode[:3]}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
     text = open(os.path.join(ROOT, "scenarios", "basic.yaml")).read()
     # web-1 is listening: expecting a refusal must fail, and say what was seen instead.
@@ -48,7 +56,7 @@ def test_keep_status_and_down() -> None:
     try:
         status = _run("status")
         line = next(l for l in status.stdout.splitlines() if l.startswith("kept:"))
-        assert "up, 2 nodes, 4 pods, host-gw" in line and "serving" in line
+        assert "up, 2 nodes, 5 pods, host-gw" in line and "serving" in line  # 4 + the cluster DNS pod
     finally:
         down = _run("down", "kept")
     assert down.returncode == 0 and "removed" in down.stdout

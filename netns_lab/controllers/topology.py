@@ -48,6 +48,7 @@ class PodPlan:
     host_veth: str
     ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
     mac: str  # the pod's eth0
+    netexec: bool = True  # served by netexec (every pod but the cluster DNS server)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Topology:
     external_ip: IPv4Address = IPv4Address("0.0.0.0")
     pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    cluster_domain: str = "cluster.local"
+    dns_ip: IPv4Address = IPv4Address("10.96.0.10")
 
     @property
     def external_mac(self) -> str:
@@ -82,6 +85,11 @@ class Topology:
             if p.key == key:
                 return p
         raise KeyError(key)
+
+    @property
+    def workload_pods(self) -> tuple[PodPlan, ...]:
+        """The pods that run netexec: everything but the lab's own system pods."""
+        return tuple(p for p in self.pods if p.netexec)
 
     def pods_on(self, node: str) -> tuple[PodPlan, ...]:
         return tuple(p for p in self.pods if p.node == node)
@@ -198,6 +206,8 @@ def plan(scenario: Scenario) -> Topology:
         external_ip=node_hosts[0],  # .1: the nodes' default gateway, "the rest of the world"
         pod_cidr=cluster.pod_cidr,
         service_cidr=cluster.service_cidr,
+        cluster_domain=cluster.cluster_domain,
+        dns_ip=cluster.dns_ip,
     )
 
 
@@ -213,6 +223,7 @@ def _pod_plan(lab: str, pod: Pod, node: NodePlan, ordinal: int, taken: set[str])
         host_veth=_veth_name(pod.key, taken),
         ports=tuple((p.container_port, p.protocol) for p in pod.ports),
         mac=mac_for(ip),
+        netexec=pod.runs_netexec,
     )
 
 
@@ -250,6 +261,7 @@ def from_dict(data: dict[str, object]) -> Topology:
         underlay_netns=data["underlay_netns"], nodes=nodes, pods=pods,  # type: ignore[arg-type]
         external_netns=data["external_netns"], external_ip=IPv4Address(data["external_ip"]),  # type: ignore[arg-type]
         pod_cidr=IPv4Network(data["pod_cidr"]), service_cidr=IPv4Network(data["service_cidr"]),  # type: ignore[arg-type]
+        cluster_domain=data["cluster_domain"], dns_ip=IPv4Address(data["dns_ip"]),  # type: ignore[arg-type]
     )
 
 
@@ -269,6 +281,6 @@ def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Top
         key=pod.key, name=pod.name, namespace=pod.namespace, node=node,
         netns=pod_netns(topo.lab, pod.namespace, pod.name), ip=free,
         host_veth=_veth_name(pod.key, taken), ports=tuple((p.container_port, p.protocol) for p in pod.ports),
-        mac=mac_for(free),
+        mac=mac_for(free), netexec=pod.runs_netexec,
     )
     return dataclasses.replace(topo, pods=(*topo.pods, new)), new

@@ -10,6 +10,7 @@ from netns_lab.model import Check, ObjectRef
 from netns_lab.probes.connect import Probe, run_probes
 from netns_lab.probes.icmp import ping
 from netns_lab.probes.promises import matrix, own_addresses
+from netns_lab.probes.resolve import normalize, resolve
 
 
 @dataclass
@@ -18,6 +19,19 @@ class CheckOutcome:
     passed: bool
     summary: str
     details: list[str] = field(default_factory=list)
+
+
+def _target_ip(lab: Lab, check: Check) -> tuple[str | None, str]:
+    """The IP to connect to; a bare name is resolved inside the source, with its own libc
+    resolver and resolv.conf (``getent ahostsv4`` under ``ip netns exec``)."""
+    assert check.target and check.source
+    if check.target.kind != "name":
+        return lab.ip_of(check.target), ""
+    out = lab.exec(check.source, ["getent", "ahostsv4", check.target.name], timeout=10)
+    first = out.stdout.split()
+    if out.returncode != 0 or not first:
+        return None, f"{check.target.name} does not resolve in {check.source}"
+    return first[0], f"{check.target.name} -> {first[0]}; "
 
 
 def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str]:
@@ -30,7 +44,11 @@ def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str
 
 def _connect(lab: Lab, check: Check) -> CheckOutcome:
     assert check.source and check.target and check.port
-    probe = Probe(lab.netns_of(check.source), lab.ip_of(check.target), check.port, check.protocol)
+    ip, how = _target_ip(lab, check)
+    if ip is None:
+        passed = check.expect.result == "failed"
+        return CheckOutcome(check, passed, how if passed else f"expected {check.expect.result}: {how}")
+    probe = Probe(lab.netns_of(check.source), ip, check.port, check.protocol)
     timeout = 1.0 if check.expect.result in ("timeout", "failed") else 2.0
     results = run_probes([probe] * check.count, timeout=timeout, parallel=64)
     want = check.expect
@@ -55,7 +73,7 @@ def _connect(lab: Lab, check: Check) -> CheckOutcome:
             if r.client_ip not in expected:
                 problems.append(f"server saw client {r.client_ip}, expected {sorted(expected)}")
                 break
-    seen = ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+    seen = how + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
     if served:
         seen += "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
     if ok_results:
@@ -67,7 +85,10 @@ def _connect(lab: Lab, check: Check) -> CheckOutcome:
 
 def _ping(lab: Lab, check: Check) -> CheckOutcome:
     assert check.source and check.target
-    res = ping(lab.netns_of(check.source), lab.ip_of(check.target), timeout=1.0, count=check.count)
+    ip, how = _target_ip(lab, check)
+    if ip is None:
+        return CheckOutcome(check, check.expect.result == "no-reply", how)
+    res = ping(lab.netns_of(check.source), ip, timeout=1.0, count=check.count)
     passed = res.result == check.expect.result
     text = f"{res.result}: {res.detail}"
     return CheckOutcome(check, passed, text if passed else f"expected {check.expect.result}, got {text}")
@@ -81,8 +102,41 @@ def _matrix(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, report.ok, report.summary(), [p.describe() for p in report.failures[:10]])
 
 
+def _value_text(lab: Lab, ref: ObjectRef) -> str:
+    return normalize(ref.name) if ref.kind == "value" else lab.ip_of(ref)
+
+
+def _resolve(lab: Lab, check: Check) -> CheckOutcome:
+    assert check.source and check.target
+    res = resolve(lab.netns_of(check.source), check.target.name, check.record_type, tcp=check.protocol == "tcp")
+    want = check.expect
+    got = sorted(normalize(a) for a in res.answers)
+    text = f"{res.result}: {res.detail}" + (f": {', '.join(got)}" if got else "")
+    if want.result != res.result and not (want.result == "failed" and res.result != "ok"):
+        return CheckOutcome(check, False, f"expected {want.result}, got {text}")
+    if want.answers is not None:
+        expected = sorted(_value_text(lab, a) for a in want.answers)
+        if expected != got:
+            return CheckOutcome(check, False, f"expected answers {expected}, got {got or 'none'} ({res.detail})")
+    return CheckOutcome(check, True, text)
+
+
+def _env(lab: Lab, check: Check) -> CheckOutcome:
+    assert check.source
+    out = lab.exec(check.source, ["env"], timeout=10)
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    wrong = []
+    for key, ref in check.env:
+        want = None if ref.kind == "unset" else ref.name if ref.kind == "value" else lab.ip_of(ref)
+        if env.get(key) != want:
+            wrong.append(f"{key}={env.get(key, '<unset>')} (expected {want if want is not None else '<unset>'})")
+    if wrong:
+        return CheckOutcome(check, False, wrong[0], wrong[1:])
+    return CheckOutcome(check, True, f"{len(check.env)} variable(s) as kubelet sets them")
+
+
 def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
-    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix}
+    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env}
     return [runners[c.action](lab, c) for c in checks]
 
 

@@ -85,7 +85,7 @@ def own_addresses(namespaces: list[str]) -> dict[str, frozenset[str]]:
 
 def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", timeout: float = 3.0) -> MatrixReport:
     """Connect every source to every target of ``kind`` at once; judge reach and NAT."""
-    pods = [p for p in topo.pods]
+    pods = list(topo.workload_pods)
     targets_pods = [p for p in pods if p.ports]
     specs: list[tuple[str, str, str, str, int]] = []  # (src label, src ns, dst label, ip, port)
     if kind == "pod-to-pod":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, endpoint_hash, port_proto_hash
+from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, endpoint_hash, port_proto_hash, traffic_policy
 
 TABLES = ("filter", "nat")
 # Chains every sync rewrites whole (they list every Service), and the fixed ones.
@@ -98,13 +98,9 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
     name = sp.port_name_string
     match = f"-m {sp.proto} -p {sp.proto}"
     dst = f"-d {sp.cluster_ip}/32 --dport {sp.port}"
-    local = sp.local_endpoints(ctx.node)
-    all_eps = sp.endpoints
-    internal_eps = local if sp.internal_local else all_eps
-    external = sp.node_port is not None
-    external_eps = local if sp.external_local else all_eps
-    uses_svc = bool(all_eps) and (not sp.internal_local or (external and not sp.external_local))
-    uses_svl = bool(local) and (sp.internal_local or (external and sp.external_local))
+    tp = traffic_policy(sp, ctx.node)
+    local, all_eps, internal_eps, external_eps = tp.local, tp.all, tp.internal, tp.external
+    external, uses_svc, uses_svl = tp.is_external, tp.uses_cluster_chain, tp.uses_local_chain
     internal_chain = svl_chain(sp) if sp.internal_local else svc_chain(sp)
     external_chain = svl_chain(sp) if sp.external_local else svc_chain(sp)
 

@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo
+from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
 
 TABLE = "ip kube-proxy"
 CHAIN_NAME_MAX = 200
@@ -121,13 +121,9 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
     f = Fragment()
     key = f"{sp.cluster_ip} . {sp.proto} . {sp.port}"
     f.element("cluster-ips", sp.cluster_ip)
-    local = sp.local_endpoints(ctx.node)
-    all_eps = sp.endpoints
-    internal_eps = local if sp.internal_local else all_eps
-    external = sp.node_port is not None
-    external_eps = local if sp.external_local else all_eps
-    uses_svc = bool(all_eps) and (not sp.internal_local or (external and not sp.external_local))
-    uses_local = bool(local) and (sp.internal_local or (external and sp.external_local))
+    tp = traffic_policy(sp, ctx.node)
+    local, all_eps, internal_eps, external_eps = tp.local, tp.all, tp.internal, tp.external
+    external, uses_svc, uses_local = tp.is_external, tp.uses_cluster_chain, tp.uses_local_chain
     internal_chain = local_chain(sp) if sp.internal_local else service_chain(sp)
     external_policy = local_chain(sp) if sp.external_local else service_chain(sp)
 

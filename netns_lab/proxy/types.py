@@ -66,6 +66,34 @@ class ServicePortInfo:
         return tuple(e for e in self.endpoints if e.node == node)
 
 
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """Which endpoints serve which traffic on one node (kube-proxy's UsesClusterEndpoints /
+    UsesLocalEndpoints logic), shared by every proxier so the modes cannot disagree."""
+
+    all: tuple[Endpoint, ...]
+    local: tuple[Endpoint, ...]
+    internal: tuple[Endpoint, ...]  # for ClusterIP traffic (internalTrafficPolicy)
+    external: tuple[Endpoint, ...]  # for NodePort traffic (externalTrafficPolicy)
+    is_external: bool  # has a NodePort
+    uses_cluster_chain: bool
+    uses_local_chain: bool
+
+
+def traffic_policy(sp: ServicePortInfo, node: str) -> TrafficPolicy:
+    local = sp.local_endpoints(node)
+    external = sp.node_port is not None
+    return TrafficPolicy(
+        all=sp.endpoints,
+        local=local,
+        internal=local if sp.internal_local else sp.endpoints,
+        external=local if sp.external_local else sp.endpoints,
+        is_external=external,
+        uses_cluster_chain=bool(sp.endpoints) and (not sp.internal_local or (external and not sp.external_local)),
+        uses_local_chain=bool(local) and (sp.internal_local or (external and sp.external_local)),
+    )
+
+
 def port_proto_hash(service_port_name: str, protocol: str) -> str:
     """kube-proxy's ``portProtoHash``: base32(sha256(name + protocol))[:16]."""
     digest = hashlib.sha256((service_port_name + protocol).encode()).digest()

@@ -7,13 +7,15 @@ check is a load-time error (exit 2), not a confusing failure after a minute of b
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod, Service
-from netns_lab.scenario.schema import ANY, INT, STR, ListOf, Obj
+from netns_lab.scenario import k8s
+from netns_lab.scenario.schema import ANY, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
-EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR})
+EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR, "answers": ListOf(INT_OR_STR)})
 CHECK = Obj(
     "netns-lab/v1 Check",
     {
@@ -22,6 +24,9 @@ CHECK = Obj(
         "connect": STR,
         "ping": STR,
         "matrix": STR,
+        "resolve": STR,
+        "type": STR,
+        "env": MapOf(ANY),
         "protocol": STR,
         "count": INT,
         "expect": EXPECT,
@@ -29,13 +34,17 @@ CHECK = Obj(
 )
 CHECKS = ListOf(CHECK)
 
-ACTIONS = ("connect", "ping", "matrix")
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62})(?:\.[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62}))*\.?$")
+ACTIONS = ("connect", "ping", "matrix", "resolve", "env")
+RESOLVE_RESULTS = ("ok", "nxdomain", "refused", "servfail", "timeout", "failed")
+RECORD_TYPES = ("A", "AAAA", "SRV", "CNAME", "PTR", "TXT")
 CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
 PING_RESULTS = ("reply", "no-reply")
 PROTOCOLS = ("tcp", "udp", "http")
 MATRICES = ("pod-to-pod", "node-to-pod", "pod-to-node")
 SOURCE_KINDS = ("pod", "node", "external")
 TARGET_KINDS = ("pod", "node", "service")
+VALUE_KINDS = ("pod", "node", "service", "external")
 
 
 class Refs:
@@ -46,7 +55,21 @@ class Refs:
         self.pods = {p.key for p in pods}
         self.services = {s.key: s for s in services}
 
-    def parse(self, src: Source, path: str, text: str, kinds: tuple[str, ...], allow_ip: bool = False) -> ObjectRef:
+    def parse(self, src: Source, path: str, text: str, kinds: tuple[str, ...], allow_ip: bool = False,
+              allow_name: bool = False, query_name: bool = False) -> ObjectRef:
+        if allow_name and "/" not in text and text != "external":
+            try:
+                return ObjectRef("ip", str(ipaddress.IPv4Address(text)))
+            except ValueError:
+                pass
+            if query_name:  # any DNS question name: SRV labels have underscores
+                if not _QUERY_NAME.match(text):
+                    raise src.error(path, f'Invalid value: "{text}": not a DNS name (labels of letters, digits, "-" and "_", separated by dots)')
+            else:
+                errs = k8s.dns1123_subdomain(text.lower().rstrip("."))
+                if errs:
+                    raise src.error(path, f'Invalid value: "{text}": a host name {"; ".join(errs)}')
+            return ObjectRef("name", text)
         if allow_ip:
             try:
                 ip = ipaddress.IPv4Address(text)
@@ -119,19 +142,52 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
             host, sep, port_s = item["connect"].rpartition(":")
             if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
                 raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": must be HOST:PORT with PORT 1-65535')
-            target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True)
+            target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True, allow_name=True)
             port = int(port_s)
         elif action == "ping":
-            target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True)
+            target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True, allow_name=True)
+        record_type = "A"
+        env: tuple[tuple[str, ObjectRef], ...] = ()
+        if action == "resolve":
+            target = refs.parse(src, join(cpath, "resolve"), item["resolve"], (), allow_name=True, query_name=True)
+            record_type = item.get("type", "A")
+            if record_type not in RECORD_TYPES:
+                raise src.error(join(cpath, "type"), f'Unsupported value: "{record_type}": supported values: {", ".join(RECORD_TYPES)}')
+            if protocol not in ("tcp", "udp"):
+                protocol = "udp"
+        elif item.get("type") is not None:
+            raise src.error(join(cpath, "type"), "Forbidden: type applies to resolve checks")
+        if action == "env":
+            if source is None or source.kind != "pod":
+                raise src.error(join(cpath, "from"), "Invalid value: env checks run in a pod")
+            env = tuple((k, _env_value(src, join(join(cpath, "env"), k), v, refs)) for k, v in item["env"].items())
         expect = _expect(src, item.get("expect") or {}, join(cpath, "expect"), action, refs)
         if not name:
             name = _default_name(action, source, target, port, protocol, matrix)
-        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect))
+        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env))
     return tuple(out)
 
 
+def _env_value(src: Source, path: str, raw: object, refs: Refs) -> ObjectRef:
+    """An expected variable value; null means the variable must not be set."""
+    if raw is None:
+        return ObjectRef("unset", "")
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+        raise src.error(path, "Invalid type: expected a string, a number, an object reference or null (unset)")
+    return _value(src, path, raw, refs)
+
+
+def _value(src: Source, path: str, raw: object, refs: Refs) -> ObjectRef:
+    """An expected value: ``service/X``, ``pod/X``, ``node/X``, ``external`` (their IP) or literal text."""
+    text = str(raw)
+    kind = text.split("/", 1)[0]
+    if text == "external" or ("/" in text and kind in VALUE_KINDS):
+        return refs.parse(src, path, text, VALUE_KINDS)
+    return ObjectRef("value", text)
+
+
 def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs) -> Expect:
-    allowed = PING_RESULTS if action == "ping" else CONNECT_RESULTS
+    allowed = {"ping": PING_RESULTS, "resolve": RESOLVE_RESULTS, "env": ("ok",)}.get(action, CONNECT_RESULTS)
     result = raw.get("result")
     if result is not None and result not in allowed:
         raise src.error(join(path, "result"), f'Unsupported value: "{result}": supported values: {", ".join(allowed)}')
@@ -156,9 +212,14 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
             client_ip = ObjectRef("self", "self")
         else:
             client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node", "external"), allow_ip=True)
+    answers = None
+    if raw.get("answers") is not None:
+        if action != "resolve":
+            raise src.error(join(path, "answers"), "Forbidden: answers applies to resolve checks")
+        answers = tuple(_value(src, join(join(path, "answers"), i), a, refs) for i, a in enumerate(raw["answers"]))
     if action == "connect" and result is None and (served_by or client_ip):
         result = "ok"
-    return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip)
+    return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip, answers=answers)
 
 
 def _default_name(action: str, source: ObjectRef | None, target: ObjectRef | None, port: int | None, protocol: str, matrix: str | None) -> str:
@@ -166,4 +227,8 @@ def _default_name(action: str, source: ObjectRef | None, target: ObjectRef | Non
         return f"{matrix} matrix"
     if action == "ping":
         return f"{source} ping {target}"
+    if action == "resolve":
+        return f"{source} resolve {target}"
+    if action == "env":
+        return f"{source} environment"
     return f"{source} -> {target}:{port} ({protocol})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import glob
 import os
+from dataclasses import replace
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -19,6 +20,8 @@ from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
 from netns_lab.scenario.manifests import PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
+from netns_lab.controllers.envvars import pod_env
+from netns_lab.controllers.system import cluster_dns
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join, load_documents
 
@@ -105,6 +108,7 @@ def load_scenario(
     namespaces: dict[str, Namespace] = {n: Namespace(n) for n in BUILTIN_NAMESPACES}
     pods: dict[str, Pod] = {}
     services: dict[str, ParsedService] = {}
+    services_before: dict[str, int] = {}  # pod key -> how many Services preceded it (env vars)
     for osrc, obj, opath in _object_sources(src, data.get("objects") or []):
         model_obj = parse_object(osrc, obj, opath)
         if isinstance(model_obj, Namespace):
@@ -122,6 +126,7 @@ def load_scenario(
             if model_obj.node_name is not None and model_obj.node_name not in cluster.nodes:
                 raise osrc.error(join(opath, "spec.nodeName"), f'Not found: "{model_obj.node_name}": no such node in the cluster')
             pods[model_obj.key] = model_obj
+            services_before[model_obj.key] = len(services)
         elif isinstance(model_obj, ParsedService):
             svc = model_obj.service
             if svc.namespace not in namespaces:
@@ -130,8 +135,16 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
 
-    pod_tuple = tuple(pods.values())
     service_tuple = allocate(list(services.values()), cluster)
+    # kubelet's Service environment: the Services that existed when each pod started
+    # (``kubernetes`` is allocated first, so it always precedes every pod).
+    pod_list = [replace(p, service_env=pod_env(p, service_tuple[: 1 + services_before[p.key]])) for p in pods.values()]
+    dns_pod, dns_service = cluster_dns(cluster)
+    for key, taken in ((dns_pod.key, pods), (dns_service.key, services)):
+        if key in taken:
+            raise src.error("objects", f'Invalid value: "{key}": reserved for the cluster DNS the lab runs')
+    pod_tuple = tuple(pod_list) + (dns_pod,)
+    service_tuple = service_tuple + (dns_service,)
     checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple))
     scenario = Scenario(
         name=name,

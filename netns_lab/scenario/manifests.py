@@ -8,9 +8,10 @@ manifest is never silently ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
+import ipaddress
 from typing import Any
 
-from netns_lab.model import PROTOCOLS, Container, ContainerPort, Namespace, Pod
+from netns_lab.model import PROTOCOLS, Container, ContainerPort, DnsConfig, Namespace, Pod
 from netns_lab.scenario import k8s
 from netns_lab.scenario.schema import ANY, BOOL, INT, OBJECT_META, STR, ListOf, MapOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
@@ -34,7 +35,7 @@ _IGNORED_POD_SPEC_FIELDS = (
     "serviceAccount automountServiceAccountToken securityContext priorityClassName priority "
     "imagePullSecrets schedulerName topologySpreadConstraints readinessGates runtimeClassName "
     "preemptionPolicy overhead shareProcessNamespace hostPID hostIPC setHostnameAsFQDN os "
-    "hostAliases schedulingGates resourceClaims hostUsers dnsConfig"
+    "hostAliases schedulingGates resourceClaims hostUsers"
 ).split()
 POD_SPEC = Obj(
     "io.k8s.api.core.v1.PodSpec",
@@ -46,6 +47,14 @@ POD_SPEC = Obj(
         "dnsPolicy": STR,
         "enableServiceLinks": BOOL,
         "hostNetwork": BOOL,
+        "dnsConfig": Obj(
+            "io.k8s.api.core.v1.PodDNSConfig",
+            {
+                "nameservers": ListOf(STR),
+                "searches": ListOf(STR),
+                "options": ListOf(Obj("io.k8s.api.core.v1.PodDNSConfigOption", {"name": STR, "value": STR})),
+            },
+        ),
     }
     | {f: ANY for f in _IGNORED_POD_SPEC_FIELDS},
 )
@@ -157,8 +166,9 @@ def parse_pod(src: Source, obj: dict[str, Any], base: str) -> Pod:
         value = spec.get(field)
         if value is not None:
             _fail(src, join(spath, field), k8s.dns1123_label(value), value)
-    if spec.get("dnsPolicy") is not None:
-        _unsupported(src, join(spath, "dnsPolicy"), spec["dnsPolicy"], DNS_POLICIES)
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    _unsupported(src, join(spath, "dnsPolicy"), policy, DNS_POLICIES)
+    dns_config = _dns_config(src, spec.get("dnsConfig"), join(spath, "dnsConfig"), policy)
     return Pod(
         name=name,
         namespace=namespace,
@@ -167,7 +177,43 @@ def parse_pod(src: Source, obj: dict[str, Any], base: str) -> Pod:
         containers=tuple(containers),
         hostname=spec.get("hostname"),
         subdomain=spec.get("subdomain"),
+        dns_policy=policy,
+        dns_config=dns_config,
+        enable_service_links=spec.get("enableServiceLinks", True) is not False,
     )
+
+
+MAX_NAMESERVERS, MAX_SEARCHES = 3, 32
+
+
+def _dns_config(src: Source, raw: dict[str, Any] | None, path: str, policy: str) -> DnsConfig | None:
+    """``spec.dnsConfig`` with the API server's limits (validatePodDNSConfig)."""
+    raw = raw or {}
+    nameservers = raw.get("nameservers") or []
+    if policy == "None" and not nameservers:
+        raise src.error(join(path, "nameservers"), "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None")
+    if len(nameservers) > MAX_NAMESERVERS:
+        raise src.error(join(path, "nameservers"), f'Invalid value: "{",".join(nameservers)}": must not have more than {MAX_NAMESERVERS} nameservers')
+    for i, ns in enumerate(nameservers):
+        try:
+            ipaddress.ip_address(ns)
+        except ValueError:
+            raise src.error(join(join(path, "nameservers"), i), f'Invalid value: "{ns}": must be a valid IP address') from None
+    searches = raw.get("searches") or []
+    if len(searches) > MAX_SEARCHES:
+        raise src.error(join(path, "searches"), f'Invalid value: "{" ".join(searches)}": must not have more than {MAX_SEARCHES} search paths')
+    for i, domain in enumerate(searches):
+        errs = k8s.dns1123_subdomain(domain.rstrip("."))
+        if errs:
+            raise src.error(join(join(path, "searches"), i), f'Invalid value: "{domain}": {"; ".join(errs)}')
+    options: list[tuple[str, str | None]] = []
+    for i, opt in enumerate(raw.get("options") or []):
+        if not opt.get("name"):
+            raise src.error(join(join(join(path, "options"), i), "name"), "Required value: Option.Name must not be empty")
+        options.append((opt["name"], opt.get("value")))
+    if not raw:
+        return None
+    return DnsConfig(tuple(nameservers), tuple(s.rstrip(".") for s in searches), tuple(options))
 
 
 Parser = Callable[[Source, dict[str, Any], str], Any]

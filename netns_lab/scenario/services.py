@@ -58,7 +58,6 @@ SERVICE = Obj(
 SUPPORTED_TYPES = ("ClusterIP", "NodePort")
 NOT_YET_TYPES = {
     "LoadBalancer": "type LoadBalancer is not supported yet (use NodePort until the cloud load balancer lands)",
-    "ExternalName": "type ExternalName is not supported yet (it comes with cluster DNS)",
 }
 
 
@@ -85,6 +84,10 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
     for field in ("externalIPs", "loadBalancerSourceRanges"):
         if spec.get(field):
             raise src.error(join(spath, field), "Forbidden: not supported yet (comes with external access)")
+    if stype == "ExternalName":
+        return _external_name(src, spec, spath, base, name, namespace, labels)
+    if spec.get("externalName"):
+        raise src.error(join(spath, "externalName"), "Forbidden: may only be set when `type` is 'ExternalName'")
     requested = spec.get("clusterIP")
     ips = spec.get("clusterIPs")
     if ips:
@@ -144,6 +147,27 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
     return ParsedService(service, src, base, requested)
 
 
+def _external_name(src: Source, spec: dict[str, Any], spath: str, base: str, name: str, namespace: str,
+                   labels: tuple[tuple[str, str], ...]) -> ParsedService:
+    """type ExternalName: a DNS alias (CNAME) and nothing else: no VIP, no ports, no rules."""
+    target = spec.get("externalName")
+    if not target:
+        raise src.error(join(spath, "externalName"), "Required value")
+    errs = k8s.dns1123_subdomain(target.rstrip("."))
+    if errs:
+        raise src.error(join(spath, "externalName"), f'Invalid value: "{target}": {"; ".join(errs)}')
+    for field in ("clusterIP", "clusterIPs"):
+        if spec.get(field) not in (None, "", []):
+            raise src.error(join(spath, field), f"Invalid value: {spec[field]!r}: may not be set for ExternalName services")
+    if spec.get("ports"):
+        raise src.error(join(spath, "ports"), "Forbidden: may not be set for ExternalName services (no VIP, no port: the name is a CNAME)")
+    for field in ("selector", "sessionAffinity", "externalTrafficPolicy", "internalTrafficPolicy"):
+        if spec.get(field):
+            raise src.error(join(spath, field), "Forbidden: may not be set for ExternalName services")
+    return ParsedService(Service(name=name, namespace=namespace, type="ExternalName", labels=labels,
+                                 external_name=target.rstrip(".")), src, base, "None")
+
+
 def _ports(src: Source, raw: list[dict[str, Any]], path: str, stype: str, headless: bool) -> tuple[ServicePort, ...]:
     if not raw and not headless:
         raise src.error(path, "Required value")
@@ -198,7 +222,7 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
     taken_ports: set[tuple[int, str]] = set()
     for ps in parsed:  # explicit requests first, in file order
         ip = ps.requested_ip
-        if ip is not None and ip != "None":
+        if ip is not None and ip != "None" and ps.service.type != "ExternalName":
             where = join(ps.path, "spec.clusterIPs")
             if ipaddress.IPv4Address(ip) not in net or ip in (str(net.network_address), str(net.broadcast_address)):
                 raise ps.src.error(where, f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}')
@@ -221,6 +245,9 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
         svc = ps.service
         if svc.key == "default/kubernetes":
             raise ps.src.error(join(ps.path, "metadata.name"), 'services "kubernetes" already exists')
+        if svc.type == "ExternalName":
+            out.append(svc)
+            continue
         ip = ps.requested_ip
         if ip is None:
             while str(next_ip) in taken_ips:

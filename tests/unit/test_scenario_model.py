@@ -41,8 +41,10 @@ def test_basic_scenario_plan() -> None:
     assert [str(n.pod_subnet) for n in t.nodes] == ["10.244.0.0/24", "10.244.1.0/24"]
     assert [str(n.gateway) for n in t.nodes] == ["10.244.0.1", "10.244.1.1"]
     assert t.pod_mtu == 1450  # underlay 1500 - VXLAN 50
-    ips = {p.name: str(p.ip) for p in t.pods}
+    ips = {p.name: str(p.ip) for p in t.workload_pods}
     assert ips == {"web-1": "10.244.0.2", "web-2": "10.244.1.2", "client-1": "10.244.0.3", "client-2": "10.244.1.3"}
+    dns = t.pod("kube-system/coredns")  # the cluster DNS pod comes last: users' addresses never shift
+    assert not dns.netexec and dns.node == "node-1" and str(dns.ip) == "10.244.0.4"
     assert all(len(p.host_veth) <= 15 for p in t.pods)
     assert from_dict(to_dict(t)) == t
 
@@ -65,7 +67,8 @@ def test_round_robin_and_node_names(tmp_path) -> None:  # type: ignore[no-untype
         objects:{pods}
     """)
     s = load_scenario(path)
-    assert schedule(s) == {"default/p0": "a", "default/p1": "b", "default/p2": "c", "default/p3": "a", "default/p4": "b"}
+    assert schedule(s) == {"default/p0": "a", "default/p1": "b", "default/p2": "c", "default/p3": "a", "default/p4": "b",
+                           "kube-system/coredns": "a"}
     t = plan(s)
     assert t.pod_mtu == 1500
     assert t.node("c").netns == "rr_c"
@@ -113,7 +116,7 @@ def test_objects_from_included_files(tmp_path) -> None:  # type: ignore[no-untyp
     assert "m/2.yaml:5: spec.containers[0].ports[0].containerPort" in str(err.value)
     (tmp_path / "m" / "2.yaml").unlink()
     s = load_scenario(path)
-    assert [p.key for p in s.pods] == ["shop/a"]
+    assert [p.key for p in s.pods] == ["shop/a", "kube-system/coredns"]
 
 
 def test_overrides_switch_mode_without_copying_the_file() -> None:

@@ -1,0 +1,166 @@
+"""Cluster DNS records per the Kubernetes DNS specification (kubernetes/dns, schema 1.1.0).
+
+Pure: the model in, a record table out, and :func:`answer` to look a question up in it.
+The DNS server process only parses and packs wire format around :func:`answer`, so every
+naming rule here is unit-tested without a socket.
+
+* ClusterIP Service: A ``svc.ns.svc.zone``; SRV ``_port._proto.svc.ns.svc.zone`` per named
+  port; PTR for the ClusterIP.
+* Headless Service: A per ready endpoint; ``host.svc.ns.svc.zone`` per endpoint (the pod's
+  ``hostname`` when its ``subdomain`` names the Service, else the dashed IP, as CoreDNS does);
+  SRV per endpoint x named port; PTR for those pod IPs. No ready endpoint: NXDOMAIN.
+* ExternalName Service: CNAME. ``a-b-c-d.ns.pod.zone``: A (CoreDNS ``pods insecure``).
+* ``dns-version.zone`` TXT "1.1.0". Other names in the zone: NXDOMAIN; outside: REFUSED.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from netns_lab.controllers.endpoints import endpoints
+from netns_lab.controllers.topology import Topology
+from netns_lab.model import Pod, Service
+
+SCHEMA_VERSION = "1.1.0"
+TTL = 5
+NOERROR, NXDOMAIN, REFUSED = 0, 3, 5
+_POD_NAME = re.compile(r"^(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})$")
+
+
+@dataclass
+class Records:
+    """``name -> {type -> [rdata]}``; names are lower-case and end with a dot."""
+
+    zone: str
+    names: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    namespaces: set[str] = field(default_factory=set)
+    reverse_nets: list[str] = field(default_factory=list)  # CIDRs whose PTRs we own
+
+    def add(self, name: str, rtype: str, data: Any) -> None:
+        self.names.setdefault(name.lower(), {}).setdefault(rtype, []).append(data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"zone": self.zone, "names": self.names, "namespaces": sorted(self.namespaces), "reverse_nets": self.reverse_nets}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Records":
+        return cls(d["zone"], d["names"], set(d["namespaces"]), d["reverse_nets"])
+
+
+def reverse_name(ip: str) -> str:
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
+
+
+def dashed(ip: str) -> str:
+    return ip.replace(".", "-")
+
+
+def build(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, zone: str) -> Records:
+    z = zone.lower().rstrip(".") + "."
+    rec = Records(z, reverse_nets=[str(topo.service_cidr), str(topo.pod_cidr)])
+    rec.namespaces = {p.namespace for p in pods} | {s.namespace for s in services} | {"default", "kube-system"}
+    rec.add(f"dns-version.{z}", "TXT", SCHEMA_VERSION)
+    for svc in services:
+        base = f"{svc.name}.{svc.namespace}.svc.{z}"
+        if not svc.headless or svc.type == "ExternalName":
+            for name, rtype, data in _fixed_records(svc, z):
+                rec.add(name, rtype, data)
+            continue
+        # headless: the ready endpoints themselves
+        per_port = endpoints(svc, pods, topo)
+        by_pod = {p.key: p for p in pods}
+        hosts: dict[str, str] = {}
+        for sp, eps in per_port.items():
+            for ep in eps:
+                pod = by_pod[ep.pod]
+                host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ep.ip)
+                hosts[ep.ip] = f"{host}.{base}"
+        if not svc.ports and svc.selector is not None:  # a headless Service without ports still lists its pods
+            for pod in pods:
+                from netns_lab.controllers.endpoints import selects
+
+                if pod.ready and selects(svc, pod):
+                    ip = str(topo.pod(pod.key).ip)
+                    host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
+                    hosts[ip] = f"{host}.{base}"
+        for ip, fqdn in sorted(hosts.items()):
+            rec.add(base, "A", ip)
+            rec.add(fqdn, "A", ip)
+            rec.add(reverse_name(ip), "PTR", fqdn)
+        for sp, eps in per_port.items():
+            if not sp.name:
+                continue
+            weight = 100 // max(len(eps), 1)
+            for ep in eps:
+                rec.add(f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", [0, weight, ep.port, hosts[ep.ip]])
+        if not hosts:
+            rec.names.pop(base.lower(), None)
+    return rec
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fixed_records(svc: Service, z: str) -> tuple[tuple[str, str, Any], ...]:
+    """Records that depend on the Service alone (not on pods), cached per immutable Service:
+    with 10,000 Services a change rebuilds the table from these instead of from scratch."""
+    base = f"{svc.name}.{svc.namespace}.svc.{z}"
+    if svc.type == "ExternalName":
+        return ((base, "CNAME", svc.external_name.rstrip(".") + "." if svc.external_name else ""),)
+    out: list[tuple[str, str, Any]] = [(base, "A", svc.cluster_ip), (reverse_name(svc.cluster_ip or ""), "PTR", base)]
+    for sp in svc.ports:
+        if sp.name:
+            out.append((f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", (0, 100, sp.port, base)))
+    return tuple(out)
+
+
+def _in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+def answer(rec: Records, qname: str, qtype: str) -> tuple[int, list[tuple[str, str, Any]]]:
+    """(rcode, [(owner name, type, rdata)]) for one question; names compared lower-case."""
+    name = qname.lower() if qname.endswith(".") else qname.lower() + "."
+    if name.endswith(".in-addr.arpa."):
+        return _reverse(rec, name, qtype)
+    if not _in_zone(name, rec.zone):
+        return REFUSED, []
+    entry = rec.names.get(name)
+    if entry is None:
+        pod_ip = _pod_record(rec, name)
+        if pod_ip is None:
+            return NXDOMAIN, []
+        entry = {"A": [pod_ip]}
+    if "CNAME" in entry and qtype != "CNAME":
+        return NOERROR, [(qname, "CNAME", entry["CNAME"][0])]
+    return NOERROR, [(qname, qtype, d) for d in entry.get(qtype, [])]
+
+
+def _pod_record(rec: Records, name: str) -> str | None:
+    """``a-b-c-d.ns.pod.zone`` -> a.b.c.d, for any namespace that exists (``pods insecure``)."""
+    suffix = f".pod.{rec.zone}"
+    if not name.endswith(suffix):
+        return None
+    labels = name[: -len(suffix)].split(".")
+    if len(labels) != 2 or labels[1] not in rec.namespaces:
+        return None
+    m = _POD_NAME.match(labels[0])
+    if not m or any(int(x) > 255 for x in m.groups()):
+        return None
+    return ".".join(m.groups())
+
+
+def _reverse(rec: Records, name: str, qtype: str) -> tuple[int, list[tuple[str, str, Any]]]:
+    entry = rec.names.get(name)
+    if entry is not None:
+        return NOERROR, [(name, qtype, d) for d in entry.get(qtype, [])]
+    parts = name[: -len(".in-addr.arpa.")].split(".")
+    try:
+        ip = ipaddress.IPv4Address(".".join(reversed(parts)))
+    except ValueError:
+        return REFUSED, []
+    if any(ip in ipaddress.IPv4Network(n) for n in rec.reverse_nets):
+        return NXDOMAIN, []
+    return REFUSED, []

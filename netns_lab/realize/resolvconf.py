@@ -1,0 +1,62 @@
+"""Pod resolver configuration, as kubelet writes it, where ``ip netns exec`` finds it.
+
+``ip netns exec NS`` bind-mounts ``/etc/netns/NS/resolv.conf`` over ``/etc/resolv.conf``, so
+any real program run in the pod (getent, dig, curl, python) uses the cluster DNS with the
+pod's search path. The directories are listed in the lab's ownership record first and
+removed by it, like everything else the lab creates.
+"""
+
+from __future__ import annotations
+
+import os
+
+from netns_lab.model import Pod
+
+ETC_NETNS = "/etc/netns"
+
+
+def resolv_conf(pod: Pod, dns_ip: str, zone: str) -> str:
+    """kubelet's resolv.conf for ``pod`` (pkg/kubelet/network/dns)."""
+    cfg = pod.dns_config
+    extra_ns = list(cfg.nameservers) if cfg else []
+    extra_search = list(cfg.searches) if cfg else []
+    options: dict[str, str | None] = {}
+    lines = [f"# written by netns-lab for pod {pod.key} (dnsPolicy {pod.dns_policy})"]
+    if pod.dns_policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+        nameservers = [dns_ip, *extra_ns]
+        search = [f"{pod.namespace}.svc.{zone}", f"svc.{zone}", zone, *extra_search]
+        options["ndots"] = "5"
+    elif pod.dns_policy == "None":
+        nameservers, search = extra_ns, extra_search
+    else:  # Default: the node's resolver; lab nodes have no upstream DNS server
+        nameservers, search = extra_ns, extra_search
+        lines.append("# Default policy: the node's resolver, and lab nodes have none")
+    for name, value in (cfg.options if cfg else ()):
+        options[name] = value
+    if search:
+        lines.append("search " + " ".join(dict.fromkeys(search)))
+    lines += [f"nameserver {ns}" for ns in list(dict.fromkeys(nameservers))[:3]]
+    if options:
+        lines.append("options " + " ".join(k if v is None else f"{k}:{v}" for k, v in options.items()))
+    return "\n".join(lines) + "\n"
+
+
+def config_dir(netns_name: str) -> str:
+    return os.path.join(ETC_NETNS, netns_name)
+
+
+def write(netns_name: str, content: str) -> None:
+    d = config_dir(netns_name)
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, ".resolv.conf.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(content)
+    os.replace(tmp, os.path.join(d, "resolv.conf"))
+
+
+def write_all(pods: tuple[Pod, ...], netns_of: dict[str, str], cluster_dns_ip: str, zone: str) -> None:
+    for pod in pods:
+        write(netns_of[pod.key], resolv_conf(pod, cluster_dns_ip, zone))
+
+
+__all__ = ["resolv_conf", "write", "write_all", "config_dir"]
