@@ -102,7 +102,8 @@ def main() -> None:
             new = Service(f"fresh-{i}", "bench", ports=(ServicePort(80),), cluster_ip=f"10.110.0.{i + 1}")
             seen: list[float] = []
 
-            def poll(name: str = f"fresh-{i}.bench.svc.cluster.local.", want: str = new.cluster_ip) -> None:
+            def poll(name: str = f"fresh-{i}.bench.svc.cluster.local.", want: str = new.cluster_ip,
+                     seen: list[float] = seen) -> None:
                 # a pod asking again and again, as a client waiting for a new Service would
                 end = time.perf_counter() + 10
                 while time.perf_counter() < end:

@@ -103,6 +103,8 @@ def one_point(mode: str, n: int) -> dict[str, float]:
 
 def write_results(rows: list[dict[str, float]]) -> None:
     os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "services.json"), "w") as fh:
+        json.dump(rows, fh, indent=1)
     lines = [
         "| mode | Services | full sync: render | full sync: apply | render/apply | one-endpoint change | peak RSS | connect p50 | connect p99 |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -127,15 +129,15 @@ def write_results(rows: list[dict[str, float]]) -> None:
         print("matplotlib not installed: no plot")
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for mode in MODES:
+    for color, mode in zip(("tab:blue", "tab:orange", "tab:green"), MODES):
         pts = [r for r in rows if r["mode"] == mode]
         if not pts:
             continue
         xs = [r["services"] for r in pts]
-        axes[0].plot(xs, [r["full_render_s"] + r["full_apply_s"] for r in pts], marker="o", label=mode)
-        axes[1].plot(xs, [1000 * (r["partial_render_s"] + r["partial_apply_s"]) for r in pts], marker="o", label=mode)
-        axes[2].plot(xs, [r["p50_us"] for r in pts], marker="o", label=f"{mode} p50")
-        axes[2].plot(xs, [r["p99_us"] for r in pts], marker="x", linestyle="--", label=f"{mode} p99")
+        axes[0].plot(xs, [r["full_render_s"] + r["full_apply_s"] for r in pts], marker="o", color=color, label=mode)
+        axes[1].plot(xs, [1000 * (r["partial_render_s"] + r["partial_apply_s"]) for r in pts], marker="o", color=color, label=mode)
+        axes[2].plot(xs, [r["p50_us"] for r in pts], marker="o", color=color, label=f"{mode} p50")
+        axes[2].plot(xs, [r["p99_us"] for r in pts], marker="x", linestyle="--", color=color, label=f"{mode} p99")
     for ax, title, unit in zip(axes, ("full sync", "one-endpoint change", "new TCP connection to one Service"), ("s", "ms", "µs")):
         ax.set_title(title)
         ax.set_xlabel("Services (10 endpoints each)")
@@ -152,7 +154,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="100 and 1,000 Services only")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--replot", action="store_true", help="redraw table and plot from results/services.json")
     args = ap.parse_args()
+    if args.replot:
+        with open(os.path.join(RESULTS, "services.json")) as fh:
+            write_results(json.load(fh))
+        return
     if args.child:
         print(json.dumps(one_point(args.child[0], int(args.child[1]))))
         return

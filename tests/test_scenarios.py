@@ -37,6 +37,18 @@ def test_service_scenarios_pass_in_both_proxy_modes(name: str, mode: str) -> Non
     assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
 
 
+@pytest.mark.parametrize("name", ["dns", "headless", "externalname"])
+def test_discovery_scenarios_pass(name: str) -> None:
+    proc = _run("run-scenario", name)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
+def test_every_shipped_scenario_is_run_by_a_test() -> None:
+    shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "scenarios")) if f.endswith(".yaml")}
+    assert shipped == {"basic", "underlay", "clusterip", "nodeport", "dns", "headless", "externalname"}
+
+
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
     text = open(os.path.join(ROOT, "scenarios", "basic.yaml")).read()
     # web-1 is listening: expecting a refusal must fail, and say what was seen instead.

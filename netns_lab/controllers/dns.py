@@ -74,7 +74,7 @@ def build(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, 
         per_port = endpoints(svc, pods, topo)
         by_pod = {p.key: p for p in pods}
         hosts: dict[str, str] = {}
-        for sp, eps in per_port.items():
+        for eps in per_port.values():
             for ep in eps:
                 pod = by_pod[ep.pod]
                 host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ep.ip)

@@ -199,7 +199,7 @@ class _Runner:
     def _poll(self) -> None:
         now = time.monotonic()
         wait = min((a.deadline for a in self.active.values()), default=now) - now
-        for key, mask in self.sel.select(max(0.0, min(wait, UDP_RETRY / 2))):
+        for key, _mask in self.sel.select(max(0.0, min(wait, UDP_RETRY / 2))):
             act: _Active = key.data
             if act.index not in self.active:
                 continue

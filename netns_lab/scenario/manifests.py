@@ -13,7 +13,7 @@ from typing import Any
 
 from netns_lab.model import PROTOCOLS, Container, ContainerPort, DnsConfig, Namespace, Pod
 from netns_lab.scenario import k8s
-from netns_lab.scenario.schema import ANY, BOOL, INT, OBJECT_META, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.schema import ANY, BOOL, INT, OBJECT_META, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
 CONTAINER_PORT = Obj(
