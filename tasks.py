@@ -75,6 +75,13 @@ def shell(c, lab, target):
     _exit(cli.exec_in(lab, target, [], interactive=True))
 
 
+@task(help={"lab": "lab name", "kind": "pods | services | endpoints", "namespace": "namespace (default: default)",
+            "all_namespaces": "every namespace (-A)", "output": "wide | json | yaml"})
+def get(c, lab, kind, namespace="default", all_namespaces=False, output=""):
+    """kubectl get for a running lab: same columns, read from the lab's live model."""
+    _exit(cli.get(lab, kind, namespace, all_namespaces, output))
+
+
 @task
 def status(c):
     """List labs, their phase and size."""

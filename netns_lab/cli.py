@@ -205,6 +205,27 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
     return proc.returncode
 
 
+@_guard
+def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bool = False, output: str = "",
+        out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """``kubectl get pods|services|endpoints`` for a running lab (reads its record: no root needed)."""
+    import time as _time
+
+    from netns_lab.lab import Lab
+    from netns_lab.views import KINDS, age, render
+
+    if kind not in KINDS:
+        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints')
+    if output not in ("", "wide", "json", "yaml"):
+        raise ScenarioError("get", "-o", f'Unsupported value: "{output}": supported values: wide, json, yaml')
+    lab = Lab.attach(lab_name)
+    assert lab.state is not None
+    text = render(kind, lab.pods, lab.services, lab.topology, None if all_namespaces else namespace, output,
+                  age(_time.time() - lab.state.created))
+    print(text, file=out)
+    return EXIT_OK
+
+
 def lab_ref(target: str) -> str:
     """``NAME`` means ``pod/NAME``; ``pod/...``, ``node/...`` and ``external`` pass through."""
     return target if "/" in target or target == "external" else f"pod/{target}"
@@ -255,11 +276,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("pod-add", help="add Pod manifests to a running lab")
     p.add_argument("lab")
     p.add_argument("file")
+    p = sub.add_parser("get", help="kubectl get pods|services|endpoints for a running lab")
+    p.add_argument("lab")
+    p.add_argument("kind")
+    p.add_argument("-n", "--namespace", default="default")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("-o", "--output", default="")
     p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
     p.add_argument("lab")
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.cmd == "get":
+        return get(args.lab, args.kind, args.namespace, args.all_namespaces, args.output)
     if args.cmd == "exec":
         cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
         return exec_in(args.lab, args.target, cmd, interactive=sys.stdin.isatty())

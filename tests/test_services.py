@@ -255,3 +255,16 @@ def test_invoke_pod_ready_from_another_process(mode: str) -> None:
         assert out.returncode == 0, out.stderr
         served = {lab.connect("pod/client-2", "service/my-service", 80).served_by for _ in range(40)}
         assert served == BACKENDS
+
+
+def test_invoke_get_services_matches_the_running_lab(np_lab: Lab) -> None:
+    invoke = os.path.join(os.path.dirname(os.sys.executable), "invoke")
+    out = subprocess.run([invoke, "get", np_lab.name, "services", "--all-namespaces"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    cells = {tuple(l.split()[:2]): l.split() for l in lines[1:]}
+    for svc in np_lab.services:
+        row = cells[(svc.namespace, svc.name)]
+        assert row[2] == svc.type and row[3] == svc.cluster_ip
+    assert cells[("default", "web-cluster")][5] == "80:30080/TCP"

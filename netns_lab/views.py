@@ -1,0 +1,137 @@
+"""``kubectl get`` for a lab: the same columns, read from the live model (pure formatting).
+
+Columns follow kubectl's default printers: pods (NAME READY STATUS RESTARTS AGE, wide adds
+IP NODE), services (NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE, wide adds SELECTOR) and
+endpoints (NAME ENDPOINTS AGE, at most three addresses then "+ N more...").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from netns_lab.controllers.endpoints import endpoints
+from netns_lab.controllers.topology import Topology
+from netns_lab.model import Pod, Service
+
+KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "services": "services", "service": "services", "svc": "services",
+         "endpoints": "endpoints", "ep": "endpoints"}
+
+
+def age(seconds: float) -> str:
+    """kubectl's short durations: 45s, 12m, 3h, 2d."""
+    s = int(max(seconds, 0))
+    if s < 120:
+        return f"{s}s"
+    if s < 2 * 3600:
+        return f"{s // 60}m"
+    if s < 48 * 3600:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def service_ports_text(svc: Service) -> str:
+    if not svc.ports:
+        return "<none>"
+    return ",".join(f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}" for p in svc.ports)
+
+
+def _selector(pairs: tuple[tuple[str, str], ...] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in pairs) if pairs else "<none>"
+
+
+def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
+         wide: bool, age_text: str) -> list[list[str]]:
+    """Header + one row per object; ``namespace=None`` means all namespaces (``-A``)."""
+    kind = KINDS[kind]
+    ns_col = ["NAMESPACE"] if namespace is None else []
+    out: list[list[str]] = []
+    if kind == "pods":
+        out.append(ns_col + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if wide else []))
+        for p in pods:
+            if namespace is not None and p.namespace != namespace:
+                continue
+            plan = topo.pod(p.key)
+            n = len(p.containers)
+            ready = f"{n if p.ready else 0}/{n}"
+            row = [p.name, ready, "Running", "0", age_text] + ([str(plan.ip), plan.node] if wide else [])
+            out.append(([p.namespace] if namespace is None else []) + row)
+    elif kind == "services":
+        out.append(ns_col + ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"] + (["SELECTOR"] if wide else []))
+        for s in services:
+            if namespace is not None and s.namespace != namespace:
+                continue
+            cluster_ip = "<none>" if s.type == "ExternalName" else (s.cluster_ip or "None")
+            external = s.external_name if s.type == "ExternalName" else "<none>"
+            row = [s.name, s.type, cluster_ip, external or "<none>", service_ports_text(s), age_text]
+            out.append(([s.namespace] if namespace is None else []) + row + ([_selector(s.selector)] if wide else []))
+    else:
+        out.append(ns_col + ["NAME", "ENDPOINTS", "AGE"])
+        for s in services:
+            if (namespace is not None and s.namespace != namespace) or s.type == "ExternalName":
+                continue
+            addrs: list[str] = []
+            for eps in endpoints(s, pods, topo).values():
+                addrs += [f"{e.ip}:{e.port}" for e in eps if f"{e.ip}:{e.port}" not in addrs]
+            text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<none>"
+            out.append(([s.namespace] if namespace is None else []) + [s.name, text, age_text])
+    return out
+
+
+def table(data: list[list[str]]) -> str:
+    """kubectl's layout: left-aligned columns separated by three spaces."""
+    widths = [max(len(r[i]) for r in data) for i in range(len(data[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in data)
+
+
+def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None) -> dict[str, Any]:
+    """A ``kind: List`` in the API's shape, for ``-o json|yaml``."""
+    kind = KINDS[kind]
+    items: list[dict[str, Any]] = []
+    if kind == "pods":
+        for p in pods:
+            if namespace is None or p.namespace == namespace:
+                plan = topo.pod(p.key)
+                items.append({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels)},
+                    "spec": {"nodeName": plan.node, "containers": [{"name": c.name, "image": c.image,
+                             "ports": [{"containerPort": cp.container_port, "protocol": cp.protocol, **({"name": cp.name} if cp.name else {})} for cp in c.ports]}
+                             for c in p.containers]},
+                    "status": {"phase": "Running", "podIP": str(plan.ip),
+                               "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]},
+                })
+    elif kind == "services":
+        for s in services:
+            if namespace is None or s.namespace == namespace:
+                spec: dict[str, Any] = {"type": s.type}
+                if s.type == "ExternalName":
+                    spec["externalName"] = s.external_name
+                else:
+                    spec["clusterIP"] = s.cluster_ip or "None"
+                    spec["ports"] = [{k: v for k, v in {"name": p.name, "protocol": p.protocol, "port": p.port,
+                                      "targetPort": p.target, "nodePort": p.node_port}.items() if v is not None} for p in s.ports]
+                    if s.selector is not None:
+                        spec["selector"] = dict(s.selector)
+                items.append({"apiVersion": "v1", "kind": "Service",
+                              "metadata": {"name": s.name, "namespace": s.namespace, "labels": dict(s.labels)}, "spec": spec})
+    else:
+        for s in services:
+            if (namespace is None or s.namespace == namespace) and s.type != "ExternalName":
+                subsets = []
+                for sp, eps in endpoints(s, pods, topo).items():
+                    if eps:
+                        subsets.append({"addresses": [{"ip": e.ip, "nodeName": e.node, "targetRef": {"kind": "Pod", "name": e.pod.split("/", 1)[1]}} for e in eps],
+                                        "ports": [{"port": eps[0].port, "protocol": sp.protocol, **({"name": sp.name} if sp.name else {})}]})
+                items.append({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": s.name, "namespace": s.namespace}, "subsets": subsets})
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def render(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
+           output: str = "", age_text: str = "0s") -> str:
+    if output in ("json", "yaml"):
+        doc = objects(kind, pods, services, topo, namespace)
+        return json.dumps(doc, indent=4) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()
+    return table(rows(kind, pods, services, topo, namespace, output == "wide", age_text))

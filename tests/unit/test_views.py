@@ -1,0 +1,65 @@
+"""``get`` output: kubectl's columns, values taken from the model (pure formatting)."""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from netns_lab.controllers.topology import plan
+from netns_lab.scenario import load_scenario
+from netns_lab.views import age, render, rows
+from tests.conftest import ROOT
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    s = load_scenario(os.path.join(ROOT, "scenarios", f"{name}.yaml"))
+    return s, plan(s)
+
+
+def test_services_all_namespaces_match_the_model() -> None:
+    for name in ("nodeport", "headless", "externalname", "dns"):
+        s, t = _load(name)
+        data = rows("svc", s.pods, s.services, t, None, False, "5m")
+        assert data[0] == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+        by_name = {(r[0], r[1]): r for r in data[1:]}
+        assert len(by_name) == len(s.services)
+        for svc in s.services:
+            r = by_name[(svc.namespace, svc.name)]
+            assert r[2] == svc.type and r[6] == "5m"
+            if svc.type == "ExternalName":
+                assert r[3:5] == ["<none>", svc.external_name]
+            else:
+                assert r[3] == (svc.cluster_ip or "None") and r[4] == "<none>"
+                assert r[5] == ",".join(f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}" for p in svc.ports) or "<none>"
+
+
+def test_nodeport_and_headless_cells() -> None:
+    s, t = _load("nodeport")
+    text = render("services", s.pods, s.services, t, "default")
+    assert "web-cluster   NodePort    10.96.0.2    <none>        80:30080/TCP" in text
+    s, t = _load("headless")
+    row = next(r for r in rows("services", s.pods, s.services, t, "default", True, "1s") if r[0] == "db")
+    assert row == ["db", "ClusterIP", "None", "<none>", "5432/TCP", "1s", "app=db"]
+
+
+def test_pods_wide_and_endpoints() -> None:
+    s, t = _load("clusterip")
+    data = rows("pods", s.pods, s.services, t, "default", True, "1s")
+    assert data[0] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+    assert ["web-1", "1/1", "Running", "0", "1s", "10.244.0.2", "node-1"] in data
+    assert all(r[0] != "coredns" for r in data)  # kube-system is not in -n default
+    eps = {r[0]: r[1] for r in rows("endpoints", s.pods, s.services, t, "default", False, "1s")[1:]}
+    assert eps["my-service"] == "10.244.0.2:9376,10.244.1.2:9376,10.244.1.3:9376"
+    assert eps["nobody-home"] == "<none>"
+
+
+def test_yaml_output_is_a_kubernetes_list() -> None:
+    s, t = _load("dns")
+    doc = yaml.safe_load(render("pods", s.pods, s.services, t, "my-namespace", "yaml"))
+    assert doc["kind"] == "List" and {i["metadata"]["name"] for i in doc["items"]} == {"web-1", "web-2", "client"}
+    assert all(i["status"]["podIP"].startswith("10.244.") for i in doc["items"])
+
+
+def test_age() -> None:
+    assert [age(x) for x in (5, 300, 4000, 200000)] == ["5s", "5m", "66m", "2d"]
