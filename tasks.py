@@ -82,6 +82,14 @@ def get(c, lab, kind, namespace="default", all_namespaces=False, output=""):
     _exit(cli.get(lab, kind, namespace, all_namespaces, output))
 
 
+@task(help={"lab": "lab name", "where": "pod/NAME, node/NAME[:IFACE], underlay[:IFACE], external",
+            "filter": "BPF filter (tcpdump syntax)", "count": "stop after N packets", "seconds": "stop after S seconds",
+            "out": "pcap file to write (opens in Wireshark)"})
+def capture(c, lab, where, filter="", count=20, seconds=10.0, out=""):  # noqa: A002
+    """Capture on any lab interface into a pcap, with a short decoded summary (scapy)."""
+    _exit(cli.capture(lab, where, filter, int(count), float(seconds), out))
+
+
 @task
 def status(c):
     """List labs, their phase and size."""

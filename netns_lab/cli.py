@@ -226,6 +226,33 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
     return EXIT_OK
 
 
+@_guard
+def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: float = 10.0, out_file: str = "",
+            out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Capture on a lab interface into a pcap (Wireshark opens it) and print a scapy summary."""
+    import time as _time
+
+    from netns_lab.lab import Lab
+    from netns_lab.probes.capture import Capture
+    from netns_lab.probes.where import interface
+
+    _need_root()
+    lab = Lab.attach(lab_name)
+    netns_name, ifname = interface(lab, where)
+    cap = Capture(netns_name, ifname, limit=count, bpf=bpf or None)
+    with cap:
+        deadline = _time.monotonic() + seconds
+        while len(cap.frames) < count and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+    packets = cap.packets()
+    for p in packets:
+        print(p.summary(), file=out)
+    if out_file:
+        cap.write_pcap(out_file)
+    print(f"{len(packets)} packets on {netns_name}/{ifname}" + (f", written to {out_file}" if out_file else ""), file=out)
+    return EXIT_OK
+
+
 def lab_ref(target: str) -> str:
     """``NAME`` means ``pod/NAME``; ``pod/...``, ``node/...`` and ``external`` pass through."""
     return target if "/" in target or target == "external" else f"pod/{target}"
@@ -282,11 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("-o", "--output", default="")
+    p = sub.add_parser("capture", help="capture packets on a lab interface")
+    p.add_argument("lab")
+    p.add_argument("where", help="pod/NAME, node/NAME[:IFACE], underlay[:IFACE], external")
+    p.add_argument("--filter", default="", help="BPF filter, as tcpdump takes it")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--out", default="", help="pcap file to write")
     p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
     p.add_argument("lab")
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.cmd == "capture":
+        return capture(args.lab, args.where, args.filter, args.count, args.seconds, args.out)
     if args.cmd == "get":
         return get(args.lab, args.kind, args.namespace, args.all_namespaces, args.output)
     if args.cmd == "exec":

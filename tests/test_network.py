@@ -137,3 +137,35 @@ def test_exec_runs_a_real_command_in_a_pod(lab3: Lab) -> None:
     assert str(lab3.topology.pod("pod-2").ip) in out
     mtu = lab3.exec("pod/pod-2", ["cat", "/sys/class/net/eth0/mtu"], check=True).stdout.strip()
     assert int(mtu) == lab3.topology.pod_mtu
+
+
+def test_invoke_capture_writes_a_pcap_scapy_reads(lab_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    import threading
+
+    from scapy.layers.vxlan import VXLAN
+    from scapy.utils import rdpcap
+
+    lab = lab_factory(THREE, cluster__network="vxlan")
+    src, dst = _cross_node_pair(lab)
+    node = lab.topology.node(src.node)
+    out = tmp_path / "cap.pcap"
+
+    def traffic() -> None:
+        import time
+
+        time.sleep(1.0)
+        for _ in range(5):
+            lab.connect(f"pod/{src.key}", f"pod/{dst.key}", dst.ports[0][0], "udp")
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    invoke = os.path.join(os.path.dirname(sys.executable), "invoke")
+    proc = subprocess.run([invoke, "capture", lab.name, f"underlay:{node.uplink}", "--filter", "udp port 8472",
+                           "--count", "4", "--seconds", "8", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    t.join()
+    assert proc.returncode == 0, proc.stderr
+    assert "VXLAN" in proc.stdout  # the decoded summary
+    packets = rdpcap(str(out))
+    assert len(packets) == 4 and all(p.haslayer(VXLAN) for p in packets)  # the BPF filter kept only VXLAN

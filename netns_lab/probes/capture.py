@@ -18,13 +18,27 @@ from netns_lab.realize.netns import NetnsThread
 ETH_P_ALL = 0x0003
 
 
+SO_ATTACH_FILTER = 26
+
+
+def _attach_bpf(sock: socket.socket, expression: str) -> None:
+    """Compile a tcpdump filter (tcpdump -dd, through scapy) and let the kernel apply it."""
+    import ctypes
+
+    from scapy.arch.common import compile_filter
+
+    prog = compile_filter(expression, linktype=1)  # Ethernet
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(ctypes.string_at(ctypes.addressof(prog), ctypes.sizeof(prog))))
+
+
 class Capture:
     """``with Capture(ns, "br0") as cap: ...`` then ``cap.packets()`` (scapy Ether objects)."""
 
-    def __init__(self, netns_name: str, ifname: str, limit: int = 10000) -> None:
+    def __init__(self, netns_name: str, ifname: str, limit: int = 10000, bpf: str | None = None) -> None:
         self.netns = netns_name
         self.ifname = ifname
         self.limit = limit
+        self.bpf = bpf
         self.frames: list[tuple[float, bytes]] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -36,6 +50,8 @@ class Capture:
         try:
             worker.enter(self.netns)
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            if self.bpf:
+                _attach_bpf(sock, self.bpf)
             sock.bind((self.ifname, 0))
         except BaseException as exc:
             self._error = exc
@@ -66,6 +82,8 @@ class Capture:
         self._thread.join()
 
     def packets(self) -> list[Any]:
+        import scapy.layers.inet  # noqa: F401  (registers IP/TCP/UDP/ICMP for decoding)
+        import scapy.layers.vxlan  # noqa: F401  (VXLAN on flannel's port 8472)
         from scapy.layers.l2 import Ether
 
         out = []
