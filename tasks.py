@@ -90,6 +90,13 @@ def capture(c, lab, where, filter="", count=20, seconds=10.0, out=""):  # noqa: 
     _exit(cli.capture(lab, where, filter, int(count), float(seconds), out))
 
 
+@task(help={"source": "scenario file, name in scenarios/, or a running lab's name",
+            "out": "output file; .svg, .png, .mmd (Mermaid) or .dot (default: DOT on stdout)"})
+def graph(c, source, out=""):
+    """Draw the lab: nodes, pods, bridges, VXLAN, node network, external client, Services."""
+    _exit(cli.graph(source, out))
+
+
 @task
 def status(c):
     """List labs, their phase and size."""

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump ca-certificates python3 python3-venv)
+apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ca-certificates python3 python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -253,6 +253,41 @@ def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: 
     return EXIT_OK
 
 
+@_guard
+def graph(source: str, out_file: str = "", out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Draw a lab from a scenario file (no root, nothing built) or a running lab's name."""
+    from netns_lab import graph as g
+    from netns_lab.lab import Lab
+
+    if state.load(source) is not None and not os.path.exists(source):
+        lab = Lab.attach(source)
+    else:
+        lab = _load(source, {})
+    dot_text = g.dot(lab.topology, lab.pods, lab.services)
+    ext = os.path.splitext(out_file)[1].lower()
+    if ext in (".svg", ".png"):
+        try:
+            data = g.render(dot_text, ext[1:])
+        except RuntimeError as exc:
+            raise LabError(f"graph: {exc}") from None
+        with open(out_file, "wb") as fh:
+            fh.write(data)
+    elif ext == ".mmd":
+        with open(out_file, "w") as fh:
+            fh.write(g.mermaid(lab.topology, lab.pods, lab.services))
+    elif ext in (".dot", ".gv") or not out_file:
+        if out_file:
+            with open(out_file, "w") as fh:
+                fh.write(dot_text)
+        else:
+            out.write(dot_text)
+            return EXIT_OK
+    else:
+        raise ScenarioError("graph", "--out", f'Unsupported value: "{out_file}": the extension picks the format: .svg, .png, .mmd, .dot')
+    print(f"wrote {out_file}", file=out)
+    return EXIT_OK
+
+
 def lab_ref(target: str) -> str:
     """``NAME`` means ``pod/NAME``; ``pod/...``, ``node/...`` and ``external`` pass through."""
     return target if "/" in target or target == "external" else f"pod/{target}"
@@ -309,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-n", "--namespace", default="default")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("-o", "--output", default="")
+    p = sub.add_parser("graph", help="draw a lab (scenario file or running lab)")
+    p.add_argument("source", help="scenario file, name in scenarios/, or a running lab's name")
+    p.add_argument("--out", default="", help=".svg, .png, .mmd (Mermaid) or .dot; none: DOT on stdout")
     p = sub.add_parser("capture", help="capture packets on a lab interface")
     p.add_argument("lab")
     p.add_argument("where", help="pod/NAME, node/NAME[:IFACE], underlay[:IFACE], external")
@@ -321,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.cmd == "graph":
+        return graph(args.source, args.out)
     if args.cmd == "capture":
         return capture(args.lab, args.where, args.filter, args.count, args.seconds, args.out)
     if args.cmd == "get":

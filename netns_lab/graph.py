@@ -1,0 +1,90 @@
+"""Draw a lab: nodes, pods with IPs, bridges, the overlay, the node network, the external
+client, and Services with their VIPs, NodePorts and endpoints (Graphviz DOT or Mermaid).
+
+Pure: a plan and a model in, text out. Drawing from a scenario file needs no root and
+builds nothing; ``dot`` (Graphviz) turns the DOT text into SVG or PNG.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from netns_lab.controllers.endpoints import endpoints
+from netns_lab.controllers.topology import Topology
+from netns_lab.model import Pod, Service
+from netns_lab.views import service_ports_text
+
+
+def _id(text: str) -> str:
+    return "n_" + "".join(c if c.isalnum() else "_" for c in text)
+
+
+def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
+    lines = [
+        f'digraph "{topo.lab}" {{',
+        "  rankdir=LR; compound=true; fontname=Helvetica;",
+        '  node [fontname=Helvetica, fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
+        f'  label="lab {topo.lab}: {len(topo.nodes)} nodes, {topo.network}, pod MTU {topo.pod_mtu}"; labelloc=t;',
+        f'  {_id("underlay")} [label="node network {topo.node_cidr}\\nbridge br0 ({topo.underlay_netns})", shape=cylinder, fillcolor="#e8eef7"];',
+        f'  {_id("external")} [label="external client\\n{topo.external_ip}", shape=oval, fillcolor="#f7efe8"];',
+        f'  {_id("external")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
+    ]
+    for node in topo.nodes:
+        lines.append(f'  subgraph "cluster_{node.name}" {{')
+        lines.append(f'    label="{node.name}  eth0 {node.ip}\\ncni0 {node.gateway}/{node.pod_subnet.prefixlen}"; style="rounded,filled"; fillcolor="#f4f4f4";')
+        anchor = _id(f"{node.name}/cni0")
+        lines.append(f'    {anchor} [label="cni0 bridge\\n{node.pod_subnet}", shape=hexagon, fillcolor="#eef7e8"];')
+        if topo.network == "vxlan":
+            lines.append(f'    {_id(node.name + "/vx")} [label="flannel.1 VXLAN\\nVNI 1, {node.vtep_ip}/32", shape=hexagon, fillcolor="#f7f3e8"];')
+        for p in topo.pods_on(node.name):
+            lines.append(f'    {_id(p.key)} [label="{p.key}\\n{p.ip}"];')
+            lines.append(f"    {_id(p.key)} -> {anchor} [arrowhead=none];")
+        lines.append("  }")
+        lines.append(f'  {anchor} -> {_id("underlay")} [ltail="cluster_{node.name}", label="eth0 {node.ip}", fontsize=8, arrowhead=none];')
+    if topo.network == "vxlan":
+        for i, a in enumerate(topo.nodes):
+            for b in topo.nodes[i + 1 :]:
+                lines.append(f'  {_id(a.name + "/vx")} -> {_id(b.name + "/vx")} [style=dashed, dir=both, color="#b08020", label="VXLAN", fontsize=8];')
+    for svc in services:
+        if svc.type == "ExternalName":
+            lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key}\\nExternalName -> {svc.external_name}", shape=note, fillcolor="#fdf6d8"];')
+            continue
+        vip = svc.cluster_ip or "None (headless)"
+        lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key} ({svc.type})\\n{vip}  {service_ports_text(svc)}", shape=component, fillcolor="#fdf6d8"];')
+        seen: set[str] = set()
+        for eps in endpoints(svc, pods, topo).values():
+            for ep in eps:
+                if ep.pod not in seen:
+                    seen.add(ep.pod)
+                    lines.append(f'  {_id("svc/" + svc.key)} -> {_id(ep.pod)} [color="#8060a0", label=":{ep.port}", fontsize=8];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def mermaid(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
+    lines = ["flowchart LR", f'  underlay[("node network {topo.node_cidr}")]', f'  external(["external client {topo.external_ip}"]) --- underlay']
+    for node in topo.nodes:
+        lines.append(f'  subgraph {_id(node.name)}["{node.name} {node.ip}"]')
+        lines.append(f'    {_id(node.name + "/cni0")}{{{{"cni0 {node.pod_subnet}"}}}}')
+        for p in topo.pods_on(node.name):
+            lines.append(f'    {_id(p.key)}["{p.key}<br/>{p.ip}"] --- {_id(node.name + "/cni0")}')
+        lines.append("  end")
+        lines.append(f"  {_id(node.name)} --- underlay")
+    for svc in services:
+        label = f"Service {svc.key}<br/>{svc.cluster_ip or ('ExternalName ' + str(svc.external_name) if svc.type == 'ExternalName' else 'None')}"
+        lines.append(f'  {_id("svc/" + svc.key)}[/"{label}"/]')
+        for eps in endpoints(svc, pods, topo).values() if svc.type != "ExternalName" else ():
+            for ep in eps:
+                lines.append(f'  {_id("svc/" + svc.key)} -.-> {_id(ep.pod)}')
+    return "\n".join(dict.fromkeys(lines)) + "\n"
+
+
+def render(dot_text: str, fmt: str) -> bytes:
+    """SVG or PNG through Graphviz's ``dot``."""
+    try:
+        proc = subprocess.run(["dot", f"-T{fmt}"], input=dot_text.encode(), capture_output=True, timeout=60)
+    except FileNotFoundError:
+        raise RuntimeError("Graphviz is not installed (apt-get install graphviz)") from None
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.decode(errors="replace").strip())
+    return proc.stdout
