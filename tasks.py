@@ -118,7 +118,32 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_dns.py')}", pty=False)
 
 
-@task(help={"k": "pytest -k expression"})
-def test(c, k=""):
-    """Run the test suite (as root: most tests build real namespaces)."""
-    c.run(f"{sys.executable} -m pytest {'-k ' + repr(k) if k else ''}", pty=False)
+@task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",
+            "scenario": "run this scenario (run-scenario exit codes) instead of tests", "args": "more pytest arguments",
+            "set": "with --scenario: override KEY=VALUE (repeatable), e.g. cluster.proxyMode=ipvs"}, iterable=["set"])
+def test_vm(c, k="", m="ipvs", scenario="", args="", set=None):  # noqa: A002
+    """Run tests (default: the IPVS ones) or a scenario as root in a VM on Debian's stock kernel."""
+    from netns_lab import vm
+
+    if scenario:
+        inner = [sys.executable, "-m", "netns_lab", "run-scenario", scenario]
+        for item in set or []:
+            inner += ["--set", item]
+    else:
+        inner = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", m] + (["-k", k] if k else []) + shlex.split(args)
+    _exit(vm.run(inner))
+
+
+@task(help={"k": "pytest -k expression", "vm": "also run the IPVS tests in the stock-kernel VM (default: yes)"})
+def test(c, k="", vm=True):
+    """The whole test suite, as root: pytest here, then the tests this kernel cannot run
+    (IPVS) inside a VM booted from Debian's stock kernel. Exit non-zero if either fails."""
+    import subprocess
+
+    from netns_lab import vm as vmod
+
+    here = subprocess.call([sys.executable, "-m", "pytest", *(["-k", k] if k else [])], cwd=HERE)
+    there = 0
+    if vm:
+        there = vmod.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "ipvs", *(["-k", k] if k else [])])
+    _exit(1 if (here not in (0, 5) or there not in (0, 5)) else 0)

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ca-certificates python3 python3-venv)
+apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates python3 python3-venv
+              # the stock-kernel VM for what this kernel may lack (IP_VS, dummy): `invoke test-vm`
+              qemu-system-x86 linux-image-amd64 busybox-static)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,5 +36,5 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.
     rm -rf .venv
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench,vm]'
 echo "netns-lab ready: $(.venv/bin/python --version), $(ip -V)"

@@ -83,6 +83,7 @@ class Lab:
         self.pods: tuple[Pod, ...] = scenario.pods if scenario else ()
         self.services: tuple[Service, ...] = scenario.services if scenario else ()
         self.proxy_mode = scenario.cluster.proxy_mode if scenario else "iptables"
+        self.ipvs = (scenario.cluster.ipvs_scheduler, scenario.cluster.ipvs_legacy_ping) if scenario else ("rr", False)
         self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
         self.proxiers: dict[str, Proxier] = {}
         self._ports: tuple[ServicePortInfo, ...] = ()
@@ -106,12 +107,17 @@ class Lab:
         lab.pods = tuple(model_io.load_pod(p) for p in st.pods)
         lab.services = tuple(model_io.load_service(s) for s in st.services)
         lab.proxy_mode = st.proxy_mode
+        lab.ipvs = (st.ipvs_scheduler, st.ipvs_legacy_ping)
         lab.iptables_backend = st.iptables_backend
         lab._ports = service_ports(lab.services, lab.pods, lab.topology)
         return lab
 
     # -- lifecycle -----------------------------------------------------------------------
     def up(self) -> "Lab":
+        if self.proxy_mode == "ipvs":
+            from netns_lab.realize.ipvs import require_ipvs
+
+            require_ipvs()  # before anything is built
         if state.load(self.name) is not None:
             cleanup.remove_lab(self.name)  # the remains of an earlier run of this lab
         topo = self.topology
@@ -130,6 +136,8 @@ class Lab:
             created=time.time(),
             proxy_mode=self.proxy_mode,
             iptables_backend=self.iptables_backend,
+            ipvs_scheduler=self.ipvs[0],
+            ipvs_legacy_ping=self.ipvs[1],
             dirs=[resolvconf.config_dir(p.netns) for p in topo.pods],
         )
         self._save_model(st)
@@ -238,7 +246,7 @@ class Lab:
         iptables-restore / nft transaction per node); remove stale UDP conntrack entries."""
         if not self.proxiers:
             self.proxiers = {
-                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name), self.iptables_backend)
+                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name), self.iptables_backend, *self.ipvs)
                 for n in self.topology.nodes
             }
             full = True

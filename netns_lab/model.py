@@ -30,6 +30,8 @@ class ClusterConfig:
     dns_ip: IPv4Address = IPv4Address("10.96.0.10")
     node_port_range: tuple[int, int] = (30000, 32767)
     mtu: int = 1500  # underlay MTU; the overlay takes 50 bytes off it
+    ipvs_scheduler: str = "rr"
+    ipvs_legacy_ping: bool = False  # pre-2022 ipvs mode: a ClusterIP answered ping (teaching)
 
 
 @dataclass(frozen=True)

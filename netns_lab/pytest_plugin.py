@@ -20,11 +20,18 @@ from netns_lab.lab import Lab
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root (network namespaces); skipped with a reason otherwise")
     config.addinivalue_line("markers", "scenario(path, **overrides): the scenario file the `lab` fixture builds")
+    config.addinivalue_line("markers", "ipvs: needs IP_VS and dummy interfaces (run with `invoke test-vm`)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and os.geteuid() != 0:
         pytest.skip("needs root: network namespaces, veth and netlink changes (CI runs as root)")
+    if item.get_closest_marker("ipvs"):
+        from netns_lab.realize.ipvs import ipvs_available
+
+        if not ipvs_available():
+            pytest.skip("needs IP_VS and dummy interfaces, which this kernel lacks: `invoke test-vm` runs these "
+                        "in a VM on Debian's stock kernel (CI does)")
 
 
 @pytest.fixture(scope="session")

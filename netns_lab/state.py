@@ -28,6 +28,8 @@ class LabState:
     created: float = 0.0
     proxy_mode: str = "iptables"
     iptables_backend: str = "nft"
+    ipvs_scheduler: str = "rr"
+    ipvs_legacy_ping: bool = False
     pods: list[dict[str, Any]] = field(default_factory=list)  # the live model (model_io)
     services: list[dict[str, Any]] = field(default_factory=list)
 

@@ -126,11 +126,16 @@ PROXIERS: dict[str, type[Proxier]] = {"iptables": IptablesProxier, "nftables": N
 IPTABLES_BACKEND_ENV = "NETNS_LAB_IPTABLES_BACKEND"  # nft (default) | legacy
 
 
-def make_proxier(mode: str, netns: str, ctx: NodeContext, iptables_backend: str = "nft") -> Proxier:
+def make_proxier(mode: str, netns: str, ctx: NodeContext, iptables_backend: str = "nft",
+                 ipvs_scheduler: str = "rr", ipvs_legacy_ping: bool = False) -> Proxier:
     if mode == "iptables":
         return IptablesProxier(netns, ctx, iptables_backend)
     if mode == "nftables":
         return NftablesProxier(netns, ctx)
+    if mode == "ipvs":
+        from netns_lab.realize.ipvs import IpvsProxier
+
+        return IpvsProxier(netns, ctx, ipvs_scheduler, ipvs_legacy_ping, iptables_backend)
     raise RealizeError(f"proxyMode {mode}", "start", None, f"supported here: {', '.join(PROXIERS)}")
 
 

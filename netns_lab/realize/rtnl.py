@@ -15,7 +15,17 @@ import struct
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
-from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_SETLINK
+from pyroute2.netlink import NLM_F_DUMP, NLMSG_DONE
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELNEIGH,
+    RTM_GETADDR,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTM_SETLINK,
+)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -93,6 +103,39 @@ class Rtnl:
         msg["index"] = index
         msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
         self._queue(msg, RTM_NEWADDR, CREATE, what)
+
+    def addr_del(self, what: str, index: int, address: str, prefixlen: int) -> None:
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        msg["prefixlen"] = prefixlen
+        msg["index"] = index
+        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+        self._queue(msg, RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, what)
+
+    def addresses(self, index: int) -> list[str]:
+        """IPv4 addresses on interface ``index`` (a dump, outside any batch)."""
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        self.seq += 1
+        msg["header"]["type"] = RTM_GETADDR
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["header"]["sequence_number"] = self.seq
+        msg.encode()
+        self.sock.send(bytes(msg.data[: msg["header"]["length"]]))
+        out: list[str] = []
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, kind, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
+                if kind == NLMSG_DONE:
+                    return out
+                if kind == RTM_NEWADDR:
+                    m = ifaddrmsg(data[offset : offset + length])
+                    m.decode()
+                    if m["index"] == index:
+                        out.append(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
+                offset += (length + 3) & ~3
 
     def route_add(self, what: str, dst: str, dst_len: int, gateway: str, oif: int, onlink: bool = False) -> None:
         msg = rtmsg()

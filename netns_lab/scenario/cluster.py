@@ -13,7 +13,7 @@ from typing import Any
 
 from netns_lab.model import NETWORK_MODES, PROXY_MODES, ClusterConfig
 from netns_lab.scenario import k8s
-from netns_lab.scenario.schema import ANY, INT, STR, Obj
+from netns_lab.scenario.schema import ANY, BOOL, INT, STR, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
 CLUSTER = Obj(
@@ -29,6 +29,8 @@ CLUSTER = Obj(
         "dnsIP": STR,
         "nodePortRange": STR,
         "mtu": INT,
+        "ipvsScheduler": STR,
+        "ipvsLegacyPing": BOOL,
     },
 )
 MAX_NODES = 250  # the node network plan and the benchmark's largest run fit well inside this
@@ -145,7 +147,15 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     mtu = raw.get("mtu", _DEFAULTS["mtu"])
     if not 1280 <= mtu <= 9000:
         raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be between 1280 and 9000, inclusive")
+    from netns_lab.proxy.ipvs import SCHEDULERS
+
+    scheduler = raw.get("ipvsScheduler", _DEFAULTS["ipvs_scheduler"])
+    if scheduler not in SCHEDULERS:
+        supported = ", ".join(f'"{x}"' for x in SCHEDULERS)
+        raise src.error(join(path, "ipvsScheduler"), f'Unsupported value: "{scheduler}": supported values: {supported}')
     return ClusterConfig(
+        ipvs_scheduler=scheduler,
+        ipvs_legacy_ping=bool(raw.get("ipvsLegacyPing", False)),
         nodes=nodes,
         network=network,
         proxy_mode=proxy_mode,
