@@ -38,5 +38,11 @@ def run(inner: list[str], memory: str = "2G", cpus: int = 2, timeout: float = 36
     env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}")
     cmd = [os.path.join(bindir, "vng"), "--run", stock_kernel(), "--disable-kvm", "--memory", memory,
            "--cpus", str(cpus), "--user", "root", "--exec", script]
-    proc = subprocess.run(cmd, env=env, timeout=timeout)
-    return proc.returncode
+    # Relay the console through a pipe: qemu handed a file as stdout would rewrite it from the
+    # start, wiping what ran before (the host half of `invoke test`) from a CI log.
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+    return proc.wait(timeout=timeout)
