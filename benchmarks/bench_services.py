@@ -117,7 +117,7 @@ def write_results(rows: list[dict[str, float]]) -> None:
         )
     table = "\n".join(lines)
     with open(os.path.join(RESULTS, "services.md"), "w") as fh:
-        fh.write(f"# Services benchmark\n\n`sudo .venv/bin/invoke bench --only services` on {os.cpu_count()} cores, "
+        fh.write(f"# Services benchmark\n\n`.venv/bin/invoke bench --only services` (as root) on {os.cpu_count()} cores, "
                  f"kernel {os.uname().release}. 10 endpoints per Service.\n\n{table}\n")
     print(table)
     try:
