@@ -62,7 +62,7 @@ def one_lab(nodes: int, ppn: int, mode: str) -> dict[str, float]:
     t_up = time.perf_counter() - t0
     topo = lab.topology
     # every pod serving: one TCP probe from its node to each pod
-    probes = [Probe(topo.node(p.node).netns, str(p.ip), 8080) for p in topo.pods]
+    probes = [Probe(topo.node(p.node).netns, str(p.ip), 8080) for p in topo.workload_pods]
     t1 = time.perf_counter()
     results = run_probes(probes, timeout=5)
     t_serve = time.perf_counter() - t1

@@ -34,6 +34,7 @@ SIZES = [100, 1000, 5000, 10000]
 # measured on smaller sizes instead of letting one point run for an hour.
 SIZES_BY_MODE = {"iptables": [100, 1000, 2000, 3000]}
 MODES = ["iptables", "iptables-legacy", "nftables"]  # iptables = the nft backend (iptables-nft)
+# ipvs needs IP_VS: it is measured where the kernel has it (`--modes ipvs,...` inside `invoke test-vm`)
 
 
 def generated_ports(n: int):  # type: ignore[no-untyped-def]
@@ -101,9 +102,10 @@ def one_point(mode: str, n: int) -> dict[str, float]:
     }
 
 
-def write_results(rows: list[dict[str, float]]) -> None:
+def write_results(rows: list[dict[str, float]], name: str = "services", modes: list[str] | None = None) -> None:
+    modes = modes or sorted({str(r["mode"]) for r in rows}, key=lambda m: (MODES + ["ipvs"]).index(m) if m in MODES + ["ipvs"] else 99)
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "services.json"), "w") as fh:
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
     lines = [
         "| mode | Services | full sync: render | full sync: apply | render/apply | one-endpoint change | peak RSS | connect p50 | connect p99 |",
@@ -116,7 +118,7 @@ def write_results(rows: list[dict[str, float]]) -> None:
             f"({1000 * r['partial_apply_s']:.0f} ms apply) | {r['peak_rss_mib']:.0f} MiB | {r['p50_us']:.0f} us | {r['p99_us']:.0f} us |"
         )
     table = "\n".join(lines)
-    with open(os.path.join(RESULTS, "services.md"), "w") as fh:
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as fh:
         fh.write(f"# Services benchmark\n\n`.venv/bin/invoke bench --only services` (as root) on {os.cpu_count()} cores, "
                  f"kernel {os.uname().release}. 10 endpoints per Service.\n\n{table}\n")
     print(table)
@@ -129,7 +131,7 @@ def write_results(rows: list[dict[str, float]]) -> None:
         print("matplotlib not installed: no plot")
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for color, mode in zip(("tab:blue", "tab:orange", "tab:green"), MODES):
+    for color, mode in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), modes):
         pts = [r for r in rows if r["mode"] == mode]
         if not pts:
             continue
@@ -146,8 +148,8 @@ def write_results(rows: list[dict[str, float]]) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "services.png"), dpi=100)
-    print(f"wrote {os.path.join(RESULTS, 'services.png')}")
+    fig.savefig(os.path.join(RESULTS, f"{name}.png"), dpi=100)
+    print(f"wrote {os.path.join(RESULTS, name + '.png')}")
 
 
 def main() -> None:
@@ -155,17 +157,21 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100 and 1,000 Services only")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--replot", action="store_true", help="redraw table and plot from results/services.json")
+    ap.add_argument("--modes", default="", help="comma list of modes (default: iptables,iptables-legacy,nftables; add ipvs where IP_VS exists)")
+    ap.add_argument("--sizes", default="", help="comma list of Service counts (default: per mode)")
+    ap.add_argument("--results", default="", help="write the table/plot under this name instead of 'services'")
     args = ap.parse_args()
     if args.replot:
         with open(os.path.join(RESULTS, "services.json")) as fh:
-            write_results(json.load(fh))
+            write_results(json.load(fh))  # the default name
         return
     if args.child:
         print(json.dumps(one_point(args.child[0], int(args.child[1]))))
         return
+    modes = args.modes.split(",") if args.modes else MODES
     rows = []
-    for mode in MODES:
-        sizes = SIZES_BY_MODE.get(mode, SIZES)
+    for mode in modes:
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES_BY_MODE.get(mode, SIZES)
         for n in sizes[:2] if args.quick else sizes:
             time.sleep(2)  # let the previous lab's namespaces be freed by the kernel
             out = subprocess.run([sys.executable, __file__, "--child", mode, str(n)], capture_output=True, text=True, timeout=1800)
@@ -176,7 +182,7 @@ def main() -> None:
             r = rows[-1]
             print(f"{mode:8} {n:6d}: full {r['full_render_s']:.2f}+{r['full_apply_s']:.2f}s, partial "
                   f"{1000 * (r['partial_render_s'] + r['partial_apply_s']):.0f} ms, p50 {r['p50_us']:.0f} us", flush=True)
-    write_results(rows)
+    write_results(rows, args.results or "services", modes)
 
 
 if __name__ == "__main__":

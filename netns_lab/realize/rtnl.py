@@ -39,6 +39,7 @@ NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
 NTF_SELF = 0x02
 _HDR = struct.Struct("=IHHII")
+WINDOW = 64  # requests in flight per socket (see Rtnl.commit)
 IFLA_PROTINFO = 12
 IFLA_BRPORT_MODE = 4
 NLA_F_NESTED = 0x8000
@@ -175,34 +176,41 @@ class Rtnl:
 
     # -- sending -----------------------------------------------------------------------------
     def commit(self) -> None:
-        """Send every queued request (one ``sendmsg`` per 64 KiB) and check every ACK, in order.
+        """Send every queued request and check every ACK, in order, a window at a time.
 
-        Requests are applied by the kernel in order; the first error is raised as a
-        RealizeError naming the object, and the rest of the batch is still drained.
+        Each ACK costs the socket ~1 KiB of receive buffer (skb truesize) and the buffer is
+        capped by the host's ``net.core.rmem_max`` (208 KiB by default), so at most
+        ``WINDOW`` requests are in flight: more would make the kernel drop ACKs (ENOBUFS).
+        The first error is raised as a RealizeError naming the object; later requests of the
+        batch are still sent and checked, as the kernel applies them in order.
         """
         out, self.out = self.out, []
-        chunk: list[bytes] = []
-        size = 0
-        for data in out:
-            if size + len(data) > 60000 and chunk:
-                self.sock.sendmsg(chunk)
-                chunk, size = [], 0
-            chunk.append(data)
-            size += len(data)
-        if chunk:
-            self.sock.sendmsg(chunk)
         first_error: RealizeError | None = None
-        while self.pending:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
-                if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
-                    what = self.pending.pop(seq, "?")
-                    if code and first_error is None:
-                        first_error = RealizeError(what, "netlink request for", -code)
-                offset += (length + 3) & ~3
+        for start in range(0, len(out), WINDOW):
+            window = out[start : start + WINDOW]
+            chunk: list[bytes] = []
+            size = 0
+            for data in window:
+                if size + len(data) > 60000 and chunk:
+                    self.sock.sendmsg(chunk)
+                    chunk, size = [], 0
+                chunk.append(data)
+                size += len(data)
+            if chunk:
+                self.sock.sendmsg(chunk)
+            waiting = len(window)
+            while waiting:
+                data = self.sock.recv(1 << 16)
+                offset = 0
+                while offset + _HDR.size <= len(data):
+                    length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+                    if kind == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
+                        what = self.pending.pop(seq, "?")
+                        waiting -= 1
+                        if code and first_error is None:
+                            first_error = RealizeError(what, "netlink request for", -code)
+                    offset += (length + 3) & ~3
         if first_error is not None:
             raise first_error
 
