@@ -74,7 +74,10 @@ class Rtnl:
         msg["header"]["flags"] = flags
         msg["header"]["sequence_number"] = self.seq
         msg.encode()
-        self.out.append(bytes(msg.data[: msg["header"]["length"]]))
+        self._append(bytes(msg.data[: msg["header"]["length"]]), what)
+
+    def _append(self, data: bytes, what: str) -> None:
+        self.out.append(data)
         self.pending[self.seq] = what
 
     def link_add(self, what: str, **fields: Any) -> None:
@@ -94,24 +97,21 @@ class Rtnl:
         protinfo = struct.pack("=HH", 4 + len(mode), IFLA_PROTINFO | NLA_F_NESTED) + mode
         body = struct.pack("=BxHiII", socket.AF_BRIDGE, 0, index, 0, 0) + protinfo
         self.seq += 1
-        self.out.append(_HDR.pack(_HDR.size + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body)
-        self.pending[self.seq] = what
+        self._append(_HDR.pack(_HDR.size + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, self.seq, 0) + body, what)
+
+    def _addr(self, kind: int, flags: int, what: str, index: int, address: str, prefixlen: int) -> None:
+        msg = ifaddrmsg()
+        msg["family"] = socket.AF_INET
+        msg["prefixlen"] = prefixlen
+        msg["index"] = index
+        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+        self._queue(msg, kind, flags, what)
 
     def addr_add(self, what: str, index: int, address: str, prefixlen: int) -> None:
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        msg["prefixlen"] = prefixlen
-        msg["index"] = index
-        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self._queue(msg, RTM_NEWADDR, CREATE, what)
+        self._addr(RTM_NEWADDR, CREATE, what, index, address, prefixlen)
 
     def addr_del(self, what: str, index: int, address: str, prefixlen: int) -> None:
-        msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        msg["prefixlen"] = prefixlen
-        msg["index"] = index
-        msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self._queue(msg, RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, what)
+        self._addr(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, what, index, address, prefixlen)
 
     def addresses(self, index: int) -> list[str]:
         """IPv4 addresses on interface ``index`` (a dump, outside any batch)."""
