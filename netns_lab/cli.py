@@ -310,6 +310,10 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
             f"{topo.get('network', '?')}, {len(lo.namespaces)}/{len(st.namespaces)} namespaces, {alive} ({st.scenario})",
             file=out,
         )
+        for svc in st.services:  # status.loadBalancer.ingress, as the cloud assigned it
+            if svc.get("load_balancer_ips"):
+                ports = ",".join(f"{p['port']}/{p['protocol']}" for p in svc["ports"])
+                print(f"  LoadBalancer {svc['namespace']}/{svc['name']}: {', '.join(svc['load_balancer_ips'])} ({ports})", file=out)
     return EXIT_OK
 
 

@@ -1,5 +1,6 @@
-"""Draw a lab: nodes, pods with IPs, bridges, the overlay, the node network, the external
-client, and Services with their VIPs, NodePorts and endpoints (Graphviz DOT or Mermaid).
+"""Draw a lab: nodes, pods with IPs, bridges, the overlay, the node network, the router, the
+external network and its clients, the cloud load balancer, and Services with their VIPs,
+NodePorts, load-balancer IPs, externalIPs and endpoints (Graphviz DOT or Mermaid).
 
 Pure: a plan and a model in, text out. Drawing from a scenario file needs no root and
 builds nothing; ``dot`` (Graphviz) turns the DOT text into SVG or PNG.
@@ -26,9 +27,17 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) ->
         '  node [fontname=Helvetica, fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
         f'  label="lab {topo.lab}: {len(topo.nodes)} nodes, {topo.network}, pod MTU {topo.pod_mtu}"; labelloc=t;',
         f'  {_id("underlay")} [label="node network {topo.node_cidr}\\nbridge br0 ({topo.underlay_netns})", shape=cylinder, fillcolor="#e8eef7"];',
-        f'  {_id("external")} [label="external client\\n{topo.external_ip}", shape=oval, fillcolor="#f7efe8"];',
-        f'  {_id("external")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
+        f'  {_id("wan")} [label="external network {topo.external_cidr}\\nbridge br0 ({topo.wan_netns})", shape=cylinder, fillcolor="#f7efe8"];',
+        f'  {_id("router")} [label="router\\n{topo.router_ip} | {topo.router_ext_ip}", shape=diamond, fillcolor="#f7efe8"];',
+        f'  {_id("router")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
+        f'  {_id("router")} -> {_id("wan")} [dir=both, arrowsize=0.6];',
+        f'  {_id("cloudlb")} [label="cloud load balancer\\n{topo.lb_ip}, pool {topo.lb_pool}", shape=invhouse, fillcolor="#f7efe8"];',
+        f'  {_id("cloudlb")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
     ]
+    for c in topo.clients:
+        label = "external" if c.name == "external" else f"external/{c.name}"
+        lines.append(f'  {_id("client/" + c.name)} [label="{label}\\n{c.ip}", shape=oval, fillcolor="#f7efe8"];')
+        lines.append(f'  {_id("client/" + c.name)} -> {_id("wan")} [dir=both, arrowsize=0.6];')
     for node in topo.nodes:
         lines.append(f'  subgraph "cluster_{node.name}" {{')
         lines.append(f'    label="{node.name}  eth0 {node.ip}\\ncni0 {node.gateway}/{node.pod_subnet.prefixlen}"; style="rounded,filled"; fillcolor="#f4f4f4";')
@@ -50,7 +59,10 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) ->
             lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key}\\nExternalName -> {svc.external_name}", shape=note, fillcolor="#fdf6d8"];')
             continue
         vip = svc.cluster_ip or "None (headless)"
-        lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key} ({svc.type})\\n{vip}  {service_ports_text(svc)}", shape=component, fillcolor="#fdf6d8"];')
+        outside = "".join(f"\\nLB {ip}" for ip in svc.load_balancer_ips) + "".join(f"\\nexternalIP {ip}" for ip in svc.external_ips)
+        lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key} ({svc.type})\\n{vip}  {service_ports_text(svc)}{outside}", shape=component, fillcolor="#fdf6d8"];')
+        if svc.load_balancer_ips:
+            lines.append(f'  {_id("cloudlb")} -> {_id("svc/" + svc.key)} [style=dotted, label="{svc.load_balancer_ips[0]}", fontsize=8];')
         seen: set[str] = set()
         for eps in endpoints(svc, pods, topo).values():
             for ep in eps:
@@ -62,7 +74,11 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) ->
 
 
 def mermaid(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
-    lines = ["flowchart LR", f'  underlay[("node network {topo.node_cidr}")]', f'  external(["external client {topo.external_ip}"]) --- underlay']
+    lines = ["flowchart LR", f'  underlay[("node network {topo.node_cidr}")]', f'  wan[("external network {topo.external_cidr}")]',
+             f'  router{{"router {topo.router_ip}"}} --- underlay', "  router --- wan",
+             f'  cloudlb[/"cloud load balancer {topo.lb_ip}"\\] --- underlay']
+    for c in topo.clients:
+        lines.append(f'  {_id("client/" + c.name)}(["{"external" if c.name == "external" else "external/" + c.name} {c.ip}"]) --- wan')
     for node in topo.nodes:
         lines.append(f'  subgraph {_id(node.name)}["{node.name} {node.ip}"]')
         lines.append(f'    {_id(node.name + "/cni0")}{{{{"cni0 {node.pod_subnet}"}}}}')
@@ -72,6 +88,7 @@ def mermaid(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]
         lines.append(f"  {_id(node.name)} --- underlay")
     for svc in services:
         label = f"Service {svc.key}<br/>{svc.cluster_ip or ('ExternalName ' + str(svc.external_name) if svc.type == 'ExternalName' else 'None')}"
+        label += "".join(f"<br/>LB {ip}" for ip in svc.load_balancer_ips) + "".join(f"<br/>externalIP {ip}" for ip in svc.external_ips)
         lines.append(f'  {_id("svc/" + svc.key)}[/"{label}"/]')
         for eps in endpoints(svc, pods, topo).values() if svc.type != "ExternalName" else ():
             for ep in eps:

@@ -23,12 +23,13 @@ from typing import Any
 
 from netns_lab import cleanup, model_io, procs, state
 from netns_lab.controllers import dns as dns_records
+from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.envvars import pod_env
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology, from_dict, plan, to_dict
 from netns_lab.errors import LabError, RealizeError
 from netns_lab.model import ObjectRef, Pod, Scenario, Service, find_service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
-from netns_lab.realize import network, resolvconf
+from netns_lab.realize import network, outside, resolvconf
 from netns_lab.realize.proxier import (
     IPTABLES_BACKEND_ENV,
     Proxier,
@@ -60,6 +61,8 @@ def parse_ref(text: str | ObjectRef) -> ObjectRef:
         return text
     if text == "external":
         return ObjectRef("external", "external")
+    if text.startswith("external/"):
+        return ObjectRef("external", text.split("/", 1)[1])
     try:
         return ObjectRef("ip", str(IPv4Address(text)))
     except ValueError:
@@ -87,6 +90,8 @@ class Lab:
         self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
         self.proxiers: dict[str, Proxier] = {}
         self._ports: tuple[ServicePortInfo, ...] = ()
+        self._health: dict[str, dict[str, dict[str, Any]]] = {}  # what netexec's health ports say
+        self._balancer: dict[str, Any] | None = None  # the cloud LB's config, as last written
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -110,6 +115,9 @@ class Lab:
         lab.ipvs = (st.ipvs_scheduler, st.ipvs_legacy_ping)
         lab.iptables_backend = st.iptables_backend
         lab._ports = service_ports(lab.services, lab.pods, lab.topology)
+        lab._health = loadbalancer.health_answers(lab.services, lab._ports, lab.topology)
+        if any(p["role"] == "cloudlb" for p in st.processes):
+            lab._balancer = loadbalancer.balancer_config(lab.services, lab.topology, lab.balancer_status_file)
         return lab
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -148,11 +156,13 @@ class Lab:
             os.makedirs(st.workdir, exist_ok=True)
             counter: dict[str, int] = {}
             network.build(topo, on_step=lambda s: _fault(s, counter if s == "pod" else None))
+            outside.route_external_ips(topo, tuple(ip for s in self.services for ip in s.external_ips))
             self._write_resolv_confs(self.pods)
             self.sync(full=True)
             _fault("rules")
             self._start_netexec(st)
             self._start_dns(st)
+            self._start_balancer(st)
             _fault("ready")
             st.phase = "up"
             st.save()
@@ -174,7 +184,12 @@ class Lab:
             for p in topo.pods
             if p.ports and p.netexec
         ]
-        targets += [{"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT]} for n in topo.nodes]
+        self._health = loadbalancer.health_answers(self.services, self._ports, topo)
+        targets += [
+            {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
+             "health": self._health[n.name]}
+            for n in topo.nodes
+        ]
         config = os.path.join(st.workdir, "netexec.json")
         tmp = config + ".tmp"
         with open(tmp, "w") as fh:
@@ -211,13 +226,44 @@ class Lab:
     def _reload_netexec(self) -> None:
         assert self.state is not None
         self._write_netexec_config(self.state)
-        for p in self.state.processes:
-            if p["role"] == "netexec" and procs.owned_by(p["pid"], self.state.instance):
-                os.kill(p["pid"], signal.SIGHUP)
+        self._signal("netexec")
 
     def _start_netexec(self, st: state.LabState) -> None:
         config = self._write_netexec_config(st)
         self._spawn(st, "netexec", ["-m", "netns_lab.services.netexec", config])
+
+    @property
+    def balancer_status_file(self) -> str:
+        assert self.state is not None
+        return os.path.join(self.state.workdir, "cloudlb-status.json")
+
+    def _write_balancer_config(self, st: state.LabState) -> str:
+        self._balancer = loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file)
+        path = os.path.join(st.workdir, "cloudlb.json")
+        with open(path + ".tmp", "w") as fh:
+            json.dump(self._balancer, fh)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def _start_balancer(self, st: state.LabState) -> None:
+        """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer."""
+        config = self._write_balancer_config(st)
+        if self._balancer and self._balancer["services"]:
+            self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", config])
+
+    def balancer_status(self) -> dict[str, Any]:
+        """The cloud LB's last health round: which nodes are in service for which Service."""
+        try:
+            with open(self.balancer_status_file) as fh:
+                return json.load(fh)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return {}
+
+    def _signal(self, role: str, sig: int = signal.SIGHUP) -> None:
+        assert self.state is not None
+        for p in self.state.processes:
+            if p["role"] == role and procs.owned_by(p["pid"], self.state.instance):
+                os.kill(p["pid"], sig)
 
     def _spawn(self, st: state.LabState, role: str, args: list[str]) -> None:
         """Start an in-lab server, record it, and wait for its READY line."""
@@ -256,6 +302,13 @@ class Lab:
         stats = {name: p.sync(ports, full=full) for name, p in self.proxiers.items()}
         self._ports = ports
         self._forget_stale_udp(old_ports, ports)
+        if self.state is not None and self.state.processes:
+            # kube-proxy's health answers and the cloud LB follow the endpoints and Services
+            if loadbalancer.health_answers(self.services, ports, self.topology) != self._health:
+                self._reload_netexec()
+            if self._balancer is not None and loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file) != self._balancer:
+                self._write_balancer_config(self.state)
+                self._signal("cloudlb")
         if self.state is not None:
             self._save_model(self.state)
             self.state.save()
@@ -361,7 +414,7 @@ class Lab:
     def netns_of(self, ref: str | ObjectRef) -> str:
         r = parse_ref(ref)
         if r.kind == "external":
-            return self.topology.external_netns
+            return self._client(r.name).netns
         if r.kind == "node":
             return self.topology.node(r.name).netns
         if r.kind == "pod":
@@ -377,13 +430,24 @@ class Lab:
         if r.kind == "pod":
             return str(self.topology.pod(f"{r.namespace}/{r.name}").ip)
         if r.kind == "external":
-            return str(self.topology.external_ip)
+            return str(self._client(r.name).ip)
+        if r.kind == "loadbalancer":
+            svc = self.service(f"{r.namespace}/{r.name}")
+            if not svc.load_balancer_ips:
+                raise LabError(f"{r}: service {svc.key} has no load-balancer IP (type {svc.type})")
+            return svc.load_balancer_ips[0]
         if r.kind == "service":
             svc = self.service(f"{r.namespace}/{r.name}")
             if svc.cluster_ip is None:
                 raise LabError(f"{r} is headless: it has no clusterIP")
             return svc.cluster_ip
         raise LabError(f"{r}: no IP for this kind of object yet")
+
+    def _client(self, name: str):  # type: ignore[no-untyped-def]
+        try:
+            return self.topology.client(name)
+        except KeyError:
+            raise LabError(f"no external client {name!r} in lab {self.name} (cluster.external.clients)") from None
 
     def pod(self, key: str) -> Pod:
         key = key if "/" in key else f"default/{key}"

@@ -32,6 +32,22 @@ class ClusterConfig:
     mtu: int = 1500  # underlay MTU; the overlay takes 50 bytes off it
     ipvs_scheduler: str = "rr"
     ipvs_legacy_ping: bool = False  # pre-2022 ipvs mode: a ClusterIP answered ping (teaching)
+    external: ExternalConfig = field(default_factory=lambda: ExternalConfig())
+
+
+@dataclass(frozen=True)
+class ExternalConfig:
+    """``cluster.external``: the world outside the cluster (a router, clients, a cloud LB).
+
+    The external network holds the router (its first address) and the clients (from .10);
+    the cloud load balancer sits on the node network, as a cloud's LB sits in the VPC, and
+    the router sends the load-balancer pool to it.
+    """
+
+    cidr: IPv4Network = IPv4Network("203.0.113.0/24")  # TEST-NET-3: never a real address
+    clients: tuple[str, ...] = ("external",)  # the first one is what ``external`` means in checks
+    load_balancer_pool: IPv4Network = IPv4Network("198.51.100.0/24")  # TEST-NET-2
+    health_check_interval: float = 1.0  # seconds between the cloud LB's health-check rounds
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,10 @@ class Service:
     internal_traffic_policy: str = "Cluster"
     labels: tuple[tuple[str, str], ...] = ()
     external_name: str | None = None  # type ExternalName: a CNAME, no VIP, no rules
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip (allocated)
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    health_check_node_port: int | None = None  # LoadBalancer + externalTrafficPolicy Local
 
     @property
     def key(self) -> str:
@@ -151,8 +171,10 @@ class ObjectRef:
     def __str__(self) -> str:
         if self.kind in ("ip", "name", "value"):
             return self.name
-        if self.kind in ("node", "external") or self.namespace is None:
-            return f"{self.kind}/{self.name}" if self.kind != "external" else "external"
+        if self.kind == "external":
+            return "external" if self.name == "external" else f"external/{self.name}"
+        if self.kind == "node" or self.namespace is None:
+            return f"{self.kind}/{self.name}"
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 

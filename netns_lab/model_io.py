@@ -44,5 +44,6 @@ def load_pod(d: dict[str, Any]) -> Pod:
 
 
 def load_service(d: dict[str, Any]) -> Service:
-    return Service(**{**d, "labels": _pairs(d["labels"]) or (), "selector": _pairs(d["selector"]),
+    lists = {k: tuple(d.get(k) or ()) for k in ("external_ips", "load_balancer_ips", "load_balancer_source_ranges")}
+    return Service(**{**d, **lists, "labels": _pairs(d["labels"]) or (), "selector": _pairs(d["selector"]),
                       "ports": tuple(ServicePort(**p) for p in d["ports"])})

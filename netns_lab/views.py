@@ -38,6 +38,17 @@ def service_ports_text(svc: Service) -> str:
     return ",".join(f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}" for p in svc.ports)
 
 
+def external_ip_text(svc: Service) -> str:
+    """kubectl's EXTERNAL-IP column: LB ingress IPs then externalIPs; ``<pending>`` for an
+    unassigned LoadBalancer; the target name for ExternalName."""
+    if svc.type == "ExternalName":
+        return svc.external_name or "<none>"
+    ips = [*svc.load_balancer_ips, *svc.external_ips] if svc.type == "LoadBalancer" else list(svc.external_ips)
+    if ips:
+        return ",".join(ips)
+    return "<pending>" if svc.type == "LoadBalancer" else "<none>"
+
+
 def _selector(pairs: tuple[tuple[str, str], ...] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in pairs) if pairs else "<none>"
 
@@ -64,8 +75,7 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
             if namespace is not None and s.namespace != namespace:
                 continue
             cluster_ip = "<none>" if s.type == "ExternalName" else (s.cluster_ip or "None")
-            external = s.external_name if s.type == "ExternalName" else "<none>"
-            row = [s.name, s.type, cluster_ip, external or "<none>", service_ports_text(s), age_text]
+            row = [s.name, s.type, cluster_ip, external_ip_text(s), service_ports_text(s), age_text]
             out.append(([s.namespace] if namespace is None else []) + row + ([_selector(s.selector)] if wide else []))
     else:
         out.append(ns_col + ["NAME", "ENDPOINTS", "AGE"])
@@ -115,8 +125,20 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                                       "targetPort": p.target, "nodePort": p.node_port}.items() if v is not None} for p in s.ports]
                     if s.selector is not None:
                         spec["selector"] = dict(s.selector)
+                    if s.external_ips:
+                        spec["externalIPs"] = list(s.external_ips)
+                    if s.type in ("NodePort", "LoadBalancer"):
+                        spec["externalTrafficPolicy"] = s.external_traffic_policy
+                    if s.load_balancer_source_ranges:
+                        spec["loadBalancerSourceRanges"] = list(s.load_balancer_source_ranges)
+                    if s.health_check_node_port is not None:
+                        spec["healthCheckNodePort"] = s.health_check_node_port
+                status: dict[str, Any] = {"loadBalancer": {}}
+                if s.load_balancer_ips:
+                    status["loadBalancer"]["ingress"] = [{"ip": ip, "ipMode": "VIP"} for ip in s.load_balancer_ips]
                 items.append({"apiVersion": "v1", "kind": "Service",
-                              "metadata": {"name": s.name, "namespace": s.namespace, "labels": dict(s.labels)}, "spec": spec})
+                              "metadata": {"name": s.name, "namespace": s.namespace, "labels": dict(s.labels)}, "spec": spec,
+                              "status": status})
     else:
         for s in services:
             if (namespace is None or s.namespace == namespace) and s.type != "ExternalName":

@@ -20,6 +20,8 @@ from tests.conftest import ROOT
 
 CLUSTERIP = os.path.join(ROOT, "scenarios", "clusterip.yaml")
 NODEPORT = os.path.join(ROOT, "scenarios", "nodeport.yaml")
+LOADBALANCER = os.path.join(ROOT, "scenarios", "loadbalancer.yaml")
+EXTERNAL_IPS = os.path.join(ROOT, "scenarios", "external-ips.yaml")
 
 
 def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -57,7 +59,7 @@ def ipvs_lab(lab_factory) -> Lab:  # type: ignore[no-untyped-def]
 
 @pytest.mark.root
 @pytest.mark.ipvs
-@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT], ids=["clusterip", "nodeport"])
+@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT, LOADBALANCER, EXTERNAL_IPS], ids=["clusterip", "nodeport", "loadbalancer", "external-ips"])
 def test_scenario_checks_pass_in_ipvs_mode(lab_factory, path: str) -> None:  # type: ignore[no-untyped-def]
     lab = lab_factory(path, cluster__proxyMode="ipvs")
     assert lab.scenario is not None

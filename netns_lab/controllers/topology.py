@@ -52,6 +52,16 @@ class PodPlan:
 
 
 @dataclass(frozen=True)
+class ClientPlan:
+    """A host outside the cluster, on the external network (``external`` or ``external/NAME``)."""
+
+    name: str
+    netns: str
+    ip: IPv4Address
+    mac: str
+
+
+@dataclass(frozen=True)
 class Topology:
     lab: str
     network: str
@@ -61,16 +71,37 @@ class Topology:
     underlay_netns: str
     nodes: tuple[NodePlan, ...]
     pods: tuple[PodPlan, ...]
-    external_netns: str = ""  # a client outside the cluster, on the node network
-    external_ip: IPv4Address = IPv4Address("0.0.0.0")
     pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
     cluster_domain: str = "cluster.local"
     dns_ip: IPv4Address = IPv4Address("10.96.0.10")
+    # The world outside the cluster: external network <-> router <-> node network; the
+    # cloud load balancer on the node network owns the load-balancer pool.
+    external_cidr: IPv4Network = IPv4Network("203.0.113.0/24")
+    wan_netns: str = ""  # holds the external network's bridge
+    router_netns: str = ""
+    router_ip: IPv4Address = IPv4Address("0.0.0.0")  # on the node network: the nodes' default gateway
+    router_ext_ip: IPv4Address = IPv4Address("0.0.0.0")  # on the external network: the clients' gateway
+    lb_netns: str = ""
+    lb_ip: IPv4Address = IPv4Address("0.0.0.0")  # the cloud load balancer, on the node network
+    lb_pool: IPv4Network = IPv4Network("198.51.100.0/24")
+    health_check_interval: float = 1.0
+    clients: tuple[ClientPlan, ...] = ()
 
     @property
-    def external_mac(self) -> str:
-        return mac_for(self.external_ip)
+    def external_netns(self) -> str:
+        """The default external client (``external`` in checks)."""
+        return self.clients[0].netns
+
+    @property
+    def external_ip(self) -> IPv4Address:
+        return self.clients[0].ip
+
+    def client(self, name: str) -> ClientPlan:
+        for c in self.clients:
+            if c.name == name:
+                return c
+        raise KeyError(name)
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:
@@ -97,15 +128,16 @@ class Topology:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every network namespace of the lab, in creation order."""
-        return (self.underlay_netns, self.external_netns, *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
+        return (self.underlay_netns, self.wan_netns, self.router_netns, self.lb_netns, *(c.netns for c in self.clients),
+                *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
 
 
 def underlay_netns(lab: str) -> str:
     return f"{lab}__net"  # "__" cannot occur in a node or pod namespace name
 
 
-def external_netns(lab: str) -> str:
-    return f"{lab}__ext"
+def client_netns(lab: str, name: str) -> str:
+    return f"{lab}__ext" if name == "external" else f"{lab}__ext-{name}"
 
 
 def node_netns(lab: str, node: str) -> str:
@@ -202,13 +234,28 @@ def plan(scenario: Scenario) -> Topology:
         underlay_netns=underlay_netns(lab),
         nodes=tuple(nodes),
         pods=tuple(pods),
-        external_netns=external_netns(lab),
-        external_ip=node_hosts[0],  # .1: the nodes' default gateway, "the rest of the world"
         pod_cidr=cluster.pod_cidr,
         service_cidr=cluster.service_cidr,
         cluster_domain=cluster.cluster_domain,
         dns_ip=cluster.dns_ip,
+        **_outside(lab, scenario),
     )
+
+
+def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
+    """Addresses of the world outside the cluster (see Topology)."""
+    ext = scenario.cluster.external
+    node_hosts = list(scenario.cluster.node_cidr.hosts())
+    ext_hosts = list(ext.cidr.hosts())
+    clients = tuple(
+        ClientPlan(name, client_netns(lab, name), ext_hosts[9 + i], mac_for(ext_hosts[9 + i]))
+        for i, name in enumerate(ext.clients)
+    )
+    return {
+        "external_cidr": ext.cidr, "wan_netns": f"{lab}__wan", "router_netns": f"{lab}__router",
+        "router_ip": node_hosts[0], "router_ext_ip": ext_hosts[0], "lb_netns": f"{lab}__lb", "lb_ip": node_hosts[-1],
+        "lb_pool": ext.load_balancer_pool, "health_check_interval": ext.health_check_interval, "clients": clients,
+    }
 
 
 def _pod_plan(lab: str, pod: Pod, node: NodePlan, ordinal: int, taken: set[str]) -> PodPlan:
@@ -239,30 +286,40 @@ def to_dict(topo: Topology) -> dict[str, object]:
             return [conv(x) for x in v]
         return v
 
-    out = {k: conv(v) for k, v in dataclasses.asdict(topo).items() if k not in ("nodes", "pods")}
-    out["nodes"] = [{f: conv(x) for f, x in dataclasses.asdict(n).items()} for n in topo.nodes]
-    out["pods"] = [{f: conv(x) for f, x in dataclasses.asdict(p).items()} for p in topo.pods]
+    out = {k: conv(v) for k, v in dataclasses.asdict(topo).items() if k not in ("nodes", "pods", "clients")}
+    for key in ("nodes", "pods", "clients"):
+        out[key] = [{f: conv(x) for f, x in dataclasses.asdict(o).items()} for o in getattr(topo, key)]
     return out
 
 
 def from_dict(data: dict[str, object]) -> Topology:
-    nodes = tuple(
-        NodePlan(**{**n, "ip": IPv4Address(n["ip"]), "pod_subnet": IPv4Network(n["pod_subnet"]),
-                    "gateway": IPv4Address(n["gateway"]), "vtep_ip": IPv4Address(n["vtep_ip"])})
-        for n in data["nodes"]  # type: ignore[union-attr]
-    )
-    pods = tuple(
-        PodPlan(**{**p, "ip": IPv4Address(p["ip"]), "ports": tuple(tuple(x) for x in p["ports"])})
-        for p in data["pods"]  # type: ignore[union-attr]
-    )
-    return Topology(
-        lab=data["lab"], network=data["network"], underlay_mtu=data["underlay_mtu"],  # type: ignore[arg-type]
-        pod_mtu=data["pod_mtu"], node_cidr=IPv4Network(data["node_cidr"]),  # type: ignore[arg-type]
-        underlay_netns=data["underlay_netns"], nodes=nodes, pods=pods,  # type: ignore[arg-type]
-        external_netns=data["external_netns"], external_ip=IPv4Address(data["external_ip"]),  # type: ignore[arg-type]
-        pod_cidr=IPv4Network(data["pod_cidr"]), service_cidr=IPv4Network(data["service_cidr"]),  # type: ignore[arg-type]
-        cluster_domain=data["cluster_domain"], dns_ip=IPv4Address(data["dns_ip"]),  # type: ignore[arg-type]
-    )
+    import dataclasses
+
+    def typed(cls: type, raw: dict[str, object]) -> object:
+        kw: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in raw:
+                continue
+            v = raw[f.name]
+            t = str(f.type)
+            if isinstance(v, tuple):
+                kw[f.name] = v
+                continue
+            if t == "IPv4Address":
+                v = IPv4Address(v)  # type: ignore[arg-type]
+            elif t == "IPv4Network":
+                v = IPv4Network(v)  # type: ignore[arg-type]
+            elif f.name == "ports":
+                v = tuple(tuple(x) for x in v)  # type: ignore[union-attr]
+            kw[f.name] = v
+        return cls(**kw)
+
+    return typed(Topology, {  # type: ignore[return-value]
+        **data,
+        "nodes": tuple(typed(NodePlan, n) for n in data["nodes"]),  # type: ignore[union-attr, arg-type]
+        "pods": tuple(typed(PodPlan, p) for p in data["pods"]),  # type: ignore[union-attr, arg-type]
+        "clients": tuple(typed(ClientPlan, c) for c in data.get("clients", ())),  # type: ignore[union-attr, arg-type]
+    })
 
 
 def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Topology, PodPlan]:

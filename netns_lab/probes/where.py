@@ -1,6 +1,6 @@
 """Name a lab interface the way a user thinks of it: ``pod/web-1`` (its eth0),
 ``node/node-1:cni0``, ``node/node-1:flannel.1``, ``underlay`` (node-1's uplink) or
-``underlay:uplink1``, ``external``."""
+``underlay:uplink1``, ``external`` (or ``external/NAME``), ``router[:eth1]``, ``cloud-lb``, ``wan``."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ def interface(lab: Lab, where: str) -> tuple[str, str]:
     topo = lab.topology
     if target == "underlay":
         return topo.underlay_netns, ifname or topo.nodes[0].uplink
-    if target == "external":
-        return topo.external_netns, ifname or "eth0"
+    fixed = {"router": (topo.router_netns, "eth0"), "cloud-lb": (topo.lb_netns, "eth0"), "wan": (topo.wan_netns, "br0")}
+    if target in fixed:
+        return fixed[target][0], ifname or fixed[target][1]
     ref = parse_ref(target)
-    if ref.kind not in ("pod", "node"):
-        raise LabError(f"capture point {where!r}: use pod/NAME, node/NAME[:IFACE], underlay[:IFACE] or external")
+    if ref.kind not in ("pod", "node", "external"):
+        raise LabError(f"capture point {where!r}: use pod/NAME, node/NAME[:IFACE], underlay[:IFACE], external[/NAME], "
+                       "router[:IFACE], cloud-lb or wan")
     return lab.netns_of(ref), ifname or "eth0"

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, endpoint_hash, port_proto_hash, traffic_policy
+from netns_lab.proxy.types import (
+    MASQ_MARK,
+    NodeContext,
+    ServicePortInfo,
+    TrafficPolicy,
+    endpoint_hash,
+    port_proto_hash,
+    traffic_policy,
+)
 
 TABLES = ("filter", "nat")
 # Chains every sync rewrites whole (they list every Service), and the fixed ones.
-SHARED = {"filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"), "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
+SHARED = {"filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"), "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
 FIXED = {"filter": ("KUBE-FORWARD",), "nat": ("KUBE-POSTROUTING", "KUBE-MARK-MASQ")}
 # Jumps from the built-in chains, installed once (kube-proxy's iptablesJumpChains).
 JUMPS = {
     "filter": [
+        *(f'-A {c} -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'
+          for c in ("INPUT", "OUTPUT", "FORWARD")),
         "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
         "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
         "-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
@@ -51,6 +61,10 @@ def svl_chain(sp: ServicePortInfo) -> str:
 
 def ext_chain(sp: ServicePortInfo) -> str:
     return "KUBE-EXT-" + port_proto_hash(sp.port_name_string, sp.proto)
+
+
+def fw_chain(sp: ServicePortInfo) -> str:
+    return "KUBE-FW-" + port_proto_hash(sp.port_name_string, sp.proto)
 
 
 def sep_chain(sp: ServicePortInfo, ip: str, port: int) -> str:
@@ -112,10 +126,9 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         f.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no local endpoints')} {match} {dst} -j DROP")
 
     if external:
-        np = f"{match} --dport {sp.node_port}"
+        ext = ext_chain(sp)
+        _external_destinations(f, sp, tp)
         if all_eps:
-            ext = ext_chain(sp)
-            f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
             f.own("nat", ext)
             if not sp.external_local:
                 f.add("nat", ext, _c(f"masquerade traffic for {name} external destinations") + " -j KUBE-MARK-MASQ")
@@ -125,10 +138,6 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
                 f.add("nat", ext, _c(f"route LOCAL traffic for {name} external destinations") + f" -m addrtype --src-type LOCAL -j {svc_chain(sp)}")
             if external_eps:
                 f.add("nat", ext, f"-j {external_chain}")
-        if not all_eps:
-            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no endpoints')} -m addrtype --dst-type LOCAL {np} -j REJECT")
-        elif not external_eps:
-            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{_c(name + ' has no local endpoints')} -m addrtype --dst-type LOCAL {np} -j DROP")
 
     if uses_svc:
         chain = svc_chain(sp)
@@ -141,6 +150,45 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         for ep in all_eps:
             _sep(f, sp, ep.ip, ep.port)
     return f
+
+
+def _external_destinations(f: Fragment, sp: ServicePortInfo, tp: TrafficPolicy) -> None:
+    """NodePort, externalIPs and load-balancer IPs: each jumps to KUBE-EXT (through KUBE-FW when
+    loadBalancerSourceRanges are set), or is rejected / dropped in the filter table when there
+    is no endpoint (on this node, for Local policies) to send it to."""
+    name = sp.port_name_string
+    match = f"-m {sp.proto} -p {sp.proto}"
+    ext = ext_chain(sp)
+    has_eps = bool(tp.all)
+    fw = has_eps and bool(sp.source_ranges) and bool(sp.lb_ips)
+    no_eps = "" if tp.external else (f"{_c(name + ' has no endpoints')}" if not has_eps else f"{_c(name + ' has no local endpoints')}")
+    verdict = "REJECT" if not has_eps else "DROP"
+    if sp.node_port is not None:
+        np = f"{match} --dport {sp.node_port}"
+        if has_eps:
+            f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
+        if no_eps:
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} -m addrtype --dst-type LOCAL {np} -j {verdict}")
+    for ip in sp.external_ips:
+        dst = f"{match} -d {ip}/32 --dport {sp.port}"
+        if has_eps:
+            f.add("nat", "KUBE-SERVICES", f"{_c(name + ' external IP')} {dst} -j {ext}")
+        if no_eps:
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} {dst} -j {verdict}")
+    for ip in sp.lb_ips:
+        dst = f"{match} -d {ip}/32 --dport {sp.port}"
+        if has_eps:
+            f.add("nat", "KUBE-SERVICES", f"{_c(name + ' loadbalancer IP')} {dst} -j {fw_chain(sp) if fw else ext}")
+        if fw:
+            f.add("filter", "KUBE-PROXY-FIREWALL", f"{_c(f'{name} traffic not accepted by {fw_chain(sp)}')} {dst} -j DROP")
+        if no_eps:
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} {dst} -j {verdict}")
+    if fw:
+        chain = fw_chain(sp)
+        f.own("nat", chain)
+        for cidr in sp.source_ranges:
+            f.add("nat", chain, f"{_c(name + ' loadbalancer IP')} -s {cidr} -j {ext}")
+        f.add("nat", chain, _c(f"other traffic to {name} will be dropped by KUBE-PROXY-FIREWALL"))
 
 
 def _endpoint_jumps(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]

@@ -40,8 +40,10 @@ add map {TABLE} service-ips {{ type ipv4_addr . inet_proto . inet_service : verd
 add map {TABLE} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}
 add map {TABLE} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }}
 add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }}
+add map {TABLE} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }}
 """
-MAPS = ("cluster-ips", "nodeport-ips", "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports")
+MAPS = ("cluster-ips", "nodeport-ips", "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
+        "firewall-ips")
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -70,6 +72,10 @@ def local_chain(sp: ServicePortInfo) -> str:
 
 def external_chain(sp: ServicePortInfo) -> str:
     return "external-" + _base(sp)
+
+
+def firewall_chain(sp: ServicePortInfo) -> str:
+    return "firewall-" + _base(sp)
 
 
 def endpoint_chain(sp: ServicePortInfo, ip: str, port: int) -> str:
@@ -103,7 +109,7 @@ def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
         "nat-prerouting": ["jump services"],
         "nat-output": ["jump services"],
         "nat-postrouting": ["jump masquerading"],
-        "firewall-check": [],
+        "firewall-check": ["ip daddr . meta l4proto . th dport vmap @firewall-ips"],
         "mark-for-masquerade": [f"mark set mark or {MASQ_MARK}"],
         "masquerading": [f"mark and {MASQ_MARK} == 0 return", f"mark set mark xor {MASQ_MARK}", "masquerade fully-random"],
         "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
@@ -135,10 +141,9 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         f.element("no-endpoint-services", f"{key} : drop")
 
     if external:
-        np_key = f"{sp.proto} . {sp.node_port}"
+        _external_destinations(f, sp, bool(all_eps), bool(external_eps))
         if all_eps:
             ext = external_chain(sp)
-            f.element("service-nodeports", f"{np_key} : goto {ext}")
             if not sp.external_local:
                 f.add(ext, "jump mark-for-masquerade")
             else:
@@ -147,10 +152,6 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
                 f.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
             if external_eps:
                 f.add(ext, f"goto {external_policy}")
-        if not all_eps:
-            f.element("no-endpoint-nodeports", f"{np_key} : goto reject-chain")
-        elif not external_eps:
-            f.element("no-endpoint-nodeports", f"{np_key} : drop")
 
     if uses_svc:
         chain = service_chain(sp)
@@ -170,6 +171,30 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
                 f.add(chain, f"update @{aff} {{ ip saddr }}")
             f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
     return f
+
+
+def _external_destinations(f: Fragment, sp: ServicePortInfo, has_eps: bool, has_external_eps: bool) -> None:
+    """NodePort, externalIPs and load-balancer IPs go to the ``external-`` chain (LB IPs with
+    source ranges first pass their ``firewall-`` chain), or to a no-endpoint drop / reject."""
+    verdict = "goto reject-chain" if not has_eps else "drop"
+    ext = external_chain(sp)
+    if sp.node_port is not None:
+        np_key = f"{sp.proto} . {sp.node_port}"
+        if has_eps:
+            f.element("service-nodeports", f"{np_key} : goto {ext}")
+        if not has_external_eps:
+            f.element("no-endpoint-nodeports", f"{np_key} : {verdict}")
+    for ip in (*sp.external_ips, *sp.lb_ips):
+        key = f"{ip} . {sp.proto} . {sp.port}"
+        if has_eps:
+            f.element("service-ips", f"{key} : goto {ext}")
+        if not has_external_eps:
+            f.element("no-endpoint-services", f"{key} : {verdict}")
+    if sp.source_ranges and sp.lb_ips and has_eps:
+        fw = firewall_chain(sp)
+        f.add(fw, f"ip saddr != {{ {', '.join(sp.source_ranges)} }} drop")
+        for ip in sp.lb_ips:
+            f.element("firewall-ips", f"{ip} . {sp.proto} . {sp.port} : goto {fw}")
 
 
 def _endpoint_dispatch(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]

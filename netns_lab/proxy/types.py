@@ -41,6 +41,9 @@ class ServicePortInfo:
     external_local: bool  # externalTrafficPolicy: Local
     internal_local: bool  # internalTrafficPolicy: Local
     endpoints: tuple[Endpoint, ...]
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs
+    lb_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges
 
     def __hash__(self) -> int:
         # Cached: proxiers key their rendered fragments by Service port, and with 10,000
@@ -48,7 +51,8 @@ class ServicePortInfo:
         cached = self.__dict__.get("_hash")
         if cached is None:
             cached = hash((self.namespace, self.name, self.port_name, self.protocol, self.cluster_ip, self.port,
-                           self.node_port, self.affinity_timeout, self.external_local, self.internal_local, self.endpoints))
+                           self.node_port, self.affinity_timeout, self.external_local, self.internal_local, self.endpoints,
+                           self.external_ips, self.lb_ips, self.source_ranges))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -74,15 +78,15 @@ class TrafficPolicy:
     all: tuple[Endpoint, ...]
     local: tuple[Endpoint, ...]
     internal: tuple[Endpoint, ...]  # for ClusterIP traffic (internalTrafficPolicy)
-    external: tuple[Endpoint, ...]  # for NodePort traffic (externalTrafficPolicy)
-    is_external: bool  # has a NodePort
+    external: tuple[Endpoint, ...]  # for NodePort, externalIP and LB traffic (externalTrafficPolicy)
+    is_external: bool  # has a NodePort, an externalIP or a load-balancer IP
     uses_cluster_chain: bool
     uses_local_chain: bool
 
 
 def traffic_policy(sp: ServicePortInfo, node: str) -> TrafficPolicy:
     local = sp.local_endpoints(node)
-    external = sp.node_port is not None
+    external = sp.node_port is not None or bool(sp.external_ips) or bool(sp.lb_ips)
     return TrafficPolicy(
         all=sp.endpoints,
         local=local,
@@ -109,7 +113,7 @@ def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: To
     """Every proxied Service port with its ready endpoints (headless Services are skipped)."""
     out: list[ServicePortInfo] = []
     for svc in services:
-        if svc.headless or svc.type not in ("ClusterIP", "NodePort"):
+        if svc.headless or svc.type not in ("ClusterIP", "NodePort", "LoadBalancer"):
             continue
         eps = endpoints(svc, pods, topo)
         for sp in svc.ports:
@@ -121,11 +125,14 @@ def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: To
                     protocol=sp.protocol,
                     cluster_ip=svc.cluster_ip or "",
                     port=sp.port,
-                    node_port=sp.node_port if svc.type == "NodePort" else None,
+                    node_port=sp.node_port if svc.type in ("NodePort", "LoadBalancer") else None,
                     affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
                     external_local=svc.external_traffic_policy == "Local",
                     internal_local=svc.internal_traffic_policy == "Local",
                     endpoints=eps.get(sp, ()),
+                    external_ips=svc.external_ips,
+                    lb_ips=svc.load_balancer_ips,
+                    source_ranges=svc.load_balancer_source_ranges,
                 )
             )
     return tuple(out)

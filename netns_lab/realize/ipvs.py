@@ -191,4 +191,4 @@ def _entry(entry: str, stype: str) -> tuple[tuple[object, ...], dict[str, str]]:
     pe = PortEntry(int(port), protocol=PROTO[proto.upper()])
     if stype == "hash:ip,port":
         return ((parts[0], pe),), {"etype": "ip,port"}
-    return ((parts[0], pe, parts[2]),), {"etype": "ip,port,ip"}
+    return ((parts[0], pe, parts[2]),), {"etype": "ip,port,net" if stype == "hash:ip,port,net" else "ip,port,ip"}

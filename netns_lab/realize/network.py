@@ -2,7 +2,8 @@
 
 Layout (every object lives in a lab-owned namespace; the host's is never touched):
 
-* ``<lab>__net``: the node network, a bridge ``br0`` with one port per node (``uplinkN``).
+* ``<lab>__net``: the node network, a bridge ``br0`` with one port per node (``uplinkN``),
+  the router's and the cloud load balancer's (the world outside: :mod:`.outside`).
 * ``<lab>_<node>``: ``eth0`` on the node network, ``cni0`` bridge holding the pod subnet's
   gateway, ``ip_forward`` and ``bridge-nf-call-iptables`` on, and either ``flannel.1``
   (VXLAN with static FDB/neighbour entries, flannel's layout) or host-gw routes.
@@ -24,15 +25,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology
-from netns_lab.realize import netns
+from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
+from netns_lab.realize import netns, outside
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
 from netns_lab.realize.rtnl import Rtnl, veth_peer
 
 Step = Callable[[str], None]
 LO, ETH0, CNI0, VXLAN = 1, 2, 3, 4
-UPLINK_BASE = 10  # uplinkN in the underlay namespace
-EXT_UPLINK = 9  # the external client's port in the underlay namespace
+UPLINK_BASE = 10  # uplinkN in the underlay namespace (the router and the cloud LB use 9 and 8)
 VETH_BASE = 1000  # a pod's host-side veth is VETH_BASE + its host part: unique on its node
 CHUNK = 128  # pods whose namespaces are open at once (bounds file descriptors)
 NODE_SYSCTLS = {
@@ -141,23 +141,7 @@ class _Builder:
                 finally:
                     os.close(fd)
                 self._node(node)
-            ext = topo.external_netns
-            with self._new_namespace(ext) as nl:
-                fd = netns.open_fd(ext)
-                try:
-                    under.link_add(
-                        f"{ext}/eth0", index=EXT_UPLINK, ifname="uplink-ext", kind="veth", mtu=topo.underlay_mtu,
-                        master=ETH0, up=True,
-                        data=veth_peer(ifname="eth0", index=ETH0, net_ns_fd=fd, address=topo.external_mac, mtu=topo.underlay_mtu),
-                    )
-                    under.commit()
-                finally:
-                    os.close(fd)
-                nl.link_set(f"{ext}/eth0", index=ETH0, up=True)
-                nl.addr_add(f"{ext}/eth0 {topo.external_ip}", ETH0, str(topo.external_ip), topo.node_cidr.prefixlen)
-                for node in topo.nodes:
-                    nl.neigh_add(f"{ext}/eth0 neighbour {node.ip}", ETH0, str(node.ip), node.mac)
-                nl.commit()
+            outside.build(topo, under, ETH0, self._new_namespace)
 
     def _node(self, node: NodePlan) -> None:
         topo = self.topo
@@ -226,10 +210,11 @@ class _Builder:
         topo = self.topo
         for node in topo.nodes:
             nl = self.node_nl[node.name]
-            # The world outside the cluster (the external client) is the nodes' default gateway,
-            # as a datacenter router would be: traffic to unknown addresses leaves the node.
-            nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.external_ip}", ETH0, str(topo.external_ip), topo.external_mac)
-            nl.route_add(f"{node.netns} default route", "0.0.0.0", 0, str(topo.external_ip), ETH0)
+            # The router to the world outside the cluster is the nodes' default gateway, as in a
+            # datacenter: traffic to unknown addresses leaves the node.
+            nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.router_ip}", ETH0, str(topo.router_ip), mac_for(topo.router_ip))
+            nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.lb_ip}", ETH0, str(topo.lb_ip), mac_for(topo.lb_ip))
+            nl.route_add(f"{node.netns} default route", "0.0.0.0", 0, str(topo.router_ip), ETH0)
             for peer in topo.nodes:
                 if peer is node:
                     continue

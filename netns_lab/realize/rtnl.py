@@ -24,8 +24,10 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWLINK,
     RTM_NEWNEIGH,
     RTM_NEWROUTE,
+    RTM_NEWRULE,
     RTM_SETLINK,
 )
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -138,20 +140,35 @@ class Rtnl:
                         out.append(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
                 offset += (length + 3) & ~3
 
-    def route_add(self, what: str, dst: str, dst_len: int, gateway: str, oif: int, onlink: bool = False) -> None:
+    def route_add(self, what: str, dst: str, dst_len: int, gateway: str, oif: int, onlink: bool = False,
+                  table: int = 254) -> None:
+        self._route(what, dst, dst_len, table, [("RTA_GATEWAY", gateway), ("RTA_OIF", oif)], RTNH_F_ONLINK if onlink else 0)
+
+    def route_add_multipath(self, what: str, dst: str, dst_len: int, hops: list[tuple[str, int]]) -> None:
+        """An ECMP route: one next hop per (gateway, interface index), equal weight."""
+        nhs = [{"oif": oif, "hops": 0, "attrs": [("RTA_GATEWAY", gw)]} for gw, oif in hops]
+        self._route(what, dst, dst_len, 254, [("RTA_MULTIPATH", nhs)], 0)
+
+    def _route(self, what: str, dst: str, dst_len: int, table: int, attrs: list[tuple[str, Any]], flags: int) -> None:
         msg = rtmsg()
         msg["family"] = socket.AF_INET
         msg["dst_len"] = dst_len
-        msg["table"] = 254
+        msg["table"] = table if table < 256 else 252
         msg["proto"] = 4  # static
         msg["scope"] = 0
         msg["type"] = 1  # unicast
-        msg["flags"] = RTNH_F_ONLINK if onlink else 0
-        attrs = [("RTA_TABLE", 254), ("RTA_GATEWAY", gateway), ("RTA_OIF", oif)]
-        if dst_len:
-            attrs.insert(0, ("RTA_DST", dst))
-        msg["attrs"] = attrs
+        msg["flags"] = flags
+        msg["attrs"] = [*([("RTA_DST", dst)] if dst_len else []), ("RTA_TABLE", table), *attrs]
         self._queue(msg, RTM_NEWROUTE, CREATE, what)
+
+    def rule_add(self, what: str, fwmark: int, table: int, priority: int) -> None:
+        """``ip rule add fwmark MARK lookup TABLE priority PRIO`` (policy routing)."""
+        msg = fibmsg()
+        msg["family"] = socket.AF_INET
+        msg["table"] = table if table < 256 else 252
+        msg["action"] = 1  # FR_ACT_TO_TBL
+        msg["attrs"] = [("FRA_TABLE", table), ("FRA_FWMARK", fwmark), ("FRA_FWMASK", 0xFFFFFFFF), ("FRA_PRIORITY", priority)]
+        self._queue(msg, RTM_NEWRULE, CREATE, what)
 
     def neigh_add(self, what: str, index: int, dst: str, lladdr: str, family: int = socket.AF_INET, flags: int = 0, append: bool = False) -> None:
         msg = ndmsg()

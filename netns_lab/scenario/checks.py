@@ -43,8 +43,8 @@ PING_RESULTS = ("reply", "no-reply")
 PROTOCOLS = ("tcp", "udp", "http")
 MATRICES = ("pod-to-pod", "node-to-pod", "pod-to-node")
 SOURCE_KINDS = ("pod", "node", "external")
-TARGET_KINDS = ("pod", "node", "service")
-VALUE_KINDS = ("pod", "node", "service", "external")
+TARGET_KINDS = ("pod", "node", "service", "loadbalancer")
+VALUE_KINDS = ("pod", "node", "service", "loadbalancer", "external")
 
 
 class Refs:
@@ -54,6 +54,7 @@ class Refs:
         self.nodes = set(cluster.nodes)
         self.pods = {p.key for p in pods}
         self.services = {s.key: s for s in services}
+        self.clients = set(cluster.external.clients)
 
     def parse(self, src: Source, path: str, text: str, kinds: tuple[str, ...], allow_ip: bool = False,
               allow_name: bool = False, query_name: bool = False) -> ObjectRef:
@@ -79,6 +80,10 @@ class Refs:
         if text == "external" and "external" in kinds:
             return ObjectRef("external", "external")
         kind, sep, rest = text.partition("/")
+        if kind == "external" and "external" in kinds and sep:
+            if rest not in self.clients:
+                raise src.error(path, f'Not found: "{text}": no external client "{rest}" (cluster.external.clients)')
+            return ObjectRef("external", rest)
         if not sep or kind not in kinds or not rest:
             want = " or ".join(f"{k}/NAME" for k in kinds) + (" or an IPv4 address" if allow_ip else "")
             hint = ""
@@ -99,6 +104,12 @@ class Refs:
                 raise src.error(path, f'Not found: "{text}": no service "{name}" in namespace "{ns}"')
             if svc.headless:
                 raise src.error(path, f'Invalid value: "{text}": a headless Service has no clusterIP to connect to')
+        if kind == "loadbalancer":
+            svc = self.services.get(f"{ns}/{name}")
+            if svc is None:
+                raise src.error(path, f'Not found: "{text}": no service "{name}" in namespace "{ns}"')
+            if svc.type != "LoadBalancer":
+                raise src.error(path, f'Invalid value: "{text}": service "{name}" is of type {svc.type}, it has no load-balancer IP')
         return ObjectRef(kind, name, ns)
 
 
@@ -178,7 +189,8 @@ def _env_value(src: Source, path: str, raw: object, refs: Refs) -> ObjectRef:
 
 
 def _value(src: Source, path: str, raw: object, refs: Refs) -> ObjectRef:
-    """An expected value: ``service/X``, ``pod/X``, ``node/X``, ``external`` (their IP) or literal text."""
+    """An expected value: ``service/X``, ``loadbalancer/X``, ``pod/X``, ``node/X``, ``external[/NAME]``
+    (their IP) or literal text."""
     text = str(raw)
     kind = text.split("/", 1)[0]
     if text == "external" or ("/" in text and kind in VALUE_KINDS):
@@ -211,7 +223,7 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         if raw["clientIP"] == "self":
             client_ip = ObjectRef("self", "self")
         else:
-            client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node", "external"), allow_ip=True)
+            client_ip = refs.parse(src, join(path, "clientIP"), raw["clientIP"], ("pod", "node", "external", "loadbalancer"), allow_ip=True)
     answers = None
     if raw.get("answers") is not None:
         if action != "resolve":

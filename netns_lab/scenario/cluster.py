@@ -11,9 +11,9 @@ from dataclasses import fields
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from netns_lab.model import NETWORK_MODES, PROXY_MODES, ClusterConfig
+from netns_lab.model import NETWORK_MODES, PROXY_MODES, ClusterConfig, ExternalConfig
 from netns_lab.scenario import k8s
-from netns_lab.scenario.schema import ANY, BOOL, INT, STR, Obj
+from netns_lab.scenario.schema import ANY, BOOL, INT, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
 CLUSTER = Obj(
@@ -31,6 +31,10 @@ CLUSTER = Obj(
         "mtu": INT,
         "ipvsScheduler": STR,
         "ipvsLegacyPing": BOOL,
+        "external": Obj(
+            "netns-lab/v1 Scenario.cluster.external",
+            {"cidr": STR, "clients": ListOf(STR), "loadBalancerPool": STR, "healthCheckIntervalSeconds": ANY},
+        ),
     },
 )
 MAX_NODES = 250  # the node network plan and the benchmark's largest run fit well inside this
@@ -121,11 +125,12 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
             join(path, "podCIDR"),
             f'Invalid value: "{pod_cidr}": has room for {capacity} node pod subnets (/{NODE_SUBNET_PREFIX}), the cluster has {len(nodes)} nodes',
         )
-    # .1 is kept for a gateway/router, nodes follow; keep the broadcast address free.
-    if len(nodes) > node_cidr.num_addresses - 3:
+    # .1 is the router, nodes follow, the last host is the cloud load balancer; keep the
+    # broadcast address free.
+    if len(nodes) > node_cidr.num_addresses - 4:
         raise src.error(
             join(path, "nodeCIDR"),
-            f'Invalid value: "{node_cidr}": has room for {max(node_cidr.num_addresses - 3, 0)} nodes, the cluster has {len(nodes)}',
+            f'Invalid value: "{node_cidr}": has room for {max(node_cidr.num_addresses - 4, 0)} nodes, the cluster has {len(nodes)}',
         )
     dns_raw = raw.get("dnsIP")
     dns_ip = _DEFAULTS["dns_ip"]
@@ -153,7 +158,9 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     if scheduler not in SCHEDULERS:
         supported = ", ".join(f'"{x}"' for x in SCHEDULERS)
         raise src.error(join(path, "ipvsScheduler"), f'Unsupported value: "{scheduler}": supported values: {supported}')
+    external = _external(src, join(path, "external"), raw.get("external"), cidrs, host_networks)
     return ClusterConfig(
+        external=external,
         ipvs_scheduler=scheduler,
         ipvs_legacy_ping=bool(raw.get("ipvsLegacyPing", False)),
         nodes=nodes,
@@ -167,6 +174,41 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
         node_port_range=npr,
         mtu=mtu,
     )
+
+
+MIN_CLIENT = 10  # clients get .10, .11...; .1 is the router
+
+
+def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Network],
+              host_networks: tuple[IPv4Network, ...]) -> ExternalConfig:
+    """``cluster.external``: its ranges must not overlap the cluster's (the router joins them)."""
+    raw = raw or {}
+    default = ExternalConfig()
+    cidr = _cidr(src, join(path, "cidr"), raw["cidr"]) if raw.get("cidr") is not None else default.cidr
+    pool = (_cidr(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"])
+            if raw.get("loadBalancerPool") is not None else default.load_balancer_pool)
+    for field, net in (("cidr", cidr), ("loadBalancerPool", pool)):
+        for other, onet in (*cluster_cidrs.items(), *((("external.cidr", cidr),) if field != "cidr" else ())):
+            if net.overlaps(onet):
+                raise src.error(join(path, field), f'Invalid value: "{net}": overlaps {other} {onet}')
+        for host_net in host_networks:
+            if net.overlaps(host_net):
+                raise src.error(join(path, field), f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use')
+    clients = list(default.clients)
+    for i, name in enumerate(raw.get("clients") or []):
+        cpath = join(join(path, "clients"), i)
+        errs = k8s.dns1123_label(name)
+        if errs:
+            raise src.error(cpath, f'Invalid value: "{name}": {"; ".join(errs)}')
+        if name in clients:
+            raise src.error(cpath, f'Duplicate value: "{name}"' + (' (the client "external" always exists)' if name == "external" else ""))
+        clients.append(name)
+    if MIN_CLIENT + len(clients) > cidr.num_addresses - 1:
+        raise src.error(join(path, "cidr"), f'Invalid value: "{cidr}": too small for the router (.1) and {len(clients)} clients (from .{MIN_CLIENT})')
+    interval = raw.get("healthCheckIntervalSeconds", default.health_check_interval)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
+        raise src.error(join(path, "healthCheckIntervalSeconds"), f"Invalid value: {interval!r}: must be a number of seconds between 0.1 and 60")
+    return ExternalConfig(cidr=cidr, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
 
 
 def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:

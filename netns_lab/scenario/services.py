@@ -55,10 +55,8 @@ SERVICE = Obj(
     "io.k8s.api.core.v1.Service",
     {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": SERVICE_SPEC, "status": ANY},
 )
-SUPPORTED_TYPES = ("ClusterIP", "NodePort")
-NOT_YET_TYPES = {
-    "LoadBalancer": "type LoadBalancer is not supported yet (use NodePort until the cloud load balancer lands)",
-}
+EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
+LB_ONLY = "may only be used when `type` is 'LoadBalancer'"
 
 
 @dataclass
@@ -69,6 +67,8 @@ class ParsedService:
     src: Source
     path: str
     requested_ip: str | None  # as written (None: allocate; "None": headless)
+    requested_lb_ip: str | None = None  # spec.loadBalancerIP
+    allocate_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts
 
 
 def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
@@ -78,12 +78,7 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
     spath = join(base, "spec")
     spec = obj.get("spec") or {}
     stype = spec.get("type") or "ClusterIP"
-    if stype in NOT_YET_TYPES:
-        raise src.error(join(spath, "type"), f'Unsupported value: "{stype}": {NOT_YET_TYPES[stype]}')
     _unsupported(src, join(spath, "type"), stype, ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"))
-    for field in ("externalIPs", "loadBalancerSourceRanges"):
-        if spec.get(field):
-            raise src.error(join(spath, field), "Forbidden: not supported yet (comes with external access)")
     if stype == "ExternalName":
         return _external_name(src, spec, spath, base, name, namespace, labels)
     if spec.get("externalName"):
@@ -126,11 +121,13 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
             raise src.error(tpath, f"Invalid value: {timeout}: must be greater than 0 and less than 86400")
     etp = spec.get("externalTrafficPolicy")
     if etp is not None:
-        if stype not in ("NodePort", "LoadBalancer"):
+        if stype not in EXTERNAL_TYPES:
             raise src.error(join(spath, "externalTrafficPolicy"), f"Invalid value: \"{etp}\": may only be set for externally-accessible services")
         _unsupported(src, join(spath, "externalTrafficPolicy"), etp, ("Cluster", "Local"))
     itp = spec.get("internalTrafficPolicy") or "Cluster"
     _unsupported(src, join(spath, "internalTrafficPolicy"), itp, ("Cluster", "Local"))
+    external_ips = _external_ips(src, spec.get("externalIPs") or [], join(spath, "externalIPs"))
+    lb = _load_balancer(src, spec, spath, stype, etp or "Cluster")
     service = Service(
         name=name,
         namespace=namespace,
@@ -143,8 +140,69 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         external_traffic_policy=etp or "Cluster",
         internal_traffic_policy=itp,
         labels=labels,
+        external_ips=external_ips,
+        load_balancer_source_ranges=lb["ranges"],
+        health_check_node_port=lb["hcnp"],
     )
-    return ParsedService(service, src, base, requested)
+    return ParsedService(service, src, base, requested, lb["ip"], lb["allocate"])
+
+
+def _external_ips(src: Source, raw: list[Any], path: str) -> tuple[str, ...]:
+    """``spec.externalIPs``: the API server's ValidateNonSpecialIP rules."""
+    out: list[str] = []
+    for i, text in enumerate(raw):
+        ipath = join(path, i)
+        try:
+            ip = ipaddress.IPv4Address(text)
+        except ValueError:
+            raise src.error(ipath, f'Invalid value: "{text}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
+        for bad, why in (
+            (ip.is_unspecified, "may not be unspecified (0.0.0.0)"),
+            (ip.is_loopback, "may not be in the loopback range (127.0.0.0/8, ::1/128)"),
+            (ip in ipaddress.IPv4Network("169.254.0.0/16"), "may not be in the link-local range (169.254.0.0/16, fe80::/10)"),
+            (ip in ipaddress.IPv4Network("224.0.0.0/24"), "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"),
+            (ip.is_multicast, "may not be a multicast address"),
+        ):
+            if bad:
+                raise src.error(ipath, f'Invalid value: "{text}": {why}')
+        if str(ip) in out:
+            raise src.error(ipath, f'Duplicate value: "{text}"')
+        out.append(str(ip))
+    return tuple(out)
+
+
+def _load_balancer(src: Source, spec: dict[str, Any], spath: str, stype: str, etp: str) -> dict[str, Any]:
+    """The LoadBalancer-only fields: refused on other types, checked on LoadBalancer."""
+    is_lb = stype == "LoadBalancer"
+    for field in ("loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass", "allocateLoadBalancerNodePorts"):
+        if spec.get(field) not in (None, "", []) and not is_lb:
+            raise src.error(join(spath, field), f"Forbidden: {LB_ONLY}")
+    if spec.get("loadBalancerClass"):
+        raise src.error(join(spath, "loadBalancerClass"), f'Unsupported value: "{spec["loadBalancerClass"]}": no load-balancer '
+                        "controller in the lab serves this class; remove it to use the lab's cloud load balancer")
+    ranges: list[str] = []
+    for i, text in enumerate(spec.get("loadBalancerSourceRanges") or []):
+        try:
+            net = ipaddress.ip_network(str(text).strip(), strict=False)
+        except ValueError:
+            net = None
+        if not isinstance(net, ipaddress.IPv4Network) or "/" not in str(text):
+            raise src.error(join(join(spath, "loadBalancerSourceRanges"), i),
+                            f'Invalid value: "{text}": must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 ')
+        ranges.append(str(net))
+    lb_ip = spec.get("loadBalancerIP") or None
+    if lb_ip is not None:
+        try:
+            ipaddress.IPv4Address(lb_ip)
+        except ValueError:
+            raise src.error(join(spath, "loadBalancerIP"), f'Invalid value: "{lb_ip}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
+    hcnp = spec.get("healthCheckNodePort")
+    if hcnp:
+        if not (is_lb and etp == "Local"):
+            raise src.error(join(spath, "healthCheckNodePort"), f"Invalid value: {hcnp}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
+        _fail(src, join(spath, "healthCheckNodePort"), k8s.port_num(hcnp), hcnp)
+    allocate = spec.get("allocateLoadBalancerNodePorts")
+    return {"ranges": tuple(ranges), "ip": lb_ip, "hcnp": hcnp or None, "allocate": allocate is not False}
 
 
 def _external_name(src: Source, spec: dict[str, Any], spath: str, base: str, name: str, namespace: str,
@@ -220,7 +278,25 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
     taken_ips = {kubernetes_ip, str(cluster.dns_ip)}
     lo, hi = cluster.node_port_range
     taken_ports: set[tuple[int, str]] = set()
+    pool = cluster.external.load_balancer_pool
+    pool_hosts = list(pool.hosts()) if pool.num_addresses > 2 else list(pool)
+    taken_lb: set[str] = set()
     for ps in parsed:  # explicit requests first, in file order
+        if ps.requested_lb_ip is not None:
+            where = join(ps.path, "spec.loadBalancerIP")
+            if ipaddress.IPv4Address(ps.requested_lb_ip) not in pool_hosts:
+                raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": not in the cloud load balancer\'s pool cluster.external.loadBalancerPool {pool}')
+            if ps.requested_lb_ip in taken_lb:
+                raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": already assigned to another Service')
+            taken_lb.add(ps.requested_lb_ip)
+        hcnp = ps.service.health_check_node_port
+        if hcnp is not None:
+            where = join(ps.path, "spec.healthCheckNodePort")
+            if not lo <= hcnp <= hi:
+                raise ps.src.error(where, f"Invalid value: {hcnp}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}")
+            if (hcnp, "TCP") in taken_ports:
+                raise ps.src.error(where, f"Invalid value: {hcnp}: provided port is already allocated")
+            taken_ports.add((hcnp, "TCP"))
         ip = ps.requested_ip
         if ip is not None and ip != "None" and ps.service.type != "ExternalName":
             where = join(ps.path, "spec.clusterIPs")
@@ -257,14 +333,31 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
             ip = str(next_ip)
             taken_ips.add(ip)
         ports = list(svc.ports)
-        if svc.type == "NodePort":
+
+        def free_port(protocol: str, where: str) -> int:
+            nonlocal next_port
+            while (next_port, protocol) in taken_ports:
+                next_port += 1
+            if next_port > hi:
+                raise ps.src.error(join(ps.path, where), f"Internal error: range is full ({lo}-{hi})")
+            taken_ports.add((next_port, protocol))
+            return next_port
+
+        if svc.type == "NodePort" or (svc.type == "LoadBalancer" and ps.allocate_node_ports):
             for i, port in enumerate(ports):
                 if port.node_port is None:
-                    while (next_port, port.protocol) in taken_ports:
-                        next_port += 1
-                    if next_port > hi:
-                        raise ps.src.error(join(ps.path, f"spec.ports[{i}].nodePort"), f"Internal error: range is full ({lo}-{hi})")
-                    taken_ports.add((next_port, port.protocol))
-                    ports[i] = replace(port, node_port=next_port)
-        out.append(replace(svc, cluster_ip=None if ip == "None" else ip, ports=tuple(ports)))
+                    ports[i] = replace(port, node_port=free_port(port.protocol, f"spec.ports[{i}].nodePort"))
+        extra: dict[str, object] = {}
+        if svc.type == "LoadBalancer":
+            lb_ip = ps.requested_lb_ip
+            if lb_ip is None:
+                lb_ip = next((str(h) for h in pool_hosts if str(h) not in taken_lb), None)
+                if lb_ip is None:
+                    raise ps.src.error(join(ps.path, "spec.type"), f'Invalid value: "LoadBalancer": no load-balancer IP left: '
+                                       f"the pool cluster.external.loadBalancerPool {pool} is exhausted")
+                taken_lb.add(lb_ip)
+            extra["load_balancer_ips"] = (lb_ip,)
+            if svc.external_traffic_policy == "Local" and svc.health_check_node_port is None:
+                extra["health_check_node_port"] = free_port("TCP", "spec.healthCheckNodePort")
+        out.append(replace(svc, cluster_ip=None if ip == "None" else ip, ports=tuple(ports), **extra))  # type: ignore[arg-type]
     return tuple(out)

@@ -13,7 +13,12 @@ Protocol, on every declared containerPort, TCP and UDP (as Kubernetes' agnhost n
 * Plain TCP: after the client's first line (or 1 s of silence) one line
   ``<pod> <client-ip>:<port>``; plain UDP: the same line for each datagram.
 
-SIGHUP re-reads the config file: new targets are opened, removed ones closed.
+Node targets may also list ``health`` ports: kube-proxy's ``healthCheckNodePort`` server for
+a LoadBalancer Service with ``externalTrafficPolicy: Local`` (200 and the number of local
+endpoints when the node has a ready one, 503 when not: what a cloud load balancer checks).
+
+SIGHUP re-reads the config file: new targets are opened, removed ones closed, health
+answers updated in place.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Conn:
     pod: str
     peer: tuple[str, int]
     accepted: float
+    health: tuple[str, int] | None = None  # (netns, port) of a healthCheckNodePort socket
     buf: bytearray = field(default_factory=bytearray)
     out: bytes = b""
     done: bool = False
@@ -60,6 +66,16 @@ def _setns(path: str) -> None:
 
 def line_reply(pod: str, peer: tuple[str, int]) -> bytes:
     return f"{pod} {peer[0]}:{peer[1]}\n".encode()
+
+
+def health_reply(info: dict[str, object]) -> bytes:
+    """kube-proxy's service health check answer (pkg/proxy/healthcheck)."""
+    count = int(info.get("localEndpoints", 0))  # type: ignore[arg-type]
+    body = json.dumps({"service": {"namespace": info["namespace"], "name": info["name"]},
+                       "localEndpoints": count, "serviceProxyHealthy": True}).encode()
+    status = "200 OK" if count > 0 else "503 Service Unavailable"
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
@@ -104,6 +120,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.targets: dict[tuple[str, int], list[socket.socket]] = {}
+        self.health: dict[tuple[str, int], dict[str, object]] = {}  # healthCheckNodePort answers
         self.pending: deque[Conn] = deque()  # in accept order: silence deadlines are monotonic
         self.reload = False
         # A signal only sets a flag; this pair wakes the select() so SIGHUP acts at once.
@@ -119,9 +136,14 @@ class Server:
         with open(self.config_path) as fh:
             config = json.load(fh)
         wanted: dict[tuple[str, int], str] = {}
+        health: dict[tuple[str, int], dict[str, object]] = {}
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]
+            for port, info in (target.get("health") or {}).items():
+                wanted[(target["netns"], int(port))] = target["name"]
+                health[(target["netns"], int(port))] = info
+        self.health = health
         for key in [k for k in self.targets if k not in wanted]:
             for s in self.targets.pop(key):
                 self.sel.unregister(s)
@@ -134,24 +156,26 @@ class Server:
             _setns(f"/run/netns/{ns}")
             try:
                 for port in ports:
-                    self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port)
+                    self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port, ns, udp=(ns, port) not in health)
             finally:
                 if _libc.setns(self.home, CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns home")
         return len(self.targets)
 
-    def _listen(self, pod: str, port: int) -> list[socket.socket]:
+    def _listen(self, pod: str, port: int, ns: str, udp: bool = True) -> list[socket.socket]:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tcp.bind(("0.0.0.0", port))
         tcp.listen(1024)
         tcp.setblocking(False)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("0.0.0.0", port))
-        udp.setblocking(False)
-        self.sel.register(tcp, selectors.EVENT_READ, ("accept", pod))
-        self.sel.register(udp, selectors.EVENT_READ, ("udp", pod))
-        return [tcp, udp]
+        self.sel.register(tcp, selectors.EVENT_READ, ("accept", (pod, None if udp else (ns, port))))
+        if not udp:  # a health check port: HTTP over TCP only, as kube-proxy serves it
+            return [tcp]
+        usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        usock.bind(("0.0.0.0", port))
+        usock.setblocking(False)
+        self.sel.register(usock, selectors.EVENT_READ, ("udp", pod))
+        return [tcp, usock]
 
     # -- event loop ---------------------------------------------------------------------
     def serve(self) -> None:
@@ -179,7 +203,8 @@ class Server:
                     self._flush(obj)
             self._expire()
 
-    def _accept(self, lsock: socket.socket, pod: str) -> None:
+    def _accept(self, lsock: socket.socket, target: tuple[str, tuple[str, int] | None]) -> None:
+        pod, health = target
         while True:
             try:
                 sock, peer = lsock.accept()
@@ -190,7 +215,7 @@ class Server:
                     return
                 raise
             sock.setblocking(False)
-            conn = Conn(sock, pod, peer, time.monotonic())
+            conn = Conn(sock, pod, peer, time.monotonic(), health)
             self.sel.register(sock, selectors.EVENT_READ, ("conn", conn))
             self.pending.append(conn)
 
@@ -222,7 +247,8 @@ class Server:
         buf = bytes(conn.buf)
         if _HTTP_START.match(buf):
             if b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) >= MAX_REQUEST:
-                self._respond(conn, http_reply(conn.pod, conn.peer, buf))
+                info = self.health.get(conn.health) if conn.health else None
+                self._respond(conn, health_reply(info) if info is not None else http_reply(conn.pod, conn.peer, buf))
         elif b"\n" in buf or len(buf) >= 16 and not buf[:1].isupper():
             self._respond(conn, line_reply(conn.pod, conn.peer))
 

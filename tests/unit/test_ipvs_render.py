@@ -18,15 +18,25 @@ def test_virtual_and_real_servers() -> None:
     assert plan.services[("10.0.0.2", 30081, "TCP")].reals == ()  # np-local has no endpoint on node-1
     # internalTrafficPolicy Local: only node-1's endpoint behind the ClusterIP
     assert plan.services[("10.96.0.7", 80, "TCP")].reals == (("10.244.0.2", 9376),)
-    assert plan.vips == {p.cluster_ip for p in PORTS}
+    vips = {p.cluster_ip for p in PORTS} | {ip for p in PORTS for ip in (*p.external_ips, *p.lb_ips)}
+    assert plan.vips == vips
+    # externalIPs and LB IPs are virtual servers on the Service port, with the external policy
+    assert set(plan.services[("198.51.100.1", 80, "TCP")].reals) == {(e.ip, e.port) for e in WEB}
+    assert set(plan.services[("192.0.2.10", 80, "TCP")].reals) == {(e.ip, e.port) for e in WEB}
+    assert plan.services[("198.51.100.2", 80, "TCP")].reals == ()  # Local policy, nothing on node-1
 
 
 def test_ipsets() -> None:
     sets = ipvs.render(CTX, PORTS).sets
     assert "10.96.0.2,tcp:80" in sets["KUBE-CLUSTER-IP"] and "10.96.0.2,udp:53" in sets["KUBE-CLUSTER-IP"]
     assert "10.244.1.2,tcp:9376,10.244.1.2" in sets["KUBE-LOOP-BACK"]
-    assert sets["KUBE-NODE-PORT-TCP"] == {"30080", "30081"} and sets["KUBE-NODE-PORT-LOCAL-TCP"] == {"30081"}
-    assert sets["KUBE-IPVS-IPS"] == {p.cluster_ip for p in PORTS}
+    assert sets["KUBE-NODE-PORT-TCP"] == {"30080", "30081", "30082", "30083", "30084"}
+    assert sets["KUBE-NODE-PORT-LOCAL-TCP"] == {"30081", "30083"}
+    assert sets["KUBE-IPVS-IPS"] == {p.cluster_ip for p in PORTS} | {"192.0.2.10", "198.51.100.1", "198.51.100.2", "198.51.100.3"}
+    assert sets["KUBE-EXTERNAL-IP"] == {"192.0.2.10,tcp:80"}
+    assert sets["KUBE-LOAD-BALANCER"] == {"198.51.100.1,tcp:80", "198.51.100.2,tcp:80", "198.51.100.3,tcp:80"}
+    assert sets["KUBE-LOAD-BALANCER-LOCAL"] == sets["KUBE-LOAD-BALANCER-FW"] == {"198.51.100.2,tcp:80"}
+    assert sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"] == {"198.51.100.2,tcp:80,203.0.113.0/28"}
 
 
 def test_glue_is_fixed_size_and_the_legacy_flag_drops_the_filter() -> None:

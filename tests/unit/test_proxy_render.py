@@ -44,6 +44,10 @@ PORTS = (
     sp("np-cluster", "10.96.0.5", 80, WEB, node_port=30080),
     sp("np-local", "10.96.0.6", 80, WEB[1:], node_port=30081, external_local=True),
     sp("itp-local", "10.96.0.7", 80, WEB, internal_local=True),
+    sp("lb", "10.96.0.8", 80, WEB, node_port=30082, lb_ips=("198.51.100.1",), external_ips=("192.0.2.10",)),
+    sp("lb-ranges", "10.96.0.9", 80, WEB[1:], node_port=30083, lb_ips=("198.51.100.2",), source_ranges=("203.0.113.0/28",),
+       external_local=True),
+    sp("lb-empty", "10.96.0.10", 80, (), node_port=30084, lb_ips=("198.51.100.3",)),
 )
 
 

@@ -18,7 +18,7 @@ def _load(name: str):  # type: ignore[no-untyped-def]
 
 
 def test_services_all_namespaces_match_the_model() -> None:
-    for name in ("nodeport", "headless", "externalname", "dns"):
+    for name in ("nodeport", "headless", "externalname", "dns", "loadbalancer", "external-ips"):
         s, t = _load(name)
         data = rows("svc", s.pods, s.services, t, None, False, "5m")
         assert data[0] == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
@@ -30,7 +30,8 @@ def test_services_all_namespaces_match_the_model() -> None:
             if svc.type == "ExternalName":
                 assert r[3:5] == ["<none>", svc.external_name]
             else:
-                assert r[3] == (svc.cluster_ip or "None") and r[4] == "<none>"
+                external = ",".join((*svc.load_balancer_ips, *svc.external_ips)) or "<none>"
+                assert r[3] == (svc.cluster_ip or "None") and r[4] == external
                 assert r[5] == ",".join(f"{p.port}:{p.node_port}/{p.protocol}" if p.node_port else f"{p.port}/{p.protocol}" for p in svc.ports) or "<none>"
 
 
@@ -63,3 +64,17 @@ def test_yaml_output_is_a_kubernetes_list() -> None:
 
 def test_age() -> None:
     assert [age(x) for x in (5, 300, 4000, 200000)] == ["5s", "5m", "66m", "2d"]
+
+
+def test_loadbalancer_and_external_ip_cells() -> None:
+    s, t = _load("loadbalancer")
+    text = render("services", s.pods, s.services, t, "default")
+    assert "web          LoadBalancer   10.96.0.2    198.51.100.1   80:30080/TCP" in text
+    doc = yaml.safe_load(render("svc", s.pods, s.services, t, "default", "yaml"))
+    local = next(i for i in doc["items"] if i["metadata"]["name"] == "web-local")
+    assert local["status"]["loadBalancer"]["ingress"] == [{"ip": "198.51.100.2", "ipMode": "VIP"}]
+    assert local["spec"]["externalTrafficPolicy"] == "Local" and 30000 <= local["spec"]["healthCheckNodePort"] <= 32767
+    office = next(i for i in doc["items"] if i["metadata"]["name"] == "web-office")
+    assert office["spec"]["loadBalancerSourceRanges"] == ["203.0.113.10/32"]
+    s, t = _load("external-ips")
+    assert "web          ClusterIP   10.96.0.2    192.0.2.10    80/TCP" in render("services", s.pods, s.services, t, "default")

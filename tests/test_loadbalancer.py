@@ -1,0 +1,150 @@
+"""Traffic from outside the cluster, with real packets: the emulated cloud load balancer and
+its health checks, kube-proxy's healthCheckNodePort, a node going down, externalIPs.
+
+The scenario checks themselves (LB IP, NodePort via the router, source ranges, no ClusterIP
+or pod IP from outside) run in tests/test_scenarios.py in both modes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from netns_lab.lab import Lab
+from netns_lab.probes.connect import Probe, probe_one, run_probes
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.root
+LB = os.path.join(ROOT, "scenarios", "loadbalancer.yaml")
+STEP = 0.05  # a new connection every 50 ms: 20 per second
+PROBE_TIMEOUT = 0.3
+
+
+@dataclass
+class Attempt:
+    start: float
+    result: str
+    served_by: str | None
+    client_ip: str | None
+
+
+def stream(lab: Lab, target: str, port: int, seconds: float, during: float, action) -> tuple[list[Attempt], float]:  # type: ignore[no-untyped-def]
+    """New connections from ``external`` every STEP for ``seconds``; ``action()`` runs at ``during``.
+    Returns the attempts and the time the action finished."""
+    src, dst = lab.netns_of("external"), lab.ip_of(target)
+    out: list[tuple[float, concurrent.futures.Future]] = []  # type: ignore[type-arg]
+    acted = 0.0
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        i = 0
+        while (now := time.monotonic()) - t0 < seconds:
+            if not acted and now - t0 >= during:
+                action()
+                acted = time.monotonic()
+            out.append((time.monotonic(), pool.submit(probe_one, src, dst, port, "tcp", PROBE_TIMEOUT)))
+            i += 1
+            time.sleep(max(0.0, t0 + i * STEP - time.monotonic()))
+        results = [(start, f.result()) for start, f in out]
+    return [Attempt(s, r.result, r.served_by, r.client_ip) for s, r in results], acted
+
+
+def failure_window(attempts: list[Attempt]) -> float:
+    failed = [a.start for a in attempts if a.result != "ok"]
+    return max(failed) - min(failed) if failed else 0.0
+
+
+def wait_round(lab: Lab) -> int:
+    """Wait for the cloud LB to finish one more health-check round; returns its number."""
+    first = lab.balancer_status().get("round", 0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = lab.balancer_status().get("round", 0)
+        if now > first:
+            return now
+        time.sleep(0.05)
+    raise AssertionError("the cloud load balancer did not finish a health-check round")
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_lb_ips_come_from_the_pool_and_health_follows_local_endpoints(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    lab = lab_factory(LB, cluster__proxyMode=mode)
+    topo = lab.topology
+    ips = {s.name: s.load_balancer_ips for s in lab.services if s.type == "LoadBalancer"}
+    assert ips == {"web": ("198.51.100.1",), "web-local": ("198.51.100.2",), "web-office": ("198.51.100.3",)}
+    local = lab.service("web-local")
+    assert local.health_check_node_port is not None and lab.service("web").health_check_node_port is None
+    # kube-proxy's healthCheckNodePort, asked from the load balancer's namespace
+    probes = [Probe(topo.lb_netns, str(n.ip), local.health_check_node_port, "http", "/healthz") for n in topo.nodes]
+    answers = {n.name: r for n, r in zip(topo.nodes, run_probes(probes, timeout=2))}
+    assert {k: r.status for k, r in answers.items()} == {"node-1": 200, "node-2": 200, "node-3": 503}
+    body = json.loads(answers["node-1"].body)
+    assert body == {"service": {"namespace": "default", "name": "web-local"}, "localEndpoints": 1, "serviceProxyHealthy": True}
+    wait_round(lab)
+    status = lab.balancer_status()["services"]
+    assert status["default/web-local"]["healthy"] == ["node-1", "node-2"]
+    assert status["default/web"]["healthy"] == ["node-1", "node-2", "node-3"]  # kube-proxy healthz on every node
+    # The forwarding is the kernel's: nftables in the load balancer's namespace
+    table = subprocess.run(["ip", "netns", "exec", topo.lb_netns, "nft", "list", "table", "ip", "cloud-lb"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "198.51.100.2 . tcp . 80" in table and "jhash ip saddr . th sport" in table
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_deleting_a_nodes_only_endpoint_takes_it_out_within_one_interval(mode: str) -> None:
+    """Local policy: the LB learns from the health check that node-2 lost its endpoint; new
+    connections fail (dropped by kube-proxy on node-2) for at most one check interval."""
+    with Lab.from_file(LB, {"name": f"lbdel-{mode[:3]}", "cluster.proxyMode": mode}) as lab:
+        interval = lab.topology.health_check_interval
+        wait_round(lab)
+        attempts, acted = stream(lab, "loadbalancer/web-local", 80, 5.0, 1.5, lambda: lab.delete_pod("web-2"))
+        before = [a for a in attempts if a.start < acted]
+        after = [a for a in attempts if a.start >= acted]
+        assert all(a.result == "ok" for a in before) and {a.served_by for a in before} == {"web-1", "web-2"}
+        assert all(a.client_ip == lab.ip_of("external") for a in attempts if a.result == "ok")  # Local: no SNAT
+        window = failure_window(after)
+        late = [a for a in after if a.start > acted + interval + 0.2]
+        print(f"{mode}: {sum(a.result != 'ok' for a in after)} of {len(after)} new connections failed, "
+              f"within {window:.2f} s (interval {interval} s)")
+        assert window <= interval + 0.2, window
+        assert late and all(a.result == "ok" and a.served_by == "web-1" for a in late)
+        assert lab.balancer_status()["services"]["default/web-local"]["healthy"] == ["node-1"]
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_a_node_taken_down_is_routed_around(mode: str) -> None:
+    """Cluster policy: node-3's link goes down; its health checks time out, the LB stops using
+    it, and connections through the other nodes keep working. The source is SNATed."""
+    with Lab.from_file(LB, {"name": f"lbdown-{mode[:3]}", "cluster.proxyMode": mode}) as lab:
+        interval = lab.topology.health_check_interval
+        wait_round(lab)
+        down = lambda: lab.exec("node/node-3", ["ip", "link", "set", "eth0", "down"], check=True)  # noqa: E731
+        attempts, acted = stream(lab, "loadbalancer/web", 80, 6.0, 1.5, down)
+        before = [a for a in attempts if a.start < acted]
+        after = [a for a in attempts if a.start >= acted]
+        assert all(a.result == "ok" for a in before)
+        # Cluster policy: every connection is SNATed by the node that took it (never the client's IP)
+        assert not any(a.client_ip == lab.ip_of("external") for a in attempts if a.result == "ok")
+        # health check timeout (half the interval) + one interval bounds the outage of new flows
+        window = failure_window(after)
+        print(f"{mode}: {sum(a.result != 'ok' for a in after)} of {len(after)} failed within {window:.2f} s")
+        assert window <= 1.5 * interval + 0.2, window
+        late = [a for a in after if a.start > acted + 1.5 * interval + 0.2]
+        assert late and all(a.result == "ok" for a in late)
+        assert lab.balancer_status()["services"]["default/web"]["healthy"] == ["node-1", "node-2"]
+        checks = lab.balancer_status()["checks"]
+        assert "node-3:10256" in checks and checks["node-3:10256"] != "HTTP/1.1 200 OK"
+
+
+def test_external_ips_in_nftables_mode() -> None:
+    from netns_lab.probes.checks import run_checks
+
+    with Lab.from_file(os.path.join(ROOT, "scenarios", "external-ips.yaml"), {"name": "extip-nft", "cluster.proxyMode": "nftables"}) as lab:
+        assert lab.scenario is not None
+        outcomes = run_checks(lab, lab.scenario.checks)
+        assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
