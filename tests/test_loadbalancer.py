@@ -93,6 +93,14 @@ def test_lb_ips_come_from_the_pool_and_health_follows_local_endpoints(lab_factor
     table = subprocess.run(["ip", "netns", "exec", topo.lb_netns, "nft", "list", "table", "ip", "cloud-lb"],
                            capture_output=True, text=True, check=True).stdout
     assert "198.51.100.2 . tcp . 80" in table and "jhash ip saddr . th sport" in table
+    # `invoke status` shows status.loadBalancer.ingress
+    import io
+
+    from netns_lab.cli import status as status_cmd
+
+    out = io.StringIO()
+    status_cmd(out=out)
+    assert "LoadBalancer default/web-local: 198.51.100.2 (80/TCP)" in out.getvalue()
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
