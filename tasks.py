@@ -90,6 +90,15 @@ def capture(c, lab, where, filter="", count=20, seconds=10.0, out=""):  # noqa: 
     _exit(cli.capture(lab, where, filter, int(count), float(seconds), out))
 
 
+@task(help={"lab": "the lab (default: the only one up)", "from_": "pod/NAME, node/NAME or external[/NAME]",
+            "to": "SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT or IP:PORT", "protocol": "tcp or udp",
+            "json": "machine-readable output"})
+def trace(c, from_, to, lab="", protocol="tcp", json=False):  # noqa: A002
+    """Send one real packet and print its way hop by hop: netfilter/nft rules it matched (nftrace),
+    routing decisions, VXLAN encapsulation, conntrack's NAT, and what the server saw."""
+    _exit(cli.trace(lab, from_, to, protocol, json))
+
+
 @task(help={"source": "scenario file, name in scenarios/, or a running lab's name",
             "out": "output file; .svg, .png, .mmd (Mermaid) or .dot (default: DOT on stdout)"})
 def graph(c, source, out=""):

@@ -7,6 +7,7 @@ Exit codes (DESIGN.md): 0 every check passed, 1 a check failed, 2 the scenario i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -227,6 +228,26 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
 
 
 @_guard
+def trace(lab_name: str, source: str, target: str, protocol: str = "tcp", as_json: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Send one packet and print its way: rules, routes, VXLAN, NAT, what the server saw."""
+    from netns_lab.lab import Lab
+    from netns_lab.probes import trace as tracer
+
+    _need_root()
+    lab = Lab.attach(lab_name or _only_lab())
+    t = tracer.trace(lab, lab_ref(source), target, protocol)
+    print(json.dumps(t.to_json(), indent=2) if as_json else tracer.render(t), file=out)
+    return EXIT_OK if t.result == "ok" else EXIT_CHECK_FAILED
+
+
+def _only_lab() -> str:
+    labs = [n for n in state.all_labs() if (st := state.load(n)) is not None and st.phase == "up"]
+    if len(labs) != 1:
+        raise LabError(f"name the lab: {len(labs)} labs are up ({', '.join(labs) or 'none'})")
+    return labs[0]
+
+
+@_guard
 def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: float = 10.0, out_file: str = "",
             out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """Capture on a lab interface into a pcap (Wireshark opens it) and print a scapy summary."""
@@ -358,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", default="", help="pcap file to write")
+    p = sub.add_parser("trace", help="send one packet and show its way through rules, routes and tunnels")
+    p.add_argument("lab", nargs="?", default="", help="the lab (default: the only one up)")
+    p.add_argument("--from", dest="source", required=True, help="pod/NAME, node/NAME, external[/NAME]")
+    p.add_argument("--to", dest="target", required=True, help="SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT, IP:PORT")
+    p.add_argument("--protocol", default="tcp", choices=("tcp", "udp"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
     p.add_argument("lab")
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
@@ -365,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "graph":
         return graph(args.source, args.out)
+    if args.cmd == "trace":
+        return trace(args.lab, args.source, args.target, args.protocol, args.json)
     if args.cmd == "capture":
         return capture(args.lab, args.where, args.filter, args.count, args.seconds, args.out)
     if args.cmd == "get":

@@ -1,0 +1,280 @@
+"""Follow one real packet through the lab with the kernel's own tracing.
+
+Nothing is re-simulated in Python: every node gets a tiny ``netns-lab-trace`` table that sets
+``meta nftrace`` on the first packet of one flow (its source address and a source port chosen
+for this trace), and ``nft monitor trace`` in each node namespace reports every rule that
+packet meets after that: kube-proxy's nftables chains, and iptables-nft's chains (KUBE-SERVICES
+-> KUBE-SVC-... -> KUBE-SEP-... and the DNAT) as well, since iptables-nft rules are nftables
+rules. Around that: ``ip route get`` for the routing decision each node makes, a capture on
+the node network for the VXLAN header, conntrack's entry for the NAT chosen, and what the
+server answered (it names itself and the client address it saw).
+
+The trace table and monitors are removed when the trace ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netns_lab.errors import LabError
+from netns_lab.lab import Lab
+from netns_lab.probes.capture import Capture
+from netns_lab.realize.netns import run_in
+
+TABLE = "netns-lab-trace"
+_LINE = re.compile(r"^trace id (\w+) (\w+) (\S+) (\S+) (packet|rule|verdict|policy):? ?(.*)$")
+_VERDICT = re.compile(r"\s*\(verdict ([^)]*)\)\s*$")
+_NOISE = re.compile(r"\s*counter packets \d+ bytes \d+")
+
+
+@dataclass
+class Step:
+    node: str
+    table: str  # "ip nat", "ip kube-proxy", ...
+    chain: str
+    kind: str  # packet | rule | policy
+    text: str
+    verdict: str = ""
+
+
+@dataclass
+class Trace:
+    source: str
+    source_addr: str
+    target: str
+    target_addr: str
+    protocol: str
+    mode: str
+    steps: list[Step] = field(default_factory=list)
+    routes: dict[str, str] = field(default_factory=dict)
+    vxlan: list[dict[str, Any]] = field(default_factory=list)
+    conntrack: dict[str, str] = field(default_factory=dict)
+    result: str = ""
+    served_by: str | None = None
+    server_saw: str | None = None
+
+    @property
+    def service_chain(self) -> str | None:
+        """The per-Service chain taken (iptables KUBE-SVC-/KUBE-SVL-, nftables service-/local-)."""
+        for s in self.steps:
+            if s.kind == "rule" and re.match(r"^(jump|goto) (KUBE-SV[CL]-|(service|local)-[A-Z2-7]{8}-)", s.verdict):
+                return s.verdict.split(" ", 1)[1]
+        return None
+
+    @property
+    def endpoint_chain(self) -> str | None:
+        for s in self.steps:
+            if s.kind == "rule" and re.match(r"^(jump|goto) (KUBE-SEP-|endpoint-[A-Z2-7]{8}-)", s.verdict):
+                return s.verdict.split(" ", 1)[1]
+        return None
+
+    @property
+    def dnat(self) -> str | None:
+        """The destination chosen by the DNAT rule the packet met."""
+        for s in self.steps:
+            m = re.search(r"dnat to (\d+\.\d+\.\d+\.\d+:\d+)", s.text)
+            if s.kind == "rule" and m:
+                return m.group(1)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(service_chain=self.service_chain, endpoint_chain=self.endpoint_chain, dnat=self.dnat)
+        return out
+
+
+def parse_monitor(node: str, text: str) -> list[Step]:
+    """``nft monitor trace`` lines -> steps, without the trace table itself and repeats (a
+    bridged packet meets the ip hooks twice with br_netfilter)."""
+    steps: list[Step] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for line in text.splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        _id, family, table, chain, kind, rest = m.groups()
+        if table == TABLE:
+            continue
+        verdict = ""
+        v = _VERDICT.search(rest)
+        if v:
+            verdict, rest = v.group(1), rest[: v.start()]
+        rest = " ".join(_NOISE.sub("", rest).split())
+        key = (f"{family} {table}", chain, kind, rest)
+        if key in seen:
+            continue
+        seen.add(key)
+        if kind == "packet":
+            rest = _packet_summary(rest)
+        steps.append(Step(node, f"{family} {table}", chain, kind, rest, verdict))
+    return steps
+
+
+def _packet_summary(text: str) -> str:
+    want = ("iif", "oif", "ip saddr", "ip daddr", "tcp sport", "tcp dport", "udp sport", "udp dport", "tcp flags")
+    parts = []
+    for key in want:
+        m = re.search(rf"(?:^| ){key} (?:== )?(\S+)", text)
+        if m:
+            parts.append(f"{key} {m.group(1)}")
+    return " ".join(parts)
+
+
+def _target(lab: Lab, text: str) -> tuple[str, str, int]:
+    """``my-service:80``, ``service/NS/NAME:80``, ``loadbalancer/NAME:80``, ``pod/X:9376``, ``IP:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise LabError(f"--to {text!r}: must be HOST:PORT (a Service name, service/..., pod/..., node/... or an IP)")
+    if "/" not in host and not re.match(r"^\d+\.\d+\.\d+\.\d+$", host):
+        host = f"service/{host}"
+    return host, lab.ip_of(host), int(port)
+
+
+def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: float = 2.0) -> Trace:
+    """Send one packet from ``source`` to ``target`` and report its way through the lab."""
+    if protocol not in ("tcp", "udp"):
+        raise LabError(f"--protocol {protocol!r}: tcp or udp")
+    if lab.proxy_mode != "nftables" and lab.iptables_backend != "nft":
+        raise LabError("trace reads the kernel's nftables trace, which sees iptables rules only with the nft backend "
+                       "(iptables-nft); this lab uses iptables-legacy")
+    src_ns = lab.netns_of(source)
+    src_ip = lab.ip_of(source)
+    host, dst_ip, dport = _target(lab, target)
+    sport = random.randint(40000, 60999)
+    topo = lab.topology
+    result = Trace(source, f"{src_ip}:{sport}", f"{host}:{dport}", f"{dst_ip}:{dport}", protocol, lab.proxy_mode)
+    match = f"ip saddr {src_ip} {protocol} sport {sport}" + (" tcp flags syn" if protocol == "tcp" else "")
+    ruleset = (f"table ip {TABLE} {{\n"
+               f"  chain pre {{ type filter hook prerouting priority -350 ; {match} meta nftrace set 1 ; }}\n"
+               f"  chain out {{ type filter hook output priority -350 ; {match} meta nftrace set 1 ; }}\n}}\n")
+    monitors: dict[str, subprocess.Popen[str]] = {}
+    installed: list[str] = []
+    try:
+        for node in topo.nodes:
+            subprocess.run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=ruleset, text=True, check=True,
+                           capture_output=True)
+            installed.append(node.netns)
+            monitors[node.name] = subprocess.Popen(["ip", "netns", "exec", node.netns, "nft", "monitor", "trace"],
+                                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.3)  # let the monitors subscribe before the packet leaves
+        # On each node's port of the node network (a bridge device itself sees only its own frames)
+        bpf = f"udp port 8472 and udp[42:4] = 0x{_hex(src_ip)}"
+        caps = [Capture(topo.underlay_netns, n.uplink, limit=20, bpf=bpf) for n in topo.nodes] if topo.network == "vxlan" else []
+        with contextlib.ExitStack() as stack:
+            for cap in caps:
+                stack.enter_context(cap)
+            _send(src_ns, src_ip, sport, dst_ip, dport, protocol, timeout, result)
+            time.sleep(0.2)
+        result.vxlan = _decode_underlay([p for cap in caps for p in cap.packets()], src_ip, sport)
+        time.sleep(0.2)
+    finally:
+        for name, proc in monitors.items():
+            proc.terminate()
+            out, _ = proc.communicate(timeout=5)
+            result.steps += parse_monitor(name, out)
+        for ns in installed:
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", TABLE], capture_output=True)
+    nodes_seen = list(dict.fromkeys(s.node for s in result.steps))
+    for name in nodes_seen:
+        ns = topo.node(name).netns
+        first = next((s for s in result.steps if s.node == name and s.kind == "packet"), None)
+        iif = re.search(r"iif (\S+)", first.text).group(1).strip('"') if first and "iif" in first.text else None  # type: ignore[union-attr]
+        dst = (result.dnat or f"{dst_ip}:{dport}").split(":")[0]
+        cmd = ["ip", "-n", ns, "route", "get", dst] + (["from", src_ip, "iif", iif] if iif else [])
+        route = subprocess.run(cmd, capture_output=True, text=True)
+        result.routes[name] = " ".join((route.stdout or route.stderr).split())
+        ct = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-L", "-p", protocol, "--orig-src", src_ip, "--sport", str(sport)],
+                            capture_output=True, text=True)
+        lines = [l for l in ct.stdout.splitlines() if l.strip()]
+        if lines:
+            result.conntrack[name] = " ".join(lines[0].split())
+    return result
+
+
+def _hex(ip: str) -> str:
+    return "".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def _send(ns: str, src_ip: str, sport: int, dst_ip: str, dport: int, protocol: str, timeout: float, out: Trace) -> None:
+    """One connection (TCP) or datagram (UDP) from a fixed source port; netexec answers
+    ``<pod> <client-ip>:<port>``."""
+
+    def go() -> None:
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((src_ip, sport))
+            s.settimeout(timeout)
+            try:
+                if protocol == "tcp":
+                    s.connect((dst_ip, dport))
+                    s.sendall(b"trace\n")
+                    data = s.recv(512)
+                else:
+                    s.sendto(b"trace\n", (dst_ip, dport))
+                    data = s.recv(512)
+            except OSError as exc:
+                out.result = {socket.timeout: "timeout", ConnectionRefusedError: "refused"}.get(type(exc), exc.strerror or str(exc))  # type: ignore[call-overload]
+                return
+        out.result = "ok"
+        parts = data.decode(errors="replace").strip().split(" ")
+        if len(parts) == 2:
+            out.served_by, out.server_saw = parts
+
+    run_in(ns, go)
+
+
+def _decode_underlay(packets: list[Any], src_ip: str, sport: int) -> list[dict[str, Any]]:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.vxlan import VXLAN
+
+    out = []
+    for p in packets:
+        if VXLAN not in p:
+            continue
+        outer, inner = p[IP], p[VXLAN].payload
+        if IP not in inner or inner[IP].src != src_ip:
+            continue
+        l4 = inner[TCP] if TCP in inner else inner[UDP] if UDP in inner else None
+        if l4 is None or l4.sport != sport:
+            continue
+        out.append({"outer_src": outer.src, "outer_dst": outer.dst, "udp_dport": p[UDP].dport, "vni": p[VXLAN].vni,
+                    "inner_src": f"{inner[IP].src}:{l4.sport}", "inner_dst": f"{inner[IP].dst}:{l4.dport}"})
+        break  # the first packet of the flow is the one traced
+    return out
+
+
+def render(t: Trace) -> str:
+    """Human-readable, hop by hop."""
+    lines = [f"trace {t.source} ({t.source_addr}) -> {t.target} ({t.target_addr}) {t.protocol}, proxy mode {t.mode}"]
+    for s in t.steps:
+        where = f"{s.node:<10} {s.table} {s.chain}"
+        if s.kind == "packet":
+            lines.append(f"{where}: packet {s.text}")
+        elif s.kind == "policy":
+            lines.append(f"{where}: policy {s.text}")
+        else:
+            lines.append(f"{where}: {s.text}" + (f"  => {s.verdict}" if s.verdict and s.verdict != "continue" else ""))
+    for node, route in t.routes.items():
+        lines.append(f"{node:<10} route: {route}")
+    for v in t.vxlan:
+        lines.append(f"{'underlay':<10} VXLAN {v['outer_src']} -> {v['outer_dst']} udp/{v['udp_dport']} VNI {v['vni']}: "
+                     f"inner {v['inner_src']} -> {v['inner_dst']}")
+    for node, ct in t.conntrack.items():
+        lines.append(f"{node:<10} conntrack: {ct}")
+    summary = [f"Service chain {t.service_chain}" if t.service_chain else "",
+               f"endpoint chain {t.endpoint_chain}" if t.endpoint_chain else "",
+               f"DNAT to {t.dnat}" if t.dnat else "no DNAT"]
+    lines.append("chosen: " + ", ".join(x for x in summary if x))
+    if t.result == "ok":
+        lines.append(f"server: {t.served_by} answered; it saw the client as {t.server_saw}")
+    else:
+        lines.append(f"result: {t.result}")
+    return "\n".join(lines)
