@@ -19,10 +19,11 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
-@task(help={"file": "scenario file, or a name from scenarios/", "keep": "leave the lab running", "set": "override KEY=VALUE (repeatable)"}, iterable=["set"])
-def run_scenario(c, file, keep=False, set=None):  # noqa: A002 - invoke flag name
-    """Build a scenario, run its checks, print a report, tear it down. Exit 0/1/2."""
-    _exit(cli.run_scenario(file, keep, set or []))
+@task(help={"file": "scenario file, or a name from scenarios/", "keep": "leave the lab running", "set": "override KEY=VALUE (repeatable)",
+            "junit": "also write a JUnit XML report to this file", "json": "also write a JSON report to this file"}, iterable=["set"])
+def run_scenario(c, file, keep=False, set=None, junit="", json=""):  # noqa: A002 - invoke flag name
+    """Build a scenario, run its checks, print a report, tear it down. Exit 0/1/2/3."""
+    _exit(cli.run_scenario(file, keep, set or [], junit=junit, json_path=json))
 
 
 @task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE"}, iterable=["set"])

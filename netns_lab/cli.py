@@ -75,10 +75,12 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 
 @_guard
-def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """Build the scenario, run its checks, print a report, tear down (unless ``keep``)."""
+def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), out=sys.stdout, junit: str = "",  # type: ignore[no-untyped-def]
+                 json_path: str = "") -> int:
+    """Build the scenario, run its checks, print a report, tear down (unless ``keep``);
+    ``junit`` / ``json_path`` also write JUnit XML / JSON reports."""
     from netns_lab.probes.checks import run_checks
-    from netns_lab.probes.report import print_report
+    from netns_lab.probes.report import print_report, write_reports
 
     lab = _load(file, parse_overrides(overrides))
     _need_root()
@@ -88,6 +90,7 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
         built = time.monotonic() - t0
         outcomes = run_checks(lab, lab.scenario.checks)
         print_report(lab, outcomes, built, out)
+        write_reports(lab, outcomes, built, junit, json_path)
     finally:
         if not keep:
             lab.down()
@@ -345,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--junit", default="", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--json", default="", metavar="FILE", help="also write a JSON report")
     p = sub.add_parser("up", help="build a lab and leave it running")
     p.add_argument("file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -408,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "pod-add":
         return pod_add(args.lab, args.file)
     if args.cmd == "run-scenario":
-        return run_scenario(args.file, args.keep, args.set)
+        return run_scenario(args.file, args.keep, args.set, junit=args.junit, json_path=args.json)
     if args.cmd == "up":
         return up(args.file, args.set)
     if args.cmd == "down":

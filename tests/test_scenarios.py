@@ -57,10 +57,22 @@ def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignor
     text = text.replace("name: basic\n", "name: basic-wrong\n")
     path = tmp_path / "wrong.yaml"
     path.write_text(text)
-    proc = _run("run-scenario", str(path))
+    junit, report = tmp_path / "report.xml", tmp_path / "report.json"
+    proc = _run("run-scenario", str(path), "--junit", str(junit), "--json", str(report))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     fail = [l for l in proc.stdout.splitlines() if l.startswith("  FAIL")]
     assert len(fail) == 1 and "expected refused: got ok (served by web-1)" in fail[0]
+    # the same verdicts in JUnit XML (CI systems) and JSON (tools)
+    import json
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "8" and suite.get("failures") == "1"
+    failed = [c for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert len(failed) == 1 and "expected refused: got ok" in failed[0].find("failure").get("message")  # type: ignore[union-attr]
+    doc = json.loads(report.read_text())
+    assert (doc["passed"], doc["failed"]) == (7, 1)
+    assert [c["passed"] for c in doc["checks"]].count(False) == 1
 
 
 def test_keep_status_and_down() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ class CheckOutcome:
     passed: bool
     summary: str
     details: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def _target_ip(lab: Lab, check: Check) -> tuple[str | None, str]:
@@ -137,7 +140,13 @@ def _env(lab: Lab, check: Check) -> CheckOutcome:
 
 def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
     runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env}
-    return [runners[c.action](lab, c) for c in checks]
+    out = []
+    for c in checks:
+        t0 = time.monotonic()
+        outcome = runners[c.action](lab, c)
+        outcome.seconds = time.monotonic() - t0
+        out.append(outcome)
+    return out
 
 
 __all__ = ["CheckOutcome", "run_checks", "own_addresses"]

@@ -1,8 +1,12 @@
-"""The per-check report ``run-scenario`` prints: one line per check, details under failures."""
+"""The reports ``run-scenario`` writes: one line per check on the terminal (details under
+failures), JUnit XML for CI systems (``--junit``), and JSON for tools (``--json``)."""
 
 from __future__ import annotations
 
-from typing import IO
+import json
+import time
+import xml.etree.ElementTree as ET
+from typing import IO, Any
 
 from netns_lab.lab import Lab
 from netns_lab.probes.checks import CheckOutcome
@@ -25,3 +29,53 @@ def print_report(lab: Lab, outcomes: list[CheckOutcome], built_in: float, out: I
     passed = sum(o.passed for o in outcomes)
     verdict = "all passed" if passed == len(outcomes) else f"{len(outcomes) - passed} FAILED"
     print(f"{passed}/{len(outcomes)} checks passed ({verdict})", file=out)
+
+
+def report_json(lab: Lab, outcomes: list[CheckOutcome], built_in: float) -> dict[str, Any]:
+    topo = lab.topology
+    return {
+        "scenario": lab.name,
+        "file": lab.scenario.path if lab.scenario else "",
+        "nodes": len(topo.nodes),
+        "pods": len(topo.pods),
+        "network": topo.network,
+        "proxyMode": lab.proxy_mode,
+        "upSeconds": round(built_in, 3),
+        "passed": sum(o.passed for o in outcomes),
+        "failed": sum(not o.passed for o in outcomes),
+        "checks": [{"name": o.check.name, "action": o.check.action, "passed": o.passed, "summary": o.summary,
+                    "details": o.details, "seconds": round(o.seconds, 3)} for o in outcomes],
+    }
+
+
+def junit_xml(lab: Lab, outcomes: list[CheckOutcome], built_in: float) -> str:
+    """One ``testsuite`` per scenario, one ``testcase`` per check; failures carry the details."""
+    suite = ET.Element("testsuite", {
+        "name": f"netns-lab.{lab.name}", "tests": str(len(outcomes)), "failures": str(sum(not o.passed for o in outcomes)),
+        "errors": "0", "skipped": "0", "time": f"{built_in + sum(o.seconds for o in outcomes):.3f}",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    props = ET.SubElement(suite, "properties")
+    for k, v in (("file", lab.scenario.path if lab.scenario else ""), ("network", lab.topology.network),
+                 ("proxyMode", lab.proxy_mode), ("upSeconds", f"{built_in:.3f}")):
+        ET.SubElement(props, "property", {"name": k, "value": v})
+    for o in outcomes:
+        case = ET.SubElement(suite, "testcase", {"classname": f"netns-lab.{lab.name}", "name": o.check.name, "time": f"{o.seconds:.3f}"})
+        if not o.passed:
+            failure = ET.SubElement(case, "failure", {"message": o.summary, "type": "CheckFailed"})
+            failure.text = "\n".join(o.details) or o.summary
+        else:
+            ET.SubElement(case, "system-out").text = o.summary
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_reports(lab: Lab, outcomes: list[CheckOutcome], built_in: float, junit: str = "", json_path: str = "") -> None:
+    if junit:
+        with open(junit, "w") as fh:
+            fh.write(junit_xml(lab, outcomes, built_in))
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(report_json(lab, outcomes, built_in), fh, indent=2)
