@@ -82,10 +82,15 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
     from netns_lab.probes.checks import run_checks
     from netns_lab.probes.report import print_report, write_reports
 
+    from netns_lab.progress import bars
+
     lab = _load(file, parse_overrides(overrides))
     _need_root()
     t0 = time.monotonic()
-    lab.up()
+    with bars() as report:
+        lab.progress = report
+        lab.up()
+        lab.progress = None
     try:
         built = time.monotonic() - t0
         outcomes = run_checks(lab, lab.scenario.checks)
@@ -101,10 +106,14 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
 
 @_guard
 def up(file: str, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    from netns_lab.progress import bars
+
     lab = _load(file, parse_overrides(overrides))
     _need_root()
     t0 = time.monotonic()
-    lab.up()
+    with bars() as report:
+        lab.progress = report
+        lab.up()
     topo = lab.topology
     print(f"lab {lab.name} up in {time.monotonic() - t0:.2f}s: {len(topo.nodes)} nodes, {len(topo.pods)} pods, {topo.network}", file=out)
     return EXIT_OK

@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import replace
 from ipaddress import IPv4Address
+from collections.abc import Callable
 from typing import Any
 
 from netns_lab import cleanup, model_io, procs, state
@@ -92,6 +93,7 @@ class Lab:
         self._ports: tuple[ServicePortInfo, ...] = ()
         self._health: dict[str, dict[str, dict[str, Any]]] = {}  # what netexec's health ports say
         self._balancer: dict[str, Any] | None = None  # the cloud LB's config, as last written
+        self.progress: Callable[[str, int, int], None] | None = None  # (phase, done, total), see progress.py
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -155,7 +157,16 @@ class Lab:
         try:
             os.makedirs(st.workdir, exist_ok=True)
             counter: dict[str, int] = {}
-            network.build(topo, on_step=lambda s: _fault(s, counter if s == "pod" else None))
+
+            made = [0]
+
+            def step(s: str) -> None:
+                _fault(s, counter if s == "pod" else None)
+                if self.progress and s == "pod":
+                    made[0] += 1
+                    self.progress("pod namespaces", made[0], len(topo.pods))
+
+            network.build(topo, on_step=step)
             outside.route_external_ips(topo, tuple(ip for s in self.services for ip in s.external_ips))
             self._write_resolv_confs(self.pods)
             self.sync(full=True)
@@ -299,7 +310,11 @@ class Lab:
         self._write_zone()  # DNS first: the cheapest part, and what users wait for
         old_ports = self._ports
         ports = service_ports(self.services, self.pods, self.topology)
-        stats = {name: p.sync(ports, full=full) for name, p in self.proxiers.items()}
+        stats = {}
+        for i, (name, p) in enumerate(self.proxiers.items(), 1):
+            stats[name] = p.sync(ports, full=full)
+            if self.progress:
+                self.progress(f"Service rules ({len(ports)} ports)", i, len(self.proxiers))
         self._ports = ports
         self._forget_stale_udp(old_ports, ports)
         if self.state is not None and self.state.processes:

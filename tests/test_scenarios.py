@@ -86,3 +86,14 @@ def test_keep_status_and_down() -> None:
         down = _run("down", "kept")
     assert down.returncode == 0 and "removed" in down.stdout
     assert "kept:" not in _run("status").stdout
+
+
+def test_progress_bars_only_when_asked_or_on_a_terminal() -> None:
+    env = {**os.environ, "NETNS_LAB_PROGRESS": "1"}
+    proc = subprocess.run([INVOKE, "run-scenario", "basic", "--set", "name=progress"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pod namespaces" in proc.stderr and "5/5" in proc.stderr  # 4 pods + the cluster DNS pod
+    assert "Service rules" in proc.stderr
+    quiet = _run("run-scenario", "basic", "--set", "name=progress")  # stderr is a pipe: no bars
+    assert quiet.returncode == 0 and quiet.stderr == ""
