@@ -91,6 +91,13 @@ def capture(c, lab, where, filter="", count=20, seconds=10.0, out=""):  # noqa: 
     _exit(cli.capture(lab, where, filter, int(count), float(seconds), out))
 
 
+@task(help={"hosts": "comma-separated host names for the certificate (SANs)", "out": "output directory",
+            "name": "the Secret's name", "namespace": "the Secret's namespace"})
+def gen_cert(c, hosts, out="certs", name="", namespace="default"):
+    """Make a CA and a certificate for HOSTS, plus a kubernetes.io/tls Secret manifest to use in a scenario."""
+    _exit(cli.gen_cert([h for h in hosts.replace(" ", ",").split(",") if h], out, name, namespace))
+
+
 @task(help={"lab": "the lab (default: the only one up)", "from_": "pod/NAME, node/NAME or external[/NAME]",
             "to": "SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT or IP:PORT", "protocol": "tcp or udp",
             "json": "machine-readable output"})

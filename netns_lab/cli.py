@@ -259,6 +259,20 @@ def _only_lab() -> str:
     return labs[0]
 
 
+def gen_cert(hosts: Sequence[str], out_dir: str = "certs", name: str = "", namespace: str = "default", out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """A CA and a certificate for HOSTS, plus a kubernetes.io/tls Secret manifest (no root needed)."""
+    from netns_lab.certs import generate
+
+    if not hosts:
+        print("error: gen-cert: name at least one host", file=sys.stderr)
+        return EXIT_INVALID
+    paths = generate(list(hosts), out_dir, name, namespace)
+    print(f"wrote {', '.join(paths.values())}", file=out)
+    print(f"use it: objects: [{paths['secret.yaml']}] and, in checks, ca: secret/{namespace}/"
+          f"{name or (hosts[0].replace('*', 'wildcard').replace('.', '-') + '-tls')}", file=out)
+    return EXIT_OK
+
+
 @_guard
 def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: float = 10.0, out_file: str = "",
             out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
@@ -393,6 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", default="", help="pcap file to write")
+    p = sub.add_parser("gen-cert", help="make a CA, a certificate for HOSTs and a TLS Secret manifest")
+    p.add_argument("hosts", nargs="+")
+    p.add_argument("--out", default="certs", help="directory for ca.crt, ca.key, tls.crt, tls.key, secret.yaml")
+    p.add_argument("--name", default="", help="the Secret's name (default: from the first host)")
+    p.add_argument("--namespace", default="default")
     p = sub.add_parser("trace", help="send one packet and show its way through rules, routes and tunnels")
     p.add_argument("lab", nargs="?", default="", help="the lab (default: the only one up)")
     p.add_argument("--from", dest="source", required=True, help="pod/NAME, node/NAME, external[/NAME]")
@@ -406,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "graph":
         return graph(args.source, args.out)
+    if args.cmd == "gen-cert":
+        return gen_cert(args.hosts, args.out, args.name, args.namespace)
     if args.cmd == "trace":
         return trace(args.lab, args.source, args.target, args.protocol, args.json)
     if args.cmd == "capture":

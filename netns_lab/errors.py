@@ -28,6 +28,20 @@ class ScenarioError(LabError):
         super().__init__(text)
 
 
+class ScenarioErrors(ScenarioError):
+    """Several mistakes found in one pass (as the API server reports every invalid field of
+    an object): one line each, in file order."""
+
+    def __init__(self, errors: list[ScenarioError]) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.path, first.message, first.line)
+        self.errors = errors
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
 class RealizeError(LabError):
     """The kernel refused to create or change an object."""
 

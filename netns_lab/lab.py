@@ -28,7 +28,7 @@ from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.envvars import pod_env
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology, from_dict, plan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.model import ObjectRef, Pod, Scenario, Service, find_service
+from netns_lab.model import Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
 from netns_lab.realize import network, outside, resolvconf
 from netns_lab.realize.proxier import (
@@ -86,6 +86,9 @@ class Lab:
         # The live model: changes at run time (pods added, deleted, made unready).
         self.pods: tuple[Pod, ...] = scenario.pods if scenario else ()
         self.services: tuple[Service, ...] = scenario.services if scenario else ()
+        self.ingresses: tuple[Ingress, ...] = scenario.ingresses if scenario else ()
+        self.secrets: tuple[Secret, ...] = scenario.secrets if scenario else ()
+        self._ingress_conf: str | None = None  # nginx.conf as last written
         self.proxy_mode = scenario.cluster.proxy_mode if scenario else "iptables"
         self.ipvs = (scenario.cluster.ipvs_scheduler, scenario.cluster.ipvs_legacy_ping) if scenario else ("rr", False)
         self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
@@ -113,11 +116,15 @@ class Lab:
         lab.state = st
         lab.pods = tuple(model_io.load_pod(p) for p in st.pods)
         lab.services = tuple(model_io.load_service(s) for s in st.services)
+        lab.ingresses = tuple(model_io.load_ingress(i) for i in st.ingresses)
+        lab.secrets = tuple(model_io.load_secret(s) for s in st.secrets)
         lab.proxy_mode = st.proxy_mode
         lab.ipvs = (st.ipvs_scheduler, st.ipvs_legacy_ping)
         lab.iptables_backend = st.iptables_backend
         lab._ports = service_ports(lab.services, lab.pods, lab.topology)
         lab._health = loadbalancer.health_answers(lab.services, lab._ports, lab.topology)
+        if any(p["role"] == "ingress" for p in st.processes):
+            lab._ingress_conf = lab._render_ingress()[0]
         if any(p["role"] == "cloudlb" for p in st.processes):
             lab._balancer = loadbalancer.balancer_config(lab.services, lab.topology, lab.balancer_status_file)
         return lab
@@ -173,6 +180,7 @@ class Lab:
             _fault("rules")
             self._start_netexec(st)
             self._start_dns(st)
+            self._start_ingress(st)
             self._start_balancer(st)
             _fault("ready")
             st.phase = "up"
@@ -186,6 +194,8 @@ class Lab:
     def _save_model(self, st: state.LabState) -> None:
         st.pods = [model_io.dump(p) for p in self.pods]
         st.services = [model_io.dump(s) for s in self.services]
+        st.ingresses = [model_io.dump(i) for i in self.ingresses]
+        st.secrets = [model_io.dump(s) for s in self.secrets]
         st.topology = to_dict(self.topology)
 
     def _write_netexec_config(self, st: state.LabState) -> str:
@@ -228,7 +238,7 @@ class Lab:
         os.replace(tmp, self.zone_file)
 
     def _start_dns(self, st: state.LabState) -> None:
-        dns_pod = next((p for p in self.topology.pods if not p.netexec), None)
+        dns_pod = next((p for p in self.topology.pods if p.key == "kube-system/coredns"), None)
         if dns_pod is None:
             return
         self._write_zone()
@@ -242,6 +252,63 @@ class Lab:
     def _start_netexec(self, st: state.LabState) -> None:
         config = self._write_netexec_config(st)
         self._spawn(st, "netexec", ["-m", "netns_lab.services.netexec", config])
+
+    # -- Ingress: real nginx in the controller pod --------------------------------------------
+    @property
+    def ingress_dir(self) -> str:
+        assert self.state is not None
+        return os.path.join(self.state.workdir, "ingress")
+
+    def _render_ingress(self) -> tuple[str, dict[str, str]]:
+        from netns_lab.controllers import ingress as ingress_ctl
+
+        return ingress_ctl.render(self.ingresses, self.services, self.pods, self.topology, self.secrets, self.ingress_dir)
+
+    def _write_ingress(self) -> bool:
+        """Write nginx.conf and its certificates; True when the configuration changed."""
+        conf, files = self._render_ingress()
+        if conf == self._ingress_conf:
+            return False
+        os.makedirs(os.path.join(self.ingress_dir, "certs"), exist_ok=True)
+        for path, text in files.items():
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(path + ".tmp", path)
+        with open(os.path.join(self.ingress_dir, "nginx.conf.tmp"), "w") as fh:
+            fh.write(conf)
+        os.replace(os.path.join(self.ingress_dir, "nginx.conf.tmp"), os.path.join(self.ingress_dir, "nginx.conf"))
+        self._ingress_conf = conf
+        return True
+
+    def _start_ingress(self, st: state.LabState) -> None:
+        if not self.ingresses:
+            return
+        pod = self.topology.pod("ingress-nginx/ingress-nginx-controller")
+        self._write_ingress()
+        self._spawn(st, "ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.ingress_dir])
+
+    def ingress_reloads(self) -> int:
+        try:
+            with open(os.path.join(self.ingress_dir, "reloaded")) as fh:
+                return int(fh.read() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _reload_ingress(self, timeout: float = 10.0) -> None:
+        """Graceful nginx reload; returns once the new workers run (old ones drain)."""
+        before = self.ingress_reloads()
+        self._signal("ingress")
+        deadline = time.monotonic() + timeout
+        while self.ingress_reloads() <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def secret(self, key: str) -> Secret:
+        key = key if "/" in key else f"default/{key}"
+        for s in self.secrets:
+            if s.key == key:
+                return s
+        raise LabError(f"no secret {key} in lab {self.name}")
 
     @property
     def balancer_status_file(self) -> str:
@@ -321,6 +388,8 @@ class Lab:
             # kube-proxy's health answers and the cloud LB follow the endpoints and Services
             if loadbalancer.health_answers(self.services, ports, self.topology) != self._health:
                 self._reload_netexec()
+            if self._ingress_conf is not None and self._write_ingress():
+                self._reload_ingress()
             if self._balancer is not None and loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file) != self._balancer:
                 self._write_balancer_config(self.state)
                 self._signal("cloudlb")

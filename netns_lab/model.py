@@ -14,6 +14,8 @@ PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
+INGRESS_IMAGE = "netns-lab/ingress-nginx"  # the ingress controller's image: real nginx (netns_lab.services.ingress)
+SYSTEM_IMAGES = (DNS_IMAGE, INGRESS_IMAGE)  # pods the lab runs itself, not netexec
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class ClusterConfig:
     mtu: int = 1500  # underlay MTU; the overlay takes 50 bytes off it
     ipvs_scheduler: str = "rr"
     ipvs_legacy_ping: bool = False  # pre-2022 ipvs mode: a ClusterIP answered ping (teaching)
+    ingress_service_type: str = "LoadBalancer"  # how ingress-nginx/ingress-nginx is exposed
     external: ExternalConfig = field(default_factory=lambda: ExternalConfig())
 
 
@@ -109,8 +112,8 @@ class Pod:
 
     @property
     def runs_netexec(self) -> bool:
-        """Every pod runs netexec except the lab's own DNS server pod."""
-        return not any(c.image == DNS_IMAGE for c in self.containers)
+        """Every pod runs netexec except the lab's own DNS server and ingress controller."""
+        return not any(c.image in SYSTEM_IMAGES for c in self.containers)
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -161,6 +164,72 @@ class Service:
 
 
 @dataclass(frozen=True)
+class IngressBackend:
+    """``service.name`` + ``service.port.number`` or ``.name`` (networking.k8s.io/v1)."""
+
+    service: str
+    port_number: int | None = None
+    port_name: str | None = None
+
+
+@dataclass(frozen=True)
+class IngressPath:
+    path: str
+    path_type: str  # Exact | Prefix | ImplementationSpecific
+    backend: IngressBackend
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    host: str | None  # None: every host
+    paths: tuple[IngressPath, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngressTLS:
+    hosts: tuple[str, ...]
+    secret_name: str | None
+
+
+@dataclass(frozen=True)
+class Ingress:
+    name: str
+    namespace: str = "default"
+    class_name: str | None = None
+    default_backend: IngressBackend | None = None
+    rules: tuple[IngressRule, ...] = ()
+    tls: tuple[IngressTLS, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class IngressClass:
+    name: str
+    controller: str
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A v1 Secret; the lab uses ``kubernetes.io/tls`` ones (PEM text, decoded)."""
+
+    name: str
+    namespace: str = "default"
+    type: str = "Opaque"
+    data: tuple[tuple[str, str], ...] = ()  # key -> decoded text
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def get(self, item: str) -> str | None:
+        return dict(self.data).get(item)
+
+
+@dataclass(frozen=True)
 class ObjectRef:
     """``pod/NS/NAME``, ``node/NAME``, ``service/X``..., or a literal IP (kind ``ip``)."""
 
@@ -184,6 +253,8 @@ class Expect:
     served_by: tuple[str, ...] | None = None
     client_ip: ObjectRef | None = None  # kind "self" means: the IP the source shows for itself
     answers: tuple[ObjectRef, ...] | None = None  # resolve: objects (their IPs) or literal values (kind "value")
+    status: int | None = None  # http: the response status
+    body: str | None = None  # http: a substring of the response body
 
 
 @dataclass(frozen=True)
@@ -201,6 +272,9 @@ class Check:
     expect: Expect = field(default_factory=Expect)
     record_type: str = "A"  # resolve
     env: tuple[tuple[str, ObjectRef], ...] = ()  # env: variable -> expected value
+    url: str | None = None  # http: the URL (its host is the Host header and the TLS SNI)
+    ca: ObjectRef | None = None  # http: secret/NS/NAME whose ca.crt (or tls.crt) verifies the server
+    insecure: bool = False  # http: do not verify the server's certificate
 
 
 @dataclass(frozen=True)
@@ -213,6 +287,9 @@ class Scenario:
     checks: tuple[Check, ...] = ()
     description: str = ""
     services: tuple[Service, ...] = ()
+    ingresses: tuple[Ingress, ...] = ()
+    ingress_classes: tuple[IngressClass, ...] = ()
+    secrets: tuple[Secret, ...] = ()
 
     def pod(self, key: str) -> Pod:
         for p in self.pods:

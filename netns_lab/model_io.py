@@ -10,7 +10,20 @@ import dataclasses
 import functools
 from typing import Any
 
-from netns_lab.model import Container, ContainerPort, DnsConfig, Pod, Service, ServicePort
+from netns_lab.model import (
+    Container,
+    ContainerPort,
+    DnsConfig,
+    Ingress,
+    IngressBackend,
+    IngressPath,
+    IngressRule,
+    IngressTLS,
+    Pod,
+    Secret,
+    Service,
+    ServicePort,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -22,7 +35,7 @@ def _plain(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def dump(obj: Pod | Service) -> dict[str, Any]:
+def dump(obj: Pod | Service | Ingress | Secret) -> dict[str, Any]:
     """Cached: objects are immutable, and a sync re-saves every one of them."""
     return _plain(obj)  # type: ignore[no-any-return]
 
@@ -47,3 +60,18 @@ def load_service(d: dict[str, Any]) -> Service:
     lists = {k: tuple(d.get(k) or ()) for k in ("external_ips", "load_balancer_ips", "load_balancer_source_ranges")}
     return Service(**{**d, **lists, "labels": _pairs(d["labels"]) or (), "selector": _pairs(d["selector"]),
                       "ports": tuple(ServicePort(**p) for p in d["ports"])})
+
+
+def _backend(d: dict[str, Any] | None) -> IngressBackend | None:
+    return None if d is None else IngressBackend(**d)
+
+
+def load_ingress(d: dict[str, Any]) -> Ingress:
+    rules = tuple(IngressRule(r["host"], tuple(IngressPath(p["path"], p["path_type"], IngressBackend(**p["backend"])) for p in r["paths"]))
+                  for r in d["rules"])
+    tls = tuple(IngressTLS(tuple(t["hosts"]), t["secret_name"]) for t in d["tls"])
+    return Ingress(d["name"], d["namespace"], d["class_name"], _backend(d["default_backend"]), rules, tls)
+
+
+def load_secret(d: dict[str, Any]) -> Secret:
+    return Secret(d["name"], d["namespace"], d["type"], _pairs(d["data"]) or ())

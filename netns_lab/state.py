@@ -32,6 +32,8 @@ class LabState:
     ipvs_legacy_ping: bool = False
     pods: list[dict[str, Any]] = field(default_factory=list)  # the live model (model_io)
     services: list[dict[str, Any]] = field(default_factory=list)
+    ingresses: list[dict[str, Any]] = field(default_factory=list)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def path(self) -> str:

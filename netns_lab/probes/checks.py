@@ -138,8 +138,53 @@ def _env(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, True, f"{len(check.env)} variable(s) as kubelet sets them")
 
 
+def _http(lab: Lab, check: Check) -> CheckOutcome:
+    """GET the URL (through an Ingress, typically) ``count`` times and judge status, body, pod."""
+    from netns_lab.probes.http import get
+
+    assert check.source and check.target and check.url
+    ip, how = _target_ip(lab, check)
+    if ip is None:
+        return CheckOutcome(check, check.expect.result == "failed", how)
+    ca = None
+    if check.ca is not None:
+        secret = lab.secret(f"{check.ca.namespace}/{check.ca.name}")
+        ca = secret.get("ca.crt") or secret.get("tls.crt")
+    want = check.expect
+    results = [get(lab.netns_of(check.source), check.url, ip, check.port, ca, check.insecure) for _ in range(check.count)]
+    problems: list[str] = []
+    for r in results:
+        if want.result == "failed":
+            if r.result == "ok":
+                problems.append(f"got HTTP {r.status}, expected failure")
+            continue
+        if r.result != want.result:
+            problems.append(f"got {r.result} ({r.detail})")
+            continue
+        if want.status is not None and r.status != want.status:
+            problems.append(f"got status {r.status}, expected {want.status} (body {r.body[:80]!r})")
+        if want.body is not None and want.body not in r.body:
+            problems.append(f"body {r.body[:80]!r} lacks {want.body!r}")
+        if want.served_by is not None and r.served_by not in {k.split("/", 1)[1] for k in want.served_by}:
+            problems.append(f"served by {r.served_by}, expected one of {sorted(k.split('/', 1)[1] for k in want.served_by)}")
+        if want.client_ip is not None and r.client_ip not in _expected_client_ips(lab, want.client_ip, check.source):
+            problems.append(f"server saw client {r.client_ip}")
+    ok = [r for r in results if r.result == "ok"]
+    seen = f"{how}" + ", ".join(f"HTTP {k}={v}" for k, v in sorted(Counter(r.status for r in ok).items()))
+    if len(ok) < len(results):
+        seen += ("; " if ok else "") + ", ".join(f"{k}={v}" for k, v in sorted(Counter(r.result for r in results if r.result != "ok").items()))
+    served = Counter(r.served_by for r in ok if r.served_by)
+    if served:
+        seen += "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
+    if ok and ok[0].cert_names:
+        seen += f"; certificate for {', '.join(ok[0].cert_names)}"
+    if problems:
+        return CheckOutcome(check, False, f"expected {want.result}: {problems[0]}", [seen, *problems[1:5]])
+    return CheckOutcome(check, True, seen)
+
+
 def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
-    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env}
+    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http}
     out = []
     for c in checks:
         t0 = time.monotonic()

@@ -12,10 +12,11 @@ from typing import Any
 
 from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod, Service
 from netns_lab.scenario import k8s
-from netns_lab.scenario.schema import ANY, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
-EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR, "answers": ListOf(INT_OR_STR)})
+EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR, "answers": ListOf(INT_OR_STR),
+                                            "status": INT, "body": STR})
 CHECK = Obj(
     "netns-lab/v1 Check",
     {
@@ -30,12 +31,17 @@ CHECK = Obj(
         "protocol": STR,
         "count": INT,
         "expect": EXPECT,
+        "http": STR,
+        "address": STR,
+        "ca": STR,
+        "insecure": BOOL,
     },
 )
 CHECKS = ListOf(CHECK)
 
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62})(?:\.[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62}))*\.?$")
-ACTIONS = ("connect", "ping", "matrix", "resolve", "env")
+ACTIONS = ("connect", "ping", "matrix", "resolve", "env", "http")
+_URL = re.compile(r"^(https?)://([^/:?#]+)(?::(\d+))?(/[^#]*)?$")
 RESOLVE_RESULTS = ("ok", "nxdomain", "refused", "servfail", "timeout", "failed")
 RECORD_TYPES = ("A", "AAAA", "SRV", "CNAME", "PTR", "TXT")
 CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
@@ -50,8 +56,10 @@ VALUE_KINDS = ("pod", "node", "service", "loadbalancer", "external")
 class Refs:
     """Resolves ``kind/[ns/]name`` strings against the objects of one scenario."""
 
-    def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...], services: tuple[Service, ...] = ()) -> None:
+    def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...], services: tuple[Service, ...] = (),
+                 secrets: tuple[str, ...] = ()) -> None:
         self.nodes = set(cluster.nodes)
+        self.secrets = set(secrets)
         self.pods = {p.key for p in pods}
         self.services = {s.key: s for s in services}
         self.clients = set(cluster.external.clients)
@@ -96,6 +104,8 @@ class Refs:
             return ObjectRef("node", rest)
         ns, _, name = rest.rpartition("/")
         ns = ns or "default"
+        if kind == "secret" and f"{ns}/{name}" not in self.secrets:
+            raise src.error(path, f'Not found: "{text}": no secret "{name}" in namespace "{ns}"')
         if kind == "pod" and f"{ns}/{name}" not in self.pods:
             raise src.error(path, f'Not found: "{text}": no pod "{name}" in namespace "{ns}"')
         if kind == "service":
@@ -157,6 +167,24 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
             port = int(port_s)
         elif action == "ping":
             target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True, allow_name=True)
+        url, ca, insecure = None, None, bool(item.get("insecure"))
+        for field in ("address", "ca", "insecure"):
+            if item.get(field) is not None and action != "http":
+                raise src.error(join(cpath, field), f"Forbidden: {field} applies to http checks")
+        if action == "http":
+            url = item["http"]
+            m = _URL.match(url)
+            if not m:
+                raise src.error(join(cpath, "http"), f'Invalid value: "{url}": must be an http:// or https:// URL')
+            port = int(m.group(3) or (443 if m.group(1) == "https" else 80))
+            address = item.get("address") or m.group(2)
+            target = refs.parse(src, join(cpath, "address" if item.get("address") else "http"), address, TARGET_KINDS,
+                                allow_ip=True, allow_name=True)
+            if item.get("ca") is not None:
+                if insecure:
+                    raise src.error(join(cpath, "ca"), "Forbidden: ca and insecure are exclusive")
+                ca = refs.parse(src, join(cpath, "ca"), item["ca"], ("secret",))
+            protocol = "http"
         record_type = "A"
         env: tuple[tuple[str, ObjectRef], ...] = ()
         if action == "resolve":
@@ -174,8 +202,8 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
             env = tuple((k, _env_value(src, join(join(cpath, "env"), k), v, refs)) for k, v in item["env"].items())
         expect = _expect(src, item.get("expect") or {}, join(cpath, "expect"), action, refs)
         if not name:
-            name = _default_name(action, source, target, port, protocol, matrix)
-        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env))
+            name = f"{source} GET {url}" if action == "http" else _default_name(action, source, target, port, protocol, matrix)
+        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure))
     return tuple(out)
 
 
@@ -200,14 +228,17 @@ def _value(src: Source, path: str, raw: object, refs: Refs) -> ObjectRef:
 
 def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs) -> Expect:
     allowed = {"ping": PING_RESULTS, "resolve": RESOLVE_RESULTS, "env": ("ok",)}.get(action, CONNECT_RESULTS)
+    for field in ("status", "body"):
+        if raw.get(field) is not None and action != "http":
+            raise src.error(join(path, field), f"Forbidden: {field} applies to http checks")
     result = raw.get("result")
     if result is not None and result not in allowed:
         raise src.error(join(path, "result"), f'Unsupported value: "{result}": supported values: {", ".join(allowed)}')
     served = raw.get("servedBy")
     served_by: tuple[str, ...] | None = None
     if served is not None:
-        if action != "connect":
-            raise src.error(join(path, "servedBy"), "Forbidden: servedBy applies to connect checks")
+        if action not in ("connect", "http"):
+            raise src.error(join(path, "servedBy"), "Forbidden: servedBy applies to connect and http checks")
         items = [served] if isinstance(served, str) else served
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
             raise src.error(join(path, "servedBy"), "Invalid type: expected a pod name or a list of pod names")
@@ -218,8 +249,8 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         served_by = tuple(keys)
     client_ip = None
     if raw.get("clientIP") is not None:
-        if action != "connect":
-            raise src.error(join(path, "clientIP"), "Forbidden: clientIP applies to connect checks")
+        if action not in ("connect", "http"):
+            raise src.error(join(path, "clientIP"), "Forbidden: clientIP applies to connect and http checks")
         if raw["clientIP"] == "self":
             client_ip = ObjectRef("self", "self")
         else:
@@ -229,9 +260,10 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         if action != "resolve":
             raise src.error(join(path, "answers"), "Forbidden: answers applies to resolve checks")
         answers = tuple(_value(src, join(join(path, "answers"), i), a, refs) for i, a in enumerate(raw["answers"]))
-    if action == "connect" and result is None and (served_by or client_ip):
+    if action in ("connect", "http") and result is None and (served_by or client_ip):
         result = "ok"
-    return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip, answers=answers)
+    return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip, answers=answers,
+                  status=raw.get("status"), body=raw.get("body"))
 
 
 def _default_name(action: str, source: ObjectRef | None, target: ObjectRef | None, port: int | None, protocol: str, matrix: str | None) -> str:

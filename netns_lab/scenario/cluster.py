@@ -31,6 +31,7 @@ CLUSTER = Obj(
         "mtu": INT,
         "ipvsScheduler": STR,
         "ipvsLegacyPing": BOOL,
+        "ingressServiceType": STR,
         "external": Obj(
             "netns-lab/v1 Scenario.cluster.external",
             {"cidr": STR, "clients": ListOf(STR), "loadBalancerPool": STR, "healthCheckIntervalSeconds": ANY},
@@ -159,7 +160,11 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
         supported = ", ".join(f'"{x}"' for x in SCHEDULERS)
         raise src.error(join(path, "ipvsScheduler"), f'Unsupported value: "{scheduler}": supported values: {supported}')
     external = _external(src, join(path, "external"), raw.get("external"), cidrs, host_networks)
+    ingress_type = raw.get("ingressServiceType", _DEFAULTS["ingress_service_type"])
+    if ingress_type not in ("LoadBalancer", "NodePort"):
+        raise src.error(join(path, "ingressServiceType"), f'Unsupported value: "{ingress_type}": supported values: "LoadBalancer", "NodePort"')
     return ClusterConfig(
+        ingress_service_type=ingress_type,
         external=external,
         ipvs_scheduler=scheduler,
         ipvs_legacy_ping=bool(raw.get("ipvsLegacyPing", False)),

@@ -14,19 +14,25 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netns_lab.errors import ScenarioError
-from netns_lab.model import BUILTIN_NAMESPACES, Namespace, Pod, Scenario
+from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Scenario, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
-from netns_lab.scenario.manifests import PARSERS, parse_object
+from netns_lab.scenario import ingress
+from netns_lab.scenario.ingress import parse_ingress, parse_ingress_class, parse_secret
+from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.controllers.envvars import pod_env
-from netns_lab.controllers.system import cluster_dns
+from netns_lab.controllers.system import cluster_dns, ingress_controller
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join, load_documents
 
 API_VERSION = "netns-lab/v1"
 PARSERS[("v1", "Service")] = parse_service
+PARSERS[("v1", "Secret")] = parse_secret
+PARSERS[(ingress.API, "Ingress")] = parse_ingress
+PARSERS[(ingress.API, "IngressClass")] = parse_ingress_class
+ANY_VERSION["Ingress"] = parse_ingress
 SCENARIO = Obj(
     "netns-lab/v1 Scenario",
     {"apiVersion": STR, "kind": STR, "name": STR, "description": STR, "cluster": ANY, "objects": ListOf(ANY), "checks": ANY},
@@ -109,6 +115,9 @@ def load_scenario(
     pods: dict[str, Pod] = {}
     services: dict[str, ParsedService] = {}
     services_before: dict[str, int] = {}  # pod key -> how many Services preceded it (env vars)
+    ingresses: dict[str, tuple[Ingress, Source, str]] = {}
+    classes: dict[str, IngressClass] = {}
+    secrets: dict[str, Secret] = {}
     for osrc, obj, opath in _object_sources(src, data.get("objects") or []):
         model_obj = parse_object(osrc, obj, opath)
         if isinstance(model_obj, Namespace):
@@ -134,8 +143,30 @@ def load_scenario(
             if svc.key in services:
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
+        elif isinstance(model_obj, (Ingress, Secret)):
+            kind, store = ("ingresses", ingresses) if isinstance(model_obj, Ingress) else ("secrets", secrets)
+            if model_obj.namespace not in namespaces:
+                raise osrc.error(join(opath, "metadata.namespace"), f'namespaces "{model_obj.namespace}" not found')
+            if model_obj.key in store:
+                raise osrc.error(join(opath, "metadata.name"), f'{kind} "{model_obj.name}" already exists in namespace "{model_obj.namespace}"')
+            store[model_obj.key] = (model_obj, osrc, opath) if isinstance(model_obj, Ingress) else model_obj  # type: ignore[assignment]
+        elif isinstance(model_obj, IngressClass):
+            if model_obj.name in classes:
+                raise osrc.error(join(opath, "metadata.name"), f'ingressclasses "{model_obj.name}" already exists')
+            classes[model_obj.name] = model_obj
 
+    if ingresses:  # the controller the lab runs for them, after every user object
+        ing_ns, ing_pod, ing_svc = ingress_controller(cluster)
+        for key, taken in ((ing_pod.key, pods), (ing_svc.key, services)):
+            if key in taken:
+                raise src.error("objects", f'Invalid value: "{key}": reserved for the ingress controller the lab runs')
+        namespaces.setdefault(ing_ns.name, ing_ns)
+        pods[ing_pod.key] = ing_pod
+        services_before[ing_pod.key] = len(services)
+        services[ing_svc.key] = ParsedService(ing_svc, src, "objects", None)
     service_tuple = allocate(list(services.values()), cluster)
+    for ing, isrc, ipath in ingresses.values():
+        _check_ingress_refs(ing, isrc, ipath, service_tuple, secrets, classes)
     # kubelet's Service environment: the Services that existed when each pod started
     # (``kubernetes`` is allocated first, so it always precedes every pod).
     pod_list = [replace(p, service_env=pod_env(p, service_tuple[: 1 + services_before[p.key]])) for p in pods.values()]
@@ -145,7 +176,7 @@ def load_scenario(
             raise src.error("objects", f'Invalid value: "{key}": reserved for the cluster DNS the lab runs')
     pod_tuple = tuple(pod_list) + (dns_pod,)
     service_tuple = service_tuple + (dns_service,)
-    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple))
+    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple, tuple(secrets)))
     scenario = Scenario(
         name=name,
         path=path,
@@ -155,8 +186,47 @@ def load_scenario(
         checks=checks,
         description=data.get("description") or "",
         services=service_tuple,
+        ingresses=tuple(i for i, _s, _p in ingresses.values()),
+        ingress_classes=tuple(classes.values()),
+        secrets=tuple(secrets.values()),
     )
     from netns_lab.controllers.topology import plan  # the address plan is part of validity
 
     plan(scenario)
     return scenario
+
+
+def _check_ingress_refs(ing: Ingress, src: Source, base: str, services: tuple[Service, ...], secrets: dict[str, Secret],
+                        classes: dict[str, IngressClass]) -> None:
+    """What an Ingress points at must exist: its class (served by the lab's ingress-nginx),
+    each backend Service and port, and each TLS Secret (of type kubernetes.io/tls)."""
+    spath = join(base, "spec")
+    if ing.class_name is not None and ing.class_name != ingress.LAB_CLASS:
+        cls = classes.get(ing.class_name)
+        if cls is None or cls.controller != ingress.LAB_CONTROLLER:
+            why = "does not exist" if cls is None else f"belongs to controller {cls.controller}"
+            raise src.error(join(spath, "ingressClassName"), f'Not found: "{ing.class_name}": this IngressClass {why}; the lab\'s '
+                            f'ingress-nginx serves class "{ingress.LAB_CLASS}" (controller {ingress.LAB_CONTROLLER}) and the default')
+    by_key = {s.key: s for s in services}
+    backends = [("defaultBackend", ing.default_backend)] if ing.default_backend else []
+    for i, rule in enumerate(ing.rules):
+        backends += [(f"rules[{i}].http.paths[{j}].backend", p.backend) for j, p in enumerate(rule.paths)]
+    for where, b in backends:
+        bpath = join(spath, where)
+        svc = by_key.get(f"{ing.namespace}/{b.service}")
+        if svc is None:
+            raise src.error(join(bpath, "service.name"), f'Not found: service "{b.service}" in namespace "{ing.namespace}"')
+        if b.port_number is not None and all(p.port != b.port_number for p in svc.ports):
+            raise src.error(join(bpath, "service.port.number"), f'Not found: {b.port_number}: service "{b.service}" has no such port '
+                            f"(ports: {', '.join(str(p.port) for p in svc.ports) or 'none'})")
+        if b.port_name is not None and all(p.name != b.port_name for p in svc.ports):
+            raise src.error(join(bpath, "service.port.name"), f'Not found: "{b.port_name}": service "{b.service}" has no port of that name')
+    for i, t in enumerate(ing.tls):
+        if t.secret_name is None:
+            continue
+        secret = secrets.get(f"{ing.namespace}/{t.secret_name}")
+        tpath = join(join(join(spath, "tls"), i), "secretName")
+        if secret is None:
+            raise src.error(tpath, f'Not found: secret "{t.secret_name}" in namespace "{ing.namespace}"')
+        if secret.type != "kubernetes.io/tls":
+            raise src.error(tpath, f'Invalid value: "{t.secret_name}": secret type is {secret.type}, must be kubernetes.io/tls')

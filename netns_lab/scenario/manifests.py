@@ -227,10 +227,9 @@ PARSERS: dict[tuple[str, str], Parser] = {
 NOT_YET = {
     "Endpoints": "Endpoints are computed by the lab from Services and pods",
     "EndpointSlice": "EndpointSlices are computed by the lab from Services and pods",
-    "Ingress": "Ingress is not supported yet",
-    "IngressClass": "IngressClass is not supported yet",
-    "Secret": "Secrets are not supported yet",
 }
+# Kinds whose parser takes every apiVersion, to explain removed ones (Ingress).
+ANY_VERSION: dict[str, Parser] = {}
 
 
 def parse_object(src: Source, obj: Any, base: str) -> Any:
@@ -243,6 +242,8 @@ def parse_object(src: Source, obj: Any, base: str) -> Any:
     if not api_version:
         raise src.error(join(base, "apiVersion"), "Required value: Object 'apiVersion' is missing")
     parser = PARSERS.get((str(api_version), str(kind)))
+    if parser is None:
+        parser = ANY_VERSION.get(str(kind))
     if parser is not None:
         return parser(src, obj, base)
     supported = ", ".join(f"{k} {v}" for v, k in PARSERS)

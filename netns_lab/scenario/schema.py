@@ -8,8 +8,11 @@ real manifest pastes in cleanly while a typo (``contianers``) is still caught.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
+
+from netns_lab.errors import ScenarioError
 
 from netns_lab.scenario.yamlsrc import Source, join
 
@@ -92,6 +95,19 @@ class Obj(Spec):
 
     where: str
     fields: dict[str, Spec] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)  # an old API version's field -> what it is now
+
+    def unknown(self, k: str) -> str:
+        """The message for an undeclared field, with the rename or the likely typo."""
+        text = f'unknown field "{k}": field not declared in schema {self.where}'
+        if k in self.renamed:
+            return f"{text} ({self.renamed[k]})"
+        close = difflib.get_close_matches(k, [*self.fields, *self.renamed], n=1, cutoff=0.75)
+        if close:
+            text += f'; did you mean "{close[0]}"?'
+            if close[0] in self.renamed:
+                text += f" ({self.renamed[close[0]]})"
+        return text
 
     def check(self, src: Source, value: Any, path: str) -> None:
         if not isinstance(value, dict):
@@ -100,10 +116,33 @@ class Obj(Spec):
             sub = join(path, k)
             spec = self.fields.get(k)
             if spec is None:
-                raise src.error(sub, f'unknown field "{k}": field not declared in schema {self.where}')
+                raise src.error(sub, self.unknown(k))
             if v is None:  # null means "unset", as in Kubernetes
                 continue
             spec.check(src, v, sub)
+
+
+def collect(spec: Spec, src: Source, value: Any, path: str) -> list[ScenarioError]:
+    """Every structural mistake in ``value`` (not only the first), for kinds whose users
+    paste whole manifests from old documentation and deserve the full list at once."""
+    if value is None:
+        return []
+    if isinstance(spec, Obj) and isinstance(value, dict):
+        out: list[ScenarioError] = []
+        for k, v in value.items():
+            sub = join(path, k)
+            if k not in spec.fields:
+                out.append(src.error(sub, spec.unknown(k)))
+            else:
+                out += collect(spec.fields[k], src, v, sub)
+        return out
+    if isinstance(spec, ListOf) and isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in collect(spec.item, src, v, join(path, i))]
+    try:
+        spec.check(src, value, path)
+    except ScenarioError as exc:
+        return [exc]
+    return []
 
 
 OBJECT_META = Obj(

@@ -1,0 +1,290 @@
+"""networking.k8s.io/v1 Ingress and IngressClass, and v1 Secrets: the API server's rules.
+
+Ingress manifests are the ones users most often copy from old blog posts (removed API
+versions, renamed fields, typos), so an Ingress is checked whole and every mistake is
+reported, one line each, instead of only the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+import ssl
+import tempfile
+from typing import Any
+
+from netns_lab.errors import ScenarioError, ScenarioErrors
+from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret
+from netns_lab.scenario import k8s
+from netns_lab.scenario.manifests import metadata
+from netns_lab.scenario.schema import ANY, INT, INT_OR_STR, OBJECT_META, STR, ListOf, MapOf, Obj, collect
+from netns_lab.scenario.yamlsrc import Source, join
+
+API = "networking.k8s.io/v1"
+LAB_CONTROLLER = "k8s.io/ingress-nginx"
+LAB_CLASS = "nginx"
+PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
+_RENAMED = {
+    "serviceName": f"removed with extensions/v1beta1: in {API} it is service.name",
+    "servicePort": f"removed with extensions/v1beta1: in {API} it is service.port.number (or service.port.name)",
+}
+BACKEND = Obj(
+    "io.k8s.api.networking.v1.IngressBackend",
+    {
+        "service": Obj("io.k8s.api.networking.v1.IngressServiceBackend", {
+            "name": STR,
+            "port": Obj("io.k8s.api.networking.v1.ServiceBackendPort", {"number": INT, "name": STR}),
+        }),
+        "resource": ANY,
+    },
+    _RENAMED,
+)
+SPEC = Obj(
+    "io.k8s.api.networking.v1.IngressSpec",
+    {
+        "ingressClassName": STR,
+        "defaultBackend": BACKEND,
+        "rules": ListOf(Obj("io.k8s.api.networking.v1.IngressRule", {
+            "host": STR,
+            "http": Obj("io.k8s.api.networking.v1.HTTPIngressRuleValue", {
+                "paths": ListOf(Obj("io.k8s.api.networking.v1.HTTPIngressPath", {"path": STR, "pathType": STR, "backend": BACKEND})),
+            }),
+        })),
+        "tls": ListOf(Obj("io.k8s.api.networking.v1.IngressTLS", {"hosts": ListOf(STR), "secretName": STR})),
+    },
+    {"backend": f"removed with extensions/v1beta1: in {API} it is spec.defaultBackend"},
+)
+INGRESS = Obj("io.k8s.api.networking.v1.Ingress", {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": SPEC, "status": ANY})
+# The removed extensions/v1beta1 shape: a manifest written for it is checked against it, so
+# its typos are reported as typos, next to the one message that says how to convert it.
+_OLD_BACKEND = Obj("io.k8s.api.extensions.v1beta1.IngressBackend", {"serviceName": STR, "servicePort": INT_OR_STR, "resource": ANY})
+INGRESS_V1BETA1 = Obj("io.k8s.api.extensions.v1beta1.Ingress", {
+    "apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "status": ANY,
+    "spec": Obj("io.k8s.api.extensions.v1beta1.IngressSpec", {
+        "ingressClassName": STR,
+        "backend": _OLD_BACKEND,
+        "rules": ListOf(Obj("io.k8s.api.extensions.v1beta1.IngressRule", {
+            "host": STR,
+            "http": Obj("io.k8s.api.extensions.v1beta1.HTTPIngressRuleValue", {
+                "paths": ListOf(Obj("io.k8s.api.extensions.v1beta1.HTTPIngressPath", {"path": STR, "pathType": STR, "backend": _OLD_BACKEND})),
+            }),
+        })),
+        "tls": ListOf(Obj("io.k8s.api.extensions.v1beta1.IngressTLS", {"hosts": ListOf(STR), "secretName": STR})),
+    }),
+})
+INGRESS_CLASS = Obj("io.k8s.api.networking.v1.IngressClass", {
+    "apiVersion": STR, "kind": STR, "metadata": OBJECT_META,
+    "spec": Obj("io.k8s.api.networking.v1.IngressClassSpec", {"controller": STR, "parameters": ANY}),
+})
+SECRET = Obj("io.k8s.api.core.v1.Secret", {
+    "apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "type": STR, "data": MapOf(STR), "stringData": MapOf(STR),
+    "immutable": ANY,
+})
+_WILDCARD = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def ingress_version_error(src: Source, base: str, version: str) -> ScenarioError:
+    """Removed or misspelled apiVersion for kind Ingress: what to write instead."""
+    removed = version in ("extensions/v1beta1", "networking.k8s.io/v1beta1")
+    why = "removed in Kubernetes 1.22" if removed else "no such API version"
+    return src.error(join(base, "apiVersion"), f'Invalid value: "{version}": no matches for kind "Ingress" in version "{version}" '
+                     f"({why}): use apiVersion {API}, where backend.serviceName is backend.service.name, "
+                     "backend.servicePort is backend.service.port.number (or .name), and every path needs a pathType")
+
+
+def _host_errors(src: Source, path: str, host: str) -> list[ScenarioError]:
+    try:
+        ipaddress.ip_address(host)
+        return [src.error(path, f'Invalid value: "{host}": must be a DNS name, not an IP address')]
+    except ValueError:
+        pass
+    if host.startswith("*"):
+        if not _WILDCARD.match(host):
+            return [src.error(path, f'Invalid value: "{host}": a wildcard DNS-1123 subdomain must start with \'*.\', followed by a '
+                              "valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end "
+                              "with an alphanumeric character (e.g. '*.example.com')")]
+        return []
+    errs = k8s.dns1123_subdomain(host)
+    return [src.error(path, f'Invalid value: "{host}": {"; ".join(errs)}')] if errs else []
+
+
+def _backend(src: Source, raw: dict[str, Any], path: str, errors: list[ScenarioError]) -> IngressBackend | None:
+    svc = raw.get("service")
+    if raw.get("resource") is not None:
+        if svc:
+            errors.append(src.error(path, "Invalid value: cannot set both service and resource backends"))
+        else:
+            errors.append(src.error(join(path, "resource"), "Unsupported value: resource backends are not served by the lab's ingress-nginx"))
+        return None
+    if not svc:
+        errors.append(src.error(join(path, "service"), "Required value: service or resource is required"))
+        return None
+    name = svc.get("name")
+    if not name:
+        errors.append(src.error(join(path, "service.name"), "Required value"))
+    else:
+        errs = k8s.dns1035_label(name)
+        if errs:
+            errors.append(src.error(join(path, "service.name"), f'Invalid value: "{name}": {"; ".join(errs)}'))
+    port = svc.get("port") or {}
+    number, pname = port.get("number"), port.get("name")
+    ppath = join(path, "service.port")
+    if number is not None and pname:
+        errors.append(src.error(ppath, "Invalid value: cannot set both port name & port number"))
+    elif number is None and not pname:
+        errors.append(src.error(ppath, "Required value: port name or number is required"))
+    elif number is not None and not 1 <= number <= 65535:
+        errors.append(src.error(join(ppath, "number"), f"Invalid value: {number}: must be between 1 and 65535, inclusive"))
+    return IngressBackend(name or "", number, pname or None)
+
+
+def _hosts(src: Source, spec: dict[str, Any], spath: str) -> list[ScenarioError]:
+    """Host rules shared by every version: rules[].host and tls[].hosts are DNS names."""
+    out: list[ScenarioError] = []
+    for i, rule in enumerate(spec.get("rules") if isinstance(spec.get("rules"), list) else []):
+        if isinstance(rule, dict) and isinstance(rule.get("host"), str) and rule["host"]:
+            out += _host_errors(src, join(join(join(spath, "rules"), i), "host"), rule["host"])
+    for i, t in enumerate(spec.get("tls") if isinstance(spec.get("tls"), list) else []):
+        for j, h in enumerate((t.get("hosts") or []) if isinstance(t, dict) else []):
+            if isinstance(h, str):
+                out += _host_errors(src, join(join(join(join(spath, "tls"), i), "hosts"), j), h)
+    return out
+
+
+def _raise(errors: list[ScenarioError]) -> None:
+    errors.sort(key=lambda e: e.line or 0)
+    raise errors[0] if len(errors) == 1 else ScenarioErrors(errors)
+
+
+def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
+    version = str(obj.get("apiVersion"))
+    spec_raw = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    if version != API:  # one message for the version, then the manifest's own mistakes
+        errors = [ingress_version_error(src, base, version), *collect(INGRESS_V1BETA1, src, obj, base),
+                  *_hosts(src, spec_raw, join(base, "spec"))]
+        _raise(errors)
+    errors = collect(INGRESS, src, obj, base)
+    try:
+        name, namespace, _labels = metadata(src, obj, base, namespaced=True)
+        errs = k8s.dns1123_subdomain(name)
+        if errs:
+            errors.append(src.error(join(base, "metadata.name"), f'Invalid value: "{name}": {"; ".join(errs)}'))
+    except ScenarioError as exc:
+        errors.append(exc)
+        name, namespace = "", "default"
+    spath = join(base, "spec")
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    default = None
+    if isinstance(spec.get("defaultBackend"), dict):
+        default = _backend(src, spec["defaultBackend"], join(spath, "defaultBackend"), errors)
+    rules: list[IngressRule] = []
+    raw_rules = spec.get("rules") if isinstance(spec.get("rules"), list) else []
+    if not raw_rules and default is None and not spec.get("backend"):
+        errors.append(src.error(spath, "Invalid value: either `defaultBackend` or `rules` must be specified"))
+    for i, rule in enumerate(raw_rules):
+        rpath = join(join(spath, "rules"), i)
+        if not isinstance(rule, dict):
+            continue
+        host = rule.get("host") or None
+        paths: list[IngressPath] = []
+        http = rule.get("http") if isinstance(rule.get("http"), dict) else None
+        if http is not None:
+            raw_paths = http.get("paths") if isinstance(http.get("paths"), list) else []
+            if not raw_paths:
+                errors.append(src.error(join(rpath, "http.paths"), "Required value"))
+            for j, p in enumerate(raw_paths):
+                ppath = join(join(rpath, "http.paths"), j)
+                if not isinstance(p, dict):
+                    continue
+                ptype = p.get("pathType")
+                path = p.get("path") or ("/" if ptype == "ImplementationSpecific" else "")
+                if not ptype:
+                    errors.append(src.error(join(ppath, "pathType"), "Required value: pathType must be specified"))
+                elif ptype not in PATH_TYPES:
+                    errors.append(src.error(join(ppath, "pathType"), f'Unsupported value: "{ptype}": supported values: '
+                                            + ", ".join(f'"{t}"' for t in PATH_TYPES)))
+                if not isinstance(path, str) or not path.startswith("/"):
+                    errors.append(src.error(join(ppath, "path"), f'Invalid value: "{path}": must be an absolute path'))
+                elif ptype in ("Exact", "Prefix") and re.search(r"//|/\./|/\.\./|/\.$|/\.\.$|[;{}]", path):
+                    errors.append(src.error(join(ppath, "path"), f'Invalid value: "{path}": must not contain \'//\', \'/./\', '
+                                            "'/../', '{', '}' or ';' (and must not end with '/.' or '/..')"))
+                backend = _backend(src, p["backend"], join(ppath, "backend"), errors) if isinstance(p.get("backend"), dict) else None
+                if p.get("backend") is None:
+                    errors.append(src.error(join(ppath, "backend"), "Required value"))
+                if backend is not None and ptype in PATH_TYPES and isinstance(path, str):
+                    paths.append(IngressPath(path, ptype, backend))
+        rules.append(IngressRule(host if isinstance(host, str) else None, tuple(paths)))
+    tls: list[IngressTLS] = []
+    for i, t in enumerate(spec.get("tls") if isinstance(spec.get("tls"), list) else []):
+        tpath = join(join(spath, "tls"), i)
+        if not isinstance(t, dict):
+            continue
+        hosts = [h for h in (t.get("hosts") or []) if isinstance(h, str)]
+        tls.append(IngressTLS(tuple(hosts), t.get("secretName") or None))
+    class_name = spec.get("ingressClassName") if isinstance(spec.get("ingressClassName"), str) else None
+    errors += _hosts(src, spec, spath)
+    if errors:
+        _raise(errors)
+    return Ingress(name, namespace, class_name, default, tuple(rules), tuple(tls))
+
+
+def parse_ingress_class(src: Source, obj: dict[str, Any], base: str) -> IngressClass:
+    INGRESS_CLASS.check(src, obj, base)
+    name, _ns, _labels = metadata(src, obj, base, namespaced=False)
+    controller = (obj.get("spec") or {}).get("controller")
+    if not controller:
+        raise src.error(join(base, "spec.controller"), "Required value")
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return IngressClass(name, controller, annotations.get("ingressclass.kubernetes.io/is-default-class") == "true")
+
+
+def parse_secret(src: Source, obj: dict[str, Any], base: str) -> Secret:
+    SECRET.check(src, obj, base)
+    name, namespace, _labels = metadata(src, obj, base, namespaced=True)
+    errs = k8s.dns1123_subdomain(name)
+    if errs:
+        raise src.error(join(base, "metadata.name"), f'Invalid value: "{name}": {"; ".join(errs)}')
+    stype = obj.get("type") or "Opaque"
+    data: dict[str, str] = {}
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            data[key] = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise src.error(join(join(base, "data"), key), "Invalid value: must be base64-encoded text (data holds base64; "
+                            "stringData takes plain text)") from None
+    data.update(obj.get("stringData") or {})
+    if stype == "kubernetes.io/tls":
+        for key in ("tls.crt", "tls.key"):
+            if key not in data:
+                raise src.error(join(base, f"data[{key}]"), "Required value")
+        problem = tls_pair_problem(data["tls.crt"], data["tls.key"], data.get("ca.crt"))
+        if problem:
+            raise src.error(join(base, "data"), f"Invalid value: {problem}")
+    return Secret(name, namespace, stype, tuple(sorted(data.items())))
+
+
+def tls_pair_problem(cert: str, key: str, ca: str | None = None) -> str | None:
+    """Why a certificate/key pair is unusable (does not parse, or the key is not the
+    certificate's), or None. OpenSSL itself decides, through the ssl module."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cpath, kpath = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+        with open(cpath, "w") as fh:
+            fh.write(cert)
+        with open(kpath, "w") as fh:
+            fh.write(key)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cpath, kpath)
+        except ssl.SSLError as exc:
+            reason = exc.reason or str(exc)
+            if "KEY_VALUES_MISMATCH" in reason.upper():
+                return "tls.key is not the private key of the certificate in tls.crt"
+            return f"tls.crt / tls.key do not parse as a PEM certificate and private key ({reason})"
+        if ca:
+            try:
+                ssl.create_default_context(cadata=ca)
+            except ssl.SSLError as exc:
+                return f"ca.crt does not parse as a PEM certificate ({exc.reason or exc})"
+    return None
