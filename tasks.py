@@ -76,7 +76,7 @@ def shell(c, lab, target):
     _exit(cli.exec_in(lab, target, [], interactive=True))
 
 
-@task(help={"lab": "lab name", "kind": "pods | services | endpoints", "namespace": "namespace (default: default)",
+@task(help={"lab": "lab name", "kind": "pods | services | endpoints | ingress", "namespace": "namespace (default: default)",
             "all_namespaces": "every namespace (-A)", "output": "wide | json | yaml"})
 def get(c, lab, kind, namespace="default", all_namespaces=False, output=""):
     """kubectl get for a running lab: same columns, read from the lab's live model."""

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates python3 python3-venv
+apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates openssl python3 python3-venv
+              # the ingress controller the lab runs inside a pod namespace (never as a system service)
+              nginx-light
               # the stock-kernel VM for what this kernel may lack (IP_VS, dummy): `invoke test-vm`
               qemu-system-x86 linux-image-amd64 busybox-static)
 missing=()
@@ -15,8 +17,18 @@ for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
+    # Packages with a daemon (nginx) must not start one on the host: the lab starts its own
+    # nginx inside a lab namespace. policy-rc.d says so to invoke-rc.d/deb-systemd-invoke.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
+    if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        systemctl disable --now nginx 2>/dev/null || true  # we installed it for the lab only
+    fi
 fi
 
 pick_python() {

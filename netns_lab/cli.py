@@ -65,7 +65,8 @@ def _guard(fn):  # type: ignore[no-untyped-def]
         try:
             return fn(*args, **kw)
         except ScenarioError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():  # several mistakes: one line each
+                print(f"error: {line}", file=sys.stderr)
             return EXIT_INVALID
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -228,13 +229,13 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
     from netns_lab.views import KINDS, age, render
 
     if kind not in KINDS:
-        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints')
+        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, ingress')
     if output not in ("", "wide", "json", "yaml"):
         raise ScenarioError("get", "-o", f'Unsupported value: "{output}": supported values: wide, json, yaml')
     lab = Lab.attach(lab_name)
     assert lab.state is not None
     text = render(kind, lab.pods, lab.services, lab.topology, None if all_namespaces else namespace, output,
-                  age(_time.time() - lab.state.created))
+                  age(_time.time() - lab.state.created), lab.ingresses)
     print(text, file=out)
     return EXIT_OK
 
@@ -391,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("pod-add", help="add Pod manifests to a running lab")
     p.add_argument("lab")
     p.add_argument("file")
-    p = sub.add_parser("get", help="kubectl get pods|services|endpoints for a running lab")
+    p = sub.add_parser("get", help="kubectl get pods|services|endpoints|ingress for a running lab")
     p.add_argument("lab")
     p.add_argument("kind")
     p.add_argument("-n", "--namespace", default="default")

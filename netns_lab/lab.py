@@ -421,6 +421,15 @@ class Lab:
         self.sync()
         return new
 
+    def apply_ingress(self, ing: Ingress) -> None:
+        """Create or replace an Ingress (``kubectl apply``); nginx reloads gracefully."""
+        if not self.ingresses:
+            raise LabError("this lab runs no ingress controller (its scenario has no Ingress)")
+        others = tuple(i for i in self.ingresses if i.key != ing.key)
+        self.ingresses = (*others, ing) if len(others) == len(self.ingresses) else tuple(
+            ing if i.key == ing.key else i for i in self.ingresses)
+        self.sync()
+
     def set_ready(self, pod: str, ready: bool = True) -> None:
         """Mark a pod ready or not (its readiness probe, in effect) and sync the rules."""
         key = self._pod_key(pod)

@@ -14,10 +14,10 @@ import yaml
 
 from netns_lab.controllers.endpoints import endpoints
 from netns_lab.controllers.topology import Topology
-from netns_lab.model import Pod, Service
+from netns_lab.model import Ingress, Pod, Service
 
 KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "services": "services", "service": "services", "svc": "services",
-         "endpoints": "endpoints", "ep": "endpoints"}
+         "endpoints": "endpoints", "ep": "endpoints", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
 
 
 def age(seconds: float) -> str:
@@ -53,12 +53,30 @@ def _selector(pairs: tuple[tuple[str, str], ...] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in pairs) if pairs else "<none>"
 
 
+def _ingress_address(services: tuple[Service, ...]) -> str:
+    """kubectl's ADDRESS: the controller Service's load-balancer IP (its ClusterIP for NodePort)."""
+    svc = next((s for s in services if s.key == "ingress-nginx/ingress-nginx"), None)
+    if svc is None:
+        return ""
+    return ",".join(svc.load_balancer_ips) or (svc.cluster_ip or "")
+
+
 def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
-         wide: bool, age_text: str) -> list[list[str]]:
+         wide: bool, age_text: str, ingresses: tuple[Ingress, ...] = ()) -> list[list[str]]:
     """Header + one row per object; ``namespace=None`` means all namespaces (``-A``)."""
     kind = KINDS[kind]
     ns_col = ["NAMESPACE"] if namespace is None else []
     out: list[list[str]] = []
+    if kind == "ingress":
+        out.append(ns_col + ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"])
+        for i in ingresses:
+            if namespace is not None and i.namespace != namespace:
+                continue
+            hosts = ",".join(dict.fromkeys(r.host or "*" for r in i.rules)) or "*"
+            ports = "80, 443" if i.tls else "80"
+            out.append(([i.namespace] if namespace is None else []) + [i.name, i.class_name or "<none>", hosts,
+                                                                      _ingress_address(services), ports, age_text])
+        return out
     if kind == "pods":
         out.append(ns_col + ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] + (["IP", "NODE"] if wide else []))
         for p in pods:
@@ -96,10 +114,32 @@ def table(data: list[list[str]]) -> str:
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in data)
 
 
-def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None) -> dict[str, Any]:
+def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
+            ingresses: tuple[Ingress, ...] = ()) -> dict[str, Any]:
     """A ``kind: List`` in the API's shape, for ``-o json|yaml``."""
     kind = KINDS[kind]
     items: list[dict[str, Any]] = []
+    if kind == "ingress":
+        def backend(b: Any) -> dict[str, Any]:
+            port = {"number": b.port_number} if b.port_number is not None else {"name": b.port_name}
+            return {"service": {"name": b.service, "port": port}}
+
+        for i in ingresses:
+            if namespace is None or i.namespace == namespace:
+                spec: dict[str, Any] = {}
+                if i.class_name:
+                    spec["ingressClassName"] = i.class_name
+                if i.default_backend:
+                    spec["defaultBackend"] = backend(i.default_backend)
+                if i.tls:
+                    spec["tls"] = [{"hosts": list(t.hosts), **({"secretName": t.secret_name} if t.secret_name else {})} for t in i.tls]
+                if i.rules:
+                    spec["rules"] = [{**({"host": r.host} if r.host else {}), "http": {"paths": [
+                        {"path": p.path, "pathType": p.path_type, "backend": backend(p.backend)} for p in r.paths]}} for r in i.rules]
+                address = _ingress_address(services)
+                items.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": i.name, "namespace": i.namespace},
+                              "spec": spec, "status": {"loadBalancer": {"ingress": [{"ip": address}] if address else []}}})
+        return {"apiVersion": "v1", "kind": "List", "items": items}
     if kind == "pods":
         for p in pods:
             if namespace is None or p.namespace == namespace:
@@ -152,8 +192,8 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
 
 
 def render(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
-           output: str = "", age_text: str = "0s") -> str:
+           output: str = "", age_text: str = "0s", ingresses: tuple[Ingress, ...] = ()) -> str:
     if output in ("json", "yaml"):
-        doc = objects(kind, pods, services, topo, namespace)
+        doc = objects(kind, pods, services, topo, namespace, ingresses)
         return json.dumps(doc, indent=4) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()
-    return table(rows(kind, pods, services, topo, namespace, output == "wide", age_text))
+    return table(rows(kind, pods, services, topo, namespace, output == "wide", age_text, ingresses))

@@ -42,6 +42,24 @@ class Server:
     host: str  # "_" for the default server
     locations: dict[str, Location] = field(default_factory=dict)
     tls_secret: str | None = None  # ns/name
+    paths: list[tuple[str, str, str]] = field(default_factory=list)  # (pathType, path, upstream), declared order
+
+
+def k8s_match(paths: list[tuple[str, str, str]], request: str) -> str | None:
+    """The upstream Kubernetes' rules pick for ``request`` (None: the default backend):
+    the longest matching path wins, Exact over Prefix on a tie; Prefix matches element-wise."""
+    best: tuple[int, int, str] | None = None
+    for ptype, path, upstream in paths:
+        if ptype == "Exact":
+            hit, length = request == path, len(path)
+        elif ptype == "Prefix":
+            p = _norm_prefix(path)
+            hit, length = p == "/" or request == p or request.startswith(p + "/"), len(p)
+        else:
+            hit, length = request.startswith(path), len(path)
+        if hit and (best is None or (length, ptype == "Exact") > best[:2]):
+            best = (length, int(ptype == "Exact"), upstream)
+    return best[2] if best else None
 
 
 def _norm_prefix(path: str) -> str:
@@ -55,6 +73,7 @@ def upstream_name(namespace: str, backend: IngressBackend) -> str:
 
 def _add(server: Server, ing: Ingress, path: str, path_type: str, upstream: str) -> None:
     src = f"{ing.key}: {path_type} {path}"
+    server.paths.append((path_type, path, upstream))
     if path_type == "Exact":
         server.locations[f"= {path}"] = Location(f"= {path}", upstream, src)  # an Exact path wins the tie
         return
@@ -184,6 +203,12 @@ def render(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: 
         locs = dict(server.locations)
         if "/" not in locs:
             locs["/"] = Location("/", None, "default backend")
+        for match in list(locs):
+            # nginx answers "/foo" with a 301 to "/foo/" when only a "/foo/" location proxies;
+            # Kubernetes has no such redirect, so "/foo" gets the location its rules give it.
+            bare = match.removeprefix("= ").rstrip("/")
+            if match.endswith("/") and bare and f"= {bare}" not in locs:
+                locs[f"= {bare}"] = Location(f"= {bare}", k8s_match(server.paths, bare), f"what Kubernetes routes {bare} to")
         for match, loc in sorted(locs.items()):
             lines.append(f"    location {match} {{  # {loc.source}")
             lines += [f"      {b}" for b in location_body(loc.upstream)]

@@ -78,3 +78,17 @@ def test_loadbalancer_and_external_ip_cells() -> None:
     assert office["spec"]["loadBalancerSourceRanges"] == ["203.0.113.10/32"]
     s, t = _load("external-ips")
     assert "web          ClusterIP   10.96.0.2    192.0.2.10    80/TCP" in render("services", s.pods, s.services, t, "default")
+
+
+def test_get_ingress_columns() -> None:
+    s, t = _load("ingress")
+    data = rows("ing", s.pods, s.services, t, None, False, "1m", s.ingresses)
+    assert data[0] == ["NAMESPACE", "NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    lb = s.service("ingress-nginx/ingress-nginx").load_balancer_ips[0]
+    assert data[1:] == [["default", "site-a", "nginx", "a.example.com", lb, "80, 443", "1m"],
+                        ["default", "site-b", "<none>", "b.example.com", lb, "80", "1m"]]
+    doc = yaml.safe_load(render("ingress", s.pods, s.services, t, "default", "yaml", ingresses=s.ingresses))
+    a = doc["items"][0]
+    assert a["spec"]["tls"] == [{"hosts": ["a.example.com"], "secretName": "a-tls"}]
+    assert a["spec"]["rules"][0]["http"]["paths"][2] == {"path": "/a2/exact", "pathType": "Exact",
+                                                        "backend": {"service": {"name": "a1", "port": {"number": 80}}}}
