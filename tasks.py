@@ -137,12 +137,16 @@ def bench(c, quick=False, only=""):
 
 @task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",
             "scenario": "run this scenario (run-scenario exit codes) instead of tests", "args": "more pytest arguments",
-            "set": "with --scenario: override KEY=VALUE (repeatable), e.g. cluster.proxyMode=ipvs"}, iterable=["set"])
-def test_vm(c, k="", m="ipvs", scenario="", args="", set=None):  # noqa: A002
-    """Run tests (default: the IPVS ones) or a scenario as root in a VM on Debian's stock kernel."""
+            "set": "with --scenario: override KEY=VALUE (repeatable), e.g. cluster.proxyMode=ipvs",
+            "exec_": "run this shell command line instead (as root, from the repository, with the venv on PATH)"},
+      iterable=["set"])
+def test_vm(c, k="", m="ipvs", scenario="", args="", set=None, exec_=""):  # noqa: A002
+    """Run tests (default: the IPVS ones), a scenario, or any command as root in a VM on Debian's stock kernel."""
     from netns_lab import vm
 
-    if scenario:
+    if exec_:
+        inner = ["bash", "-c", "set -e; " + exec_]
+    elif scenario:
         inner = [sys.executable, "-m", "netns_lab", "run-scenario", scenario]
         for item in set or []:
             inner += ["--set", item]

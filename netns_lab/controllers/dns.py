@@ -120,7 +120,7 @@ def _in_zone(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 
 
-def answer(rec: Records, qname: str, qtype: str) -> tuple[int, list[tuple[str, str, Any]]]:
+def answer(rec: Records, qname: str, qtype: str, _depth: int = 0) -> tuple[int, list[tuple[str, str, Any]]]:
     """(rcode, [(owner name, type, rdata)]) for one question; names compared lower-case."""
     name = qname.lower() if qname.endswith(".") else qname.lower() + "."
     if name.endswith(".in-addr.arpa."):
@@ -134,7 +134,16 @@ def answer(rec: Records, qname: str, qtype: str) -> tuple[int, list[tuple[str, s
             return NXDOMAIN, []
         entry = {"A": [pod_ip]}
     if "CNAME" in entry and qtype != "CNAME":
-        return NOERROR, [(qname, "CNAME", entry["CNAME"][0])]
+        # CoreDNS follows a CNAME that stays inside the cluster zone and adds the target's
+        # records, so a stub resolver (glibc) gets its address in one answer.
+        target = entry["CNAME"][0]
+        out: list[tuple[str, str, Any]] = [(qname, "CNAME", target)]
+        tname = target.lower() if target.endswith(".") else target.lower() + "."
+        if _in_zone(tname, rec.zone) and tname != name and _depth < 8:  # ExternalNames may loop
+            code, more = answer(rec, tname, qtype, _depth + 1)
+            if code == NOERROR:
+                out += [r for r in more if r[1] != "CNAME" or r[0] != qname]
+        return NOERROR, out
     return NOERROR, [(qname, qtype, d) for d in entry.get(qtype, [])]
 
 

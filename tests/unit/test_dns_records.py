@@ -81,3 +81,17 @@ def test_env_only_for_services_created_before_the_pod() -> None:
     no_links = Pod("x", "my-namespace", enable_service_links=False)
     keys = {k for k, _ in pod_env(no_links, s.services)}
     assert keys and all(k.startswith("KUBERNETES_") for k in keys)
+
+
+def test_an_in_zone_cname_carries_its_target_records_and_loops_stop() -> None:
+    from netns_lab.controllers.dns import NOERROR, Records, answer
+
+    rec = Records("cluster.local.", {"docs.default.svc.cluster.local.": {"CNAME": ["web.default.svc.cluster.local."]},
+                                     "web.default.svc.cluster.local.": {"A": ["10.96.0.2"]},
+                                     "a.default.svc.cluster.local.": {"CNAME": ["b.default.svc.cluster.local."]},
+                                     "b.default.svc.cluster.local.": {"CNAME": ["a.default.svc.cluster.local."]}}, {"default"})
+    code, rrs = answer(rec, "docs.default.svc.cluster.local.", "A")
+    assert code == NOERROR and rrs == [("docs.default.svc.cluster.local.", "CNAME", "web.default.svc.cluster.local."),
+                                       ("web.default.svc.cluster.local.", "A", "10.96.0.2")]
+    code, rrs = answer(rec, "a.default.svc.cluster.local.", "A")
+    assert code == NOERROR and len(rrs) < 20
