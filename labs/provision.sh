@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates openssl python3 python3-venv
+apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates openssl curl python3 python3-venv
               # the ingress controller the lab runs inside a pod namespace (never as a system service)
               nginx-light
               # the stock-kernel VM for what this kernel may lack (IP_VS, dummy): `invoke test-vm`
