@@ -304,11 +304,15 @@ class Lab:
             time.sleep(0.01)
 
     def secret(self, key: str) -> Secret:
+        return self._find("secret", self.secrets, key)  # type: ignore[no-any-return]
+
+    def _find(self, kind: str, objects: tuple[Any, ...], key: str) -> Any:
+        """``NAME`` (namespace default) or ``NS/NAME`` among ``objects``."""
         key = key if "/" in key else f"default/{key}"
-        for s in self.secrets:
-            if s.key == key:
-                return s
-        raise LabError(f"no secret {key} in lab {self.name}")
+        for o in objects:
+            if o.key == key:
+                return o
+        raise LabError(f"no {kind} {key} in lab {self.name}")
 
     @property
     def balancer_status_file(self) -> str:
@@ -543,11 +547,7 @@ class Lab:
             raise LabError(f"no external client {name!r} in lab {self.name} (cluster.external.clients)") from None
 
     def pod(self, key: str) -> Pod:
-        key = key if "/" in key else f"default/{key}"
-        for p in self.pods:
-            if p.key == key:
-                return p
-        raise LabError(f"no pod {key} in lab {self.name}")
+        return self._find("pod", self.pods, key)  # type: ignore[no-any-return]
 
     def service(self, key: str) -> Service:
         found = find_service(self.services, key)

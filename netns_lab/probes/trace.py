@@ -60,20 +60,21 @@ class Trace:
     served_by: str | None = None
     server_saw: str | None = None
 
-    @property
-    def service_chain(self) -> str | None:
-        """The per-Service chain taken (iptables KUBE-SVC-/KUBE-SVL-, nftables service-/local-)."""
+    def _first_jump(self, chain_pattern: str) -> str | None:
         for s in self.steps:
-            if s.kind == "rule" and re.match(r"^(jump|goto) (KUBE-SV[CL]-|(service|local)-[A-Z2-7]{8}-)", s.verdict):
+            if s.kind == "rule" and re.match(rf"^(jump|goto) ({chain_pattern})", s.verdict):
                 return s.verdict.split(" ", 1)[1]
         return None
 
     @property
+    def service_chain(self) -> str | None:
+        """The per-Service chain taken (iptables KUBE-SVC-/KUBE-SVL-, nftables service-/local-)."""
+        return self._first_jump(r"KUBE-SV[CL]-|(service|local)-[A-Z2-7]{8}-")
+
+    @property
     def endpoint_chain(self) -> str | None:
-        for s in self.steps:
-            if s.kind == "rule" and re.match(r"^(jump|goto) (KUBE-SEP-|endpoint-[A-Z2-7]{8}-)", s.verdict):
-                return s.verdict.split(" ", 1)[1]
-        return None
+        """The per-endpoint chain taken (iptables KUBE-SEP-, nftables endpoint-)."""
+        return self._first_jump(r"KUBE-SEP-|endpoint-[A-Z2-7]{8}-")
 
     @property
     def dnat(self) -> str | None:

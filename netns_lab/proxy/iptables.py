@@ -169,17 +169,12 @@ def _external_destinations(f: Fragment, sp: ServicePortInfo, tp: TrafficPolicy) 
             f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
         if no_eps:
             f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} -m addrtype --dst-type LOCAL {np} -j {verdict}")
-    for ip in sp.external_ips:
+    for ip, lb in [(ip, False) for ip in sp.external_ips] + [(ip, True) for ip in sp.lb_ips]:
         dst = f"{match} -d {ip}/32 --dport {sp.port}"
         if has_eps:
-            f.add("nat", "KUBE-SERVICES", f"{_c(name + ' external IP')} {dst} -j {ext}")
-        if no_eps:
-            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} {dst} -j {verdict}")
-    for ip in sp.lb_ips:
-        dst = f"{match} -d {ip}/32 --dport {sp.port}"
-        if has_eps:
-            f.add("nat", "KUBE-SERVICES", f"{_c(name + ' loadbalancer IP')} {dst} -j {fw_chain(sp) if fw else ext}")
-        if fw:
+            what, target = ("loadbalancer IP", fw_chain(sp) if fw else ext) if lb else ("external IP", ext)
+            f.add("nat", "KUBE-SERVICES", f"{_c(f'{name} {what}')} {dst} -j {target}")
+        if fw and lb:
             f.add("filter", "KUBE-PROXY-FIREWALL", f"{_c(f'{name} traffic not accepted by {fw_chain(sp)}')} {dst} -j DROP")
         if no_eps:
             f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} {dst} -j {verdict}")

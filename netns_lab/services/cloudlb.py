@@ -21,7 +21,6 @@ rewrites after every round: which nodes are in service for which Service), ``nod
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import json
 import os
 import signal
@@ -31,7 +30,8 @@ import sys
 import time
 from typing import Any
 
-CLONE_NEWNET = 0x40000000
+from netns_lab.services import setns
+
 TABLE = "ip cloud-lb"
 SLOTS = 64
 SEED = 0x6B38
@@ -160,14 +160,6 @@ class Balancer:
             time.sleep(max(0.0, self.config["interval"] - (time.monotonic() - start)))
 
 
-def _enter(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     balancer = Balancer(argv[0])
     balancer.load()
-    _enter(balancer.config["netns"])  # before any thread: new threads inherit it
+    setns.enter(balancer.config["netns"])  # before any thread: new threads inherit it
 
     def on_hup(_sig: int, _frame: object) -> None:
         balancer.reload = True

@@ -9,7 +9,6 @@ Names are answered by :func:`netns_lab.controllers.dns.answer` (the naming rules
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
@@ -21,8 +20,8 @@ import sys
 from dnslib import CNAME, PTR, QTYPE, RCODE, RR, SRV, TXT, A, DNSRecord
 
 from netns_lab.controllers.dns import TTL, Records, answer
+from netns_lab.services import setns
 
-CLONE_NEWNET = 0x40000000
 _RDATA = {
     "A": lambda d: A(d),
     "CNAME": lambda d: CNAME(d),
@@ -100,10 +99,7 @@ def respond(zone: Zone, data: bytes) -> bytes | None:
 
 
 def serve(netns_path: str, zone_path: str, port: int = 53) -> None:
-    fd = os.open(netns_path, os.O_RDONLY)
-    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), f"setns {netns_path}")
-    os.close(fd)
+    setns.enter(netns_path)
     zone = Zone(zone_path)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", port))

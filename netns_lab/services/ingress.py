@@ -21,18 +21,11 @@ import subprocess
 import sys
 import time
 
-CLONE_NEWNET = 0x40000000
+from netns_lab.services import setns
+
 PR_SET_PDEATHSIG = 1
 
 
-def _enter(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 def _workers(master: int) -> set[int]:
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("certs", "tmp"):
         os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
     fake_certificate(os.path.join(run_dir, "certs"))
-    _enter(netns_path)
+    setns.enter(netns_path)
     # nginx rewrites its environment area with its process title, so the lab's ownership token
     # cannot be read from it: it dies with this supervisor instead (SIGKILL included).
     libc = ctypes.CDLL(None, use_errno=True)

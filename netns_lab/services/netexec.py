@@ -23,7 +23,6 @@ answers updated in place.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -36,11 +35,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-CLONE_NEWNET = 0x40000000
+from netns_lab.services import setns
+
 SILENCE_TIMEOUT = 1.0
 MAX_REQUEST = 64 * 1024
 _HTTP_START = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -53,15 +52,6 @@ class Conn:
     buf: bytearray = field(default_factory=bytearray)
     out: bytes = b""
     done: bool = False
-
-
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 def line_reply(pod: str, peer: tuple[str, int]) -> bytes:
@@ -153,13 +143,12 @@ class Server:
             if (ns, port) not in self.targets:
                 by_ns.setdefault(ns, []).append(port)
         for ns, ports in by_ns.items():
-            _setns(f"/run/netns/{ns}")
+            setns.enter(f"/run/netns/{ns}")
             try:
                 for port in ports:
                     self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port, ns, udp=(ns, port) not in health)
             finally:
-                if _libc.setns(self.home, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns home")
+                setns.enter_fd(self.home, "home")
         return len(self.targets)
 
     def _listen(self, pod: str, port: int, ns: str, udp: bool = True) -> list[socket.socket]:
