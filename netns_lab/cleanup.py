@@ -38,10 +38,21 @@ class Leftovers:
         return out
 
 
+def _namespace_inodes(st: state.LabState) -> frozenset[int]:
+    out = set()
+    for name in st.namespaces:
+        try:
+            out.add(os.stat(netns.path(name)).st_ino)
+        except OSError:
+            pass
+    return frozenset(out)
+
+
 def _processes(st: state.LabState) -> list[int]:
     pids = {p["pid"] for p in st.processes if procs.owned_by(p["pid"], st.instance)}
     if st.instance:
         pids.update(procs.find_owned(st.instance))
+    pids.update(procs.find_in_namespaces(set(_namespace_inodes(st))))
     return sorted(pids)
 
 
@@ -64,8 +75,9 @@ def remove_lab(lab: str) -> Leftovers:
     st = state.load(lab)
     if st is None:
         return found
+    inodes = _namespace_inodes(st)
     for pid in found.processes:
-        procs.stop(pid, st.instance)
+        procs.stop(pid, st.instance, inodes=inodes)
     for name in reversed(st.namespaces):  # pods before nodes before the node network
         netns.delete(name)
     for d in found.dirs:

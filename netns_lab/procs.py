@@ -59,6 +59,26 @@ def owned_by(pid: int, instance: str) -> bool:
     return f"{ENV_INSTANCE}={instance}".encode() in env
 
 
+def netns_inode(pid: int) -> int | None:
+    """The inode of ``pid``'s network namespace, or None if it is gone."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def find_in_namespaces(inodes: set[int]) -> list[int]:
+    """Every live process inside one of these network namespaces.
+
+    Nothing but the lab lives in a lab's namespaces, so these are the lab's even when their
+    environment no longer shows its token (nginx overwrites its environment with its process
+    title, and its workers outlive a killed master)."""
+    if not inodes:
+        return []
+    me = os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me and netns_inode(int(e)) in inodes]
+
+
 def find_owned(instance: str) -> list[int]:
     """Every live process carrying ``instance`` in its environment."""
     pids = []
@@ -68,9 +88,14 @@ def find_owned(instance: str) -> list[int]:
     return pids
 
 
-def stop(pid: int, instance: str, timeout: float = 3.0) -> bool:
-    """SIGTERM then SIGKILL ``pid``, only if it is ours. Returns whether it was running."""
-    if not owned_by(pid, instance):
+def stop(pid: int, instance: str, timeout: float = 3.0, inodes: frozenset[int] = frozenset()) -> bool:
+    """SIGTERM then SIGKILL ``pid``, only if it is ours: it carries the lab's token, or it
+    runs inside one of the lab's namespaces (``inodes``). Returns whether it was running."""
+
+    def ours() -> bool:
+        return owned_by(pid, instance) or netns_inode(pid) in inodes
+
+    if not ours():
         return False
     try:
         os.kill(pid, signal.SIGTERM)
@@ -79,7 +104,7 @@ def stop(pid: int, instance: str, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not owned_by(pid, instance) or _zombie(pid):
+        if not ours() or _zombie(pid):
             return True
         time.sleep(0.01)
     try:

@@ -218,3 +218,35 @@ def test_the_old_blog_post_manifest_gets_one_line_per_mistake(tmp_path) -> None:
     assert 'backend.sercvicePort: unknown field "sercvicePort"' in text and 'did you mean "servicePort"?' in text
     assert proc.stdout == ""
     assert (sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []) == before  # nothing built
+
+
+def _live_nginx() -> set[int]:
+    """Running nginx processes (zombies not counted)."""
+    out = set()
+    for e in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{e}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        if "(nginx)" in stat and stat.rsplit(")", 1)[1].split()[0] != "Z":
+            out.add(int(e))
+    return out
+
+
+def test_a_killed_controller_leaves_nothing_behind() -> None:
+    """nginx hides the lab's token (it overwrites its environment with its title) and its
+    workers outlive a SIGKILLed master: cleanup still finds them, by the lab's namespaces."""
+    before = _live_nginx()
+    lab = Lab.from_file(INGRESS, {"name": "ing-kill"}).up()
+    try:
+        assert len(_live_nginx() - before) >= 2  # master + worker
+        supervisor = next(p["pid"] for p in lab.state.processes if p["role"] == "ingress")  # type: ignore[union-attr]
+        os.kill(supervisor, 9)
+        time.sleep(0.5)
+        assert _live_nginx() - before  # the worker survived its master
+        check = subprocess.run([sys.executable, "-m", "netns_lab", "clean", "--check"], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 1 and "ing-kill: process" in check.stdout
+    finally:
+        lab.down()
+    assert not _live_nginx() - before
