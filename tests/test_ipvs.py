@@ -149,3 +149,16 @@ def test_scheduler_from_the_scenario(lab_factory) -> None:  # type: ignore[no-un
     assert re.search(r"TCP\s+10\.96\.0\.2:80 lc", out), out
     # NodePort virtual services live on the node's own IP
     assert re.search(rf"TCP\s+{re.escape(lab.ip_of('node/node-1'))}:30080 lc", out), out
+
+
+@pytest.mark.root
+@pytest.mark.ipvs
+def test_trace_names_the_ipvs_virtual_and_real_server(ipvs_lab: Lab) -> None:
+    from netns_lab.probes.trace import trace
+
+    t = trace(ipvs_lab, "pod/client-1", "my-service:80")
+    assert t.result == "ok"
+    node = ipvs_lab.topology.pod("client-1").node
+    conn = t.ipvs[node]  # e.g. "TCP SYN_RECV 10.244.0.3:45678 10.96.0.2:80 -> 10.244.1.2:9376"
+    assert f" {ipvs_lab.ip_of('service/my-service')}:80 -> " in conn
+    assert t.dnat == conn.split()[-1] == f"{ipvs_lab.ip_of('pod/' + t.served_by)}:9376"  # type: ignore[operator]

@@ -5,7 +5,8 @@ Nothing is re-simulated in Python: every node gets a tiny ``netns-lab-trace`` ta
 for this trace), and ``nft monitor trace`` in each node namespace reports every rule that
 packet meets after that: kube-proxy's nftables chains, and iptables-nft's chains (KUBE-SERVICES
 -> KUBE-SVC-... -> KUBE-SEP-... and the DNAT) as well, since iptables-nft rules are nftables
-rules. Around that: ``ip route get`` for the routing decision each node makes, a capture on
+rules. In ipvs mode IPVS is not netfilter: its connection table (``ipvsadm -Lnc``) names the
+virtual and real server chosen. Around that: ``ip route get`` for the routing decision each node makes, a capture on
 the node network for the VXLAN header, conntrack's entry for the NAT chosen, and what the
 server answered (it names itself and the client address it saw).
 
@@ -56,6 +57,7 @@ class Trace:
     routes: dict[str, str] = field(default_factory=dict)
     vxlan: list[dict[str, Any]] = field(default_factory=list)
     conntrack: dict[str, str] = field(default_factory=dict)
+    ipvs: dict[str, str] = field(default_factory=dict)  # ipvs mode: node -> IPVS connection (virtual -> real server)
     result: str = ""
     served_by: str | None = None
     server_saw: str | None = None
@@ -78,11 +80,13 @@ class Trace:
 
     @property
     def dnat(self) -> str | None:
-        """The destination chosen by the DNAT rule the packet met."""
+        """The destination chosen: by the DNAT rule the packet met, or by IPVS (its real server)."""
         for s in self.steps:
             m = re.search(r"dnat to (\d+\.\d+\.\d+\.\d+:\d+)", s.text)
             if s.kind == "rule" and m:
                 return m.group(1)
+        for conn in self.ipvs.values():
+            return conn.split()[-1]
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -196,6 +200,13 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
         lines = [l for l in ct.stdout.splitlines() if l.strip()]
         if lines:
             result.conntrack[name] = " ".join(lines[0].split())
+    if lab.proxy_mode == "ipvs":  # IPVS is not netfilter: read its connection table
+        for node in topo.nodes:
+            conns = subprocess.run(["ip", "netns", "exec", node.netns, "ipvsadm", "-Lnc"], capture_output=True, text=True).stdout
+            for line in conns.splitlines():
+                parts = line.split()  # PRO EXPIRE STATE SOURCE VIRTUAL DESTINATION
+                if len(parts) == 6 and parts[3] == f"{src_ip}:{sport}":
+                    result.ipvs[node.name] = f"{parts[0]} {parts[2]} {parts[3]} {parts[4]} -> {parts[5]}"
     return result
 
 
@@ -270,6 +281,8 @@ def render(t: Trace) -> str:
                      f"inner {v['inner_src']} -> {v['inner_dst']}")
     for node, ct in t.conntrack.items():
         lines.append(f"{node:<10} conntrack: {ct}")
+    for node, conn in t.ipvs.items():
+        lines.append(f"{node:<10} IPVS connection: {conn} (virtual server -> real server)")
     summary = [f"Service chain {t.service_chain}" if t.service_chain else "",
                f"endpoint chain {t.endpoint_chain}" if t.endpoint_chain else "",
                f"DNAT to {t.dnat}" if t.dnat else "no DNAT"]
