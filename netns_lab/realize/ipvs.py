@@ -1,6 +1,6 @@
 """Apply kube-proxy's ipvs mode to a node namespace: IPVS and ipset through netlink
-(pyroute2's IPVS and IPSet), the ``kube-ipvs0`` dummy through rtnetlink, and the fixed
-iptables glue through one ``iptables-restore --noflush``.
+(messages built by pyroute2, sent in batches: :class:`_Requests`), the ``kube-ipvs0`` dummy
+through rtnetlink, and the fixed iptables glue through one ``iptables-restore --noflush``.
 
 Syncs are diffs: virtual servers are added or removed only when a Service port appears
 or goes, and an endpoint change edits that virtual server's real servers in place.
@@ -18,9 +18,10 @@ from netns_lab.proxy import ipvs as render_ipvs
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
 from netns_lab.realize.proxier import Proxier, SyncStats, _run
-from netns_lab.realize.rtnl import Rtnl
+from netns_lab.realize.rtnl import Batch, Rtnl
 
 DUMMY_INDEX = 5
+NETLINK_NETFILTER, NETLINK_GENERIC = 12, 16
 IP_VS_SVC_F_PERSISTENT = 0x1
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}
 SYSCTLS = {
@@ -45,6 +46,56 @@ def require_ipvs() -> None:
             "(CONFIG_DUMMY); run the lab inside the CI VM with a stock kernel: "
             "`invoke test-vm --scenario FILE`, or in the Vagrant box",
         )
+
+
+class _Requests:
+    """IPVS (generic netlink) and ipset (nfnetlink) changes, queued and sent a window at a time.
+
+    pyroute2 builds each message exactly as its IPVS and IPSet classes do, but those wait for
+    each reply in turn (an asyncio round trip per request); a full sync of 1,000 Services is
+    ~10,000 requests. Dumps still go through pyroute2, they are single requests anyway.
+    """
+
+    def __init__(self, where: str, ipvs, ipset) -> None:  # type: ignore[no-untyped-def]
+        self.where = where
+        self.genl = Batch(where, NETLINK_GENERIC)
+        self.nfnl = Batch(where, NETLINK_NETFILTER)
+        self.family = ipvs.prid  # the IPVS generic netlink family id
+        self.ipset = ipset.asyncore  # its protocol version and entry encoding
+
+    def close(self) -> None:
+        self.genl.close()
+        self.nfnl.close()
+
+    def ipvs(self, cmd: int, what: str, service, dest=None, key_only: bool = False) -> None:  # type: ignore[no-untyped-def]
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.generic import ipvs as genl
+
+        msg = genl.ipvsmsg()
+        msg["cmd"] = cmd
+        msg["version"] = genl.GENL_VERSION
+        msg["attrs"] = [("IPVS_CMD_ATTR_SERVICE", service.dump_key() if key_only else service.dump_nla())]
+        if dest is not None:
+            msg["attrs"].append(("IPVS_CMD_ATTR_DEST", dest.dump_nla()))
+        self.genl.queue(msg, self.family, NLM_F_REQUEST | NLM_F_ACK, f"{self.where} IPVS {what}")
+
+    def ipset_entry(self, cmd: int, name: str, entry: object, etype: str) -> None:
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
+        from pyroute2.netlink.nfnetlink.ipset import ipset_msg
+
+        msg = ipset_msg()
+        msg["nfgen_family"] = socket.AF_INET
+        msg["attrs"] = [
+            ["IPSET_ATTR_PROTOCOL", self.ipset._proto_version],
+            ["IPSET_ATTR_SETNAME", name],
+            ["IPSET_ATTR_DATA", {"attrs": self.ipset._entry_to_data_attrs(entry, etype, "IPSET_ATTR_IPADDR_IPV4")}],
+        ]
+        self.nfnl.queue(msg, cmd | (NFNL_SUBSYS_IPSET << 8), NLM_F_REQUEST | NLM_F_ACK, f"{self.where} ipset {name} {entry}")
+
+    def commit(self) -> None:
+        self.nfnl.commit()
+        self.genl.commit()
 
 
 class IpvsProxier(Proxier):
@@ -85,6 +136,7 @@ class IpvsProxier(Proxier):
             nl = Rtnl(self.netns)
             ipset = IPSet()
             ipvs = IPVS()
+            batch = _Requests(self.netns, ipvs, ipset)
             if full:
                 for key, value in SYSCTLS.items():
                     write_sysctl(key, value)
@@ -93,10 +145,12 @@ class IpvsProxier(Proxier):
         try:
             old = self.applied if not full else None
             self._dummy(nl, plan, old, full)
-            self._ipsets(ipset, plan, old, full)
-            self._virtual_servers(ipvs, plan, old, full)
+            self._ipsets(ipset, batch, plan, old, full)
+            self._virtual_servers(ipvs, batch, plan, old, full)
+            batch.commit()
         finally:
             nl.close()
+            batch.close()
             ipset.close()
             ipvs.close()
 
@@ -121,7 +175,9 @@ class IpvsProxier(Proxier):
     def _dummy_addresses(nl: Rtnl) -> set[str]:
         return set(nl.addresses(DUMMY_INDEX))
 
-    def _ipsets(self, ipset, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None, full: bool) -> None:  # type: ignore[no-untyped-def]
+    def _ipsets(self, ipset, batch: _Requests, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None, full: bool) -> None:  # type: ignore[no-untyped-def]
+        from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL
+
         for name, stype in render_ipvs.SET_TYPES.items():
             if full:
                 kw = {"bitmap_ports_range": (0, 65535)} if stype == "bitmap:port" else {}
@@ -131,15 +187,15 @@ class IpvsProxier(Proxier):
             else:
                 before = old.sets[name] if old else set()
             now = plan.sets[name]
-            for entry in sorted(before - now):
-                args, kw = _entry(entry, stype)
-                ipset.delete(name, *args, **kw)
-            for entry in sorted(now - before):
-                args, kw = _entry(entry, stype)
-                ipset.add(name, *args, **kw)
+            for cmd, entries in ((IPSET_CMD_DEL, before - now), (IPSET_CMD_ADD, now - before)):
+                for entry in sorted(entries):
+                    args, kw = _entry(entry, stype)
+                    batch.ipset_entry(cmd, name, args[0], kw["etype"])
 
-    def _virtual_servers(self, ipvs, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None, full: bool) -> None:  # type: ignore[no-untyped-def]
+    def _virtual_servers(self, ipvs, batch: _Requests, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None,  # type: ignore[no-untyped-def]
+                         full: bool) -> None:
         from pyroute2 import IPVSDest, IPVSService
+        from pyroute2.netlink.generic import ipvs as genl
 
         def svc_obj(vs: render_ipvs.VirtualServer) -> IPVSService:
             kw = {"addr": vs.addr, "port": vs.port, "protocol": PROTO[vs.protocol], "sched_name": vs.scheduler}
@@ -160,22 +216,24 @@ class IpvsProxier(Proxier):
             current_vs = {k: vs for k, vs in (old.services.items() if old else ())}
         for key in set(current) - set(plan.services):
             addr, port, proto = key
-            ipvs.service("del", service=IPVSService(addr=addr, port=port, protocol=PROTO[proto]))
+            batch.ipvs(genl.IPVS_CMD_DEL_SERVICE, f"del {key}", IPVSService(addr=addr, port=port, protocol=PROTO[proto]))
         for key, vs in plan.services.items():
             service = svc_obj(vs)
             if key not in current:
-                ipvs.service("add", service=service)
+                batch.ipvs(genl.IPVS_CMD_NEW_SERVICE, f"add {key}", service)
                 have: set[tuple[str, int]] = set()
             else:
                 prev = current_vs.get(key)
                 if prev is None or (prev.scheduler, prev.persistence) != (vs.scheduler, vs.persistence):
-                    ipvs.service("set", service=service)
+                    batch.ipvs(genl.IPVS_CMD_SET_SERVICE, f"set {key}", service)
                 have = current[key]
             want = set(vs.reals)
             for ip, port in sorted(have - want):
-                ipvs.dest("del", service=service, dest=IPVSDest(addr=ip, port=port))
+                batch.ipvs(genl.IPVS_CMD_DEL_DEST, f"del real server {ip}:{port} of {key}", service,
+                           IPVSDest(addr=ip, port=port), key_only=True)
             for ip, port in sorted(want - have):
-                ipvs.dest("add", service=service, dest=IPVSDest(addr=ip, port=port, weight=1, fwd_method=0))
+                batch.ipvs(genl.IPVS_CMD_NEW_DEST, f"add real server {ip}:{port} to {key}", service,
+                           IPVSDest(addr=ip, port=port, weight=1, fwd_method=0), key_only=True)
 
 
 def _entry(entry: str, stype: str) -> tuple[tuple[object, ...], dict[str, str]]:

@@ -47,12 +47,15 @@ IFLA_BRPORT_MODE = 4
 NLA_F_NESTED = 0x8000
 
 
-class Rtnl:
-    """Batched rtnetlink requests in the namespace this object was created in."""
+class Batch:
+    """Netlink requests sent a window at a time on one socket, every ACK checked: the
+    mechanism, for any netlink protocol (rtnetlink here, generic netlink for IPVS and
+    nfnetlink for ipset in :mod:`.ipvs`). The socket belongs to the namespace of the thread
+    that created this object."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, protocol: int = NETLINK_ROUTE) -> None:
         self.where = where  # for error messages
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, 0))
@@ -63,14 +66,15 @@ class Rtnl:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Rtnl":
+    def __enter__(self):  # type: ignore[no-untyped-def]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- queueing --------------------------------------------------------------------------
-    def _queue(self, msg: Any, kind: int, flags: int, what: str) -> None:
+    def queue(self, msg: Any, kind: int, flags: int, what: str) -> None:
+        """Any pyroute2 message class instance, sent as message type ``kind`` at commit()."""
         self.seq += 1
         msg["header"]["type"] = kind
         msg["header"]["flags"] = flags
@@ -82,12 +86,59 @@ class Rtnl:
         self.out.append(data)
         self.pending[self.seq] = what
 
+    # -- sending -----------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Send every queued request and check every ACK, in order, a window at a time.
+
+        Each ACK costs the socket ~1 KiB of receive buffer (skb truesize) and the buffer is
+        capped by the host's ``net.core.rmem_max`` (208 KiB by default), so at most
+        ``WINDOW`` requests are in flight: more would make the kernel drop ACKs (ENOBUFS).
+        The first error is raised as a RealizeError naming the object; later requests of the
+        batch are still sent and checked, as the kernel applies them in order.
+        """
+        out, self.out = self.out, []
+        first_error: RealizeError | None = None
+        for start in range(0, len(out), WINDOW):
+            window = out[start : start + WINDOW]
+            chunk: list[bytes] = []
+            size = 0
+            for data in window:
+                if size + len(data) > 60000 and chunk:
+                    self.sock.sendmsg(chunk)
+                    chunk, size = [], 0
+                chunk.append(data)
+                size += len(data)
+            if chunk:
+                self.sock.sendmsg(chunk)
+            waiting = len(window)
+            while waiting:
+                data = self.sock.recv(1 << 16)
+                offset = 0
+                while offset + _HDR.size <= len(data):
+                    length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+                    if kind == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
+                        what = self.pending.pop(seq, "?")
+                        waiting -= 1
+                        if code and first_error is None:
+                            first_error = RealizeError(what, "netlink request for", -code)
+                    offset += (length + 3) & ~3
+        if first_error is not None:
+            raise first_error
+
+
+class Rtnl(Batch):
+    """Batched rtnetlink requests in the namespace this object was created in."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where, NETLINK_ROUTE)
+
     def link_add(self, what: str, **fields: Any) -> None:
         """``ifinfmsg`` from keyword fields: ``index``, ``flags`` plus IFLA_* attributes."""
-        self._queue(_ifinf(fields), RTM_NEWLINK, CREATE, what)
+        self.queue(_ifinf(fields), RTM_NEWLINK, CREATE, what)
 
     def link_set(self, what: str, **fields: Any) -> None:
-        self._queue(_ifinf(fields), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, what)
+        self.queue(_ifinf(fields), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, what)
 
     def bridge_port_hairpin(self, what: str, index: int) -> None:
         """``bridge link set dev X hairpin on``: let a bridge port send a frame back out of the
@@ -107,7 +158,7 @@ class Rtnl:
         msg["prefixlen"] = prefixlen
         msg["index"] = index
         msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
-        self._queue(msg, kind, flags, what)
+        self.queue(msg, kind, flags, what)
 
     def addr_add(self, what: str, index: int, address: str, prefixlen: int) -> None:
         self._addr(RTM_NEWADDR, CREATE, what, index, address, prefixlen)
@@ -159,7 +210,7 @@ class Rtnl:
         msg["type"] = 1  # unicast
         msg["flags"] = flags
         msg["attrs"] = [*([("RTA_DST", dst)] if dst_len else []), ("RTA_TABLE", table), *attrs]
-        self._queue(msg, RTM_NEWROUTE, CREATE, what)
+        self.queue(msg, RTM_NEWROUTE, CREATE, what)
 
     def rule_add(self, what: str, fwmark: int, table: int, priority: int) -> None:
         """``ip rule add fwmark MARK lookup TABLE priority PRIO`` (policy routing)."""
@@ -168,7 +219,7 @@ class Rtnl:
         msg["table"] = table if table < 256 else 252
         msg["action"] = 1  # FR_ACT_TO_TBL
         msg["attrs"] = [("FRA_TABLE", table), ("FRA_FWMARK", fwmark), ("FRA_FWMASK", 0xFFFFFFFF), ("FRA_PRIORITY", priority)]
-        self._queue(msg, RTM_NEWRULE, CREATE, what)
+        self.queue(msg, RTM_NEWRULE, CREATE, what)
 
     def neigh_add(self, what: str, index: int, dst: str, lladdr: str, family: int = socket.AF_INET, flags: int = 0, append: bool = False) -> None:
         msg = ndmsg()
@@ -178,59 +229,18 @@ class Rtnl:
         msg["flags"] = flags
         msg["attrs"] = [("NDA_DST", dst), ("NDA_LLADDR", lladdr)]
         nl_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (0x800 if append else NLM_F_EXCL)  # NLM_F_APPEND
-        self._queue(msg, RTM_NEWNEIGH, nl_flags, what)
+        self.queue(msg, RTM_NEWNEIGH, nl_flags, what)
 
     def neigh_del(self, what: str, index: int, dst: str) -> None:
         msg = ndmsg()
         msg["family"] = socket.AF_INET
         msg["ifindex"] = index
         msg["attrs"] = [("NDA_DST", dst)]
-        self._queue(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, what)
+        self.queue(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, what)
 
     def fdb_append(self, what: str, index: int, lladdr: str, dst: str) -> None:
         """A VXLAN forwarding entry (``bridge fdb append LLADDR dev X dst IP self permanent``)."""
         self.neigh_add(what, index, dst, lladdr, family=socket.AF_BRIDGE, flags=NTF_SELF, append=True)
-
-    # -- sending -----------------------------------------------------------------------------
-    def commit(self) -> None:
-        """Send every queued request and check every ACK, in order, a window at a time.
-
-        Each ACK costs the socket ~1 KiB of receive buffer (skb truesize) and the buffer is
-        capped by the host's ``net.core.rmem_max`` (208 KiB by default), so at most
-        ``WINDOW`` requests are in flight: more would make the kernel drop ACKs (ENOBUFS).
-        The first error is raised as a RealizeError naming the object; later requests of the
-        batch are still sent and checked, as the kernel applies them in order.
-        """
-        out, self.out = self.out, []
-        first_error: RealizeError | None = None
-        for start in range(0, len(out), WINDOW):
-            window = out[start : start + WINDOW]
-            chunk: list[bytes] = []
-            size = 0
-            for data in window:
-                if size + len(data) > 60000 and chunk:
-                    self.sock.sendmsg(chunk)
-                    chunk, size = [], 0
-                chunk.append(data)
-                size += len(data)
-            if chunk:
-                self.sock.sendmsg(chunk)
-            waiting = len(window)
-            while waiting:
-                data = self.sock.recv(1 << 16)
-                offset = 0
-                while offset + _HDR.size <= len(data):
-                    length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
-                    if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
-                        what = self.pending.pop(seq, "?")
-                        waiting -= 1
-                        if code and first_error is None:
-                            first_error = RealizeError(what, "netlink request for", -code)
-                    offset += (length + 3) & ~3
-        if first_error is not None:
-            raise first_error
-
 
 def _ifinf(fields: dict[str, Any]) -> ifinfmsg:
     msg = ifinfmsg()
@@ -268,4 +278,4 @@ def veth_peer(**fields: Any) -> dict[str, Any]:
     return {"attrs": [("VETH_INFO_PEER", {"index": index, "flags": IFF_UP if up else 0, "change": IFF_UP if up else 0, "attrs": _attrs(fields)})]}
 
 
-__all__ = ["Rtnl", "veth_peer"]
+__all__ = ["Batch", "Rtnl", "veth_peer"]
