@@ -118,9 +118,13 @@ def write_results(rows: list[dict[str, float]], name: str = "services", modes: l
             f"({1000 * r['partial_apply_s']:.0f} ms apply) | {r['peak_rss_mib']:.0f} MiB | {r['p50_us']:.0f} us | {r['p99_us']:.0f} us |"
         )
     table = "\n".join(lines)
+    how = " ".join(["python", "benchmarks/bench_services.py", *sys.argv[1:]])
+    where = f"{os.cpu_count()} cores, kernel {os.uname().release}"
+    if os.environ.get("NETNS_LAB_IN_VM"):
+        how = f'invoke test-vm --exec "{how}"'
+        where += ", inside the stock-kernel VM under software emulation (qemu TCG, no KVM): times are many times native"
     with open(os.path.join(RESULTS, f"{name}.md"), "w") as fh:
-        fh.write(f"# Services benchmark\n\n`.venv/bin/invoke bench --only services` (as root) on {os.cpu_count()} cores, "
-                 f"kernel {os.uname().release}. 10 endpoints per Service.\n\n{table}\n")
+        fh.write(f"# Services benchmark\n\n`{how}` (as root) on {where}. 10 endpoints per Service.\n\n{table}\n")
     print(table)
     try:
         import matplotlib

@@ -32,12 +32,13 @@ def run(inner: list[str], memory: str = "2G", cpus: int = 2, timeout: float = 36
         "set -e; "
         + " ".join(f"modprobe {m};" for m in MODULES)
         + ' echo "netns-lab VM: kernel $(uname -r), IP_VS $(test -e /proc/net/ip_vs && echo loaded)"; '
-        + f"cd {shlex.quote(repo)}; export PATH={shlex.quote(bindir)}:$PATH; "
+        + f"cd {shlex.quote(repo)}; export PATH={shlex.quote(bindir)}:$PATH NETNS_LAB_IN_VM=1; "
         + "exec " + " ".join(shlex.quote(a) for a in inner)
     )
     env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}")
+    results = os.path.join(repo, "benchmarks", "results")  # the only place the VM writes to
     cmd = [os.path.join(bindir, "vng"), "--run", stock_kernel(), "--disable-kvm", "--memory", memory,
-           "--cpus", str(cpus), "--user", "root", "--exec", script]
+           "--cpus", str(cpus), "--user", "root", "--rwdir", results, "--exec", script]
     # Relay the console through a pipe: qemu handed a file as stdout would rewrite it from the
     # start, wiping what ran before (the host half of `invoke test`) from a CI log.
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
