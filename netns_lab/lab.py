@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from collections.abc import Callable
 from typing import Any
 
-from netns_lab import cleanup, model_io, procs, state
+from netns_lab import atomic, cleanup, model_io, procs, state
 from netns_lab.controllers import dns as dns_records
 from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.envvars import pod_env
@@ -212,10 +212,7 @@ class Lab:
             for n in topo.nodes
         ]
         config = os.path.join(st.workdir, "netexec.json")
-        tmp = config + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"lab": self.name, "targets": targets}))
-        os.replace(tmp, config)
+        atomic.write(config, json.dumps({"lab": self.name, "targets": targets}))
         return config
 
     def _write_resolv_confs(self, pods: tuple[Pod, ...]) -> None:
@@ -232,10 +229,7 @@ class Lab:
         if self.state is None or not os.path.isdir(self.state.workdir):
             return
         records = dns_records.build(self.services, self.pods, self.topology, self.topology.cluster_domain)
-        tmp = self.zone_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(records.to_json(), separators=(",", ":")))
-        os.replace(tmp, self.zone_file)
+        atomic.write(self.zone_file, json.dumps(records.to_json(), separators=(",", ":")))
 
     def _start_dns(self, st: state.LabState) -> None:
         dns_pod = next((p for p in self.topology.pods if p.key == "kube-system/coredns"), None)
@@ -271,13 +265,8 @@ class Lab:
             return False
         os.makedirs(os.path.join(self.ingress_dir, "certs"), exist_ok=True)
         for path, text in files.items():
-            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(path + ".tmp", path)
-        with open(os.path.join(self.ingress_dir, "nginx.conf.tmp"), "w") as fh:
-            fh.write(conf)
-        os.replace(os.path.join(self.ingress_dir, "nginx.conf.tmp"), os.path.join(self.ingress_dir, "nginx.conf"))
+            atomic.write(path, text, 0o600)  # private keys among them
+        atomic.write(os.path.join(self.ingress_dir, "nginx.conf"), conf)
         self._ingress_conf = conf
         return True
 
@@ -322,9 +311,7 @@ class Lab:
     def _write_balancer_config(self, st: state.LabState) -> str:
         self._balancer = loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file)
         path = os.path.join(st.workdir, "cloudlb.json")
-        with open(path + ".tmp", "w") as fh:
-            json.dump(self._balancer, fh)
-        os.replace(path + ".tmp", path)
+        atomic.write(path, json.dumps(self._balancer))
         return path
 
     def _start_balancer(self, st: state.LabState) -> None:

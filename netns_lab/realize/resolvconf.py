@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from netns_lab import atomic
 from netns_lab.model import Pod
 
 ETC_NETNS = "/etc/netns"
@@ -48,10 +49,7 @@ def config_dir(netns_name: str) -> str:
 def write(netns_name: str, content: str) -> None:
     d = config_dir(netns_name)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, ".resolv.conf.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(content)
-    os.replace(tmp, os.path.join(d, "resolv.conf"))
+    atomic.write(os.path.join(d, "resolv.conf"), content)
 
 
 def write_all(pods: tuple[Pod, ...], netns_of: dict[str, str], cluster_dns_ip: str, zone: str) -> None:

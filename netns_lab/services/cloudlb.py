@@ -30,6 +30,7 @@ import sys
 import time
 from typing import Any
 
+from netns_lab import atomic
 from netns_lab.services import setns
 
 TABLE = "ip cloud-lb"
@@ -140,10 +141,7 @@ class Balancer:
             "services": {s["key"]: {"ips": s["ips"], "healthy": sorted(healthy.get(s["key"], ()))} for s in self.config["services"]},
             "checks": {f"{t[0]}:{t[2]}": r[1] for t, r in getattr(self, "results", {}).items()},
         }
-        tmp = self.config["status"] + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(status, fh)
-        os.replace(tmp, self.config["status"])
+        atomic.write(self.config["status"], json.dumps(status))
 
     def serve(self, ready: bool = False) -> None:
         while True:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from netns_lab import atomic
 from netns_lab.services import setns
 
 PR_SET_PDEATHSIG = 1
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     pending = {"hup": False, "term": False}
     signal.signal(signal.SIGHUP, lambda *_: pending.__setitem__("hup", True))
     signal.signal(signal.SIGTERM, lambda *_: pending.__setitem__("term", True))
-    with open(counter, "w") as fh:
-        fh.write("0")
+    atomic.write(counter, "0")
     deadline = time.monotonic() + 20
     while True:
         if nginx.poll() is not None:
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 while time.monotonic() < until and not (_workers(nginx.pid) - before):
                     time.sleep(0.01)
             reloads += 1
-            with open(counter + ".tmp", "w") as fh:
-                fh.write(str(reloads))
-            os.replace(counter + ".tmp", counter)
+            atomic.write(counter, str(reloads))
         time.sleep(0.02)
     print(f"nginx exited with {nginx.returncode}", file=sys.stderr)
     return 1
