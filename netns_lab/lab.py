@@ -205,7 +205,6 @@ class Lab:
             for p in topo.pods
             if p.ports and p.netexec
         ]
-        self._health = loadbalancer.health_answers(self.services, self._ports, topo)
         targets += [
             {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
              "health": self._health[n.name]}
@@ -308,17 +307,23 @@ class Lab:
         assert self.state is not None
         return os.path.join(self.state.workdir, "cloudlb-status.json")
 
-    def _write_balancer_config(self, st: state.LabState) -> str:
-        self._balancer = loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file)
-        path = os.path.join(st.workdir, "cloudlb.json")
-        atomic.write(path, json.dumps(self._balancer))
-        return path
+    def _balancer_config_file(self, st: state.LabState) -> str:
+        return os.path.join(st.workdir, "cloudlb.json")
+
+    def _write_balancer_config(self, st: state.LabState) -> bool:
+        """Write the cloud LB's configuration; True when it changed."""
+        config = loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file)
+        if config == self._balancer:
+            return False
+        self._balancer = config
+        atomic.write(self._balancer_config_file(st), json.dumps(config))
+        return True
 
     def _start_balancer(self, st: state.LabState) -> None:
         """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer."""
-        config = self._write_balancer_config(st)
+        self._write_balancer_config(st)
         if self._balancer and self._balancer["services"]:
-            self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", config])
+            self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", self._balancer_config_file(st)])
 
     def balancer_status(self) -> dict[str, Any]:
         """The cloud LB's last health round: which nodes are in service for which Service."""
@@ -375,14 +380,15 @@ class Lab:
                 self.progress(f"Service rules ({len(ports)} ports)", i, len(self.proxiers))
         self._ports = ports
         self._forget_stale_udp(old_ports, ports)
+        # kube-proxy's health answers (served by netexec) and the cloud LB follow the endpoints
+        health = loadbalancer.health_answers(self.services, ports, self.topology)
+        health_changed, self._health = health != self._health, health
         if self.state is not None and self.state.processes:
-            # kube-proxy's health answers and the cloud LB follow the endpoints and Services
-            if loadbalancer.health_answers(self.services, ports, self.topology) != self._health:
+            if health_changed:
                 self._reload_netexec()
             if self._ingress_conf is not None and self._write_ingress():
                 self._reload_ingress()
-            if self._balancer is not None and loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file) != self._balancer:
-                self._write_balancer_config(self.state)
+            if self._balancer is not None and self._write_balancer_config(self.state):
                 self._signal("cloudlb")
         if self.state is not None:
             self._save_model(self.state)
@@ -416,9 +422,10 @@ class Lab:
         """Create or replace an Ingress (``kubectl apply``); nginx reloads gracefully."""
         if not self.ingresses:
             raise LabError("this lab runs no ingress controller (its scenario has no Ingress)")
-        others = tuple(i for i in self.ingresses if i.key != ing.key)
-        self.ingresses = (*others, ing) if len(others) == len(self.ingresses) else tuple(
-            ing if i.key == ing.key else i for i in self.ingresses)
+        if any(i.key == ing.key for i in self.ingresses):
+            self.ingresses = tuple(ing if i.key == ing.key else i for i in self.ingresses)
+        else:
+            self.ingresses = (*self.ingresses, ing)
         self.sync()
 
     def set_ready(self, pod: str, ready: bool = True) -> None:

@@ -45,6 +45,31 @@ def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str
     return {lab.ip_of(ref)}
 
 
+def _server_problems(lab: Lab, check: Check, served: Counter[str | None], ok_results: list) -> list[str]:  # type: ignore[type-arg]
+    """What the answering servers got wrong: a pod outside ``servedBy``, a client address
+    other than ``clientIP`` (for connect and http checks alike)."""
+    want, problems = check.expect, []
+    if want.served_by is not None:
+        allowed = {k.split("/", 1)[1] for k in want.served_by}
+        for pod, n in served.items():
+            if pod not in allowed:
+                problems.append(f"served by {pod} ({n}x), expected one of {sorted(allowed)}")
+    if want.client_ip is not None:
+        assert check.source is not None
+        expected = _expected_client_ips(lab, want.client_ip, check.source)
+        for r in ok_results:
+            if r.client_ip not in expected:
+                problems.append(f"server saw client {r.client_ip}, expected {sorted(expected)}")
+                break
+    return problems
+
+
+def _served_text(served: Counter[str | None]) -> str:
+    if not served:
+        return ""
+    return "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
+
+
 def _connect(lab: Lab, check: Check) -> CheckOutcome:
     assert check.source and check.target and check.port
     ip, how = _target_ip(lab, check)
@@ -65,20 +90,8 @@ def _connect(lab: Lab, check: Check) -> CheckOutcome:
             problems.append(f"got {r.result} ({why})")
     ok_results = [r for r in results if r.result == "ok"]
     served = Counter(r.served_by for r in ok_results)
-    if want.served_by is not None:
-        allowed = {k.split("/", 1)[1] for k in want.served_by}
-        for pod, n in served.items():
-            if pod not in allowed:
-                problems.append(f"served by {pod} ({n}x), expected one of {sorted(allowed)}")
-    if want.client_ip is not None:
-        expected = _expected_client_ips(lab, want.client_ip, check.source)
-        for r in ok_results:
-            if r.client_ip not in expected:
-                problems.append(f"server saw client {r.client_ip}, expected {sorted(expected)}")
-                break
-    seen = how + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
-    if served:
-        seen += "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
+    problems += _server_problems(lab, check, served, ok_results)
+    seen = how + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())) + _served_text(served)
     if ok_results:
         seen += f"; client seen as {ok_results[0].client_ip}"
     if problems:
@@ -165,17 +178,13 @@ def _http(lab: Lab, check: Check) -> CheckOutcome:
             problems.append(f"got status {r.status}, expected {want.status} (body {r.body[:80]!r})")
         if want.body is not None and want.body not in r.body:
             problems.append(f"body {r.body[:80]!r} lacks {want.body!r}")
-        if want.served_by is not None and r.served_by not in {k.split("/", 1)[1] for k in want.served_by}:
-            problems.append(f"served by {r.served_by}, expected one of {sorted(k.split('/', 1)[1] for k in want.served_by)}")
-        if want.client_ip is not None and r.client_ip not in _expected_client_ips(lab, want.client_ip, check.source):
-            problems.append(f"server saw client {r.client_ip}")
     ok = [r for r in results if r.result == "ok"]
+    if want.result != "failed":
+        problems += _server_problems(lab, check, Counter(r.served_by for r in ok), ok)
     seen = f"{how}" + ", ".join(f"HTTP {k}={v}" for k, v in sorted(Counter(r.status for r in ok).items()))
     if len(ok) < len(results):
         seen += ("; " if ok else "") + ", ".join(f"{k}={v}" for k, v in sorted(Counter(r.result for r in results if r.result != "ok").items()))
-    served = Counter(r.served_by for r in ok if r.served_by)
-    if served:
-        seen += "; served by " + ", ".join(f"{k}" + (f" x{v}" if v > 1 else "") for k, v in sorted(served.items()))
+    seen += _served_text(Counter(r.served_by for r in ok if r.served_by))
     if ok and ok[0].cert_names:
         seen += f"; certificate for {', '.join(ok[0].cert_names)}"
     if problems:

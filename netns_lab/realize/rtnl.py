@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR
@@ -75,12 +76,26 @@ class Batch:
     # -- queueing --------------------------------------------------------------------------
     def queue(self, msg: Any, kind: int, flags: int, what: str) -> None:
         """Any pyroute2 message class instance, sent as message type ``kind`` at commit()."""
+        self._append(self._encode(msg, kind, flags), what)
+
+    def _encode(self, msg: Any, kind: int, flags: int) -> bytes:
+        """A pyroute2 message as bytes, with the next sequence number."""
         self.seq += 1
         msg["header"]["type"] = kind
         msg["header"]["flags"] = flags
         msg["header"]["sequence_number"] = self.seq
         msg.encode()
-        self._append(bytes(msg.data[: msg["header"]["length"]]), what)
+        return bytes(msg.data[: msg["header"]["length"]])
+
+    def _replies(self) -> Iterator[tuple[int, int, bytes, int, int]]:
+        """What the kernel sends back, message by message: (type, sequence, buffer, offset, length)."""
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
+                yield kind, seq, data, offset, length
+                offset += (length + 3) & ~3
 
     def _append(self, data: bytes, what: str) -> None:
         self.out.append(data)
@@ -111,18 +126,15 @@ class Batch:
             if chunk:
                 self.sock.sendmsg(chunk)
             waiting = len(window)
-            while waiting:
-                data = self.sock.recv(1 << 16)
-                offset = 0
-                while offset + _HDR.size <= len(data):
-                    length, kind, _flags, seq, _pid = _HDR.unpack_from(data, offset)
-                    if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
-                        what = self.pending.pop(seq, "?")
-                        waiting -= 1
-                        if code and first_error is None:
-                            first_error = RealizeError(what, "netlink request for", -code)
-                    offset += (length + 3) & ~3
+            replies = self._replies()
+            while waiting:  # the kernel sends exactly one ACK (NLMSG_ERROR) per request
+                kind, seq, data, offset, _length = next(replies)
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + _HDR.size)
+                    what = self.pending.pop(seq, "?")
+                    waiting -= 1
+                    if code and first_error is None:
+                        first_error = RealizeError(what, "netlink request for", -code)
         if first_error is not None:
             raise first_error
 
@@ -170,26 +182,17 @@ class Rtnl(Batch):
         """IPv4 addresses on interface ``index`` (a dump, outside any batch)."""
         msg = ifaddrmsg()
         msg["family"] = socket.AF_INET
-        self.seq += 1
-        msg["header"]["type"] = RTM_GETADDR
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = self.seq
-        msg.encode()
-        self.sock.send(bytes(msg.data[: msg["header"]["length"]]))
+        self.sock.send(self._encode(msg, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP))
         out: list[str] = []
-        while True:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, _flags, _seq, _pid = _HDR.unpack_from(data, offset)
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == RTM_NEWADDR:
-                    m = ifaddrmsg(data[offset : offset + length])
-                    m.decode()
-                    if m["index"] == index:
-                        out.append(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
-                offset += (length + 3) & ~3
+        for kind, _seq, data, offset, length in self._replies():
+            if kind == NLMSG_DONE:
+                return out
+            if kind == RTM_NEWADDR:
+                m = ifaddrmsg(data[offset : offset + length])
+                m.decode()
+                if m["index"] == index:
+                    out.append(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
+        return out
 
     def route_add(self, what: str, dst: str, dst_len: int, gateway: str, oif: int, onlink: bool = False,
                   table: int = 254) -> None:
