@@ -21,6 +21,11 @@ def _openssl(*args: str) -> None:
         raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
 
+def secret_name(hosts: list[str]) -> str:
+    """The Secret's default name: the first host, as a DNS label-ish name (``*.a.b`` -> ``wildcard-a-b-tls``)."""
+    return hosts[0].replace("*", "wildcard").replace(".", "-") + "-tls"
+
+
 def generate(hosts: list[str], out_dir: str, name: str = "", namespace: str = "default", days: int = 3650) -> dict[str, str]:
     """Write ca.crt, ca.key, tls.crt, tls.key and secret.yaml into ``out_dir``; return their paths."""
     if not hosts:
@@ -45,7 +50,7 @@ def generate(hosts: list[str], out_dir: str, name: str = "", namespace: str = "d
         with open(p[key], "rb") as fh:
             data[key] = base64.b64encode(fh.read()).decode()
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-              "metadata": {"name": name or (hosts[0].replace("*", "wildcard").replace(".", "-") + "-tls"), "namespace": namespace},
+              "metadata": {"name": name or secret_name(hosts), "namespace": namespace},
               "data": data}
     with open(p["secret.yaml"], "w") as fh:
         yaml.safe_dump(secret, fh, sort_keys=False)

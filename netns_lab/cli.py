@@ -83,15 +83,10 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
     from netns_lab.probes.checks import run_checks
     from netns_lab.probes.report import print_report, write_reports
 
-    from netns_lab.progress import bars
-
     lab = _load(file, parse_overrides(overrides))
     _need_root()
     t0 = time.monotonic()
-    with bars() as report:
-        lab.progress = report
-        lab.up()
-        lab.progress = None
+    _up_with_progress(lab)
     try:
         built = time.monotonic() - t0
         outcomes = run_checks(lab, lab.scenario.checks)
@@ -106,15 +101,23 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
 
 
 @_guard
-def up(file: str, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+def _up_with_progress(lab: Any) -> None:
+    """``lab.up()`` with progress bars when a person is watching (see progress.py)."""
     from netns_lab.progress import bars
 
+    with bars() as report:
+        lab.progress = report
+        try:
+            lab.up()
+        finally:
+            lab.progress = None
+
+
+def up(file: str, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     lab = _load(file, parse_overrides(overrides))
     _need_root()
     t0 = time.monotonic()
-    with bars() as report:
-        lab.progress = report
-        lab.up()
+    _up_with_progress(lab)
     topo = lab.topology
     print(f"lab {lab.name} up in {time.monotonic() - t0:.2f}s: {len(topo.nodes)} nodes, {len(topo.pods)} pods, {topo.network}", file=out)
     return EXIT_OK
@@ -208,11 +211,8 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
     if interactive:
         import subprocess
 
-        env = dict(os.environ)
         r = lab_ref(target)
-        if r.startswith("pod/"):
-            env.update(lab.pod(r[4:]).service_env)
-        return subprocess.call(["ip", "netns", "exec", lab.netns_of(r), *command], env=env)
+        return subprocess.call(["ip", "netns", "exec", lab.netns_of(r), *command], env=lab.exec_env(r))
     proc = lab.exec(lab_ref(target), list(command), timeout=3600)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
@@ -262,7 +262,7 @@ def _only_lab() -> str:
 
 def gen_cert(hosts: Sequence[str], out_dir: str = "certs", name: str = "", namespace: str = "default", out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """A CA and a certificate for HOSTS, plus a kubernetes.io/tls Secret manifest (no root needed)."""
-    from netns_lab.certs import generate
+    from netns_lab.certs import generate, secret_name
 
     if not hosts:
         print("error: gen-cert: name at least one host", file=sys.stderr)
@@ -270,7 +270,7 @@ def gen_cert(hosts: Sequence[str], out_dir: str = "certs", name: str = "", names
     paths = generate(list(hosts), out_dir, name, namespace)
     print(f"wrote {', '.join(paths.values())}", file=out)
     print(f"use it: objects: [{paths['secret.yaml']}] and, in checks, ca: secret/{namespace}/"
-          f"{name or (hosts[0].replace('*', 'wildcard').replace('.', '-') + '-tls')}", file=out)
+          f"{name or secret_name(list(hosts))}", file=out)
     return EXIT_OK
 
 

@@ -556,14 +556,19 @@ class Lab:
     # -- doing things inside ---------------------------------------------------------------
     def exec(self, ref: str | ObjectRef, cmd: list[str], check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
         """Run a real command in the object's namespace (``ip netns exec``), as ``kubectl exec``."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns_of(ref), *cmd],
+            capture_output=True, text=True, check=check, timeout=timeout, env=self.exec_env(ref), **kw,
+        )
+
+    def exec_env(self, ref: str | ObjectRef) -> dict[str, str]:
+        """The environment of a command run in the object: the lab's ownership token, and a
+        pod's Service environment variables (kubelet's)."""
         env = procs.lab_env(self.name, self.state.instance if self.state else "")
         r = parse_ref(ref)
         if r.kind == "pod":
             env.update(self.pod(f"{r.namespace}/{r.name}").service_env)
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns_of(ref), *cmd],
-            capture_output=True, text=True, check=check, timeout=timeout, env=env, **kw,
-        )
+        return env
 
     def connect(self, src: str | ObjectRef, dst: str | ObjectRef, port: int, protocol: str = "tcp", timeout: float = 2.0):  # type: ignore[no-untyped-def]
         from netns_lab.probes.connect import probe_one
