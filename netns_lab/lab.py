@@ -320,10 +320,12 @@ class Lab:
         return True
 
     def _start_balancer(self, st: state.LabState) -> None:
-        """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer."""
+        """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer
+        (otherwise nothing is written, and syncs skip the balancer entirely)."""
+        if not any(s.type == "LoadBalancer" and s.load_balancer_ips for s in self.services):
+            return
         self._write_balancer_config(st)
-        if self._balancer and self._balancer["services"]:
-            self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", self._balancer_config_file(st)])
+        self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", self._balancer_config_file(st)])
 
     def balancer_status(self) -> dict[str, Any]:
         """The cloud LB's last health round: which nodes are in service for which Service."""

@@ -105,6 +105,7 @@ class Balancer:
         self.reload = True
         self.applied: str | None = None
         self.round = 0
+        self.results: dict[tuple[str, str, int, str], tuple[bool, str]] = {}  # last round's checks
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16)
 
     def load(self) -> None:
@@ -139,7 +140,7 @@ class Balancer:
             "round": self.round,
             "time": time.time(),
             "services": {s["key"]: {"ips": s["ips"], "healthy": sorted(healthy.get(s["key"], ()))} for s in self.config["services"]},
-            "checks": {f"{t[0]}:{t[2]}": r[1] for t, r in getattr(self, "results", {}).items()},
+            "checks": {f"{t[0]}:{t[2]}": r[1] for t, r in self.results.items()},
         }
         atomic.write(self.config["status"], json.dumps(status))
 
