@@ -11,6 +11,8 @@ from invoke import Exit, task
 
 from netns_lab import cli
 
+cli.exit_on_sigterm()
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -19,17 +21,22 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
+SPREAD_HELP = "IP,IP[,IP]: build this machine's share of a lab spread over these machines (run it on each)"
+
+
 @task(help={"file": "scenario file, or a name from scenarios/", "keep": "leave the lab running", "set": "override KEY=VALUE (repeatable)",
-            "junit": "also write a JUnit XML report to this file", "json": "also write a JSON report to this file"}, iterable=["set"])
-def run_scenario(c, file, keep=False, set=None, junit="", json=""):  # noqa: A002 - invoke flag name
+            "junit": "also write a JUnit XML report to this file", "json": "also write a JSON report to this file",
+            "spread": SPREAD_HELP, "peer_timeout": "spread: seconds to wait for the other machines (default 600)"},
+      iterable=["set"])
+def run_scenario(c, file, keep=False, set=None, junit="", json="", spread="", peer_timeout=cli.PEER_TIMEOUT):  # noqa: A002
     """Build a scenario, run its checks, print a report, tear it down. Exit 0/1/2/3."""
-    _exit(cli.run_scenario(file, keep, set or [], junit=junit, json_path=json))
+    _exit(cli.run_scenario(file, keep, set or [], junit=junit, json_path=json, spread_over=spread, peer_timeout=float(peer_timeout)))
 
 
-@task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE"}, iterable=["set"])
-def up(c, file, set=None):  # noqa: A002
+@task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE", "spread": SPREAD_HELP}, iterable=["set"])
+def up(c, file, set=None, spread=""):  # noqa: A002
     """Build a lab and leave it running."""
-    _exit(cli.up(file, set or []))
+    _exit(cli.up(file, set or [], spread_over=spread))
 
 
 @task(help={"name": "lab name (the scenario's name)"})
@@ -153,6 +160,18 @@ def test_vm(c, k="", m="ipvs", scenario="", args="", set=None, exec_=""):  # noq
     else:
         inner = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", m] + (["-k", k] if k else []) + shlex.split(args)
     _exit(vm.run(inner))
+
+
+@task(help={"scenario": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE (repeatable)"}, iterable=["set"])
+def spread_vms(c, scenario, set=None):  # noqa: A002
+    """Run a scenario spread over two VMs (Debian's stock kernel, qemu) joined by a virtual
+    cable: the multi-VM Vagrant setup without Vagrant. Exit 0 when both VMs' checks pass."""
+    from netns_lab import vm
+
+    inner = [sys.executable, "-m", "netns_lab", "run-scenario", scenario]
+    for item in set or []:
+        inner += ["--set", item]
+    _exit(vm.run_spread(inner))
 
 
 @task(help={"k": "pytest -k expression", "vm": "also run the IPVS tests in the stock-kernel VM (default: yes)"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +19,14 @@ from netns_lab import cleanup, state
 from netns_lab.errors import LabError, RealizeError, ScenarioError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_BUILD = 0, 1, 2, 3
+PEER_TIMEOUT = 600.0  # how long a spread lab's machine waits for the others (VMs started by hand)
 SCENARIO_DIRS = ("scenarios",)
+
+
+def exit_on_sigterm() -> None:
+    """``kill`` (a CI timeout, a spread lab's orchestrator) tears a lab down as Ctrl-C does:
+    SIGTERM becomes SystemExit, so ``run-scenario``'s finally blocks run ``down``."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 def resolve_scenario(name: str) -> str:
@@ -52,10 +60,10 @@ def _need_root() -> None:
         raise RealizeError("network namespaces", "create", 1, "netns-lab needs root: run with sudo")
 
 
-def _load(file: str, overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _load(file: str, overrides: dict[str, Any], spread_over: str = ""):  # type: ignore[no-untyped-def]
     from netns_lab.lab import Lab
 
-    return Lab.from_file(resolve_scenario(file), overrides)
+    return Lab.from_file(resolve_scenario(file), overrides, spread_over)
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]
@@ -77,21 +85,40 @@ def _guard(fn):  # type: ignore[no-untyped-def]
 
 @_guard
 def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), out=sys.stdout, junit: str = "",  # type: ignore[no-untyped-def]
-                 json_path: str = "") -> int:
+                 json_path: str = "", spread_over: str = "", peer_timeout: float = PEER_TIMEOUT) -> int:
     """Build the scenario, run its checks, print a report, tear down (unless ``keep``);
-    ``junit`` / ``json_path`` also write JUnit XML / JSON reports."""
-    from netns_lab.probes.checks import run_checks
+    ``junit`` / ``json_path`` also write JUnit XML / JSON reports.
+
+    ``spread_over`` (``IP,IP[,IP]``): this machine's share of a lab spread over several (run
+    the same command on each). Each machine waits until the others are up, runs the checks
+    whose source it holds, and waits until the others have run theirs before tearing down."""
+    from netns_lab.probes import peers
+    from netns_lab.probes.checks import run_checks, runs_here
     from netns_lab.probes.report import print_report, write_reports
 
-    lab = _load(file, parse_overrides(overrides))
+    lab = _load(file, parse_overrides(overrides), spread_over)
     _need_root()
     t0 = time.monotonic()
     _up_with_progress(lab)
+    spread = lab.topology.is_spread
+
+    def say(message: str) -> None:
+        print(message, file=out, flush=True)
+
     try:
         built = time.monotonic() - t0
-        outcomes = run_checks(lab, lab.scenario.checks)
+        checks = lab.scenario.checks
+        if spread:
+            peers.wait_for(lab, ("up", "checked"), peer_timeout, say=say)
+            lab.wait_balancer_rounds()  # the cloud LB (first machine) sees the others' nodes healthy
+            checks = tuple(c for c in checks if runs_here(lab, c))
+        outcomes = run_checks(lab, checks)
+        if spread:
+            lab.mark_checked()
         print_report(lab, outcomes, built, out)
         write_reports(lab, outcomes, built, junit, json_path)
+        if spread and not keep:
+            peers.wait_for(lab, ("checked",), peer_timeout, gone_ok=True, say=say)
     finally:
         if not keep:
             lab.down()
@@ -100,7 +127,6 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
     return EXIT_OK if all(o.passed for o in outcomes) else EXIT_CHECK_FAILED
 
 
-@_guard
 def _up_with_progress(lab: Any) -> None:
     """``lab.up()`` with progress bars when a person is watching (see progress.py)."""
     from netns_lab.progress import bars
@@ -113,14 +139,24 @@ def _up_with_progress(lab: Any) -> None:
             lab.progress = None
 
 
-def up(file: str, overrides: Sequence[str] = (), out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    lab = _load(file, parse_overrides(overrides))
+@_guard
+def up(file: str, overrides: Sequence[str] = (), out=sys.stdout, spread_over: str = "") -> int:  # type: ignore[no-untyped-def]
+    lab = _load(file, parse_overrides(overrides), spread_over)
     _need_root()
     t0 = time.monotonic()
     _up_with_progress(lab)
     topo = lab.topology
     print(f"lab {lab.name} up in {time.monotonic() - t0:.2f}s: {len(topo.nodes)} nodes, {len(topo.pods)} pods, {topo.network}", file=out)
+    if topo.is_spread:
+        print(spread_summary(topo), file=out)
     return EXIT_OK
+
+
+def spread_summary(topo: Any) -> str:
+    me = topo.hosts[topo.host]
+    return (f"this machine is {me.name} ({me.ip}) of {len(topo.hosts)}: nodes {', '.join(n.name for n in topo.local_nodes)}, "
+            f"{len(topo.local_pods)} pods" + ("; the router, external clients and cloud LB" if topo.has_outside else "")
+            + f"; node network MTU {topo.underlay_mtu}")
 
 
 @_guard
@@ -358,6 +394,10 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
             f"{topo.get('network', '?')}, {len(lo.namespaces)}/{len(st.namespaces)} namespaces, {alive} ({st.scenario})",
             file=out,
         )
+        if len(topo.get("hosts", ())) > 1:
+            from netns_lab.controllers.topology import from_dict
+
+            print(f"  spread: {spread_summary(from_dict(topo))}", file=out)
         for svc in st.services:  # status.loadBalancer.ingress, as the cloud assigned it
             if svc.get("load_balancer_ips"):
                 ports = ",".join(f"{p['port']}/{p['protocol']}" for p in svc["ports"])
@@ -370,12 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run-scenario", help="build, check, report, tear down")
     p.add_argument("file")
+    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help="this machine's share of a lab spread over these machines")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--junit", default="", metavar="FILE", help="also write a JUnit XML report")
     p.add_argument("--json", default="", metavar="FILE", help="also write a JSON report")
+    p.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT, metavar="SECONDS",
+                   help="spread: how long to wait for the other machines")
     p = sub.add_parser("up", help="build a lab and leave it running")
     p.add_argument("file")
+    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help="this machine's share of a lab spread over these machines")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("down", help="remove one lab")
     p.add_argument("name")
@@ -424,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if args.cmd == "graph":
         return graph(args.source, args.out)
     if args.cmd == "gen-cert":
@@ -444,9 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "pod-add":
         return pod_add(args.lab, args.file)
     if args.cmd == "run-scenario":
-        return run_scenario(args.file, args.keep, args.set, junit=args.junit, json_path=args.json)
+        return run_scenario(args.file, args.keep, args.set, junit=args.junit, json_path=args.json, spread_over=args.spread,
+                            peer_timeout=args.peer_timeout)
     if args.cmd == "up":
-        return up(args.file, args.set)
+        return up(args.file, args.set, spread_over=args.spread)
     if args.cmd == "down":
         return down(args.name)
     if args.cmd == "clean":

@@ -24,9 +24,9 @@ from typing import Any
 
 from netns_lab import atomic, cleanup, model_io, procs, state
 from netns_lab.controllers import dns as dns_records
-from netns_lab.controllers import loadbalancer
+from netns_lab.controllers import loadbalancer, spread
 from netns_lab.controllers.envvars import pod_env
-from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology, from_dict, plan, to_dict
+from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, to_dict
 from netns_lab.errors import LabError, RealizeError
 from netns_lab.model import Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
@@ -43,6 +43,7 @@ from netns_lab.realize.netns import run_in
 
 FAULT_ENV = "NETNS_LAB_FAULT"  # tests: SIGKILL ourselves at a named step of up()
 READY_TIMEOUT = 120.0
+PHASE_URL = "http://node-agent/netns-lab/phase"  # served by netexec on every node's agent port
 
 
 def _fault(step: str, counter: dict[str, int] | None = None) -> None:
@@ -100,11 +101,19 @@ class Lab:
 
     # -- construction --------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str, overrides: dict[str, Any] | None = None) -> "Lab":
-        from netns_lab.realize.hostinfo import host_networks
+    def from_file(cls, path: str, overrides: dict[str, Any] | None = None, spread_over: str = "") -> "Lab":
+        """Load a scenario; ``spread_over`` (``IP,IP[,IP]``, the machines of a lab spread over
+        several VMs) makes this lab this machine's share of it (see controllers/spread.py)."""
+        from netns_lab.realize.hostinfo import host_networks, machine_address
         from netns_lab.scenario import load_scenario
 
-        return cls(load_scenario(path, overrides, host_networks()))
+        scenario = load_scenario(path, overrides, host_networks())
+        topo = plan(scenario)
+        if spread_over:
+            hosts = spread.parse_hosts(spread_over)
+            here, link_mtu = machine_address(hosts)
+            topo = spread.spread(topo, hosts, here, link_mtu)
+        return cls(scenario, topo)
 
     @classmethod
     def attach(cls, name: str) -> "Lab":
@@ -155,7 +164,7 @@ class Lab:
             iptables_backend=self.iptables_backend,
             ipvs_scheduler=self.ipvs[0],
             ipvs_legacy_ping=self.ipvs[1],
-            dirs=[resolvconf.config_dir(p.netns) for p in topo.pods],
+            dirs=[resolvconf.config_dir(p.netns) for p in topo.local_pods],
         )
         self._save_model(st)
         st.save()
@@ -171,10 +180,11 @@ class Lab:
                 _fault(s, counter if s == "pod" else None)
                 if self.progress and s == "pod":
                     made[0] += 1
-                    self.progress("pod namespaces", made[0], len(topo.pods))
+                    self.progress("pod namespaces", made[0], len(topo.local_pods))
 
             network.build(topo, on_step=step)
-            outside.route_external_ips(topo, tuple(ip for s in self.services for ip in s.external_ips))
+            if topo.has_outside:
+                outside.route_external_ips(topo, tuple(ip for s in self.services for ip in s.external_ips))
             self._write_resolv_confs(self.pods)
             self.sync(full=True)
             _fault("rules")
@@ -185,6 +195,7 @@ class Lab:
             _fault("ready")
             st.phase = "up"
             st.save()
+            self._announce("up")  # what the other machines of a spread lab wait for
         except BaseException:
             cleanup.remove_lab(self.name)
             self.state = None
@@ -202,21 +213,23 @@ class Lab:
         topo = self.topology
         targets = [
             {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
-            for p in topo.pods
+            for p in topo.local_pods
             if p.ports and p.netexec
         ]
         targets += [
             {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
-             "health": self._health[n.name]}
-            for n in topo.nodes
+             "health": self._health[n.name], "agent": True}
+            for n in topo.local_nodes
         ]
         config = os.path.join(st.workdir, "netexec.json")
-        atomic.write(config, json.dumps({"lab": self.name, "targets": targets}))
+        phase = "checked" if st.checked else st.phase
+        atomic.write(config, json.dumps({"lab": self.name, "phase": phase, "targets": targets}))
         return config
 
     def _write_resolv_confs(self, pods: tuple[Pod, ...]) -> None:
         topo = self.topology
-        resolvconf.write_all(pods, {p.key: p.netns for p in topo.pods}, str(topo.dns_ip), topo.cluster_domain)
+        local = {p.key: p.netns for p in topo.local_pods}
+        resolvconf.write_all(tuple(p for p in pods if p.key in local), local, str(topo.dns_ip), topo.cluster_domain)
 
     @property
     def zone_file(self) -> str:
@@ -231,7 +244,7 @@ class Lab:
         atomic.write(self.zone_file, json.dumps(records.to_json(), separators=(",", ":")))
 
     def _start_dns(self, st: state.LabState) -> None:
-        dns_pod = next((p for p in self.topology.pods if p.key == "kube-system/coredns"), None)
+        dns_pod = next((p for p in self.topology.local_pods if p.key == "kube-system/coredns"), None)
         if dns_pod is None:
             return
         self._write_zone()
@@ -270,9 +283,9 @@ class Lab:
         return True
 
     def _start_ingress(self, st: state.LabState) -> None:
-        if not self.ingresses:
+        pod = next((p for p in self.topology.local_pods if p.key == "ingress-nginx/ingress-nginx-controller"), None)
+        if not self.ingresses or pod is None:
             return
-        pod = self.topology.pod("ingress-nginx/ingress-nginx-controller")
         self._write_ingress()
         self._spawn(st, "ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.ingress_dir])
 
@@ -322,7 +335,7 @@ class Lab:
     def _start_balancer(self, st: state.LabState) -> None:
         """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer
         (otherwise nothing is written, and syncs skip the balancer entirely)."""
-        if not any(s.type == "LoadBalancer" and s.load_balancer_ips for s in self.services):
+        if not self.topology.has_outside or not any(s.type == "LoadBalancer" and s.load_balancer_ips for s in self.services):
             return
         self._write_balancer_config(st)
         self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", self._balancer_config_file(st)])
@@ -334,6 +347,16 @@ class Lab:
                 return json.load(fh)  # type: ignore[no-any-return]
         except FileNotFoundError:
             return {}
+
+    def wait_balancer_rounds(self, rounds: int = 2, timeout: float = 30.0) -> None:
+        """Let the cloud LB finish ``rounds`` more health rounds: a round under way may have
+        missed nodes that only just started answering (another machine of a spread lab)."""
+        if self._balancer is None:
+            return
+        start = self.balancer_status().get("round", 0)
+        deadline = time.monotonic() + timeout
+        while self.balancer_status().get("round", 0) < start + rounds and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _signal(self, role: str, sig: int = signal.SIGHUP) -> None:
         assert self.state is not None
@@ -369,7 +392,7 @@ class Lab:
         if not self.proxiers:
             self.proxiers = {
                 n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name), self.iptables_backend, *self.ipvs)
-                for n in self.topology.nodes
+                for n in self.topology.local_nodes
             }
             full = True
         self._write_zone()  # DNS first: the cheapest part, and what users wait for
@@ -404,7 +427,7 @@ class Lab:
                 continue
             gone = {e.ip for e in p.endpoints} - now.get((p.namespace, p.name, p.port_name, p.protocol), set())
             for ip in gone:
-                for node in self.topology.nodes:
+                for node in self.topology.local_nodes:
                     delete_stale_udp(node.netns, p.cluster_ip, p.port, ip)
                     if p.node_port is not None:
                         delete_stale_udp_nodeport(node.netns, p.node_port, ip)
@@ -414,6 +437,7 @@ class Lab:
 
     def update_service(self, key: str, **changes: object) -> Service:
         """Change a Service in place (e.g. ``external_name=``) and sync rules and DNS."""
+        self._changeable()
         old = self.service(key)
         new = replace(old, **changes)  # type: ignore[arg-type]
         self.services = tuple(new if s.key == old.key else s for s in self.services)
@@ -422,6 +446,7 @@ class Lab:
 
     def apply_ingress(self, ing: Ingress) -> None:
         """Create or replace an Ingress (``kubectl apply``); nginx reloads gracefully."""
+        self._changeable()
         if not self.ingresses:
             raise LabError("this lab runs no ingress controller (its scenario has no Ingress)")
         if any(i.key == ing.key for i in self.ingresses):
@@ -432,12 +457,14 @@ class Lab:
 
     def set_ready(self, pod: str, ready: bool = True) -> None:
         """Mark a pod ready or not (its readiness probe, in effect) and sync the rules."""
+        self._changeable()
         key = self._pod_key(pod)
         self.pods = tuple(replace(p, ready=ready) if p.key == key else p for p in self.pods)
         self.sync()
 
     def delete_pod(self, pod: str) -> None:
         """Delete a pod: it stops serving, its endpoints go, its namespace is removed."""
+        self._changeable()
         key = self._pod_key(pod)
         plan_ = self.topology.pod(key)
         self.pods = tuple(p for p in self.pods if p.key != key)
@@ -455,6 +482,7 @@ class Lab:
         """Create a pod at run time (the scheduler picks the least-loaded node unless given)."""
         from netns_lab.controllers.topology import add_pod_plan
 
+        self._changeable()
         if any(p.key == pod.key for p in self.pods):
             raise LabError(f'pods "{pod.name}" already exists in namespace "{pod.namespace}"')
         self.topology, plan_ = add_pod_plan(self.topology, pod, node or pod.node_name)
@@ -485,6 +513,43 @@ class Lab:
                 return
             time.sleep(0.02)
         raise RealizeError(f"pod {plan_.key}", "start serving", None, "netexec did not open its ports")
+
+    def _changeable(self) -> None:
+        """Run-time changes need every machine to see them; a spread lab has no API server to
+        carry them, so it is changed by editing its scenario and bringing it up again."""
+        if self.topology.is_spread:
+            raise LabError(
+                f"lab {self.name} is spread over {len(self.topology.hosts)} machines: a change made here would not reach "
+                "the others; edit the scenario and run `up --spread` again on every machine"
+            )
+
+    def mark_checked(self) -> None:
+        """This machine ran its checks. Its node agents answer ``GET /netns-lab/phase`` with
+        the lab's phase (``building``, ``up``, ``checked``): the other machines of a spread lab
+        wait on it before they run their checks and before they tear down."""
+        assert self.state is not None
+        self.state.checked = True
+        self.state.save()
+        self._announce("checked")
+
+    def _announce(self, phase: str, timeout: float = 10.0) -> None:
+        """Have the node agents say ``phase``; return once one of them does (so a caller never
+        races netexec's reload, and the answer is known to cross the node's own stack)."""
+        self._reload_netexec()
+        node = self.topology.local_nodes[0]
+        deadline = time.monotonic() + timeout
+        while self.agent_phase(node) != phase:
+            if time.monotonic() > deadline:
+                raise RealizeError(f"node agent of {node.name}", f"announce {phase!r}", None, "netexec did not reload")
+            time.sleep(0.01)
+
+    def agent_phase(self, node: NodePlan) -> str | None:
+        """The lab's phase as ``node``'s agent tells it (``GET :10250/netns-lab/phase``), asked
+        from one of this machine's nodes; None when nothing answers."""
+        from netns_lab.probes.http import get
+
+        r = get(self.topology.local_nodes[0].netns, PHASE_URL, str(node.ip), NODE_AGENT_PORT, timeout=1.0)
+        return r.body.strip() if r.result == "ok" and r.status == 200 else None
 
     def _pod_key(self, pod: str) -> str:
         r = parse_ref(pod if pod.startswith("pod/") else f"pod/{pod}")

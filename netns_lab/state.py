@@ -21,6 +21,7 @@ class LabState:
     instance: str  # a fresh token per `up`: processes carry it in their environment
     scenario: str
     phase: str = "building"  # building | up
+    checked: bool = False  # run-scenario ran this machine's checks (spread labs wait on each other for it)
     namespaces: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)  # role, pid, start

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import socket
 
 import pytest
+
+from netns_lab import atomic
 
 from netns_lab.lab import Lab
 from netns_lab.probes.connect import Probe, run_probes
@@ -64,13 +67,27 @@ def test_sighup_reloads_targets() -> None:
             doc = json.load(fh)
         target = next(t for t in doc["targets"] if t["name"] == "web-1")
         target["ports"] = [9376, 7000]
-        with open(config, "w") as fh:
-            json.dump(doc, fh)
+        atomic.write(config, json.dumps(doc))  # as the lab writes it: netexec may be reading it right now
         assert lab.connect("pod/client-1", "pod/web-1", 7000).result == "refused"
         os.kill(lab.state.processes[0]["pid"], signal.SIGHUP)
-        for _ in range(50):
+        for _ in range(250):  # until netexec has handled the signal (bounded: 5 s)
             r = lab.connect("pod/client-1", "pod/web-1", 7000)
             if r.result == "ok":
                 break
+            time.sleep(0.02)
         assert r.result == "ok" and r.served_by == "web-1"
         assert lab.connect("pod/client-1", "pod/web-1", 7000, "udp").result == "ok"
+
+
+def test_node_agents_tell_the_lab_phase_and_pods_do_not() -> None:
+    from netns_lab.lab import PHASE_URL
+    from netns_lab.probes.http import get
+
+    with Lab.from_file(BASIC, {"name": "phase"}) as lab:
+        node1, node2 = lab.topology.nodes[:2]
+        assert lab.agent_phase(node2) == "up"  # `up` returns only once the agents say so
+        lab.mark_checked()
+        assert lab.agent_phase(node1) == lab.agent_phase(node2) == "checked"
+        web = lab.topology.pod("web-1")
+        r = get(node1.netns, PHASE_URL, str(web.ip), web.ports[0][0])
+        assert r.result == "ok" and json.loads(r.body)["path"] == "/netns-lab/phase"  # a pod just echoes the request

@@ -35,6 +35,7 @@ class NodePlan:
     uplink: str  # the node's port name inside the underlay namespace
     mac: str  # eth0, on the node network
     bridge_mac: str  # cni0
+    host: int = 0  # which machine builds this node (spread labs; see spread())
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ class ClientPlan:
     netns: str
     ip: IPv4Address
     mac: str
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One machine of a lab spread over several (Vagrant VMs): its address on their network."""
+
+    name: str
+    ip: IPv4Address
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,28 @@ class Topology:
     lb_pool: IPv4Network = IPv4Network("198.51.100.0/24")
     health_check_interval: float = 1.0
     clients: tuple[ClientPlan, ...] = ()
+    # A spread lab (see spread()): the machines, and which of them this process builds.
+    hosts: tuple[HostPlan, ...] = ()
+    host: int = 0
+
+    @property
+    def is_spread(self) -> bool:
+        return len(self.hosts) > 1
+
+    @property
+    def local_nodes(self) -> tuple[NodePlan, ...]:
+        """The nodes this machine builds (all of them unless the lab is spread)."""
+        return tuple(n for n in self.nodes if n.host == self.host)
+
+    @property
+    def local_pods(self) -> tuple[PodPlan, ...]:
+        local = {n.name for n in self.local_nodes}
+        return tuple(p for p in self.pods if p.node in local)
+
+    @property
+    def has_outside(self) -> bool:
+        """The router, the external network, its clients and the cloud LB live on the first host."""
+        return self.host == 0
 
     @property
     def external_netns(self) -> str:
@@ -127,9 +158,9 @@ class Topology:
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        """Every network namespace of the lab, in creation order."""
-        return (self.underlay_netns, self.wan_netns, self.router_netns, self.lb_netns, *(c.netns for c in self.clients),
-                *(n.netns for n in self.nodes), *(p.netns for p in self.pods))
+        """Every network namespace this machine creates for the lab, in creation order."""
+        outside = (self.wan_netns, self.router_netns, self.lb_netns, *(c.netns for c in self.clients)) if self.has_outside else ()
+        return (self.underlay_netns, *outside, *(n.netns for n in self.local_nodes), *(p.netns for p in self.local_pods))
 
 
 def underlay_netns(lab: str) -> str:
@@ -286,8 +317,8 @@ def to_dict(topo: Topology) -> dict[str, object]:
             return [conv(x) for x in v]
         return v
 
-    out = {k: conv(v) for k, v in dataclasses.asdict(topo).items() if k not in ("nodes", "pods", "clients")}
-    for key in ("nodes", "pods", "clients"):
+    out = {k: conv(v) for k, v in dataclasses.asdict(topo).items() if k not in ("nodes", "pods", "clients", "hosts")}
+    for key in ("nodes", "pods", "clients", "hosts"):
         out[key] = [{f: conv(x) for f, x in dataclasses.asdict(o).items()} for o in getattr(topo, key)]
     return out
 
@@ -319,6 +350,7 @@ def from_dict(data: dict[str, object]) -> Topology:
         "nodes": tuple(typed(NodePlan, n) for n in data["nodes"]),  # type: ignore[union-attr, arg-type]
         "pods": tuple(typed(PodPlan, p) for p in data["pods"]),  # type: ignore[union-attr, arg-type]
         "clients": tuple(typed(ClientPlan, c) for c in data.get("clients", ())),  # type: ignore[union-attr, arg-type]
+        "hosts": tuple(typed(HostPlan, h) for h in data.get("hosts", ())),  # type: ignore[union-attr, arg-type]
     })
 
 

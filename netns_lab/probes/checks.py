@@ -41,7 +41,11 @@ def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str
     if ref.kind == "self":
         return set(lab.addresses(source))
     if ref.kind == "node":  # a node may use any of its addresses as source (cni0, flannel.1)
-        return set(lab.addresses(ref))
+        node = lab.topology.node(ref.name)
+        if node.netns in lab.topology.namespaces:
+            return set(lab.addresses(ref))
+        # on another machine of a spread lab: the addresses the plan gave it
+        return {str(node.ip), str(node.gateway), *([str(node.vtep_ip)] if lab.topology.network == "vxlan" else [])}
     return {lab.ip_of(ref)}
 
 
@@ -192,6 +196,12 @@ def _http(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, True, seen)
 
 
+def runs_here(lab: Lab, check: Check) -> bool:
+    """Whether this machine runs ``check``: every check in a lab on one machine; in a spread
+    lab the ones whose source it holds (a matrix: from its own sources, see promises.matrix)."""
+    return check.source is None or lab.netns_of(check.source) in lab.topology.namespaces
+
+
 def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
     runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http}
     out = []
@@ -203,4 +213,4 @@ def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
     return out
 
 
-__all__ = ["CheckOutcome", "run_checks", "own_addresses"]
+__all__ = ["CheckOutcome", "run_checks", "runs_here", "own_addresses"]

@@ -103,6 +103,8 @@ def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", time
                 specs.append((f"pod/{s.key}", s.netns, f"node/{n.name}", str(n.ip), NODE_AGENT_PORT))
     else:
         raise ValueError(f"unknown matrix {kind!r}; one of {', '.join(MATRICES)}")
+    local = set(topo.namespaces)  # a spread lab probes from this machine's sources only
+    specs = [s for s in specs if s[1] in local]
     sources = sorted({s[1] for s in specs})
     own = own_addresses(sources)
     results = run_probes([Probe(ns, ip, port, protocol) for _, ns, _, ip, port in specs], timeout=timeout)

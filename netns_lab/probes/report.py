@@ -20,6 +20,11 @@ def print_report(lab: Lab, outcomes: list[CheckOutcome], built_in: float, out: I
         f"{topo.network}, pod MTU {topo.pod_mtu}; up in {built_in:.2f}s",
         file=out,
     )
+    if topo.is_spread:
+        me = topo.hosts[topo.host]
+        total = len(lab.scenario.checks) if lab.scenario else len(outcomes)
+        print(f"  {me.name} ({me.ip}) of {len(topo.hosts)} machines: nodes {', '.join(n.name for n in topo.local_nodes)}; "
+              f"{len(outcomes)} of {total} checks have their source here, the others run on the other machines", file=out)
     for o in outcomes:
         mark = "PASS" if o.passed else "FAIL"
         print(f"  {mark}  {o.check.name}: {o.summary}", file=out)
@@ -43,6 +48,7 @@ def report_json(lab: Lab, outcomes: list[CheckOutcome], built_in: float) -> dict
         "upSeconds": round(built_in, 3),
         "passed": sum(o.passed for o in outcomes),
         "failed": sum(not o.passed for o in outcomes),
+        **({"machine": topo.hosts[topo.host].name, "machines": [str(h.ip) for h in topo.hosts]} if topo.is_spread else {}),
         "checks": [{"name": o.check.name, "action": o.check.action, "passed": o.passed, "summary": o.summary,
                     "details": o.details, "seconds": round(o.seconds, 3)} for o in outcomes],
     }

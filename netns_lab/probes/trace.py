@@ -162,7 +162,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
     monitors: dict[str, subprocess.Popen[str]] = {}
     installed: list[str] = []
     try:
-        for node in topo.nodes:
+        for node in topo.local_nodes:  # a spread lab's other machines are traced there
             subprocess.run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=ruleset, text=True, check=True,
                            capture_output=True)
             installed.append(node.netns)
@@ -171,7 +171,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
         time.sleep(0.3)  # let the monitors subscribe before the packet leaves
         # On each node's port of the node network (a bridge device itself sees only its own frames)
         bpf = f"udp port 8472 and udp[42:4] = 0x{_hex(src_ip)}"
-        caps = [Capture(topo.underlay_netns, n.uplink, limit=20, bpf=bpf) for n in topo.nodes] if topo.network == "vxlan" else []
+        caps = [Capture(topo.underlay_netns, n.uplink, limit=20, bpf=bpf) for n in topo.local_nodes] if topo.network == "vxlan" else []
         with contextlib.ExitStack() as stack:
             for cap in caps:
                 stack.enter_context(cap)
@@ -201,7 +201,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
         if lines:
             result.conntrack[name] = " ".join(lines[0].split())
     if lab.proxy_mode == "ipvs":  # IPVS is not netfilter: read its connection table
-        for node in topo.nodes:
+        for node in topo.local_nodes:
             conns = subprocess.run(["ip", "netns", "exec", node.netns, "ipvsadm", "-Lnc"], capture_output=True, text=True).stdout
             for line in conns.splitlines():
                 parts = line.split()  # PRO EXPIRE STATE SOURCE VIRTUAL DESTINATION

@@ -1,6 +1,6 @@
 """Name a lab interface the way a user thinks of it: ``pod/web-1`` (its eth0),
 ``node/node-1:cni0``, ``node/node-1:flannel.1``, ``underlay`` (node-1's uplink) or
-``underlay:uplink1``, ``external`` (or ``external/NAME``), ``router[:eth1]``, ``cloud-lb``, ``wan``."""
+``underlay:uplink1`` (``underlay:trunk0``: a spread lab's way to its other machines), ``external`` (or ``external/NAME``), ``router[:eth1]``, ``cloud-lb``, ``wan``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def interface(lab: Lab, where: str) -> tuple[str, str]:
     target, _, ifname = where.partition(":")
     topo = lab.topology
     if target == "underlay":
-        return topo.underlay_netns, ifname or topo.nodes[0].uplink
+        return topo.underlay_netns, ifname or topo.local_nodes[0].uplink
     fixed = {"router": (topo.router_netns, "eth0"), "cloud-lb": (topo.lb_netns, "eth0"), "wan": (topo.wan_netns, "br0")}
     if target in fixed:
         return fixed[target][0], ifname or fixed[target][1]

@@ -1,10 +1,13 @@
-"""Read-only facts about the host namespace (its address prefixes), for validation."""
+"""Read-only facts about the host namespace (its address prefixes, its own address among a
+spread lab's machines), for validation and placement."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from pyroute2 import IPRoute
+
+from netns_lab.errors import ScenarioError
 
 
 def host_networks() -> tuple[IPv4Network, ...]:
@@ -17,3 +20,19 @@ def host_networks() -> tuple[IPv4Network, ...]:
             if not net.is_loopback:
                 nets.add(net)
     return tuple(sorted(nets))
+
+
+def machine_address(candidates: tuple[IPv4Address, ...]) -> tuple[IPv4Address, int]:
+    """Which of ``candidates`` is this machine's own address, and its interface's MTU: how a
+    machine of a spread lab finds its place in the list. Reads, never writes."""
+    with IPRoute() as ipr:
+        mine = {IPv4Address(m.get_attr("IFA_ADDRESS")): m["index"] for m in ipr.get_addr(family=2)}
+        found = [ip for ip in candidates if ip in mine]
+        if len(found) != 1:
+            what = "none" if not found else ", ".join(map(str, found))
+            raise ScenarioError(
+                "--spread", ",".join(map(str, candidates)),
+                f"Invalid value: exactly one of the machines must be this one, found {what} among its addresses",
+            )
+        link = ipr.get_links(mine[found[0]])[0]
+        return found[0], int(link.get_attr("IFLA_MTU"))

@@ -3,7 +3,10 @@
 Layout (every object lives in a lab-owned namespace; the host's is never touched):
 
 * ``<lab>__net``: the node network, a bridge ``br0`` with one port per node (``uplinkN``),
-  the router's and the cloud load balancer's (the world outside: :mod:`.outside`).
+  the router's and the cloud load balancer's (the world outside: :mod:`.outside`). In a lab
+  spread over several machines, each builds only its own nodes (and the first one the world
+  outside), and ``trunk0`` joins the machines' bridges into one segment: a VXLAN port whose
+  UDP socket is on the machine's own network (:mod:`netns_lab.controllers.spread`).
 * ``<lab>_<node>``: ``eth0`` on the node network, ``cni0`` bridge holding the pod subnet's
   gateway, ``ip_forward`` and ``bridge-nf-call-iptables`` on, and either ``flannel.1``
   (VXLAN with static FDB/neighbour entries, flannel's layout) or host-gw routes.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from netns_lab.controllers.spread import TRUNK_PORT, TRUNK_VNI
 from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
 from netns_lab.realize import netns, outside
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
@@ -33,6 +37,7 @@ from netns_lab.realize.rtnl import Rtnl, veth_peer
 Step = Callable[[str], None]
 LO, ETH0, CNI0, VXLAN = 1, 2, 3, 4
 UPLINK_BASE = 10  # uplinkN in the underlay namespace (the router and the cloud LB use 9 and 8)
+TRUNK = 7  # trunk0 in the underlay namespace of a spread lab: the node network's way to the other machines
 VETH_BASE = 1000  # a pod's host-side veth is VETH_BASE + its host part: unique on its node
 CHUNK = 128  # pods whose namespaces are open at once (bounds file descriptors)
 NODE_SYSCTLS = {
@@ -128,7 +133,9 @@ class _Builder:
         with self._new_namespace(topo.underlay_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as under:
             under.link_add(f"{topo.underlay_netns}/br0", index=ETH0, ifname="br0", kind="bridge", mtu=topo.underlay_mtu, up=True)
             under.commit()
-            for node in topo.nodes:
+            if topo.is_spread:
+                self._trunk(under)
+            for node in topo.local_nodes:
                 self.node_nl[node.name] = self._new_namespace(node.netns, NODE_SYSCTLS)
                 fd = netns.open_fd(node.netns)
                 try:
@@ -141,7 +148,36 @@ class _Builder:
                 finally:
                     os.close(fd)
                 self._node(node)
-            outside.build(topo, under, ETH0, self._new_namespace)
+            if topo.has_outside:
+                outside.build(topo, under, ETH0, self._new_namespace)
+
+    def _trunk(self, under: Rtnl) -> None:
+        """VXLAN port of the node network's bridge towards the other machines.
+
+        The request is sent from a netlink socket in this machine's own namespace with the
+        lab's namespace as the target: the device lands in ``<lab>__net`` while its UDP socket
+        stays on the machine's network (a tunnel's socket lives where it was created), which
+        is what lets the node network cross the real network between the VMs. No link,
+        address or route of the machine's namespace changes.
+        """
+        topo = self.topo
+        me = topo.hosts[topo.host]
+        fd = netns.open_fd(topo.underlay_netns)
+        try:
+            with Rtnl("this machine") as home:
+                home.link_add(
+                    f"{topo.underlay_netns}/trunk0", index=TRUNK, ifname="trunk0", kind="vxlan", net_ns_fd=fd,
+                    mtu=topo.underlay_mtu,
+                    data={"attrs": [("IFLA_VXLAN_ID", TRUNK_VNI), ("IFLA_VXLAN_LOCAL", str(me.ip)), ("IFLA_VXLAN_PORT", TRUNK_PORT)]},
+                )
+                home.commit()
+        finally:
+            os.close(fd)
+        under.link_set(f"{topo.underlay_netns}/trunk0", index=TRUNK, master=ETH0, up=True)
+        for peer in topo.hosts:
+            if peer is not me:  # head-end replication: unknown and broadcast frames go to every other machine
+                under.fdb_append(f"{topo.underlay_netns}/trunk0 flood to {peer.name} ({peer.ip})", TRUNK, "00:00:00:00:00:00", str(peer.ip))
+        under.commit()
 
     def _node(self, node: NodePlan) -> None:
         topo = self.topo
@@ -164,7 +200,7 @@ class _Builder:
 
     # -- pods --------------------------------------------------------------------------
     def _pods(self, pods: tuple[PodPlan, ...] | None = None) -> None:
-        pods = self.topo.pods if pods is None else pods
+        pods = self.topo.local_pods if pods is None else pods
         for start in range(0, len(pods), CHUNK):
             chunk = pods[start : start + CHUNK]
             opened: list[tuple[PodPlan, Rtnl, int]] = []
@@ -208,7 +244,7 @@ class _Builder:
     # -- routes between nodes ------------------------------------------------------------
     def _node_routes(self) -> None:
         topo = self.topo
-        for node in topo.nodes:
+        for node in topo.local_nodes:
             nl = self.node_nl[node.name]
             # The router to the world outside the cluster is the nodes' default gateway, as in a
             # datacenter: traffic to unknown addresses leaves the node.

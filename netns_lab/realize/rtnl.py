@@ -231,7 +231,9 @@ class Rtnl(Batch):
         msg["state"] = NUD_PERMANENT
         msg["flags"] = flags
         msg["attrs"] = [("NDA_DST", dst), ("NDA_LLADDR", lladdr)]
-        nl_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (0x800 if append else NLM_F_EXCL)  # NLM_F_APPEND
+        # Replace, not exclusive: an entry ARP learned before the plan's permanent one arrived (a
+        # node on another machine of a spread lab may speak first) is overwritten, as `ip neigh replace`.
+        nl_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (0x800 if append else 0x100)  # NLM_F_APPEND / NLM_F_REPLACE
         self.queue(msg, RTM_NEWNEIGH, nl_flags, what)
 
     def neigh_del(self, what: str, index: int, dst: str) -> None:

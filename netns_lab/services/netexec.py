@@ -13,6 +13,10 @@ Protocol, on every declared containerPort, TCP and UDP (as Kubernetes' agnhost n
 * Plain TCP: after the client's first line (or 1 s of silence) one line
   ``<pod> <client-ip>:<port>``; plain UDP: the same line for each datagram.
 
+A node target marked ``agent`` also answers ``GET /netns-lab/phase`` with the lab's phase on
+this machine (``building``, ``up``, ``checked``): the machines of a spread lab read it from
+each other's nodes to wait for one another (see ``cli.run_scenario``).
+
 Node targets may also list ``health`` ports: kube-proxy's ``healthCheckNodePort`` server for
 a LoadBalancer Service with ``externalTrafficPolicy: Local`` (200 and the number of local
 endpoints when the node has a ready one, 503 when not: what a cloud load balancer checks).
@@ -39,6 +43,7 @@ from netns_lab.services import setns
 
 SILENCE_TIMEOUT = 1.0
 MAX_REQUEST = 64 * 1024
+PHASE_PATH = b"/netns-lab/phase"
 _HTTP_START = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
@@ -48,7 +53,7 @@ class Conn:
     pod: str
     peer: tuple[str, int]
     accepted: float
-    health: tuple[str, int] | None = None  # (netns, port) of a healthCheckNodePort socket
+    where: tuple[str, int]  # (netns, port) of the listening socket
     buf: bytearray = field(default_factory=bytearray)
     out: bytes = b""
     done: bool = False
@@ -97,6 +102,10 @@ def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
                 "headers": headers,
             }
         )
+    return text_reply(body, pod, ctype)
+
+
+def text_reply(body: str, pod: str, ctype: str = "text/plain") -> bytes:
     data = body.encode()
     return (
         f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n"
@@ -111,6 +120,8 @@ class Server:
         self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.targets: dict[tuple[str, int], list[socket.socket]] = {}
         self.health: dict[tuple[str, int], dict[str, object]] = {}  # healthCheckNodePort answers
+        self.agents: set[str] = set()  # node namespaces: they answer the lab's phase
+        self.phase = ""
         self.pending: deque[Conn] = deque()  # in accept order: silence deadlines are monotonic
         self.reload = False
         # A signal only sets a flag; this pair wakes the select() so SIGHUP acts at once.
@@ -127,6 +138,8 @@ class Server:
             config = json.load(fh)
         wanted: dict[tuple[str, int], str] = {}
         health: dict[tuple[str, int], dict[str, object]] = {}
+        self.phase = config.get("phase", "")
+        self.agents = {t["netns"] for t in config["targets"] if t.get("agent")}
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]
@@ -157,7 +170,7 @@ class Server:
         tcp.bind(("0.0.0.0", port))
         tcp.listen(1024)
         tcp.setblocking(False)
-        self.sel.register(tcp, selectors.EVENT_READ, ("accept", (pod, None if udp else (ns, port))))
+        self.sel.register(tcp, selectors.EVENT_READ, ("accept", (pod, (ns, port))))
         if not udp:  # a health check port: HTTP over TCP only, as kube-proxy serves it
             return [tcp]
         usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -171,7 +184,10 @@ class Server:
         while True:
             if self.reload:
                 self.reload = False
-                self.load()
+                try:
+                    self.load()
+                except (OSError, ValueError) as exc:  # a config half-written by hand: keep serving the last one
+                    print(f"netexec: reload failed, keeping the current targets: {exc}", file=sys.stderr, flush=True)
             timeout = None
             if self.pending:
                 timeout = max(0.0, self.pending[0].accepted + SILENCE_TIMEOUT - time.monotonic())
@@ -192,8 +208,8 @@ class Server:
                     self._flush(obj)
             self._expire()
 
-    def _accept(self, lsock: socket.socket, target: tuple[str, tuple[str, int] | None]) -> None:
-        pod, health = target
+    def _accept(self, lsock: socket.socket, target: tuple[str, tuple[str, int]]) -> None:
+        pod, where = target
         while True:
             try:
                 sock, peer = lsock.accept()
@@ -204,7 +220,7 @@ class Server:
                     return
                 raise
             sock.setblocking(False)
-            conn = Conn(sock, pod, peer, time.monotonic(), health)
+            conn = Conn(sock, pod, peer, time.monotonic(), where)
             self.sel.register(sock, selectors.EVENT_READ, ("conn", conn))
             self.pending.append(conn)
 
@@ -236,8 +252,14 @@ class Server:
         buf = bytes(conn.buf)
         if _HTTP_START.match(buf):
             if b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) >= MAX_REQUEST:
-                info = self.health.get(conn.health) if conn.health else None
-                self._respond(conn, health_reply(info) if info is not None else http_reply(conn.pod, conn.peer, buf))
+                info = self.health.get(conn.where)
+                if info is not None:
+                    reply = health_reply(info)
+                elif conn.where[0] in self.agents and buf.split(b" ", 2)[1] == PHASE_PATH:
+                    reply = text_reply(self.phase, conn.pod)
+                else:
+                    reply = http_reply(conn.pod, conn.peer, buf)
+                self._respond(conn, reply)
         elif b"\n" in buf or len(buf) >= 16 and not buf[:1].isupper():
             self._respond(conn, line_reply(conn.pod, conn.peer))
 
