@@ -21,11 +21,12 @@ def _id(text: str) -> str:
 
 
 def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
+    spread = f", spread over {len(topo.hosts)} machines (trunk VXLAN VNI 2, UDP 4789)" if topo.is_spread else ""
     lines = [
         f'digraph "{topo.lab}" {{',
         "  rankdir=LR; compound=true; fontname=Helvetica;",
         '  node [fontname=Helvetica, fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
-        f'  label="lab {topo.lab}: {len(topo.nodes)} nodes, {topo.network}, pod MTU {topo.pod_mtu}"; labelloc=t;',
+        f'  label="lab {topo.lab}: {len(topo.nodes)} nodes, {topo.network}, pod MTU {topo.pod_mtu}{spread}"; labelloc=t;',
         f'  {_id("underlay")} [label="node network {topo.node_cidr}\\nbridge br0 ({topo.underlay_netns})", shape=cylinder, fillcolor="#e8eef7"];',
         f'  {_id("wan")} [label="external network {topo.external_cidr}\\nbridge br0 ({topo.wan_netns})", shape=cylinder, fillcolor="#f7efe8"];',
         f'  {_id("router")} [label="router\\n{topo.router_ip} | {topo.router_ext_ip}", shape=diamond, fillcolor="#f7efe8"];',
@@ -40,7 +41,8 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) ->
         lines.append(f'  {_id("client/" + c.name)} -> {_id("wan")} [dir=both, arrowsize=0.6];')
     for node in topo.nodes:
         lines.append(f'  subgraph "cluster_{node.name}" {{')
-        lines.append(f'    label="{node.name}  eth0 {node.ip}\\ncni0 {node.gateway}/{node.pod_subnet.prefixlen}"; style="rounded,filled"; fillcolor="#f4f4f4";')
+        where = f"\\non {topo.hosts[node.host].name} ({topo.hosts[node.host].ip})" if topo.is_spread else ""
+        lines.append(f'    label="{node.name}  eth0 {node.ip}\\ncni0 {node.gateway}/{node.pod_subnet.prefixlen}{where}"; style="rounded,filled"; fillcolor="#f4f4f4";')
         anchor = _id(f"{node.name}/cni0")
         lines.append(f'    {anchor} [label="cni0 bridge\\n{node.pod_subnet}", shape=hexagon, fillcolor="#eef7e8"];')
         if topo.network == "vxlan":

@@ -334,3 +334,12 @@ def test_two_real_vms_joined_by_a_virtual_cable() -> None:
     assert "[vm1]   PASS  node-1's client to the Service whose only pod is on node-2, no NAT: ok=1; served by web-2" in out
     assert "[vm2]   PASS  node-2's client to the Service whose only pod is on node-1, no NAT: ok=1; served by web-1" in out
     assert "[vm2]   PASS  pod-to-pod matrix: 3/3 pairs connected, source IP preserved in 3/3" in out
+
+
+def test_graph_of_a_running_spread_lab_places_each_node(spread_lab) -> None:  # type: ignore[no-untyped-def]
+    from netns_lab.graph import dot
+
+    _m, a, _b = spread_lab
+    text = dot(a.topology, a.pods, a.services)
+    assert "spread over 2 machines" in text
+    assert "node-1  eth0 10.0.0.2" in text and "on host-1 (192.168.56.11)" in text and "on host-2 (192.168.56.12)" in text
