@@ -13,10 +13,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netns_lab import cleanup, state
 from netns_lab.errors import LabError, RealizeError, ScenarioError
+
+if TYPE_CHECKING:
+    from netns_lab.controllers.topology import Topology
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_BUILD = 0, 1, 2, 3
 PEER_TIMEOUT = 600.0  # how long a spread lab's machine waits for the others (VMs started by hand)
@@ -152,7 +155,8 @@ def up(file: str, overrides: Sequence[str] = (), out=sys.stdout, spread_over: st
     return EXIT_OK
 
 
-def spread_summary(topo: Any) -> str:
+def spread_summary(topo: "Topology") -> str:
+    """One line on this machine's share of a spread lab (``up``, ``status``)."""
     me = topo.hosts[topo.host]
     return (f"this machine is {me.name} ({me.ip}) of {len(topo.hosts)}: nodes {', '.join(n.name for n in topo.local_nodes)}, "
             f"{len(topo.local_pods)} pods" + ("; the router, external clients and cloud LB" if topo.has_outside else "")
