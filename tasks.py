@@ -21,19 +21,16 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
-SPREAD_HELP = "IP,IP[,IP]: build this machine's share of a lab spread over these machines (run it on each)"
-
-
 @task(help={"file": "scenario file, or a name from scenarios/", "keep": "leave the lab running", "set": "override KEY=VALUE (repeatable)",
             "junit": "also write a JUnit XML report to this file", "json": "also write a JSON report to this file",
-            "spread": SPREAD_HELP, "peer_timeout": "spread: seconds to wait for the other machines (default 600)"},
+            "spread": cli.SPREAD_HELP, "peer_timeout": "spread: seconds to wait for the other machines (default 600)"},
       iterable=["set"])
 def run_scenario(c, file, keep=False, set=None, junit="", json="", spread="", peer_timeout=cli.PEER_TIMEOUT):  # noqa: A002
     """Build a scenario, run its checks, print a report, tear it down. Exit 0/1/2/3."""
     _exit(cli.run_scenario(file, keep, set or [], junit=junit, json_path=json, spread_over=spread, peer_timeout=float(peer_timeout)))
 
 
-@task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE", "spread": SPREAD_HELP}, iterable=["set"])
+@task(help={"file": "scenario file, or a name from scenarios/", "set": "override KEY=VALUE", "spread": cli.SPREAD_HELP}, iterable=["set"])
 def up(c, file, set=None, spread=""):  # noqa: A002
     """Build a lab and leave it running."""
     _exit(cli.up(file, set or [], spread_over=spread))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from netns_lab.controllers.topology import Topology
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_BUILD = 0, 1, 2, 3
+SPREAD_HELP = "IP,IP[,IP]: build this machine's share of a lab spread over these machines (run it on each)"
 PEER_TIMEOUT = 600.0  # how long a spread lab's machine waits for the others (VMs started by hand)
 SCENARIO_DIRS = ("scenarios",)
 
@@ -414,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run-scenario", help="build, check, report, tear down")
     p.add_argument("file")
-    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help="this machine's share of a lab spread over these machines")
+    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help=SPREAD_HELP)
     p.add_argument("--keep", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--junit", default="", metavar="FILE", help="also write a JUnit XML report")
@@ -423,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="spread: how long to wait for the other machines")
     p = sub.add_parser("up", help="build a lab and leave it running")
     p.add_argument("file")
-    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help="this machine's share of a lab spread over these machines")
+    p.add_argument("--spread", default="", metavar="IP,IP[,IP]", help=SPREAD_HELP)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p = sub.add_parser("down", help="remove one lab")
     p.add_argument("name")

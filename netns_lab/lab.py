@@ -57,6 +57,17 @@ def _fault(step: str, counter: dict[str, int] | None = None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _until(done: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Poll ``done`` every ``interval`` seconds until it holds (True) or ``timeout`` passes (False):
+    the one way the lab waits for its servers (netexec, nginx, the cloud LB) to catch up."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def parse_ref(text: str | ObjectRef) -> ObjectRef:
     """``pod/NAME``, ``pod/NS/NAME``, ``node/NAME`` or an IPv4 address."""
     if isinstance(text, ObjectRef):
@@ -244,7 +255,7 @@ class Lab:
         atomic.write(self.zone_file, json.dumps(records.to_json(), separators=(",", ":")))
 
     def _start_dns(self, st: state.LabState) -> None:
-        dns_pod = next((p for p in self.topology.local_pods if p.key == "kube-system/coredns"), None)
+        dns_pod = self.topology.local_pod("kube-system/coredns")
         if dns_pod is None:
             return
         self._write_zone()
@@ -283,7 +294,7 @@ class Lab:
         return True
 
     def _start_ingress(self, st: state.LabState) -> None:
-        pod = next((p for p in self.topology.local_pods if p.key == "ingress-nginx/ingress-nginx-controller"), None)
+        pod = self.topology.local_pod("ingress-nginx/ingress-nginx-controller")
         if not self.ingresses or pod is None:
             return
         self._write_ingress()
@@ -300,9 +311,7 @@ class Lab:
         """Graceful nginx reload; returns once the new workers run (old ones drain)."""
         before = self.ingress_reloads()
         self._signal("ingress")
-        deadline = time.monotonic() + timeout
-        while self.ingress_reloads() <= before and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _until(lambda: self.ingress_reloads() > before, timeout, 0.01)
 
     def secret(self, key: str) -> Secret:
         return self._find("secret", self.secrets, key)  # type: ignore[no-any-return]
@@ -354,9 +363,7 @@ class Lab:
         if self._balancer is None:
             return
         start = self.balancer_status().get("round", 0)
-        deadline = time.monotonic() + timeout
-        while self.balancer_status().get("round", 0) < start + rounds and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(lambda: self.balancer_status().get("round", 0) >= start + rounds, timeout, 0.05)
 
     def _signal(self, role: str, sig: int = signal.SIGHUP) -> None:
         assert self.state is not None
@@ -505,14 +512,9 @@ class Lab:
     def _wait_serving(self, plan_: PodPlan, timeout: float = 5.0) -> None:
         if not plan_.ports:
             return
-        deadline = time.monotonic() + timeout
-        node = self.topology.node(plan_.node)
-        while time.monotonic() < deadline:
-            r = self.connect(f"node/{node.name}", str(plan_.ip), plan_.ports[0][0], timeout=0.5)
-            if r.result == "ok":
-                return
-            time.sleep(0.02)
-        raise RealizeError(f"pod {plan_.key}", "start serving", None, "netexec did not open its ports")
+        node = f"node/{plan_.node}"
+        if not _until(lambda: self.connect(node, str(plan_.ip), plan_.ports[0][0], timeout=0.5).result == "ok", timeout, 0.02):
+            raise RealizeError(f"pod {plan_.key}", "start serving", None, "netexec did not open its ports")
 
     def _changeable(self) -> None:
         """Run-time changes need every machine to see them; a spread lab has no API server to
@@ -537,11 +539,8 @@ class Lab:
         races netexec's reload, and the answer is known to cross the node's own stack)."""
         self._reload_netexec()
         node = self.topology.local_nodes[0]
-        deadline = time.monotonic() + timeout
-        while self.agent_phase(node) != phase:
-            if time.monotonic() > deadline:
-                raise RealizeError(f"node agent of {node.name}", f"announce {phase!r}", None, "netexec did not reload")
-            time.sleep(0.01)
+        if not _until(lambda: self.agent_phase(node) == phase, timeout, 0.01):
+            raise RealizeError(f"node agent of {node.name}", f"announce {phase!r}", None, "netexec did not reload")
 
     def agent_phase(self, node: NodePlan) -> str | None:
         """The lab's phase as ``node``'s agent tells it (``GET :10250/netns-lab/phase``), asked

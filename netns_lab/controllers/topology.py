@@ -114,6 +114,11 @@ class Topology:
         local = {n.name for n in self.local_nodes}
         return tuple(p for p in self.pods if p.node in local)
 
+    def local_pod(self, key: str) -> PodPlan | None:
+        """``key``'s plan when this machine builds that pod: the system pods (cluster DNS,
+        ingress controller) of a spread lab run on one machine only."""
+        return next((p for p in self.local_pods if p.key == key), None)
+
     @property
     def has_outside(self) -> bool:
         """The router, the external network, its clients and the cloud LB live on the first host."""
