@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any
 
 from netns_lab import atomic
 from netns_lab.services import setns
+from netns_lab.services.ready import say_ready
 
 TABLE = "ip cloud-lb"
 SLOTS = 64
@@ -152,9 +152,7 @@ class Balancer:
                 self.load()
             self.apply(self.one_round())
             if not ready:
-                print("READY", flush=True)
-                sys.stdout.close()
-                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                say_ready()
                 ready = True
             time.sleep(max(0.0, self.config["interval"] - (time.monotonic() - start)))
 

@@ -21,6 +21,7 @@ from dnslib import CNAME, PTR, QTYPE, RCODE, RR, SRV, TXT, A, DNSRecord
 
 from netns_lab.controllers.dns import TTL, Records, answer
 from netns_lab.services import setns
+from netns_lab.services.ready import say_ready
 
 _RDATA = {
     "A": lambda d: A(d),
@@ -113,9 +114,7 @@ def serve(netns_path: str, zone_path: str, port: int = 53) -> None:
     sel.register(udp, selectors.EVENT_READ, "udp")
     sel.register(tcp, selectors.EVENT_READ, "accept")
     buffers: dict[socket.socket, bytearray] = {}
-    print("READY", flush=True)
-    sys.stdout.close()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    say_ready()
     while True:
         for key, _ in sel.select():
             kind = key.data
@@ -185,9 +184,7 @@ def supervise(netns_path: str, zone_path: str) -> None:
         line = child.stdout.readline()
         child.stdout.close()
         if first:
-            print(line.decode().strip() or "FAILED", flush=True)
-            sys.stdout.close()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            say_ready(line.decode().strip() or "FAILED")  # the server's own line, passed on
             first = False
         child.wait()
         time.sleep(0.2)  # back-off before the restart

@@ -23,6 +23,7 @@ import time
 
 from netns_lab import atomic
 from netns_lab.services import setns
+from netns_lab.services.ready import say_ready
 
 PR_SET_PDEATHSIG = 1
 
@@ -79,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("nginx does not accept connections on port 80", file=sys.stderr)
                 return 1
             time.sleep(0.02)
-    print("READY", flush=True)
-    sys.stdout.close()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    say_ready()
     while nginx.poll() is None:
         if pending["term"]:
             nginx.send_signal(signal.SIGQUIT)

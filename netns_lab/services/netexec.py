@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from netns_lab.services import setns
+from netns_lab.services.ready import say_ready
 
 SILENCE_TIMEOUT = 1.0
 MAX_REQUEST = 64 * 1024
@@ -316,9 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Tell the lab we are serving: it waits for this line on our stdout.
-    print(f"READY {count}", flush=True)
-    sys.stdout.close()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    say_ready(f"READY {count}")
     server.serve()
     return 0
 
