@@ -218,8 +218,7 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
                     paths.append(IngressPath(path, ptype, backend))
         rules.append(IngressRule(host if isinstance(host, str) else None, tuple(paths)))
     tls: list[IngressTLS] = []
-    for i, t in enumerate(spec.get("tls") if isinstance(spec.get("tls"), list) else []):
-        tpath = join(join(spath, "tls"), i)
+    for t in spec.get("tls") if isinstance(spec.get("tls"), list) else []:  # its hosts are checked by _hosts
         if not isinstance(t, dict):
             continue
         hosts = [h for h in (t.get("hosts") or []) if isinstance(h, str)]
