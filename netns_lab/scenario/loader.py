@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import glob
+import itertools
+import json
 import os
 from dataclasses import replace
 from ipaddress import IPv4Network
@@ -24,10 +26,11 @@ from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.controllers.envvars import pod_env
 from netns_lab.controllers.system import cluster_dns, ingress_controller
-from netns_lab.scenario.schema import ANY, STR, ListOf, Obj
-from netns_lab.scenario.yamlsrc import Source, join, load_documents
+from netns_lab.scenario.schema import ANY, STR, ListOf, Obj, _describe
+from netns_lab.scenario.yamlsrc import MAX_DEPTH, MAX_NODES, Budget, FileRefused, Source, join, load_documents
 
 API_VERSION = "netns-lab/v1"
+MAX_GLOB_MATCHES = 1000  # files one objects: glob may include
 PARSERS[("v1", "Service")] = parse_service
 PARSERS[("v1", "Secret")] = parse_secret
 PARSERS[(ingress.API, "Ingress")] = parse_ingress
@@ -41,22 +44,63 @@ SCENARIO = Obj(
 
 def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted paths (``cluster.network``) in a copy of the raw file: tests and benchmarks
-    run one scenario file in several modes without copying it."""
+    run one scenario file in several modes without copying it.
+
+    A path goes through mappings only (a missing or null one is created): setting a field
+    inside a string or a list, or an empty name (``=1``, ``a..b``), is a mistake on the
+    command line, reported as ``--set KEY=VALUE: ...`` (exit 2) rather than a TypeError.
+    """
     data = copy.deepcopy(data)
     for dotted, value in overrides.items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        parts = dotted.split(".")
+        if not all(parts):
+            raise _override_error(dotted, value, "Invalid value: a field path is names separated by single dots, e.g. cluster.network")
+        _check_override_value(dotted, value)
+        node: Any = data
+        for depth, key in enumerate(parts[:-1]):
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                where = ".".join(parts[: depth + 1])
+                raise _override_error(dotted, value, f"Invalid value: {where} is {_describe(node)}, not an object: "
+                                      f"it has no field {parts[depth + 1]}")
+        node[parts[-1]] = value
     return data
 
 
-def _object_sources(src: Source, objects: list[Any]) -> list[tuple[Source, Any, str]]:
+def _check_override_value(dotted: str, value: Any) -> None:
+    """A ``--set`` value is YAML too, parsed without our reader's limits: the same bounds on
+    size, depth and recursion (``&a [*a]`` is a list containing itself) before it joins the data."""
+    seen = 0
+    todo: list[tuple[Any, int, frozenset[int]]] = [(value, 0, frozenset())]
+    while todo:
+        item, depth, above = todo.pop()
+        seen += 1
+        if seen > MAX_NODES or depth > MAX_DEPTH:
+            raise _override_error(dotted, "...", f"Too many: the value is larger than {MAX_NODES} YAML nodes or nested "
+                                  f"deeper than {MAX_DEPTH} levels, the limits")
+        if isinstance(item, (dict, list)):
+            if id(item) in above:
+                raise _override_error(dotted, "...", "Invalid value: the value contains itself (a recursive alias)")
+            children = item.values() if isinstance(item, dict) else item
+            todo += [(c, depth + 1, above | {id(item)}) for c in children]
+
+
+def _override_error(dotted: str, value: Any, message: str) -> ScenarioError:
+    """``--set KEY=VALUE: MESSAGE``, the value shown as YAML as the user typed it."""
+    shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value if isinstance(value, str) else (
+        json.dumps(value, default=str))
+    return ScenarioError(f"--set {dotted}={shown}", "", message)
+
+
+def _object_sources(src: Source, objects: list[Any], budget: Budget) -> list[tuple[Source, Any, str]]:
     """Expand ``objects:`` into (source, manifest, path) triples, in file order.
 
     A string item is a path or glob relative to the scenario file; each matched file may hold
-    several YAML documents and ``kind: List`` wrappers, as ``kubectl apply -f`` accepts.
+    several YAML documents and ``kind: List`` wrappers, as ``kubectl apply -f`` accepts. Only
+    regular files are read, within the scenario's ``budget`` of bytes and YAML nodes; a file
+    that cannot be read is reported at the scenario's ``objects[i]``, with its line.
     """
     out: list[tuple[Source, Any, str]] = []
     base_dir = os.path.dirname(os.path.abspath(src.file))
@@ -65,16 +109,33 @@ def _object_sources(src: Source, objects: list[Any]) -> list[tuple[Source, Any, 
         if not isinstance(item, str):
             out.append((src, item, path))
             continue
+        if not item or "\0" in item:
+            raise src.error(path, f'Invalid value: "{item}": must be a path or a glob relative to the scenario file')
         pattern = item if os.path.isabs(item) else os.path.join(base_dir, item)
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if glob.has_magic(pattern):
+            matches = sorted(itertools.islice(glob.iglob(pattern), MAX_GLOB_MATCHES + 1))
+            if len(matches) > MAX_GLOB_MATCHES:
+                raise src.error(path, f'Too many: "{item}": matches more than {MAX_GLOB_MATCHES} files, the limit')
+        else:
+            matches = [pattern]
         if not matches:
             raise src.error(path, f'Not found: "{item}": no file matches')
         for file in matches:
             rel = os.path.relpath(file)
             rel = file if rel.startswith("..") else rel  # readable, never "../../tmp/..."
-            for d, doc in enumerate(load_documents(rel)):
+            try:
+                docs = load_documents(rel, budget=budget)
+            except FileRefused as exc:
+                shown = item if file == pattern else rel
+                where = "" if exc.line is None or exc.line == 1 else f" (line {exc.line})"
+                raise src.error(path, f'Invalid value: "{shown}": {exc.reason}{where}') from None
+            for d, doc in enumerate(docs):
                 if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
-                    for j, sub in enumerate(doc.data.get("items") or []):
+                    items = doc.data.get("items")
+                    if items is not None and not isinstance(items, list):
+                        ipath = f"[{d}].items" if d else "items"
+                        raise doc.error(ipath, "Invalid type: expected a list")
+                    for j, sub in enumerate(items or []):
                         out.append((doc, sub, join(f"[{d}].items", j) if d else join("items", j)))
                 else:
                     out.append((doc, doc.data, f"[{d}]" if d else ""))
@@ -87,7 +148,8 @@ def load_scenario(
     host_networks: tuple[IPv4Network, ...] = (),
 ) -> Scenario:
     """Read, validate and freeze one scenario file; raise :class:`ScenarioError` on bad input."""
-    docs = load_documents(path)
+    budget = Budget()  # bytes and YAML nodes, for this file and every file it includes
+    docs = load_documents(path, budget=budget)
     if len(docs) != 1:
         raise ScenarioError(path, "", f"a scenario file holds exactly one YAML document, found {len(docs)}")
     src = docs[0]
@@ -97,10 +159,11 @@ def load_scenario(
         src.data = _apply_overrides(src.data, overrides)
     data = src.data
     SCENARIO.check(src, data, "")
-    if data.get("apiVersion") != API_VERSION:
-        raise src.error("apiVersion", f'Unsupported value: "{data.get("apiVersion")}": supported values: "{API_VERSION}"')
-    if data.get("kind") != "Scenario":
-        raise src.error("kind", f'Unsupported value: "{data.get("kind")}": supported values: "Scenario"')
+    for field, want in (("apiVersion", API_VERSION), ("kind", "Scenario")):
+        if data.get(field) is None:
+            raise src.error(field, f'Required value: supported values: "{want}"')
+        if data[field] != want:
+            raise src.error(field, f'Unsupported value: "{data[field]}": supported values: "{want}"')
     name = data.get("name")
     if not name:
         raise src.error("name", "Required value")
@@ -118,7 +181,7 @@ def load_scenario(
     ingresses: dict[str, tuple[Ingress, Source, str]] = {}
     classes: dict[str, IngressClass] = {}
     secrets: dict[str, Secret] = {}
-    for osrc, obj, opath in _object_sources(src, data.get("objects") or []):
+    for osrc, obj, opath in _object_sources(src, data.get("objects") or [], budget):
         model_obj = parse_object(osrc, obj, opath)
         if isinstance(model_obj, Namespace):
             if model_obj.name in namespaces and model_obj.name not in BUILTIN_NAMESPACES:

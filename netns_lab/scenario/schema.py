@@ -110,6 +110,7 @@ class Obj(Spec):
         return text
 
     def check(self, src: Source, value: Any, path: str) -> None:
+        """Refuse unknown fields and wrong types; then drop null fields (see :func:`unset_nulls`)."""
         if not isinstance(value, dict):
             raise src.error(path, f"Invalid type: expected an object, got {_describe(value)}")
         for k, v in value.items():
@@ -120,6 +121,19 @@ class Obj(Spec):
             if v is None:  # null means "unset", as in Kubernetes
                 continue
             spec.check(src, v, sub)
+        unset_nulls(value)
+
+
+def unset_nulls(value: dict[str, Any]) -> None:
+    """Drop the fields of a checked object whose value is ``null``.
+
+    Kubernetes decodes ``field: null`` as an unset field (its default); the parsers read
+    ``raw.get(field, default)``, which would hand them ``None`` (a TypeError or a message
+    about "None") if the key stayed. Only fields of declared objects: a null in a map
+    (``env: {X: null}``: the variable must not be set) keeps its meaning.
+    """
+    for k in [k for k, v in value.items() if v is None]:
+        del value[k]
 
 
 def collect(spec: Spec, src: Source, value: Any, path: str) -> list[ScenarioError]:
@@ -135,6 +149,7 @@ def collect(spec: Spec, src: Source, value: Any, path: str) -> list[ScenarioErro
                 out.append(src.error(sub, spec.unknown(k)))
             else:
                 out += collect(spec.fields[k], src, v, sub)
+        unset_nulls(value)
         return out
     if isinstance(spec, ListOf) and isinstance(value, list):
         return [e for i, v in enumerate(value) for e in collect(spec.item, src, v, join(path, i))]
