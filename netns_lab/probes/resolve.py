@@ -67,7 +67,10 @@ def resolve(netns_name: str, name: str, rtype: str = "A", tcp: bool = False, tim
         seen_nx: ResolveResult | None = None
         last = ResolveResult("failed", detail="no candidate name")
         for qname in candidates(name, search, ndots):
-            query = dns.message.make_query(qname, dns.rdatatype.from_text(rtype))
+            try:
+                query = dns.message.make_query(qname, dns.rdatatype.from_text(rtype))
+            except dns.exception.FormError:  # NameTooLong: a long name plus a search domain passes 255 octets
+                continue  # no resolver can send it; try the next candidate
             try:
                 if tcp:
                     reply = dns.query.tcp(query, nameservers[0], timeout=timeout)

@@ -135,7 +135,7 @@ def _packet_summary(text: str) -> str:
 def _target(lab: Lab, text: str) -> tuple[str, str, int]:
     """``my-service:80``, ``service/NS/NAME:80``, ``loadbalancer/NAME:80``, ``pod/X:9376``, ``IP:PORT``."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):  # not "٨٠"
         raise LabError(f"--to {text!r}: must be HOST:PORT (a Service name, service/..., pod/..., node/... or an IP)")
     if "/" not in host and not re.match(r"^\d+\.\d+\.\d+\.\d+$", host):
         host = f"service/{host}"

@@ -2,6 +2,9 @@
 
 Every reference (``pod/X``, ``node/X``) must name an object of the scenario, so a typo in a
 check is a load-time error (exit 2), not a confusing failure after a minute of building.
+So is a check that cannot mean anything: a port outside 1-65535 (or spelled in non-ASCII
+digits), a name no resolver can send, expectations no outcome meets (``result: refused``
+with ``servedBy``), an option its kind of check never reads (``protocol`` on a ping).
 """
 
 from __future__ import annotations
@@ -39,9 +42,23 @@ CHECK = Obj(
 )
 CHECKS = ListOf(CHECK)
 
-_QUERY_NAME = re.compile(r"^[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62})(?:\.[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62}))*\.?$")
+# Applied with fullmatch (``$`` would accept a trailing newline). ASCII only: ``\d`` would
+# also match "٨٠", which int() reads as 80.
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62})(?:\.[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62}))*\.?")
+MAX_NAME = 253  # a DNS name, without its trailing dot (RFC 1035: 255 octets on the wire)
 ACTIONS = ("connect", "ping", "matrix", "resolve", "env", "http")
-_URL = re.compile(r"^(https?)://([^/:?#]+)(?::(\d+))?(/[^#]*)?$")
+# scheme, host, port (ASCII digits), path (printable ASCII, no space, no fragment)
+_URL = re.compile(r'(https?)://([^/:?#]+)(?::([^/]*))?(/[!-"$-~]*)?')
+# What each kind of check reads besides name, from and its own key: anything else set on it
+# could not change what is probed or judged, so it is refused rather than silently ignored.
+OPTIONS = {
+    "connect": ("protocol", "count", "expect"),
+    "ping": ("count", "expect"),
+    "matrix": ("protocol",),
+    "resolve": ("type", "protocol", "expect"),
+    "env": (),
+    "http": ("address", "ca", "insecure", "count", "expect"),
+}
 RESOLVE_RESULTS = ("ok", "nxdomain", "refused", "servfail", "timeout", "failed")
 RECORD_TYPES = ("A", "AAAA", "SRV", "CNAME", "PTR", "TXT")
 CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
@@ -72,12 +89,15 @@ class Refs:
             except ValueError:
                 pass
             if query_name:  # any DNS question name: SRV labels have underscores
-                if not _QUERY_NAME.match(text):
-                    raise src.error(path, f'Invalid value: "{text}": not a DNS name (labels of letters, digits, "-" and "_", separated by dots)')
+                if not _QUERY_NAME.fullmatch(text):
+                    raise src.error(path, f'Invalid value: "{text}": not a DNS name (labels of letters, digits, "-" and "_", '
+                                          'at most 63 characters each, separated by dots)')
+                if len(text.rstrip(".")) > MAX_NAME:
+                    raise src.error(path, f'Invalid value: "{text}": must be no more than {MAX_NAME} characters')
             else:
-                errs = k8s.dns1123_subdomain(text.lower().rstrip("."))
+                errs = k8s.host_name(text.lower().rstrip("."))
                 if errs:
-                    raise src.error(path, f'Invalid value: "{text}": a host name {"; ".join(errs)}')
+                    raise src.error(path, f'Invalid value: "{text}": not a host name: {"; ".join(errs)}')
             return ObjectRef("name", text)
         if allow_ip:
             try:
@@ -139,11 +159,17 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
     for i, item in enumerate(raw):
         cpath = join(path, i)
         action = _action(src, item, cpath)
+        _options(src, item, cpath, action)
         name = item.get("name") or ""
-        protocol = item.get("protocol", "tcp")
-        if protocol not in PROTOCOLS:
-            raise src.error(join(cpath, "protocol"), f'Unsupported value: "{protocol}": supported values: {", ".join(PROTOCOLS)}')
-        count = item.get("count", 1)
+        protocol = item.get("protocol")
+        if protocol is None:
+            protocol = "tcp"
+        allowed_protocols = ("tcp", "udp") if action == "resolve" else PROTOCOLS
+        if protocol not in allowed_protocols:
+            raise src.error(join(cpath, "protocol"), f'Unsupported value: "{protocol}": supported values: {", ".join(allowed_protocols)}')
+        count = item.get("count")
+        if count is None:  # null means unset, as everywhere in a manifest
+            count = 1
         if not 1 <= count <= 10000:
             raise src.error(join(cpath, "count"), f"Invalid value: {count}: must be between 1 and 10000, inclusive")
         source = target = None
@@ -161,23 +187,30 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
             source = refs.parse(src, join(cpath, "from"), item["from"], SOURCE_KINDS)
         if action == "connect":
             host, sep, port_s = item["connect"].rpartition(":")
-            if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+            port = _port(port_s) if sep else None
+            if port is None:
                 raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": must be HOST:PORT with PORT 1-65535')
             target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True, allow_name=True)
-            port = int(port_s)
         elif action == "ping":
             target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True, allow_name=True)
         url, ca, insecure = None, None, bool(item.get("insecure"))
-        for field in ("address", "ca", "insecure"):
-            if item.get(field) is not None and action != "http":
-                raise src.error(join(cpath, field), f"Forbidden: {field} applies to http checks")
         if action == "http":
             url = item["http"]
-            m = _URL.match(url)
+            m = _URL.fullmatch(url)
             if not m:
                 raise src.error(join(cpath, "http"), f'Invalid value: "{url}": must be an http:// or https:// URL')
-            port = int(m.group(3) or (443 if m.group(1) == "https" else 80))
+            if m.group(3) is None:
+                port = 443 if m.group(1) == "https" else 80
+            else:  # written out: "http://x:0/" must not quietly mean port 80
+                port = _port(m.group(3))
+                if port is None:
+                    raise src.error(join(cpath, "http"), f'Invalid value: "{url}": the port must be a number between 1 and 65535, inclusive')
             address = item.get("address") or m.group(2)
+            if item.get("address"):
+                _host, a_sep, a_port = address.rpartition(":")
+                if a_sep and a_port.isascii() and a_port.isdigit():
+                    raise src.error(join(cpath, "address"), f'Invalid value: "{address}": names the host to connect to, '
+                                    f'without a port; the port is the URL\'s (http://HOST:PORT/...)')
             target = refs.parse(src, join(cpath, "address" if item.get("address") else "http"), address, TARGET_KINDS,
                                 allow_ip=True, allow_name=True)
             if item.get("ca") is not None:
@@ -189,21 +222,56 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
         env: tuple[tuple[str, ObjectRef], ...] = ()
         if action == "resolve":
             target = refs.parse(src, join(cpath, "resolve"), item["resolve"], (), allow_name=True, query_name=True)
-            record_type = item.get("type", "A")
+            record_type = item.get("type")
+            if record_type is None:
+                record_type = "A"
             if record_type not in RECORD_TYPES:
                 raise src.error(join(cpath, "type"), f'Unsupported value: "{record_type}": supported values: {", ".join(RECORD_TYPES)}')
-            if protocol not in ("tcp", "udp"):
-                protocol = "udp"
-        elif item.get("type") is not None:
-            raise src.error(join(cpath, "type"), "Forbidden: type applies to resolve checks")
         if action == "env":
             if source is None or source.kind != "pod":
                 raise src.error(join(cpath, "from"), "Invalid value: env checks run in a pod")
-            env = tuple((k, _env_value(src, join(join(cpath, "env"), k), v, refs)) for k, v in item["env"].items())
+            env = _env(src, item["env"], join(cpath, "env"), refs)
         expect = _expect(src, item.get("expect") or {}, join(cpath, "expect"), action, refs)
         if not name:
             name = f"{source} GET {url}" if action == "http" else _default_name(action, source, target, port, protocol, matrix)
         out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure))
+    return tuple(out)
+
+
+def _port(text: str) -> int | None:
+    """A port written in a check: ASCII digits, 1-65535; None otherwise."""
+    port = k8s.ascii_int(text)
+    return port if port is not None and not k8s.port_num(port) else None
+
+
+def _options(src: Source, item: dict[str, Any], path: str, action: str) -> None:
+    """Refuse a field the check's kind never reads (``protocol`` on a ping, ``type`` on a
+    connect...): the user meant something the probe would silently not do. Null is unset."""
+    known = ("name", "from", action, *OPTIONS[action])
+    for key, value in item.items():
+        if value is None or key in known:
+            continue
+        if key == "from" or key in ACTIONS:
+            continue  # a matrix's "from" and a second action have their own messages
+        fields = ", ".join(("name", *(("from",) if action != "matrix" else ()), action, *OPTIONS[action]))
+        raise src.error(join(path, key), f"Forbidden: may not be set for {_article(action)} {action} check (its fields: {fields})")
+
+
+def _article(action: str) -> str:
+    return "an" if action in ("env", "http") else "a"  # "an HTTP check"
+
+
+def _env(src: Source, raw: dict[str, Any], path: str, refs: Refs) -> tuple[tuple[str, ObjectRef], ...]:
+    """The variables an env check expects: names kubelet could set (C identifiers), at least one."""
+    if not raw:
+        raise src.error(path, "Required value: name at least one variable (an empty env check checks nothing)")
+    out = []
+    for key, value in raw.items():
+        vpath = join(path, key)
+        errs = k8s.c_identifier(key)
+        if errs:
+            raise src.error(vpath, f'Invalid value: "{key}": {"; ".join(errs)}')
+        out.append((key, _env_value(src, vpath, value, refs)))
     return tuple(out)
 
 
@@ -234,6 +302,10 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
     result = raw.get("result")
     if result is not None and result not in allowed:
         raise src.error(join(path, "result"), f'Unsupported value: "{result}": supported values: {", ".join(allowed)}')
+    _consistent(src, raw, path, action, result)
+    status = raw.get("status")
+    if status is not None and not 100 <= status <= 599:
+        raise src.error(join(path, "status"), f"Invalid value: {status}: must be an HTTP status code, between 100 and 599, inclusive")
     served = raw.get("servedBy")
     served_by: tuple[str, ...] | None = None
     if served is not None:
@@ -242,10 +314,15 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         items = [served] if isinstance(served, str) else served
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
             raise src.error(join(path, "servedBy"), "Invalid type: expected a pod name or a list of pod names")
-        keys = []
+        if not items:
+            raise src.error(join(path, "servedBy"), "Invalid value: []: must name at least one pod (with an empty list no answer could pass)")
+        keys: list[str] = []
         for j, s in enumerate(items):
             ref = refs.parse(src, join(join(path, "servedBy"), j), s if s.startswith("pod/") else f"pod/{s}", ("pod",))
-            keys.append(f"{ref.namespace}/{ref.name}")
+            key = f"{ref.namespace}/{ref.name}"
+            if key in keys:
+                raise src.error(join(join(path, "servedBy"), j), f'Duplicate value: "{s}"')
+            keys.append(key)
         served_by = tuple(keys)
     client_ip = None
     if raw.get("clientIP") is not None:
@@ -264,6 +341,25 @@ def _expect(src: Source, raw: dict[str, Any], path: str, action: str, refs: Refs
         result = "ok"
     return Expect(result=result or ("reply" if action == "ping" else "ok"), served_by=served_by, client_ip=client_ip, answers=answers,
                   status=raw.get("status"), body=raw.get("body"))
+
+
+# Expectations that only a success can meet: with any other result they contradict it.
+_ONLY_ON_SUCCESS = {
+    "servedBy": "only a connection that succeeds is served by a pod",
+    "clientIP": "only a server that accepts the connection sees a client address",
+    "status": "only a request that gets a response has a status",
+    "body": "only a request that gets a response has a body",
+    "answers": "only a lookup that succeeds has answers",
+}
+
+
+def _consistent(src: Source, raw: dict[str, Any], path: str, action: str, result: str | None) -> None:
+    """Refuse ``result: refused`` with ``servedBy`` and the like: no outcome satisfies both."""
+    if result is None or result == "ok":
+        return
+    for field, why in _ONLY_ON_SUCCESS.items():
+        if raw.get(field) is not None:
+            raise src.error(join(path, field), f'Forbidden: may not be set when result is "{result}": {why}')
 
 
 def _default_name(action: str, source: ObjectRef | None, target: ObjectRef | None, port: int | None, protocol: str, matrix: str | None) -> str:

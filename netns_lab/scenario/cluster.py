@@ -89,8 +89,8 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     ``host_networks`` are the host's own address prefixes: the lab never touches the host,
     but a lab range equal to one of them would make addresses ambiguous for the user.
     """
-    raw = raw or {}
-    CLUSTER.check(src, raw, path)
+    raw = {} if raw is None else raw  # `cluster: []` or `cluster: 0` is a mistake, not "all defaults"
+    CLUSTER.check(src, raw, path)  # also drops null fields: `mtu: null` is the default, as in Kubernetes
     nodes = _nodes(src, join(path, "nodes"), raw.get("nodes"))
     network = raw.get("network", _DEFAULTS["network"])
     proxy_mode = raw.get("proxyMode", _DEFAULTS["proxy_mode"])
@@ -187,7 +187,7 @@ MIN_CLIENT = 10  # clients get .10, .11...; .1 is the router
 def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Network],
               host_networks: tuple[IPv4Network, ...]) -> ExternalConfig:
     """``cluster.external``: its ranges must not overlap the cluster's (the router joins them)."""
-    raw = raw or {}
+    raw = {} if raw is None else raw  # checked (and nulls dropped) as part of CLUSTER
     default = ExternalConfig()
     cidr = _cidr(src, join(path, "cidr"), raw["cidr"]) if raw.get("cidr") is not None else default.cidr
     pool = (_cidr(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"])
@@ -218,11 +218,17 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
 
 def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:
     """``30000-32767``, as kube-apiserver's ``--service-node-port-range``."""
+    from netns_lab.scenario.k8s import ascii_int
+    from netns_lab.scenario.services import NODE_AGENT_PORTS
+
     lo_s, sep, hi_s = value.partition("-")
-    try:
-        lo, hi = int(lo_s), int(hi_s if sep else lo_s)
-    except ValueError:
-        raise src.error(path, f'Invalid value: "{value}": must be a port range like "30000-32767"') from None
+    lo, hi = ascii_int(lo_s), ascii_int(hi_s if sep else lo_s)  # not int(): it reads "٣٠٠٠٠" and "3_0000"
+    if lo is None or hi is None:
+        raise src.error(path, f'Invalid value: "{value}": must be a port range like "30000-32767"')
     if not (1 <= lo <= hi <= 65535):
         raise src.error(path, f'Invalid value: "{value}": must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535')
+    for port, why in NODE_AGENT_PORTS.items():
+        if lo <= port <= hi:
+            raise src.error(path, f'Invalid value: "{value}": covers port {port}, which no NodePort may use: {why}; '
+                                  'choose a range without 10250 and 10256, e.g. "30000-32767"')
     return lo, hi

@@ -12,6 +12,8 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any
 
+from netns_lab.controllers.loadbalancer import KUBE_PROXY_HEALTHZ_PORT
+from netns_lab.controllers.topology import NODE_AGENT_PORT
 from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import _fail, _unsupported, metadata
@@ -57,6 +59,18 @@ SERVICE = Obj(
 )
 EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
 LB_ONLY = "may only be used when `type` is 'LoadBalancer'"
+# Kubernetes v1.34 (PreferSameTrafficDistribution beta, on by default): validateServiceTrafficDistribution
+# accepts these three, in this order in its message. Earlier versions accept PreferClose only.
+TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameZone", "PreferSameNode")
+IP_FAMILIES = ("IPv4", "IPv6")
+IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
+CLUSTER_FAMILY = "IPv4"  # the lab's Service range is single-stack IPv4 (cluster.serviceCIDR)
+# Ports the lab serves on every node, so no NodePort may take them (kube-proxy would capture
+# them and the node's own server would never see its traffic).
+NODE_AGENT_PORTS = {
+    NODE_AGENT_PORT: "the lab's node agent listens on it on every node (kubelet's port)",
+    KUBE_PROXY_HEALTHZ_PORT: "kube-proxy's health check (healthz) answers on it on every node, and the cloud load balancer probes it",
+}
 
 
 @dataclass
@@ -79,6 +93,10 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
     spec = obj.get("spec") or {}
     stype = spec.get("type") or "ClusterIP"
     _unsupported(src, join(spath, "type"), stype, ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"))
+    td = spec.get("trafficDistribution")
+    if td is not None and td not in TRAFFIC_DISTRIBUTIONS:  # validated, then dropped: one zone, nothing to prefer
+        supported = ", ".join(f'"{t}"' for t in TRAFFIC_DISTRIBUTIONS)
+        raise src.error(join(spath, "trafficDistribution"), f'Unsupported value: "{td}": supported values: {supported}')
     if stype == "ExternalName":
         return _external_name(src, spec, spath, base, name, namespace, labels)
     if spec.get("externalName"):
@@ -102,6 +120,7 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         except ValueError:
             raise src.error(join(spath, "clusterIPs[0]"), f'Invalid value: "{requested}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
     selector = spec.get("selector")
+    _ip_families(src, spec, spath, requested, headless and not selector)
     if selector is not None:
         for key, value in selector.items():
             sel_path = join(join(spath, "selector"), key)
@@ -145,6 +164,48 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         health_check_node_port=lb["hcnp"],
     )
     return ParsedService(service, src, base, requested, lb["ip"], lb["allocate"])
+
+
+def _ip_families(src: Source, spec: dict[str, Any], spath: str, requested: str | None, headless_selectorless: bool) -> None:
+    """``ipFamilies`` and ``ipFamilyPolicy`` as the API server checks them on a single-stack
+    IPv4 cluster (ValidateServiceClusterIPsRelatedFields, then the allocator's
+    initIPFamilyFields), then dropped: every Service of the lab is IPv4 only.
+
+    PreferDualStack is accepted and gets one family, as on any single-stack cluster; a
+    headless Service without a selector may name any families (it never gets an IP).
+    """
+    families = spec.get("ipFamilies") or []
+    fpath = join(spath, "ipFamilies")
+    for i, family in enumerate(families):
+        if family not in IP_FAMILIES:
+            _unsupported(src, join(fpath, i), family, IP_FAMILIES)
+        if family in families[:i]:
+            raise src.error(join(fpath, i), f'Duplicate value: "{family}"')
+    policy = spec.get("ipFamilyPolicy")
+    ppath = join(spath, "ipFamilyPolicy")
+    if policy is not None and policy not in IP_FAMILY_POLICIES:
+        _unsupported(src, ppath, policy, IP_FAMILY_POLICIES)
+    if requested not in (None, "None") and families and families[0] != CLUSTER_FAMILY:
+        raise src.error(join(spath, "clusterIPs[0]"), f'Invalid value: "{requested}": expected an {families[0]} value as indicated by `ipFamilies[0]`')
+    if policy is None:  # the allocator's default on create
+        policy = "RequireDualStack" if headless_selectorless else "SingleStack"
+    if policy == "SingleStack" and len(families) == 2:
+        raise src.error(ppath, 'Invalid value: "SingleStack": must be \'RequireDualStack\' or \'PreferDualStack\' when multiple IP families are specified')
+    if headless_selectorless:
+        return
+    if policy == "RequireDualStack":
+        raise src.error(ppath, 'Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services')
+    for i, family in enumerate(families):
+        if family != CLUSTER_FAMILY:
+            raise src.error(join(fpath, i), f'Invalid value: "{family}": not configured on this cluster')
+
+
+def _not_agent_port(src: Source, path: str, port: int) -> None:
+    """A NodePort on a port the lab's own servers use on every node would be captured by
+    kube-proxy and break them: refused at load, not 10 seconds into the build."""
+    why = NODE_AGENT_PORTS.get(port)
+    if why is not None:
+        raise src.error(path, f"Invalid value: {port}: may not be used as a node port: {why}")
 
 
 def _external_ips(src: Source, raw: list[Any], path: str) -> tuple[str, ...]:
@@ -201,6 +262,7 @@ def _load_balancer(src: Source, spec: dict[str, Any], spath: str, stype: str, et
         if not (is_lb and etp == "Local"):
             raise src.error(join(spath, "healthCheckNodePort"), f"Invalid value: {hcnp}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
         _fail(src, join(spath, "healthCheckNodePort"), k8s.port_num(hcnp), hcnp)
+        _not_agent_port(src, join(spath, "healthCheckNodePort"), hcnp)
     allocate = spec.get("allocateLoadBalancerNodePorts")
     return {"ranges": tuple(ranges), "ip": lb_ip, "hcnp": hcnp or None, "allocate": allocate is not False}
 
@@ -217,6 +279,9 @@ def _external_name(src: Source, spec: dict[str, Any], spath: str, base: str, nam
     for field in ("clusterIP", "clusterIPs"):
         if spec.get(field) not in (None, "", []):
             raise src.error(join(spath, field), f"Invalid value: {spec[field]!r}: may not be set for ExternalName services")
+    for field in ("ipFamilies", "ipFamilyPolicy"):
+        if spec.get(field) not in (None, []):
+            raise src.error(join(spath, field), "Forbidden: may not be set for ExternalName services")
     if spec.get("ports"):
         raise src.error(join(spath, "ports"), "Forbidden: may not be set for ExternalName services (no VIP, no port: the name is a CNAME)")
     for field in ("selector", "sessionAffinity", "externalTrafficPolicy", "internalTrafficPolicy"):
@@ -258,13 +323,35 @@ def _ports(src: Source, raw: list[dict[str, Any]], path: str, stype: str, headle
             _fail(src, join(ppath, "targetPort"), k8s.port_num(target), target)
         elif isinstance(target, str):
             _fail(src, join(ppath, "targetPort"), k8s.port_name(target), target)
+        app_protocol = p.get("appProtocol")
+        if app_protocol is not None:  # validated, then dropped: kube-proxy does not read it
+            _fail(src, join(ppath, "appProtocol"), k8s.qualified_name(app_protocol), app_protocol)
         node_port = p.get("nodePort")
         if node_port is not None and node_port != 0:
             if stype == "ClusterIP":
                 raise src.error(join(ppath, "nodePort"), "Forbidden: may not be used when `type` is 'ClusterIP'")
             _fail(src, join(ppath, "nodePort"), k8s.port_num(node_port), node_port)
+            _not_agent_port(src, join(ppath, "nodePort"), node_port)
         out.append(ServicePort(port=port, protocol=protocol, name=name or None, target_port=target, node_port=node_port or None))
     return tuple(out)
+
+
+def lab_machine_addresses(cluster: ClusterConfig) -> dict[str, str]:
+    """address -> what has it, for the machines the lab adds outside the cluster.
+
+    The same plan as controllers.topology (_outside): the router takes the first address of
+    the node network and of the external network, the cloud load balancer the last address
+    of the node network, client i the (10+i)-th address of the external network.
+    """
+    nodes, ext = cluster.node_cidr, cluster.external.cidr  # /29 or larger (parse_cluster): hosts() run from .1 to broadcast-1
+    out = {
+        str(nodes.network_address + 1): f"the lab's router on the node network (the nodes' gateway, first address of nodeCIDR {nodes})",
+        str(ext.network_address + 1): f"the lab's router on the external network (first address of cluster.external.cidr {ext})",
+        str(nodes.broadcast_address - 1): f"the cloud load balancer (last address of nodeCIDR {nodes})",
+    }
+    for i, name in enumerate(cluster.external.clients):
+        out[str(ext.network_address + 10 + i)] = f'the external client "{name}"'
+    return out
 
 
 def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Service, ...]:
@@ -279,12 +366,19 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
     lo, hi = cluster.node_port_range
     taken_ports: set[tuple[int, str]] = set()
     pool = cluster.external.load_balancer_pool
-    pool_hosts = list(pool.hosts()) if pool.num_addresses > 2 else list(pool)
+    # never listed: a /8 pool would be 16 million addresses (seconds and gigabytes)
+    edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
     taken_lb: set[str] = set()
+    machines = lab_machine_addresses(cluster)
+    for ps in parsed:
+        for i, ip in enumerate(ps.service.external_ips):
+            if ip in machines:
+                raise ps.src.error(join(ps.path, f"spec.externalIPs[{i}]"), f'Invalid value: "{ip}": is the address of {machines[ip]}; '
+                                   "an externalIP must be an address no machine of the lab has")
     for ps in parsed:  # explicit requests first, in file order
         if ps.requested_lb_ip is not None:
             where = join(ps.path, "spec.loadBalancerIP")
-            if ipaddress.IPv4Address(ps.requested_lb_ip) not in pool_hosts:
+            if ipaddress.IPv4Address(ps.requested_lb_ip) not in pool or ipaddress.IPv4Address(ps.requested_lb_ip) in edges:
                 raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": not in the cloud load balancer\'s pool cluster.external.loadBalancerPool {pool}')
             if ps.requested_lb_ip in taken_lb:
                 raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": already assigned to another Service')
@@ -351,7 +445,7 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
         if svc.type == "LoadBalancer":
             lb_ip = ps.requested_lb_ip
             if lb_ip is None:
-                lb_ip = next((str(h) for h in pool_hosts if str(h) not in taken_lb), None)
+                lb_ip = next((str(h) for h in pool.hosts() if str(h) not in taken_lb), None)
                 if lb_ip is None:
                     raise ps.src.error(join(ps.path, "spec.type"), f'Invalid value: "LoadBalancer": no load-balancer IP left: '
                                        f"the pool cluster.external.loadBalancerPool {pool} is exhausted")
