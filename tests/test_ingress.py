@@ -5,7 +5,9 @@
 * TLS: the certificate presented matches the host (SNI), verifies with the lab CA; a host
   without TLS is plain HTTP and HTTPS to it gets the controller's fake certificate;
 * endpoint changes and Ingress changes under a steady stream of requests: none fails;
-* the Ingress manifest users copy from old blog posts: one clear line per mistake, nothing built.
+* the Ingress manifest users copy from old blog posts: one clear line per mistake, nothing built;
+* hostile strings (a path or host written to inject nginx directives) are refused at load, and
+  nginx, master and workers, runs unprivileged in the controller pod's namespace.
 """
 
 from __future__ import annotations
@@ -116,6 +118,67 @@ def test_tls_sni_certificates_and_plain_http(ingress_lab: Lab) -> None:
     assert get(ext, "https://a.example.com/a1", lb).result == "tls-error"
 
 
+def _nginx_in(netns: str) -> dict[int, dict[str, str]]:
+    """Every nginx process in the network namespace ``netns`` (however it got there): pid ->
+    its /proc status fields."""
+    inode = os.stat(f"/run/netns/{netns}").st_ino
+    out = {}
+    for e in os.listdir("/proc"):
+        if not e.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{e}/ns/net").st_ino != inode:
+                continue
+            with open(f"/proc/{e}/status") as fh:
+                status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+        except OSError:
+            continue
+        if status.get("Name") == "nginx" and not status.get("State", "").startswith("Z"):
+            out[int(e)] = status
+    return out
+
+
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read().strip()
+
+
+HOST_PORT_START = _read("/proc/sys/net/ipv4/ip_unprivileged_port_start")  # this process: the host's namespace
+
+
+def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
+    """No process of the controller runs as uid or gid 0; it binds 80 and 443 because its own
+    namespace lets unprivileged processes do so (the host's setting is untouched); it writes
+    only under logs/ and tmp/; its private keys are its own, mode 0600; and it serves."""
+    lab = ingress_lab
+    netns = lab.netns_of("pod/ingress-nginx/ingress-nginx-controller")
+    procs = _nginx_in(netns)
+    assert len(procs) >= 2, procs  # the master and at least one worker
+    for pid, status in procs.items():
+        uids, gids = status["Uid"].split(), status["Gid"].split()  # real, effective, saved, filesystem
+        assert "0" not in uids and "0" not in gids, (pid, status["Uid"], status["Gid"])
+        assert "0" not in status.get("Groups", "").split(), (pid, status["Groups"])
+    pod_port_start = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+    assert pod_port_start == "0"
+    assert _read("/proc/sys/net/ipv4/ip_unprivileged_port_start") == HOST_PORT_START
+    uid = int(next(iter(procs.values()))["Uid"].split()[1])
+    run_dir = lab.ingress_dir
+    for sub in ("logs", "tmp"):
+        st = os.stat(os.path.join(run_dir, sub))
+        assert st.st_uid == uid and st.st_mode & 0o777 == 0o700
+    assert os.stat(os.path.join(run_dir, "logs", "nginx.pid")).st_uid == uid
+    root_owned = {e for e in os.listdir(run_dir) if os.stat(os.path.join(run_dir, e)).st_uid == 0}
+    assert root_owned == {"nginx.conf", "reloaded", "certs"}  # nginx wrote nothing else here
+    assert os.stat(run_dir).st_uid == 0 and os.stat(os.path.join(run_dir, "certs")).st_uid == 0
+    for name in os.listdir(os.path.join(run_dir, "certs")):
+        st = os.stat(os.path.join(run_dir, "certs", name))
+        assert st.st_uid == uid and st.st_mode & 0o777 == 0o600, name
+    r = get(lab.netns_of("external"), "https://a.example.com/a1", lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx"),
+            ca_pem=lab.secret("a-tls").get("ca.crt"))
+    assert r.result == "ok" and r.status == 200 and r.served_by == "a1-1"
+
+
 def _stream(lab: Lab, url: str, seconds: float, rate: float, during: list[tuple[float, object]]) -> list[tuple[float, object]]:
     """GETs at ``rate`` per second for ``seconds`` (each a new connection); run the actions at their times."""
     ext, lb = lab.netns_of("external"), lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx")
@@ -218,6 +281,83 @@ def test_the_old_blog_post_manifest_gets_one_line_per_mistake(tmp_path) -> None:
     assert 'backend.sercvicePort: unknown field "sercvicePort"' in text and 'did you mean "servicePort"?' in text
     assert proc.stdout == ""
     assert (sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []) == before  # nothing built
+
+
+HOSTILE_LAB = "ing-hostile"
+HOSTILE_BASE = {
+    "apiVersion": "netns-lab/v1", "kind": "Scenario", "name": HOSTILE_LAB, "cluster": {"nodes": 1},
+    "objects": [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+         "spec": {"containers": [{"name": "c", "image": "netexec", "ports": [{"containerPort": 8080}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+    ],
+}
+LOG = "{tmp}/injected.log"  # where an injected access_log would make nginx create a file
+# (where the hostile string goes, the string, the error the one line must hold)
+HOSTILE = [
+    ("path:ImplementationSpecific", "/a { return 418; }", 'paths[0].path: Invalid value: "/a { return 418; }": cannot be used with pathType ImplementationSpecific'),
+    ("path:ImplementationSpecific", "/a {} access_log " + LOG + "; location /b", "cannot be used with pathType ImplementationSpecific"),
+    ("path:ImplementationSpecific", "/a\naccess_log " + LOG + ";", 'Invalid value: "/a\\naccess_log '),
+    ("path:Prefix", "/a;return 418", 'paths[0].path: Invalid value: "/a;return 418": cannot be used with pathType Prefix'),
+    ("path:Exact", "/a{", 'Invalid value: "/a{": cannot be used with pathType Exact'),
+    ("path:Prefix", "/a\n}\nserver { listen 8080; access_log " + LOG + "; }", "cannot be used with pathType Prefix"),
+    ("host", "a.example.com;\naccess_log " + LOG, 'rules[0].host: Invalid value: "a.example.com;\\naccess_log'),
+    ("host", "*.example.com { return 418; }", "rules[0].host: Invalid value:"),
+    ("tls-host", "a.example.com\n}", 'tls[0].hosts[0]: Invalid value: "a.example.com\\n}"'),
+    ("tls-secret", "../../" + LOG, "tls[0].secretName: Invalid value:"),
+    ("port-name", "http;return", 'service.port.name: Invalid value: "http;return"'),
+]
+
+
+def _hostile_scenario(tmp: str, where: str, value: str) -> str:
+    value = value.replace("{tmp}", tmp)
+    path, ptype, host = "/", "Prefix", "a.example.com"
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    spec: dict = {}  # type: ignore[type-arg]
+    if where.startswith("path:"):
+        path, ptype = value, where.split(":", 1)[1]
+    elif where == "host":
+        host = value
+    elif where == "tls-host":
+        spec["tls"] = [{"hosts": [value]}]
+    elif where == "tls-secret":
+        spec["tls"] = [{"hosts": [host], "secretName": value}]
+    elif where == "port-name":
+        backend = {"service": {"name": "web", "port": {"name": value}}}
+    spec["rules"] = [{"host": host, "http": {"paths": [{"path": path, "pathType": ptype, "backend": backend}]}}]
+    doc = {**HOSTILE_BASE, "objects": [*HOSTILE_BASE["objects"],  # type: ignore[list-item]
+                                       {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"}, "spec": spec}]}
+    out = os.path.join(tmp, "hostile.yaml")
+    with open(out, "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    return out
+
+
+def _lab_remains(lab: str) -> list[str]:
+    netns = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) if n.startswith(lab)]
+    records = [f for f in (os.listdir("/run/netns-lab") if os.path.isdir("/run/netns-lab") else []) if f.startswith(lab)]
+    return netns + records
+
+
+@pytest.mark.parametrize(("where", "value", "message"), HOSTILE, ids=[f"{w}-{i}" for i, (w, _v, _m) in enumerate(HOSTILE)])
+def test_a_hostile_ingress_string_is_refused_and_builds_nothing(tmp_path, where: str, value: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Strings written to become nginx directives (a block, an access_log writing a host file,
+    a newline ending a comment or a statement): exit 2, one line naming the field, no lab, no file."""
+    path = _hostile_scenario(str(tmp_path), where, value)
+    assert not _lab_remains(HOSTILE_LAB)
+    proc = subprocess.run([sys.executable, "-m", "netns_lab", "run-scenario", path], capture_output=True, text=True, timeout=120)
+    try:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), proc.stderr
+        assert message in lines[0], lines[0]
+        assert proc.stdout == ""
+        assert not os.path.exists(LOG.format(tmp=tmp_path))
+        assert not _lab_remains(HOSTILE_LAB)
+    finally:
+        if _lab_remains(HOSTILE_LAB):  # only when it was built (old code): leave nothing behind
+            subprocess.run([sys.executable, "-m", "netns_lab", "down", HOSTILE_LAB], capture_output=True, timeout=120)
 
 
 def _live_nginx() -> set[int]:

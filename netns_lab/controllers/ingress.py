@@ -15,19 +15,102 @@ to the default server. Unmatched paths go to the default backend (the first
 ``spec.defaultBackend`` of an Ingress) or to a built-in 404. Hosts listed under ``tls`` get
 ``listen 443 ssl`` with the Secret's certificate (SNI) and a 308 redirect from plain HTTP.
 Upstreams are the pod endpoints, as ingress-nginx does (not the Service's ClusterIP).
+
+No scenario string ever becomes a directive (ingress-nginx's CVE-2021-25742, CVE-2023-5043/5044
+and CVE-2025-1974 were that bug). The scenario loader validates every value first; this
+renderer checks again, because a model can also come from Python, a state file or a future
+path that skips the loader: names and hosts must be Kubernetes names and DNS names
+(:func:`_name`, :func:`_host`), paths a safe character set (:func:`_path`), paths and file
+names are written as nginx quoted strings (:func:`_q`), comments keep printable ASCII only
+(:func:`_comment`), and anything else raises :class:`UnsafeValue` instead of being written.
+nginx runs unprivileged (no ``user`` directive: the supervisor starts it as ``nobody``) and
+writes only under ``logs/`` and ``tmp/`` of the lab's ingress directory.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 
+from netns_lab import kernelnames
 from netns_lab.controllers.endpoints import Endpoint, endpoints
 from netns_lab.controllers.topology import Topology
 from netns_lab.model import Ingress, IngressBackend, Pod, Secret, Service
 
 DEFAULT_404 = "default backend - 404"
+PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
+# The lab's ingress directory: nginx.conf and certs/ are written by root (the lab and the
+# supervisor); logs/ (pid, error and access logs) and tmp/ belong to the unprivileged nginx.
+CERTS, LOGS, TMP = "certs", "logs", "tmp"
+TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+FAKE_CERT = "default-fake"  # a Secret's files are NS_NAME ('_' is in no Kubernetes name): never this one
+
+# What may reach the configuration unquoted: Kubernetes names (DNS labels and subdomains,
+# IANA port names) and hosts (a DNS subdomain, or a one-label wildcard).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# The widest path the scenario loader accepts (ImplementationSpecific's set): nothing in it
+# means anything to nginx's parser, and it is quoted all the same.
+_PATH = re.compile(r"/[A-Za-z0-9._\-/~!&()*+,=:@%]*")
+
+
+class UnsafeValue(ValueError):
+    """A value that would change nginx.conf's structure (a model that skipped validation)."""
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _NAME.fullmatch(value):
+        raise UnsafeValue(f"ingress: {what} {value!r} is not a Kubernetes name; refusing to write it into nginx.conf")
+    return value
+
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _HOST.fullmatch(value):
+        raise UnsafeValue(f"ingress: host {value!r} is not a DNS name; refusing to write it into nginx.conf")
+    return value
+
+
+def _path(value: object, path_type: object) -> str:
+    if path_type not in PATH_TYPES:
+        raise UnsafeValue(f"ingress: pathType {path_type!r} is not one of {', '.join(PATH_TYPES)}")
+    if not isinstance(value, str) or not _PATH.fullmatch(value):
+        raise UnsafeValue(f"ingress: path {value!r} has characters nginx.conf must not see; refusing to write it")
+    return value
+
+
+def _q(value: str) -> str:
+    """An nginx quoted string, with ``\\`` and ``"`` escaped. ``$`` starts a variable even
+    inside quotes (``access_log`` and ``ssl_certificate`` take variables) and nginx has no
+    escape for it, so it is refused, as are control characters."""
+    if "$" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UnsafeValue(f"ingress: {value!r} cannot be written into nginx.conf")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment(text: str) -> str:
+    """Text for a ``#`` comment, which runs to the end of the line: printable ASCII only."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+def _location(match: str) -> str:
+    """``= /foo`` -> ``= "/foo"``; ``/foo/`` -> ``"/foo/"`` (a path never starts with ``=`` or ``~``)."""
+    exact = match.startswith("= ")
+    path = match[2:] if exact else match
+    if not _PATH.fullmatch(path):
+        raise UnsafeValue(f"ingress: location {path!r} has characters nginx.conf must not see")
+    return ("= " if exact else "") + _q(path)
+
+
+def _server_address(ip: str, port: int) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UnsafeValue(f"ingress: endpoint address {ip!r} is not an IP address") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise UnsafeValue(f"ingress: endpoint port {port!r} is not a port number")
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 @dataclass
@@ -67,12 +150,20 @@ def _norm_prefix(path: str) -> str:
 
 
 def upstream_name(namespace: str, backend: IngressBackend) -> str:
-    port = backend.port_number if backend.port_number is not None else backend.port_name
-    return f"{namespace}-{backend.service}-{port}"
+    """``NS_SERVICE_PORT``. ingress-nginx joins them with '-', which the names contain too
+    (``a-b/c`` and ``a/b-c`` would share one upstream); '_' is in none of them."""
+    if backend.port_number is not None:
+        if not isinstance(backend.port_number, int) or not 1 <= backend.port_number <= 65535:
+            raise UnsafeValue(f"ingress: backend port {backend.port_number!r} is not a port number")
+        port = str(backend.port_number)
+    else:
+        port = _name(backend.port_name, "backend port name")
+    return f"{_name(namespace, 'namespace')}_{_name(backend.service, 'backend service name')}_{port}"
 
 
 def _add(server: Server, ing: Ingress, path: str, path_type: str, upstream: str) -> None:
-    src = f"{ing.key}: {path_type} {path}"
+    path = _path(path, path_type)
+    src = f"{_name(ing.namespace, 'namespace')}/{_name(ing.name, 'Ingress name')}: {path_type} {path}"
     server.paths.append((path_type, path, upstream))
     if path_type == "Exact":
         server.locations[f"= {path}"] = Location(f"= {path}", upstream, src)  # an Exact path wins the tie
@@ -96,19 +187,22 @@ def plan_servers(ingresses: tuple[Ingress, ...]) -> tuple[dict[str, Server], tup
         if ing.default_backend is not None and default is None:
             default = (ing.namespace, ing.default_backend)
         for rule in ing.rules:
-            server = servers.setdefault(rule.host or "_", Server(rule.host or "_"))
+            host = _host(rule.host) if rule.host else "_"
+            server = servers.setdefault(host, Server(host))
             for p in rule.paths:
                 _add(server, ing, p.path, p.path_type, upstream_name(ing.namespace, p.backend))
         for t in ing.tls:
             for host in t.hosts:
-                server = servers.setdefault(host, Server(host))
+                server = servers.setdefault(_host(host), Server(host))
                 if server.tls_secret is None and t.secret_name:
-                    server.tls_secret = f"{ing.namespace}/{t.secret_name}"
+                    server.tls_secret = f"{_name(ing.namespace, 'namespace')}/{_name(t.secret_name, 'TLS secretName')}"
     return servers, default
 
 
 def _server_name(host: str) -> str:
-    if host.startswith("*."):  # exactly one label, as Kubernetes defines the wildcard
+    if host == "_":
+        return host
+    if _host(host).startswith("*."):  # exactly one label, as Kubernetes defines the wildcard
         return "~^[^.]+" + re.escape(host[1:]) + "$"
     return host
 
@@ -132,27 +226,36 @@ def _upstreams(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], po
 
 
 def cert_paths(run_dir: str, secret: str) -> tuple[str, str]:
-    base = os.path.join(run_dir, "certs", secret.replace("/", "-"))
+    """``certs/NS_NAME.crt`` and ``.key`` for the Secret ``NS/NAME``: both parts are checked
+    Kubernetes names, so the file stays in ``certs/``, and '_' is in neither, so no two
+    Secrets share a file. NS/NAME can be 317 characters: a long one is shortened (kernelnames)."""
+    namespace, _, name = secret.partition("/")
+    base = os.path.join(run_dir, CERTS, kernelnames.fit(f"{_name(namespace, 'namespace')}_{_name(name, 'Secret name')}"))
     return base + ".crt", base + ".key"
 
 
 def render(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology,
            secrets: tuple[Secret, ...], run_dir: str) -> tuple[str, dict[str, str]]:
-    """The nginx.conf text and the certificate files it names (path -> PEM text)."""
+    """The nginx.conf text and the certificate files it names (path -> PEM text).
+
+    Raises :class:`UnsafeValue` for any value that could change the configuration's structure."""
+    if not os.path.isabs(run_dir):
+        raise UnsafeValue(f"ingress: run directory {run_dir!r} is not an absolute path")
     servers, default = plan_servers(ingresses)
     upstreams = _upstreams(ingresses, services, pods, topo)
     files: dict[str, str] = {}
     secret_by_key = {s.key: s for s in secrets}
+    logs, tmp = os.path.join(run_dir, LOGS), os.path.join(run_dir, TMP)
     lines = [
         "# generated by netns-lab from the scenario's Ingress objects; do not edit",
-        "user root;",
+        "# no 'user' directive: master and workers run unprivileged (netns_lab/services/ingress.py)",
         "worker_processes 1;",
-        f"pid {run_dir}/nginx.pid;",
-        f"error_log {run_dir}/error.log notice;",
+        f"pid {_q(os.path.join(logs, 'nginx.pid'))};",
+        f"error_log {_q(os.path.join(logs, 'error.log'))} notice;",
         "events { worker_connections 1024; }",
         "http {",
-        f"  access_log {run_dir}/access.log;",
-        *(f"  {kind}_temp_path {run_dir}/tmp/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        f"  access_log {_q(os.path.join(logs, 'access.log'))};",
+        *(f"  {kind}_temp_path {_q(os.path.join(tmp, kind))};" for kind in TEMP_KINDS),
         "  server_names_hash_bucket_size 128;",
         "  proxy_http_version 1.1;",
         "  proxy_set_header Host $host;",
@@ -169,7 +272,7 @@ def render(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: 
     for name, eps in sorted(upstreams.items()):
         if eps:
             lines.append(f"  upstream {name} {{")
-            lines += [f"    server {e.ip}:{e.port} max_fails=0;  # {e.pod}" for e in eps]
+            lines += [f"    server {_server_address(e.ip, e.port)} max_fails=0;  # {_comment(e.pod)}" for e in eps]
             lines.append("  }")
     default_up = upstream_name(*default) if default else None
 
@@ -195,8 +298,8 @@ def render(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: 
                 files[crt] = (sec.get("tls.crt") or "").strip() + "\n"
                 files[key] = (sec.get("tls.key") or "").strip() + "\n"
             else:  # ingress-nginx's "Kubernetes Ingress Controller Fake Certificate"
-                crt, key = os.path.join(run_dir, "certs", "default-fake.crt"), os.path.join(run_dir, "certs", "default-fake.key")
-            lines += [f"    ssl_certificate {crt};", f"    ssl_certificate_key {key};"]
+                crt, key = (os.path.join(run_dir, CERTS, f"{FAKE_CERT}.{ext}") for ext in ("crt", "key"))
+            lines += [f"    ssl_certificate {_q(crt)};", f"    ssl_certificate_key {_q(key)};"]
         lines.append(f"    server_name {_server_name(host)};")
         if tls:
             lines.append("    if ($scheme = http) { return 308 https://$host$request_uri; }  # TLS configured: redirect")
@@ -210,7 +313,7 @@ def render(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: 
             if match.endswith("/") and bare and f"= {bare}" not in locs:
                 locs[f"= {bare}"] = Location(f"= {bare}", k8s_match(server.paths, bare), f"what Kubernetes routes {bare} to")
         for match, loc in sorted(locs.items()):
-            lines.append(f"    location {match} {{  # {loc.source}")
+            lines.append(f"    location {_location(match)} {{  # {_comment(loc.source)}")
             lines += [f"      {b}" for b in location_body(loc.upstream)]
             lines.append("    }")
         lines.append("  }")

@@ -4,10 +4,16 @@
 any real program run in the pod (getent, dig, curl, python) uses the cluster DNS with the
 pod's search path. The directories are listed in the lab's ownership record first and
 removed by it, like everything else the lab creates.
+
+resolv.conf is line- and word-based: a newline in a search domain or an option would add a
+line of its own (``nameserver 8.8.8.8``: a pod resolving through the outside world). The
+scenario loader refuses such values; :func:`resolv_conf` refuses them again (``ValueError``)
+for a model that did not come through it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from netns_lab import atomic
@@ -16,13 +22,20 @@ from netns_lab.model import Pod
 ETC_NETNS = "/etc/netns"
 
 
+def _word(value: object, what: str, pod: Pod, empty: bool = False) -> str:
+    """``value`` as one word of resolv.conf: printable, no whitespace (else ValueError)."""
+    if not isinstance(value, str) or not (value or empty) or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"pod {pod.key}: {what} {value!r} is not one word; refusing to write it into resolv.conf")
+    return value
+
+
 def resolv_conf(pod: Pod, dns_ip: str, zone: str) -> str:
     """kubelet's resolv.conf for ``pod`` (pkg/kubelet/network/dns)."""
     cfg = pod.dns_config
     extra_ns = list(cfg.nameservers) if cfg else []
     extra_search = list(cfg.searches) if cfg else []
     options: dict[str, str | None] = {}
-    lines = [f"# written by netns-lab for pod {pod.key} (dnsPolicy {pod.dns_policy})"]
+    lines = [f"# written by netns-lab for pod {_word(pod.key, 'pod', pod)} (dnsPolicy {_word(pod.dns_policy, 'dnsPolicy', pod)})"]
     if pod.dns_policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
         nameservers = [dns_ip, *extra_ns]
         search = [f"{pod.namespace}.svc.{zone}", f"svc.{zone}", zone, *extra_search]
@@ -33,7 +46,11 @@ def resolv_conf(pod: Pod, dns_ip: str, zone: str) -> str:
         nameservers, search = extra_ns, extra_search
         lines.append("# Default policy: the node's resolver, and lab nodes have none")
     for name, value in (cfg.options if cfg else ()):
-        options[name] = value
+        if ":" in _word(name, "option name", pod):
+            raise ValueError(f"pod {pod.key}: option name {name!r} contains ':'; refusing to write it into resolv.conf")
+        options[name] = None if value is None else _word(value, "option value", pod, empty=True)
+    search = [_word(s, "search domain", pod) for s in search]
+    nameservers = [str(ipaddress.ip_address(ns)) for ns in nameservers]  # ValueError for anything else
     if search:
         lines.append("search " + " ".join(dict.fromkeys(search)))
     lines += [f"nameserver {ns}" for ns in list(dict.fromkeys(nameservers))[:3]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 import re
 import ssl
@@ -83,7 +84,44 @@ SECRET = Obj("io.k8s.api.core.v1.Secret", {
     "apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "type": STR, "data": MapOf(STR), "stringData": MapOf(STR),
     "immutable": ANY,
 })
-_WILDCARD = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_WILDCARD = re.compile(r"\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # fullmatch: no trailing newline
+# The API server's own path rules for Exact and Prefix (validateIngressHTTPPath).
+_INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
+_INVALID_PATH_SUFFIXES = ("/..", "/.")
+# ingress-nginx's strict-validate-path-type (on by default since controller 1.12, after
+# CVE-2023-5043/5044 and CVE-2025-1974): Exact and Prefix paths are letters, digits and
+# '.', '_', '-', '/' only (internal/ingress/inspector/rules.go, validPathType).
+STRICT_PATH = re.compile(r"/[A-Za-z0-9._\-/]*")
+# ImplementationSpecific reaches nginx.conf too (ingress-nginx's CVE-2021-25742 class); the lab
+# serves it as a plain prefix, so it gets RFC 3986 path characters without any that mean
+# something to nginx's configuration parser: no quotes, whitespace, control characters, ';',
+# '{', '}', '$' (variables), '#' (comments) or '\\' (escapes).
+SPECIFIC_PATH = re.compile(r"/[A-Za-z0-9._\-/~!&()*+,=:@%]*")
+
+
+def quoted(value: str) -> str:
+    """``value`` in double quotes with control characters escaped, as the API server's
+    ``Invalid value: "..."`` (Go's %q) shows it: a hostile newline is seen, not obeyed."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+
+
+def path_errors(path: str, path_type: str) -> list[str]:
+    """Why ``path`` cannot be used with ``path_type`` (the API server's rules, then
+    ingress-nginx's strict ones); empty when it can. Shared with the renderer's own check."""
+    if not path.startswith("/"):
+        return ["must be an absolute path"]
+    errs: list[str] = []
+    if path_type in ("Exact", "Prefix"):
+        errs += [f"must not contain '{seq}'" for seq in _INVALID_PATH_SEQUENCES if seq in path]
+        errs += [f"cannot end with '{suffix}'" for suffix in _INVALID_PATH_SUFFIXES if path.endswith(suffix)]
+        if not errs and not STRICT_PATH.fullmatch(path):
+            errs.append(f"cannot be used with pathType {path_type} (ingress-nginx's strict-validate-path-type allows only "
+                        "letters, digits, '/', '.', '_' and '-')")
+    elif not SPECIFIC_PATH.fullmatch(path):
+        errs.append(f"cannot be used with pathType {path_type}: the lab's ingress-nginx serves it as a plain prefix of letters, "
+                    "digits and -._~/!&()*+,=:@% (no whitespace, quotes, control characters, ';', '{', '}', '$', '#' or '\\')")
+    return errs
 
 
 def ingress_version_error(src: Source, base: str, version: str) -> ScenarioError:
@@ -96,19 +134,22 @@ def ingress_version_error(src: Source, base: str, version: str) -> ScenarioError
 
 
 def _host_errors(src: Source, path: str, host: str) -> list[ScenarioError]:
+    """A host is a DNS-1123 subdomain or a one-label wildcard (``*.example.com``), never an
+    IP address; it becomes an nginx ``server_name``, so nothing else may pass."""
     try:
         ipaddress.ip_address(host)
-        return [src.error(path, f'Invalid value: "{host}": must be a DNS name, not an IP address')]
+        return [src.error(path, f"Invalid value: {quoted(host)}: must be a DNS name, not an IP address")]
     except ValueError:
         pass
     if host.startswith("*"):
-        if not _WILDCARD.match(host):
-            return [src.error(path, f'Invalid value: "{host}": a wildcard DNS-1123 subdomain must start with \'*.\', followed by a '
-                              "valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end "
-                              "with an alphanumeric character (e.g. '*.example.com')")]
-        return []
-    errs = k8s.dns1123_subdomain(host)
-    return [src.error(path, f'Invalid value: "{host}": {"; ".join(errs)}')] if errs else []
+        errs = [] if _WILDCARD.fullmatch(host) else [
+            "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of "
+            "lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com')"]
+        if len(host) > 253:
+            errs.insert(0, "must be no more than 253 characters")
+    else:
+        errs = k8s.dns1123_subdomain(host)
+    return [src.error(path, f'Invalid value: {quoted(host)}: {"; ".join(errs)}')] if errs else []
 
 
 def _backend(src: Source, raw: dict[str, Any], path: str, errors: list[ScenarioError]) -> IngressBackend | None:
@@ -126,9 +167,9 @@ def _backend(src: Source, raw: dict[str, Any], path: str, errors: list[ScenarioE
     if not name:
         errors.append(src.error(join(path, "service.name"), "Required value"))
     else:
-        errs = k8s.dns1035_label(name)
+        errs = k8s.dns1035_label(name) if isinstance(name, str) else []  # another type: the schema says so
         if errs:
-            errors.append(src.error(join(path, "service.name"), f'Invalid value: "{name}": {"; ".join(errs)}'))
+            errors.append(src.error(join(path, "service.name"), f'Invalid value: {quoted(str(name))}: {"; ".join(errs)}'))
     port = svc.get("port") or {}
     number, pname = port.get("number"), port.get("name")
     ppath = join(path, "service.port")
@@ -138,6 +179,8 @@ def _backend(src: Source, raw: dict[str, Any], path: str, errors: list[ScenarioE
         errors.append(src.error(ppath, "Required value: port name or number is required"))
     elif number is not None and not 1 <= number <= 65535:
         errors.append(src.error(join(ppath, "number"), f"Invalid value: {number}: must be between 1 and 65535, inclusive"))
+    elif pname and isinstance(pname, str) and (errs := k8s.port_name(pname)):  # IANA_SVC_NAME, as the API server checks
+        errors.append(src.error(join(ppath, "name"), f'Invalid value: {quoted(pname)}: {"; ".join(errs)}'))
     return IngressBackend(name or "", number, pname or None)
 
 
@@ -167,6 +210,8 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
                   *_hosts(src, spec_raw, join(base, "spec"))]
         _raise(errors)
     errors = collect(INGRESS, src, obj, base)
+    if errors:  # the API server decodes (types, fields) before it validates meaning: a wrong type ends here
+        _raise(errors)
     try:
         name, namespace, _labels = metadata(src, obj, base, namespaced=True)
         errs = k8s.dns1123_subdomain(name)
@@ -207,10 +252,9 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
                     errors.append(src.error(join(ppath, "pathType"), f'Unsupported value: "{ptype}": supported values: '
                                             + ", ".join(f'"{t}"' for t in PATH_TYPES)))
                 if not isinstance(path, str) or not path.startswith("/"):
-                    errors.append(src.error(join(ppath, "path"), f'Invalid value: "{path}": must be an absolute path'))
-                elif ptype in ("Exact", "Prefix") and re.search(r"//|/\./|/\.\./|/\.$|/\.\.$|[;{}]", path):
-                    errors.append(src.error(join(ppath, "path"), f'Invalid value: "{path}": must not contain \'//\', \'/./\', '
-                                            "'/../', '{', '}' or ';' (and must not end with '/.' or '/..')"))
+                    errors.append(src.error(join(ppath, "path"), f"Invalid value: {quoted(str(path))}: must be an absolute path"))
+                elif ptype in PATH_TYPES:  # every rule broken, one line each, as the API server lists them
+                    errors += [src.error(join(ppath, "path"), f"Invalid value: {quoted(path)}: {why}") for why in path_errors(path, ptype)]
                 backend = _backend(src, p["backend"], join(ppath, "backend"), errors) if isinstance(p.get("backend"), dict) else None
                 if p.get("backend") is None:
                     errors.append(src.error(join(ppath, "backend"), "Required value"))
@@ -218,11 +262,14 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
                     paths.append(IngressPath(path, ptype, backend))
         rules.append(IngressRule(host if isinstance(host, str) else None, tuple(paths)))
     tls: list[IngressTLS] = []
-    for t in spec.get("tls") if isinstance(spec.get("tls"), list) else []:  # its hosts are checked by _hosts
+    for i, t in enumerate(spec.get("tls") if isinstance(spec.get("tls"), list) else []):  # its hosts are checked by _hosts
         if not isinstance(t, dict):
             continue
         hosts = [h for h in (t.get("hosts") or []) if isinstance(h, str)]
-        tls.append(IngressTLS(tuple(hosts), t.get("secretName") or None))
+        secret_name = t.get("secretName") or None
+        if isinstance(secret_name, str) and (errs := k8s.dns1123_subdomain(secret_name)):  # validateTLSSecretName
+            errors.append(src.error(join(join(join(spath, "tls"), i), "secretName"), f'Invalid value: {quoted(secret_name)}: {"; ".join(errs)}'))
+        tls.append(IngressTLS(tuple(hosts), secret_name))
     class_name = spec.get("ingressClassName") if isinstance(spec.get("ingressClassName"), str) else None
     errors += _hosts(src, spec, spath)
     if errors:

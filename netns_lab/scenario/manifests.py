@@ -80,8 +80,9 @@ def _unsupported(src: Source, path: str, value: Any, allowed: tuple[str, ...]) -
 
 def metadata(src: Source, obj: dict[str, Any], base: str, namespaced: bool) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     """Validate ``metadata``: name, namespace, labels. Returns (name, namespace, labels)."""
-    meta = obj.get("metadata") or {}
     mpath = join(base, "metadata")
+    OBJECT_META.check(src, obj.get("metadata") or {}, mpath)  # shape first, for every kind's parser
+    meta = obj.get("metadata") or {}
     name = meta.get("name")
     if not name:
         raise src.error(join(mpath, "name"), "Required value: name or generateName is required")
@@ -210,6 +211,12 @@ def _dns_config(src: Source, raw: dict[str, Any] | None, path: str, policy: str)
     for i, opt in enumerate(raw.get("options") or []):
         if not opt.get("name"):
             raise src.error(join(join(join(path, "options"), i), "name"), "Required value: Option.Name must not be empty")
+        for key in ("name", "value"):  # the API server checks neither; each is one word of the pod's resolv.conf
+            word = opt.get(key)
+            if isinstance(word, str) and (not word.isprintable() or any(c.isspace() for c in word) or (key == "name" and ":" in word)):
+                raise src.error(join(join(join(path, "options"), i), key), f'Invalid value: "{word.encode("unicode_escape").decode()}": '
+                                "must be one word of printable characters (it is written to the pod's resolv.conf as "
+                                "options NAME:VALUE), without whitespace" + (" or ':'" if key == "name" else ""))
         options.append((opt["name"], opt.get("value")))
     if not raw:
         return None
@@ -241,9 +248,11 @@ def parse_object(src: Source, obj: Any, base: str) -> Any:
         raise src.error(join(base, "kind"), "Required value: Object 'Kind' is missing")
     if not api_version:
         raise src.error(join(base, "apiVersion"), "Required value: Object 'apiVersion' is missing")
-    parser = PARSERS.get((str(api_version), str(kind)))
+    for field, value in (("apiVersion", api_version), ("kind", kind)):
+        STR.check(src, value, join(base, field))  # the API server's decoder: both are strings
+    parser = PARSERS.get((api_version, kind))
     if parser is None:
-        parser = ANY_VERSION.get(str(kind))
+        parser = ANY_VERSION.get(kind)
     if parser is not None:
         return parser(src, obj, base)
     supported = ", ".join(f"{k} {v}" for v, k in PARSERS)

@@ -38,6 +38,9 @@ SLOTS = 64
 SEED = 0x6B38
 
 
+NFT_COMMENT_MAX = 128
+
+
 def slot_owners(nodes: list[dict[str, Any]], healthy: set[str]) -> list[dict[str, Any]] | None:
     """Slot -> node: slot s belongs to node s mod N, or, while that node is out, to a healthy one."""
     up = [n for n in nodes if n["name"] in healthy]
@@ -48,6 +51,12 @@ def slot_owners(nodes: list[dict[str, Any]], healthy: set[str]) -> list[dict[str
         own = nodes[s % len(nodes)]
         out.append(own if own["name"] in healthy else up[s % len(up)])
     return out
+
+
+def _comment(text: str) -> str:
+    """nft refuses comments over 128 characters, and a Service key (two 63-character names)
+    with its note can be longer: keep the start, which names the Service."""
+    return text if len(text) <= NFT_COMMENT_MAX else text[: NFT_COMMENT_MAX - 3] + "..."
 
 
 def render(config: dict[str, Any], healthy: dict[str, set[str]]) -> str:
@@ -61,10 +70,10 @@ def render(config: dict[str, Any], healthy: dict[str, set[str]]) -> str:
                 elements.append(f"{ip} . {proto} . {port} : jump {chain}")
         owners = slot_owners(config["nodes"], healthy.get(svc["key"], set()))
         if owners is None:
-            body = f'counter drop comment "{svc["key"]}: no node in service"'
+            body = f'counter drop comment "{_comment(svc["key"] + ": no node in service")}"'
         else:
             slots = ", ".join(f"{s} : {n['mark']:#x}" for s, n in enumerate(owners))
-            body = f'meta mark set jhash ip saddr . th sport mod {SLOTS} seed {SEED:#x} map {{ {slots} }} comment "{svc["key"]}"'
+            body = f'meta mark set jhash ip saddr . th sport mod {SLOTS} seed {SEED:#x} map {{ {slots} }} comment "{_comment(svc["key"])}"'
         chains.append(f"  chain {chain} {{ {body} ; }}")
     elems = f" elements = {{ {', '.join(elements)} }} ;" if elements else ""
     return "\n".join([

@@ -9,25 +9,61 @@ once nginx accepts connections on port 80, and stays nginx's parent:
   new workers are up it bumps a counter in ``reloaded``, which the lab waits for, so a pod
   is only removed after nginx stopped sending it new requests.
 * SIGTERM: nginx's graceful stop (QUIT), then exit.
+
+nginx, master and workers, never runs as root (ingress-nginx's controller image runs as
+``www-data`` for the same reason: a configuration bug must not be a root bug). The supervisor
+stays root only for what needs it: entering the namespace, allowing unprivileged processes of
+*that namespace* to bind ports 80 and 443 (``net.ipv4.ip_unprivileged_port_start``, a
+per-namespace sysctl; the host's is never touched), and handing nginx its files. nginx and
+``nginx -t`` run as :data:`NGINX_USER`. Layout of the lab's ingress directory (owned by root):
+
+* ``nginx.conf``, ``reloaded``: written by root (the lab, this supervisor); nginx reads the first;
+* ``certs/``: a root directory; each certificate and key in it is given to the nginx user,
+  mode 0600, before nginx reads it (at start and before every ``nginx -t``);
+* ``logs/`` (pid file, error and access logs) and ``tmp/`` (nginx's temporary files):
+  directories of the nginx user, mode 0700, the only places nginx writes.
 """
 
 from __future__ import annotations
 
 import ctypes
+import grp
 import os
+import pwd
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
+from typing import Any
 
 from netns_lab import atomic
+from netns_lab.controllers.ingress import CERTS, FAKE_CERT, LOGS, TMP
 from netns_lab.services import setns
 from netns_lab.services.ready import say_ready
 
 PR_SET_PDEATHSIG = 1
+NGINX_USER, NGINX_GROUP = "nobody", "nogroup"  # Debian's unprivileged user; 65534 where absent
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
+def nginx_ids() -> tuple[int, int]:
+    """uid and gid nginx runs as: ``nobody``/``nogroup`` (the overflow ids, 65534, on a
+    system that lacks them; never 0)."""
+    try:
+        pw = pwd.getpwnam(NGINX_USER)
+        uid, gid = pw.pw_uid, pw.pw_gid
+    except KeyError:
+        uid, gid = 65534, 65534
+    try:
+        gid = grp.getgrnam(NGINX_GROUP).gr_gid
+    except KeyError:
+        pass
+    if uid == 0 or gid == 0:
+        raise RuntimeError(f"{NGINX_USER}:{NGINX_GROUP} resolves to root; refusing to run nginx with it")
+    return uid, gid
 
 
 def _workers(master: int) -> set[int]:
@@ -39,10 +75,75 @@ def _workers(master: int) -> set[int]:
 
 
 def fake_certificate(certs: str) -> None:
-    crt, key = os.path.join(certs, "default-fake.crt"), os.path.join(certs, "default-fake.key")
+    crt, key = (os.path.join(certs, f"{FAKE_CERT}.{ext}") for ext in ("crt", "key"))
     if not os.path.exists(crt):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-keyout", key, "-out", crt,
                         "-subj", "/O=Acme Co/CN=Kubernetes Ingress Controller Fake Certificate"], check=True, capture_output=True)
+
+
+def prepare(run_dir: str, uid: int, gid: int) -> None:
+    """Directories nginx may write (``logs/``, ``tmp/``: its own, 0700, created afresh when
+    they are not) and the certificates it reads (its own, 0600). The ingress directory and
+    ``certs/`` stay root's, so nginx cannot replace a file that root writes later; the lab's
+    directories above it only need to be searchable."""
+    lab_dirs = (run_dir, os.path.dirname(run_dir), os.path.dirname(os.path.dirname(run_dir)))  # ingress/, <lab>/, the state dir
+    for d in lab_dirs:
+        mode = os.stat(d).st_mode
+        if mode & 0o011 != 0o011:  # a restrictive umask made them 0700: nginx could not reach its files
+            os.chmod(d, stat.S_IMODE(mode) | 0o011)
+    d = os.path.dirname(lab_dirs[-1])
+    while True:  # the directories above are not the lab's to change: say which one is in the way
+        st = os.stat(d)
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            raise PermissionError(f"nginx runs as {NGINX_USER} and cannot reach {run_dir}: {d} is mode "
+                                  f"{stat.S_IMODE(st.st_mode):04o}; put the lab's state directory (NETNS_LAB_STATE_DIR) elsewhere")
+        if d == os.path.dirname(d):
+            break
+        d = os.path.dirname(d)
+    for sub in (LOGS, TMP):
+        path = os.path.join(run_dir, sub)
+        st = os.lstat(path) if os.path.lexists(path) else None
+        if st is not None and (not stat.S_ISDIR(st.st_mode) or st.st_uid != uid):
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path)  # symlink-safe (fd-based) on Linux
+            else:
+                os.unlink(path)
+            st = None
+        if st is None:
+            os.mkdir(path, 0o700)
+            os.chown(path, uid, gid, follow_symlinks=False)
+    certs = os.path.join(run_dir, CERTS)
+    os.makedirs(certs, mode=0o755, exist_ok=True)
+    fake_certificate(certs)
+    own_certificates(certs, uid, gid)
+
+
+def own_certificates(certs: str, uid: int, gid: int) -> None:
+    """Give every certificate and key in ``certs/`` to the nginx user, readable by it alone.
+    ``certs/`` is root's: nothing in it can be a link planted by nginx, and O_NOFOLLOW holds anyway."""
+    for entry in os.scandir(certs):
+        if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+            continue  # atomic.write's hidden temporary files, anything odd
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
+def allow_low_ports(netns_path: str, started_in: os.stat_result) -> None:
+    """``net.ipv4.ip_unprivileged_port_start = 0`` in the pod's namespace (it covers IPv6
+    too), so the unprivileged nginx binds 80 and 443. /proc/sys/net is the namespace of the
+    process that opens it: this runs after setns, and checks it is not in the host's."""
+    here, there = os.stat("/proc/self/ns/net"), os.stat(netns_path)
+    if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+        raise RuntimeError(f"not in {netns_path}: refusing to change a sysctl of another network namespace")
+    if (here.st_dev, here.st_ino) == (started_in.st_dev, started_in.st_ino):  # e.g. the host's path passed in
+        raise RuntimeError(f"{netns_path} is the namespace this process started in: refusing to change its sysctl")
+    with open(UNPRIVILEGED_PORT_START, "w") as fh:
+        fh.write("0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,14 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     netns_path, run_dir = argv
     conf = os.path.join(run_dir, "nginx.conf")
     counter = os.path.join(run_dir, "reloaded")
-    for sub in ("certs", "tmp"):
-        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
-    fake_certificate(os.path.join(run_dir, "certs"))
+    uid, gid = nginx_ids()
+    try:
+        prepare(run_dir, uid, gid)
+    except PermissionError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    started_in = os.stat("/proc/self/ns/net")  # the lab's supervisors start in the host's namespace
     setns.enter(netns_path)
+    allow_low_ports(netns_path, started_in)
+    # nginx opens its compiled-in error log (/var/log/nginx) before reading the configuration
+    # unless -e names one: its own, under logs/.
+    base = ["nginx", "-e", os.path.join(run_dir, LOGS, "error.log"), "-c", conf]
+    as_nginx: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
     # nginx rewrites its environment area with its process title, so the lab's ownership token
-    # cannot be read from it: it dies with this supervisor instead (SIGKILL included).
+    # cannot be read from it: it dies with this supervisor instead (SIGKILL included). Popen
+    # drops the ids before preexec_fn runs, and a change of ids clears the parent-death signal,
+    # so it is set there, after the drop.
     libc = ctypes.CDLL(None, use_errno=True)
-    nginx = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"],
+    nginx = subprocess.Popen([*base, "-g", "daemon off;"], **as_nginx,
                              preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
     reloads = 0
     pending = {"hup": False, "term": False}
@@ -91,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if pending["hup"]:
             pending["hup"] = False
-            test = subprocess.run(["nginx", "-t", "-c", conf], capture_output=True, text=True)
+            own_certificates(os.path.join(run_dir, CERTS), uid, gid)  # new or rewritten by the lab
+            test = subprocess.run([*base, "-t"], capture_output=True, text=True, **as_nginx)
             if test.returncode != 0:
                 print(f"new configuration refused, keeping the old one: {test.stderr.strip()}", file=sys.stderr, flush=True)
             else:

@@ -55,3 +55,19 @@ def test_health_answers_count_local_ready_endpoints() -> None:
     port = str(s.service("web-local").health_check_node_port)
     assert {n: a[port]["localEndpoints"] for n, a in answers.items()} == {"node-1": 1, "node-2": 1, "node-3": 0}
     assert all(len(a) == 1 for a in answers.values())  # only the Local-policy LoadBalancer has one
+
+
+def test_long_service_keys_fit_nft_comments() -> None:
+    """A Service key may be 127 characters (two 63-character names); nft refuses comments over
+    128, so the table must still load: the comment keeps the key's start."""
+    import re
+
+    s, t = _scenario()
+    cfg = loadbalancer.balancer_config(s.services, t, "/tmp/status.json")
+    key = "n" * 63 + "/" + "s" * 63
+    for svc in cfg["services"]:
+        svc["key"] = key
+    text = render(cfg, {key: {"node-1"}}) + render(cfg, {})
+    comments = re.findall(r'comment "([^"]*)"', text)
+    assert comments and all(len(c) <= 128 for c in comments)
+    assert any(c.startswith(key[:100]) for c in comments)
