@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from netns_lab import kernelnames
 from netns_lab.errors import ScenarioError
 from netns_lab.model import Pod, Scenario
 
@@ -173,15 +174,18 @@ def underlay_netns(lab: str) -> str:
 
 
 def client_netns(lab: str, name: str) -> str:
-    return f"{lab}__ext" if name == "external" else f"{lab}__ext-{name}"
+    """``<lab>__ext`` or ``<lab>__ext-NAME``; a 63-character client name is shortened (see kernelnames)."""
+    return f"{lab}__ext" if name == "external" else kernelnames.netns(lab, f"_ext-{name}")
 
 
 def node_netns(lab: str, node: str) -> str:
-    return f"{lab}_{node}"
+    """``<lab>_<node>``, shortened with a hash when a node name (up to 253 characters) makes it too long."""
+    return kernelnames.netns(lab, node)
 
 
 def pod_netns(lab: str, namespace: str, pod: str) -> str:
-    return f"{lab}_{namespace}_{pod}"
+    """``<lab>_<namespace>_<pod>``, shortened with a hash when too long for a file name (see kernelnames)."""
+    return kernelnames.netns(lab, namespace, pod)
 
 
 def mac_for(ip: IPv4Address) -> str:
@@ -222,10 +226,24 @@ def schedule(scenario: Scenario) -> dict[str, str]:
     return out
 
 
+class _Hosts:
+    """``list(net.hosts())`` by index without building the list: a /8 node network has 16
+    million hosts, and the plan only ever needs a handful of them (networks are /29 or larger)."""
+
+    def __init__(self, net: IPv4Network) -> None:
+        self.net = net
+
+    def __getitem__(self, i: int) -> IPv4Address:
+        size = self.net.num_addresses - 2
+        if not -size <= i < size:
+            raise IndexError(i)
+        return self.net.network_address + 1 + (i % size)
+
+
 def plan(scenario: Scenario) -> Topology:
     cluster = scenario.cluster
     lab = scenario.name
-    node_hosts = list(cluster.node_cidr.hosts())
+    node_hosts = _Hosts(cluster.node_cidr)
     subnets = cluster.pod_cidr.subnets(new_prefix=24)
     nodes: list[NodePlan] = []
     for i, name in enumerate(cluster.nodes):
@@ -260,6 +278,7 @@ def plan(scenario: Scenario) -> Topology:
                 f'Too many: node "{node.name}" would hold more than {MAX_PODS_PER_NODE} pods (its pod subnet is {node.pod_subnet}); add nodes',
             )
         pods.append(_pod_plan(lab, pod, node, used[node.name], veths[node.name]))
+    _distinct_netns(scenario.path, [(f"node/{n.name}", n.netns) for n in nodes] + [(f"pod/{p.key}", p.netns) for p in pods])
     pod_mtu = cluster.mtu - VXLAN_OVERHEAD if cluster.network == "vxlan" else cluster.mtu
     return Topology(
         lab=lab,
@@ -278,11 +297,21 @@ def plan(scenario: Scenario) -> Topology:
     )
 
 
+def _distinct_netns(path: str, owners: list[tuple[str, str]]) -> None:
+    """Refuse two objects whose shortened namespace names collide (a 40-bit hash: only by
+    design or astronomical bad luck) at load, not as EEXIST half way through the build."""
+    seen: dict[str, str] = {}
+    for ref, name in owners:
+        if name in seen:
+            raise ScenarioError(path, "objects", f'Invalid value: "{ref}": its network namespace name "{name}" is also '
+                                                 f'that of "{seen[name]}"; rename one of them')
+        seen[name] = ref
+
+
 def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
     """Addresses of the world outside the cluster (see Topology)."""
     ext = scenario.cluster.external
-    node_hosts = list(scenario.cluster.node_cidr.hosts())
-    ext_hosts = list(ext.cidr.hosts())
+    node_hosts, ext_hosts = _Hosts(scenario.cluster.node_cidr), _Hosts(ext.cidr)
     clients = tuple(
         ClientPlan(name, client_netns(lab, name), ext_hosts[9 + i], mac_for(ext_hosts[9 + i]))
         for i, name in enumerate(ext.clients)
@@ -371,6 +400,8 @@ def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Top
     if free is None:
         raise ScenarioError(topo.lab, "spec.nodeName", f'Too many: node "{node}" has no free pod address')
     taken = {p.host_veth for p in topo.pods_on(node)}
+    _distinct_netns(topo.lab, [(f"node/{n.name}", n.netns) for n in topo.nodes] + [(f"pod/{p.key}", p.netns) for p in topo.pods]
+                    + [(f"pod/{pod.key}", pod_netns(topo.lab, pod.namespace, pod.name))])
     new = PodPlan(
         key=pod.key, name=pod.name, namespace=pod.namespace, node=node,
         netns=pod_netns(topo.lab, pod.namespace, pod.name), ip=free,
