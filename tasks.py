@@ -11,7 +11,7 @@ from invoke import Exit, task
 
 from netns_lab import cli
 
-cli.exit_on_sigterm()
+cli.install_signal_handlers()  # Ctrl-C and kill: report so far, tear down, exit 130 / 143
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

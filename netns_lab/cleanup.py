@@ -3,7 +3,8 @@
 Order matters: processes first (their sockets keep namespaces alive), then namespaces
 (deleting a namespace destroys every link in it, and the peer end of each veth with it),
 then lab directories, and the record itself last, so a cleanup that is itself interrupted
-can simply be run again.
+can simply be run again. All of it under the lab's lock (state.acquire), so a removal never
+races a build or another removal of the same lab; the lock file goes with the lab.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from netns_lab import procs, state
+from netns_lab.errors import LabError
 from netns_lab.realize import netns
 
 
@@ -24,10 +26,12 @@ class Leftovers:
     processes: list[int] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     record: bool = True
+    lock: bool = False  # <lab>.lock is still there
+    busy: str = ""  # not removed: another process holds the lab's lock (the reason, one line)
 
     @property
     def empty(self) -> bool:
-        return not (self.namespaces or self.processes or self.dirs or self.record)
+        return not (self.namespaces or self.processes or self.dirs or self.record or self.lock)
 
     def describe(self) -> list[str]:
         out = [f"{self.lab}: netns {n}" for n in self.namespaces]
@@ -35,6 +39,8 @@ class Leftovers:
         out += [f"{self.lab}: directory {d}" for d in self.dirs]
         if self.record:
             out.append(f"{self.lab}: state file {state.state_path(self.lab)}")
+        if self.lock:
+            out.append(f"{self.lab}: lock file {state.lock_path(self.lab)}")
         return out
 
 
@@ -58,20 +64,46 @@ def _processes(st: state.LabState) -> list[int]:
 
 def leftovers(lab: str) -> Leftovers:
     st = state.load(lab)
-    if st is None:
-        return Leftovers(lab, record=False)
+    lock = os.path.exists(state.lock_path(lab))
+    if st is None:  # a first save killed mid-write leaves only its temporary file
+        return Leftovers(lab, record=bool(glob.glob(glob.escape(state.state_path(lab)) + ".tmp.*")), lock=lock)
     dirs = [d for d in (*st.dirs, st.workdir) if os.path.exists(d)]
     return Leftovers(
         lab,
         namespaces=[n for n in st.namespaces if os.path.lexists(netns.path(n))],
         processes=_processes(st),
         dirs=dirs,
+        lock=lock,
     )
 
 
-def remove_lab(lab: str) -> Leftovers:
-    """Delete everything ``lab``'s record lists. Returns what was found (and removed)."""
+DOWN_WAIT = 10.0  # how long down waits for another command that holds the lab (a concurrent down)
+
+
+def remove_lab(lab: str, wait: float = DOWN_WAIT) -> Leftovers:
+    """Delete everything ``lab``'s record lists, and its lock file, holding the lab's lock.
+    Returns what was found (and removed). Raises LabError if another process (a build under
+    way) still holds the lock after ``wait`` seconds: a lab being built is not pulled from
+    under its builder; stopping the builder (Ctrl-C, kill) makes it remove its own work."""
+    had_lock = os.path.exists(state.lock_path(lab))
+    lock = state.acquire(lab, wait)
+    if lock is None:
+        raise state.busy_error(lab)
+    try:
+        found = remove_unlocked(lab)
+    finally:
+        lock.release(remove=state.load(lab) is None)
+    found.lock = had_lock
+    return found
+
+
+def remove_unlocked(lab: str) -> Leftovers:
+    """``remove_lab`` for a caller that already holds the lab's lock (``Lab.up`` clearing the
+    remains of a killed build, or its own failed one). Leaves the lock file to that caller."""
     found = leftovers(lab)
+    found.lock = False  # the caller's own
+    for leftover in glob.glob(glob.escape(state.state_path(lab)) + ".tmp.*"):  # a save killed mid-write
+        os.unlink(leftover)
     st = state.load(lab)
     if st is None:
         return found
@@ -82,8 +114,6 @@ def remove_lab(lab: str) -> Leftovers:
         netns.delete(name)
     for d in found.dirs:
         shutil.rmtree(d, ignore_errors=True)
-    for leftover in glob.glob(glob.escape(st.path) + ".tmp.*"):  # a save killed mid-write
-        os.unlink(leftover)
     try:
         os.unlink(st.path)
     except FileNotFoundError:
@@ -96,4 +126,12 @@ def all_leftovers() -> list[Leftovers]:
 
 
 def clean_all() -> list[Leftovers]:
-    return [remove_lab(lab) for lab in state.all_labs()]
+    """Remove every lab. A lab another process holds (a build under way) is left alone and
+    reported with ``busy`` set: clean never pulls a lab from under its builder."""
+    out = []
+    for lab in state.all_labs():
+        try:
+            out.append(remove_lab(lab, wait=1.0))
+        except LabError as exc:
+            out.append(Leftovers(lab, busy=str(exc)))
+    return out

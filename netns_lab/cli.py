@@ -1,22 +1,26 @@
 """Command-line entry points, shared by ``invoke`` tasks and the ``netns-lab`` command.
 
 Exit codes (DESIGN.md): 0 every check passed, 1 a check failed, 2 the scenario is invalid
-(nothing was built); 3 the lab could not be built or the machine cannot run it.
+(nothing was built); 3 the lab could not be built or the machine cannot run it (no root, a lab
+of that name already up); 130 / 143 interrupted by SIGINT (Ctrl-C) / SIGTERM (after tearing down).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import json
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from netns_lab import cleanup, state
-from netns_lab.errors import LabError, RealizeError, ScenarioError
+from netns_lab import cleanup, interrupts, state
+from netns_lab.errors import LabError, ScenarioError
 
 if TYPE_CHECKING:
     from netns_lab.controllers.topology import Topology
@@ -27,10 +31,43 @@ PEER_TIMEOUT = 600.0  # how long a spread lab's machine waits for the others (VM
 SCENARIO_DIRS = ("scenarios",)
 
 
-def exit_on_sigterm() -> None:
-    """``kill`` (a CI timeout, a spread lab's orchestrator) tears a lab down as Ctrl-C does:
-    SIGTERM becomes SystemExit, so ``run-scenario``'s finally blocks run ``down``."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+def install_signal_handlers() -> None:
+    """Ctrl-C and ``kill`` stop a command the same way: the report so far is printed, the lab
+    torn down, exit 130 / 143 (see interrupts.py)."""
+    interrupts.install()
+
+
+_shielded = interrupts.deferred  # a teardown runs to its end; a signal meanwhile is raised after it
+
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21  # linux/capability.h
+
+
+def missing_capabilities() -> list[str]:
+    """The capabilities a lab needs that this process does not have in effect (CapEff of
+    /proc/self/status: a root process in a container or under ``capsh --drop`` may lack them)."""
+    try:
+        with open("/proc/self/status") as fh:
+            eff = next(int(line.split()[1], 16) for line in fh if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        eff = 0
+    return [name for bit, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_NET_ADMIN, "CAP_NET_ADMIN")) if not eff >> bit & 1]
+
+
+def _privilege_error(command: str) -> LabError | None:
+    missing = missing_capabilities()
+    if not missing:
+        return None
+    if os.geteuid() != 0:
+        return LabError(f"{command}: needs root (network namespaces, {' and '.join(missing)}): run it with sudo")
+    return LabError(f"{command}: needs {' and '.join(missing)}, which this root process lacks "
+                    "(a container without --privileged, or capabilities dropped)")
+
+
+def _need_privileges(command: str) -> None:
+    err = _privilege_error(command)
+    if err is not None:
+        raise err
 
 
 def resolve_scenario(name: str) -> str:
@@ -46,22 +83,36 @@ def resolve_scenario(name: str) -> str:
     return name
 
 
+_KEY_SEGMENT = re.compile(r"[^.=\s]+")
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set cluster.network=host-gw`` (values parsed as YAML scalars)."""
+    """``--set cluster.network=host-gw``: KEY is dot-separated non-empty segments, VALUE is
+    YAML (``--set cluster.nodes=3`` is a number). A malformed one is one line, exit 2."""
     import yaml
 
     out: dict[str, Any] = {}
     for item in items:
+        shown = item if item.isprintable() else json.dumps(item)  # one line, whatever was typed
+
+        def bad(message: str) -> ScenarioError:
+            return ScenarioError(f"--set {shown}", "", message)
+
         key, sep, value = item.partition("=")
         if not sep:
-            raise ScenarioError("--set", key, "Invalid value: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+            raise bad("Invalid value: expected KEY=VALUE (e.g. cluster.network=host-gw)")
+        if not key:
+            raise bad("Invalid value: the key is empty: expected KEY=VALUE (e.g. cluster.network=host-gw)")
+        if not all(_KEY_SEGMENT.fullmatch(part) for part in key.split(".")):
+            raise bad(f"Invalid value: {json.dumps(key)}: a key is field names separated by single dots (e.g. cluster.network)")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise bad(f"Invalid value: not a YAML value: {problem}") from None
+        except RecursionError:
+            raise bad("Invalid value: not a YAML value: nested too deeply") from None
     return out
-
-
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        raise RealizeError("network namespaces", "create", 1, "netns-lab needs root: run with sudo")
 
 
 def _load(file: str, overrides: dict[str, Any], spread_over: str = ""):  # type: ignore[no-untyped-def]
@@ -70,10 +121,26 @@ def _load(file: str, overrides: dict[str, Any], spread_over: str = ""):  # type:
     return Lab.from_file(resolve_scenario(file), overrides, spread_over)
 
 
-def _guard(fn):  # type: ignore[no-untyped-def]
-    """Map the error tree to exit codes with one clear line on stderr."""
+def _os_error(command: str, exc: OSError) -> str:
+    """One line for an OSError no layer below turned into a LabError (EACCES, EPERM, EBUSY
+    when the machine will not let us): what failed, on what, and the likely cause."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = ""
+    if _privilege_error(command) is not None and exc.errno in (errno.EPERM, errno.EACCES, errno.EBUSY, errno.EROFS):
+        hint = " (needs root: run it with sudo)"
+    return f"{command}: {what}{f' ({name})' if name else ''}{where}{hint}"
 
+
+def _guard(fn):  # type: ignore[no-untyped-def]
+    """Map the error tree to exit codes with one clear line on stderr; no traceback for bad
+    input, a machine that says no, or an interruption (which exits 128 + the signal)."""
+    command = {"exec_in": "exec"}.get(fn.__name__, fn.__name__.replace("_", "-"))
+
+    @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> int:
+        interrupts.reset()
         try:
             return fn(*args, **kw)
         except ScenarioError as exc:
@@ -82,6 +149,13 @@ def _guard(fn):  # type: ignore[no-untyped-def]
             return EXIT_INVALID
         except LabError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BUILD
+        except KeyboardInterrupt as exc:  # Interrupted (SIGINT, SIGTERM) or a plain Ctrl-C
+            signum = getattr(exc, "signum", signal.SIGINT)
+            print(f"interrupted by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+            return 128 + signum
+        except OSError as exc:
+            print(f"error: {_os_error(command, exc)}", file=sys.stderr)
             return EXIT_BUILD
 
     return wrapper
@@ -97,37 +171,48 @@ def run_scenario(file: str, keep: bool = False, overrides: Sequence[str] = (), o
     the same command on each). Each machine waits until the others are up, runs the checks
     whose source it holds, and waits until the others have run theirs before tearing down."""
     from netns_lab.probes import peers
-    from netns_lab.probes.checks import run_checks, runs_here
-    from netns_lab.probes.report import print_report, write_reports
+    from netns_lab.probes.checks import CheckOutcome, run_checks, runs_here
+    from netns_lab.probes.report import print_header, print_outcome, print_summary, write_reports
 
     lab = _load(file, parse_overrides(overrides), spread_over)
-    _need_root()
-    t0 = time.monotonic()
-    _up_with_progress(lab)
+    _need_privileges("run-scenario")
     spread = lab.topology.is_spread
 
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
-    try:
+    outcomes: list[CheckOutcome] = []
+    planned: int | None = None  # checks to run here, once known; None again once summarised
+    t0 = time.monotonic()
+    lab.temporary = not keep
+    _up_with_progress(lab)  # interrupted: up() removes what it made
+    try:  # nothing between up() and here: a signal in a gap would leave the lab up
         built = time.monotonic() - t0
         checks = lab.scenario.checks
         if spread:
             peers.wait_for(lab, ("up", "checked"), peer_timeout, say=say)
             lab.wait_balancer_rounds()  # the cloud LB (first machine) sees the others' nodes healthy
             checks = tuple(c for c in checks if runs_here(lab, c))
-        outcomes = run_checks(lab, checks)
+        planned = len(checks)
+        print_header(lab, built, out, planned)
+        run_checks(lab, checks, outcomes, on_outcome=lambda o: print_outcome(o, out))  # each line as it is known
         if spread:
             lab.mark_checked()
-        print_report(lab, outcomes, built, out)
+        planned = None
+        print_summary(outcomes, out)
         write_reports(lab, outcomes, built, junit, json_path)
         if spread and not keep:
             peers.wait_for(lab, ("checked",), peer_timeout, gone_ok=True, say=say)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the checks done so far, then "interrupted" (_guard)
+        if planned is not None:
+            print_summary(outcomes, out, planned)
+        raise
     finally:
-        if not keep:
-            lab.down()
-        else:
-            print(f"lab {lab.name} kept up: `invoke down {lab.name}` removes it", file=out)
+        with _shielded():  # a signal now does not cut the teardown short
+            if not keep:
+                lab.down()
+            else:
+                print(f"lab {lab.name} kept up: `invoke down {lab.name}` removes it", file=out)
     return EXIT_OK if all(o.passed for o in outcomes) else EXIT_CHECK_FAILED
 
 
@@ -146,9 +231,9 @@ def _up_with_progress(lab: Any) -> None:
 @_guard
 def up(file: str, overrides: Sequence[str] = (), out=sys.stdout, spread_over: str = "") -> int:  # type: ignore[no-untyped-def]
     lab = _load(file, parse_overrides(overrides), spread_over)
-    _need_root()
+    _need_privileges("up")
     t0 = time.monotonic()
-    _up_with_progress(lab)
+    _up_with_progress(lab)  # refuses a lab that is up; interrupted: removes what it made
     topo = lab.topology
     print(f"lab {lab.name} up in {time.monotonic() - t0:.2f}s: {len(topo.nodes)} nodes, {len(topo.pods)} pods, {topo.network}", file=out)
     if topo.is_spread:
@@ -166,8 +251,10 @@ def spread_summary(topo: "Topology") -> str:
 
 @_guard
 def down(name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    _need_root()
-    found = cleanup.remove_lab(name)
+    state.check_name(name, "down")  # the name is a path component: checked before any use
+    _need_privileges("down")
+    with _shielded():  # a removal runs to its end (a signal meanwhile: exit 130/143 after it)
+        found = cleanup.remove_lab(name)
     if found.empty:
         print(f"lab {name}: nothing to remove", file=out)
     else:
@@ -177,7 +264,9 @@ def down(name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
 
 @_guard
 def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """Remove every lab's objects (by their records); ``check`` only lists them, exit 1 if any."""
+    """Remove every lab's objects (by their records); ``check`` only lists them, exit 1 if any.
+    A lab another command is building is left alone (exit 3)."""
+    _need_privileges("clean")  # without root, processes are invisible: "nothing left" would be a guess
     if check:
         left = cleanup.all_leftovers()
         for lo in left:
@@ -186,13 +275,16 @@ def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untype
         if not left:
             print("nothing left behind", file=out)
         return EXIT_CHECK_FAILED if left else EXIT_OK
-    _need_root()
-    removed = cleanup.clean_all()
+    with _shielded():
+        removed = cleanup.clean_all()
     for lo in removed:
-        print(f"lab {lo.lab}: removed {len(lo.namespaces)} namespaces, {len(lo.processes)} processes", file=out)
+        if lo.busy:
+            print(f"error: {lo.busy}", file=sys.stderr)
+        else:
+            print(f"lab {lo.lab}: removed {len(lo.namespaces)} namespaces, {len(lo.processes)} processes", file=out)
     if not removed:
         print("nothing to clean", file=out)
-    return EXIT_OK
+    return EXIT_BUILD if any(lo.busy for lo in removed) else EXIT_OK
 
 
 @_guard
@@ -200,7 +292,8 @@ def pod_ready(lab_name: str, pod: str, ready: bool = True, out=sys.stdout) -> in
     """Mark a pod of a running lab ready / not ready; Service rules follow in one sync."""
     from netns_lab.lab import Lab
 
-    _need_root()
+    state.check_name(lab_name, "pod-ready")
+    _need_privileges("pod-ready")
     lab = Lab.attach(lab_name)
     lab.set_ready(pod, ready)
     print(f"pod {pod}: {'ready' if ready else 'not ready'}; rules synced on {len(lab.proxiers)} nodes", file=out)
@@ -211,7 +304,8 @@ def pod_ready(lab_name: str, pod: str, ready: bool = True, out=sys.stdout) -> in
 def pod_delete(lab_name: str, pod: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     from netns_lab.lab import Lab
 
-    _need_root()
+    state.check_name(lab_name, "pod-delete")
+    _need_privileges("pod-delete")
     Lab.attach(lab_name).delete_pod(pod)
     print(f"pod {pod} deleted", file=out)
     return EXIT_OK
@@ -225,13 +319,14 @@ def pod_add(lab_name: str, file: str, out=sys.stdout) -> int:  # type: ignore[no
     from netns_lab.scenario.manifests import parse_object
     from netns_lab.scenario.yamlsrc import load_documents
 
+    state.check_name(lab_name, "pod-add")
     pods = []
     for doc in load_documents(file):
         obj = parse_object(doc, doc.data, "")
         if not isinstance(obj, Pod):
             raise ScenarioError(file, "kind", f'Unsupported value: "{doc.data.get("kind")}": pod-add takes Pod manifests')
         pods.append(obj)
-    _need_root()
+    _need_privileges("pod-add")
     lab = Lab.attach(lab_name)
     for pod in pods:
         plan_ = lab.add_pod(pod)
@@ -245,7 +340,8 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
     namespace, its resolv.conf and its Service environment variables."""
     from netns_lab.lab import Lab
 
-    _need_root()
+    state.check_name(lab_name, "exec")
+    _need_privileges("exec")
     lab = Lab.attach(lab_name)
     if not command:
         command = [os.environ.get("SHELL", "/bin/sh")]
@@ -253,7 +349,14 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
         import subprocess
 
         r = lab_ref(target)
-        return subprocess.call(["ip", "netns", "exec", lab.netns_of(r), *command], env=lab.exec_env(r))
+        # Ctrl-C belongs to the shell in the pod (the terminal sends it to us too): ignored here,
+        # default again in the child.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return subprocess.call(["ip", "netns", "exec", lab.netns_of(r), *command], env=lab.exec_env(r),
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        finally:
+            signal.signal(signal.SIGINT, previous)
     proc = lab.exec(lab_ref(target), list(command), timeout=3600)
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
@@ -269,6 +372,7 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
     from netns_lab.lab import Lab
     from netns_lab.views import KINDS, age, render
 
+    state.check_name(lab_name, "get")  # no root needed: it reads the record, if it may
     if kind not in KINDS:
         raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, ingress')
     if output not in ("", "wide", "json", "yaml"):
@@ -287,7 +391,9 @@ def trace(lab_name: str, source: str, target: str, protocol: str = "tcp", as_jso
     from netns_lab.lab import Lab
     from netns_lab.probes import trace as tracer
 
-    _need_root()
+    if lab_name:
+        state.check_name(lab_name, "trace")
+    _need_privileges("trace")
     lab = Lab.attach(lab_name or _only_lab())
     t = tracer.trace(lab, lab_ref(source), target, protocol)
     print(json.dumps(t.to_json(), indent=2) if as_json else tracer.render(t), file=out)
@@ -301,6 +407,7 @@ def _only_lab() -> str:
     return labs[0]
 
 
+@_guard
 def gen_cert(hosts: Sequence[str], out_dir: str = "certs", name: str = "", namespace: str = "default", out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """A CA and a certificate for HOSTS, plus a kubernetes.io/tls Secret manifest (no root needed)."""
     from netns_lab.certs import generate, secret_name
@@ -325,7 +432,8 @@ def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: 
     from netns_lab.probes.capture import Capture
     from netns_lab.probes.where import interface
 
-    _need_root()
+    state.check_name(lab_name, "capture")
+    _need_privileges("capture")
     lab = Lab.attach(lab_name)
     netns_name, ifname = interface(lab, where)
     cap = Capture(netns_name, ifname, limit=count, bpf=bpf or None)
@@ -338,7 +446,8 @@ def capture(lab_name: str, where: str, bpf: str = "", count: int = 20, seconds: 
         print(p.summary(), file=out)
     if out_file:
         cap.write_pcap(out_file)
-    print(f"{len(packets)} packets on {netns_name}/{ifname}" + (f", written to {out_file}" if out_file else ""), file=out)
+    # where (pod/NAME...) too: a long object name's namespace is shortened with a hash (kernelnames)
+    print(f"{len(packets)} packets on {netns_name}/{ifname} ({where})" + (f", written to {out_file}" if out_file else ""), file=out)
     return EXIT_OK
 
 
@@ -348,7 +457,8 @@ def graph(source: str, out_file: str = "", out=sys.stdout) -> int:  # type: igno
     from netns_lab import graph as g
     from netns_lab.lab import Lab
 
-    if state.load(source) is not None and not os.path.exists(source):
+    # a lab's name only if it is one (never a path built from "../x"); anything else is a file
+    if not state.name_problems(source) and not os.path.exists(source) and state.load(source) is not None:
         lab = Lab.attach(source)
     else:
         lab = _load(source, {})
@@ -384,6 +494,9 @@ def lab_ref(target: str) -> str:
 
 @_guard
 def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """List the labs. Without root it shows what the records say, says it cannot tell whether
+    their servers run (their processes are not visible), and exits 3."""
+    blind = _privilege_error("status")
     labs = state.all_labs()
     if not labs:
         print("no labs", file=out)
@@ -393,7 +506,7 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
         if st is None:
             continue
         topo = st.topology
-        alive = "serving" if lo.processes else "no servers"
+        alive = "servers: cannot tell (needs root)" if blind else "serving" if lo.processes else "no servers"
         print(
             f"{name}: {st.phase}, {len(topo.get('nodes', []))} nodes, {len(topo.get('pods', []))} pods, "
             f"{topo.get('network', '?')}, {len(lo.namespaces)}/{len(st.namespaces)} namespaces, {alive} ({st.scenario})",
@@ -407,6 +520,8 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
             if svc.get("load_balancer_ips"):
                 ports = ",".join(f"{p['port']}/{p['protocol']}" for p in svc["ports"])
                 print(f"  LoadBalancer {svc['namespace']}/{svc['name']}: {', '.join(svc['load_balancer_ips'])} ({ports})", file=out)
+    if blind is not None:
+        raise blind
     return EXIT_OK
 
 
@@ -473,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    exit_on_sigterm()
+    install_signal_handlers()
     if args.cmd == "graph":
         return graph(args.source, args.out)
     if args.cmd == "gen-cert":

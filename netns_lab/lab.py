@@ -22,7 +22,7 @@ from ipaddress import IPv4Address
 from collections.abc import Callable
 from typing import Any
 
-from netns_lab import atomic, cleanup, model_io, procs, state
+from netns_lab import atomic, cleanup, interrupts, model_io, procs, state
 from netns_lab.controllers import dns as dns_records
 from netns_lab.controllers import loadbalancer, spread
 from netns_lab.controllers.envvars import pod_env
@@ -109,6 +109,7 @@ class Lab:
         self._health: dict[str, dict[str, dict[str, Any]]] = {}  # what netexec's health ports say
         self._balancer: dict[str, Any] | None = None  # the cloud LB's config, as last written
         self.progress: Callable[[str, int, int], None] | None = None  # (phase, done, total), see progress.py
+        self.temporary = False  # run-scenario without --keep: once its builder is dead, the next up clears it
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -129,7 +130,7 @@ class Lab:
     @classmethod
     def attach(cls, name: str) -> "Lab":
         """A handle on a lab that is already up (built by another process)."""
-        st = state.load(name)
+        st = state.load(state.check_name(name, "attach"))
         if st is None or st.phase != "up":
             raise LabError(f"lab {name!r} is not up (see `invoke status`)")
         lab = cls(None, from_dict(st.topology))
@@ -151,12 +152,39 @@ class Lab:
 
     # -- lifecycle -----------------------------------------------------------------------
     def up(self) -> "Lab":
+        """Build the lab, holding its lock (``state.acquire``) for the whole build: of two
+        builds of one lab, exactly one proceeds; the other is refused in one line."""
         if self.proxy_mode == "ipvs":
             from netns_lab.realize.ipvs import require_ipvs
 
             require_ipvs()  # before anything is built
-        if state.load(self.name) is not None:
-            cleanup.remove_lab(self.name)  # the remains of an earlier run of this lab
+        lock = state.acquire(self.name)
+        if lock is None:
+            raise state.busy_error(self.name)
+        try:
+            self._clear_remains()
+            return self._build()
+        finally:  # the lock file stays as long as the record does (down removes both)
+            lock.release(remove=state.load(self.name) is None)
+
+    def _clear_remains(self) -> None:
+        """Refuse to touch a lab that is up (or being built by a live process); clear the
+        remains of one whose build died (its owner is dead) or whose record is unreadable."""
+        st = state.load(self.name)
+        if st is None:
+            return
+        since = state.when(st.created)
+        pid = st.owner_pid
+        alive = state.alive(pid, st.owner_start)
+        by = f"process {pid}{'' if alive else ', which has exited'}" if pid else "an unknown process"
+        if st.phase == "up" and (alive or not st.temporary):
+            raise LabError(f"lab {self.name} is already up (since {since}, built by {by}): "
+                           f"use `invoke down {self.name}` or another `name`")
+        # "building" while we hold the lock: its builder is gone (or gave up), whatever its PID says
+        with interrupts.deferred():  # a Ctrl-C now must not leave half-removed remains
+            cleanup.remove_unlocked(self.name)  # the remains of an earlier run of this lab
+
+    def _build(self) -> "Lab":
         topo = self.topology
         foreign = [n for n in topo.namespaces if netns_exists(n)]
         if foreign:  # not ours (our own remains were just removed): never touch it
@@ -177,11 +205,13 @@ class Lab:
             ipvs_legacy_ping=self.ipvs[1],
             dirs=[resolvconf.config_dir(p.netns) for p in topo.local_pods],
         )
-        self._save_model(st)
-        st.save()
-        self.state = st
-        _fault("state")
-        try:
+        st.owner_pid, st.owner_start = state.owner()
+        st.temporary = self.temporary
+        try:  # from the first save on: an exception (Ctrl-C too) removes whatever was made
+            self._save_model(st)
+            st.save()
+            self.state = st
+            _fault("state")
             os.makedirs(st.workdir, exist_ok=True)
             counter: dict[str, int] = {}
 
@@ -208,7 +238,7 @@ class Lab:
             st.save()
             self._announce("up")  # what the other machines of a spread lab wait for
         except BaseException:
-            cleanup.remove_lab(self.name)
+            cleanup.remove_unlocked(self.name)  # up() holds the lock
             self.state = None
             raise
         return self
@@ -558,6 +588,7 @@ class Lab:
         return key
 
     def down(self) -> None:
+        """Remove the lab (under its lock: waits for a concurrent down, refuses a build under way)."""
         cleanup.remove_lab(self.name)
         self.state = None
 

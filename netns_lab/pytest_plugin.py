@@ -46,8 +46,10 @@ def lab_factory() -> Iterator[Callable[..., Lab]]:
         key = (path, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
         if key not in labs:
             sets = {k.replace("__", "."): v for k, v in overrides.items()}
-            if sets and "name" not in sets:
-                # Variants of one file run side by side, so each needs its own lab name.
+            if "name" not in sets:
+                # Variants of one file run side by side, so each needs its own lab name; and a
+                # lab of the scenario's own name (a user's `invoke up`, a `run-scenario` in the
+                # same session) is never touched: `up` refuses a name that is already up.
                 stem = os.path.splitext(os.path.basename(path))[0][:30]
                 sets["name"] = f"{stem}-{hashlib.sha1(repr(key).encode()).hexdigest()[:6]}"
             labs[key] = Lab.from_file(path, sets).up()

@@ -63,6 +63,7 @@ def test_sigkill_during_up_leaves_nothing_clean_cannot_remove(fault: str, tmp_pa
     after = _cli([INVOKE, "clean", "--check"], state_dir)
     assert after.returncode == 0, after.stdout
     assert "nothing left behind" in after.stdout
+    assert not os.listdir(state_dir)  # record, lock file, lab directory: all gone
     assert not [n for n in planned if netns.exists(n)]  # checked independently of the tool
     assert not _alive_with(record["instance"])
 
@@ -86,6 +87,7 @@ def test_second_up_clears_the_remains_of_the_first(tmp_path) -> None:  # type: i
     assert down.returncode == 0
     assert not [n for n in new["namespaces"] if netns.exists(n)]
     assert not os.path.exists(os.path.join(state_dir, "again.json"))
+    assert not os.listdir(state_dir)  # the lock file goes with the lab
 
 
 def test_two_labs_side_by_side_do_not_interfere() -> None:
@@ -151,3 +153,4 @@ def test_down_removes_namespaces_processes_and_record() -> None:
     assert not any(netns.exists(n) for n in lab.topology.namespaces)
     assert not _alive_with(instance)
     assert not os.path.exists(path) and not os.path.exists(workdir)
+    assert not os.path.exists(state.lock_path("downer"))

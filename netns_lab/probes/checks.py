@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netns_lab.lab import Lab
@@ -202,14 +203,20 @@ def runs_here(lab: Lab, check: Check) -> bool:
     return check.source is None or lab.netns_of(check.source) in lab.topology.namespaces
 
 
-def run_checks(lab: Lab, checks: tuple[Check, ...]) -> list[CheckOutcome]:
+def run_checks(lab: Lab, checks: tuple[Check, ...], done: list[CheckOutcome] | None = None,
+               on_outcome: Callable[[CheckOutcome], None] | None = None) -> list[CheckOutcome]:
+    """Run ``checks`` in order. Each outcome is appended to ``done`` (returned; a new list if
+    None) and passed to ``on_outcome`` as soon as it is known, so a run stopped half way
+    (Ctrl-C, SIGTERM) still has, and has shown, the outcomes of the checks it completed."""
     runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http}
-    out = []
+    out = [] if done is None else done
     for c in checks:
         t0 = time.monotonic()
         outcome = runners[c.action](lab, c)
         outcome.seconds = time.monotonic() - t0
         out.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
     return out
 
 

@@ -12,28 +12,51 @@ from netns_lab.lab import Lab
 from netns_lab.probes.checks import CheckOutcome
 
 
-def print_report(lab: Lab, outcomes: list[CheckOutcome], built_in: float, out: IO[str]) -> None:
+def print_header(lab: Lab, built_in: float, out: IO[str], here: int | None = None) -> None:
+    """The report's first lines (printed before the checks run; ``here``: how many checks run
+    on this machine of a spread lab)."""
     topo = lab.topology
     source = lab.scenario.path if lab.scenario else ""
     print(
         f"scenario {lab.name} ({source}): {len(topo.nodes)} nodes, {len(topo.pods)} pods, "
         f"{topo.network}, pod MTU {topo.pod_mtu}; up in {built_in:.2f}s",
-        file=out,
+        file=out, flush=True,
     )
     if topo.is_spread:
         me = topo.hosts[topo.host]
-        total = len(lab.scenario.checks) if lab.scenario else len(outcomes)
+        total = len(lab.scenario.checks) if lab.scenario else (here or 0)
         print(f"  {me.name} ({me.ip}) of {len(topo.hosts)} machines: nodes {', '.join(n.name for n in topo.local_nodes)}; "
-              f"{len(outcomes)} of {total} checks have their source here, the others run on the other machines", file=out)
-    for o in outcomes:
-        mark = "PASS" if o.passed else "FAIL"
-        print(f"  {mark}  {o.check.name}: {o.summary}", file=out)
-        if not o.passed:
-            for d in o.details:
-                print(f"          {d}", file=out)
+              f"{here} of {total} checks have their source here, the others run on the other machines", file=out, flush=True)
+
+
+def print_outcome(o: CheckOutcome, out: IO[str]) -> None:
+    """One check's line (details under a failure), flushed: shown as soon as the check is done."""
+    mark = "PASS" if o.passed else "FAIL"
+    print(f"  {mark}  {o.check.name}: {o.summary}", file=out)
+    if not o.passed:
+        for d in o.details:
+            print(f"          {d}", file=out)
+    out.flush()
+
+
+def print_summary(outcomes: list[CheckOutcome], out: IO[str], planned: int | None = None) -> None:
+    """The last line; ``planned`` (the number of checks that should have run) set when the run
+    was interrupted before all of them did."""
     passed = sum(o.passed for o in outcomes)
+    if planned is not None and planned > len(outcomes):
+        print(f"interrupted after {len(outcomes)} of {planned} checks: {passed} passed, {len(outcomes) - passed} failed, "
+              f"{planned - len(outcomes)} not run", file=out, flush=True)
+        return
     verdict = "all passed" if passed == len(outcomes) else f"{len(outcomes) - passed} FAILED"
-    print(f"{passed}/{len(outcomes)} checks passed ({verdict})", file=out)
+    print(f"{passed}/{len(outcomes)} checks passed ({verdict})", file=out, flush=True)
+
+
+def print_report(lab: Lab, outcomes: list[CheckOutcome], built_in: float, out: IO[str]) -> None:
+    """The whole report at once (``run-scenario`` prints it piece by piece, as checks finish)."""
+    print_header(lab, built_in, out, len(outcomes))
+    for o in outcomes:
+        print_outcome(o, out)
+    print_summary(outcomes, out)
 
 
 def report_json(lab: Lab, outcomes: list[CheckOutcome], built_in: float) -> dict[str, Any]:

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from netns_lab import interrupts
 from netns_lab.errors import RealizeError
 
 NETNS_RUN_DIR = "/run/netns"
+CANCEL_WAIT = 30.0  # seconds an interrupted caller waits for its worker to stop
 CLONE_NEWNET = 0x40000000
 MS_REC = 16384
 MS_BIND = 4096
@@ -59,19 +61,22 @@ class NetnsThread:
     worker can visit many namespaces in a row.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cancelled: threading.Event | None = None) -> None:
         self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        self.cancelled = cancelled or threading.Event()  # set when the caller was interrupted (in_thread)
 
     def close(self) -> None:
         os.close(self.home)
 
     def create(self, name: str) -> None:
         """Create namespace ``name`` and leave this thread inside it."""
+        if self.cancelled.is_set():  # the caller was interrupted: create nothing more
+            raise RealizeError(f"netns {name}", "create", errno.ECANCELED)
         p = path(name)
         try:
             fd = os.open(p, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
-        except FileExistsError:
-            raise RealizeError(f"netns {name}", "create", errno.EEXIST) from None
+        except OSError as exc:  # EEXIST; ENAMETOOLONG cannot happen with planned names (kernelnames)
+            raise RealizeError(f"netns {name}", "create", exc.errno or errno.EIO) from None
         os.close(fd)
         _check(_libc.unshare(CLONE_NEWNET), f"netns {name}", "unshare")
         src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
@@ -81,6 +86,8 @@ class NetnsThread:
             raise RealizeError(f"netns {name}", "bind mount", err)
 
     def enter(self, name: str) -> None:
+        if self.cancelled.is_set():
+            raise RealizeError(f"netns {name}", "enter", errno.ECANCELED)
         fd = open_fd(name)
         try:
             _check(_libc.setns(fd, CLONE_NEWNET), f"netns {name}", "setns")
@@ -98,19 +105,31 @@ def in_thread(fn: Callable[[NetnsThread], T]) -> T:
     The thread dies afterwards, so whatever namespace it ended in cannot leak to anyone.
     """
     box: dict[str, object] = {}
+    cancelled, done = threading.Event(), threading.Event()
 
     def run() -> None:
-        worker = NetnsThread()
+        worker = NetnsThread(cancelled)
         try:
             box["result"] = fn(worker)
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
         finally:
             worker.close()
+            done.set()
 
     _ensure_run_dir()
     t = threading.Thread(target=run, name="netns-worker", daemon=True)
-    t.start()
+    started = False
+    try:
+        with interrupts.deferred():  # Ctrl-C must not cut start() short with the worker already running
+            t.start()
+            started = True
+        done.wait()  # not t.join(): in 3.11 a join cut short by Ctrl-C marks a running thread stopped
+    except BaseException:  # the caller was interrupted: the worker stops at its next namespace and
+        if started:  # is waited for, so the cleanup that follows never races a thread still creating
+            cancelled.set()  # namespaces (they would outlive the record that lists them)
+            done.wait(CANCEL_WAIT)  # bounded: a worker stuck in the kernel must not hang Ctrl-C for good
+        raise
     t.join()
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
