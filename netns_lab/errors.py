@@ -7,6 +7,17 @@ what the scenario expected.
 
 from __future__ import annotations
 
+import re
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _visible(text: str) -> str:
+    """A file name or field path with its control characters escaped (``a\\nb``): a key such
+    as ``"a\\nb"`` in a scenario must not split the one error line into two."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
 
 class LabError(Exception):
     """Base of every error netns-lab raises on purpose."""
@@ -23,8 +34,8 @@ class ScenarioError(LabError):
         self.path = path
         self.message = " ".join(message.split())  # one line, always
         self.line = line
-        where = f"{file}:{line}" if line else file
-        text = f"{where}: {path}: {self.message}" if path else f"{where}: {self.message}"
+        where = f"{_visible(file)}:{line}" if line else _visible(file)
+        text = f"{where}: {_visible(path)}: {self.message}" if path else f"{where}: {self.message}"
         super().__init__(text)
 
 
