@@ -304,20 +304,27 @@ def test_up_of_a_lab_that_is_up_refuses_and_the_lab_still_serves(state_dir: str,
 
 
 @pytest.mark.root
-def test_two_concurrent_run_scenarios_exactly_one_proceeds(state_dir: str, labs_down: list[str]) -> None:
+def test_two_concurrent_run_scenarios_exactly_one_proceeds(state_dir: str, labs_down: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Both start at once; the lab's checks take ~30 s, so whichever gets the lab holds it
+    while the other looks (building: the lock; checking: the record, its owner alive). The
+    one that proceeded is then interrupted, so the test does not wait for its checks."""
     labs_down.append("race-run")
+    scenario = tmp_path / "race.yaml"
+    scenario.write_text(SLOW.format(name="race-run"))
     env = dict(os.environ, NETNS_LAB_STATE_DIR=state_dir)
-    args = PY + ["run-scenario", BASIC, "--set", "name=race-run"]
-    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    record = os.path.join(state_dir, "race-run.json")
-    deadline = time.monotonic() + 60  # the second starts once the first holds the lab: they overlap for sure
-    while not os.path.exists(record) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    runs = [first, subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-    results = [(p.wait(timeout=180), *p.communicate()) for p in runs]
-    codes = sorted(r[0] for r in results)
-    assert codes == [0, 3], results
-    refused = next(r for r in results if r[0] == 3)
+    args = PY + ["run-scenario", str(scenario)]
+    runs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_sigint_default) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while all(p.poll() is None for p in runs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done = [p for p in runs if p.poll() is not None]
+    assert len(done) == 1, "neither run was refused"
+    going = next(p for p in runs if p is not done[0])
+    going.send_signal(signal.SIGINT)  # it proceeded; stop it rather than wait for its checks
+    results = [(p.wait(timeout=120), *p.communicate()) for p in (done[0], going)]
+    assert [r[0] for r in results] == [3, 130], results
+    refused = results[0]
     lines = refused[2].splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: lab race-run is "), refused
     assert "Traceback" not in refused[1] + refused[2]

@@ -53,7 +53,10 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # The widest path the scenario loader accepts (ImplementationSpecific's set): nothing in it
 # means anything to nginx's parser, and it is quoted all the same.
-_PATH = re.compile(r"/[A-Za-z0-9._\-/~!&()*+,=:@%]*")
+# The widest path that may reach nginx.conf (ImplementationSpecific; Exact and Prefix are
+# narrower): the loader refuses anything else (scenario/ingress.py), and render checks again.
+SAFE_PATH = re.compile(r"/[A-Za-z0-9._\-/~!&()*+,=:@%]*")
+_PATH = SAFE_PATH
 
 
 class UnsafeValue(ValueError):

@@ -308,17 +308,34 @@ def _distinct_netns(path: str, owners: list[tuple[str, str]]) -> None:
         seen[name] = ref
 
 
+@dataclass(frozen=True)
+class OutsideAddresses:
+    """Where the machines the lab adds outside the cluster sit: the router takes the first
+    address of the node network and of the external network, the cloud LB the last of the
+    node network, external client i the (10+i)-th of the external network. One plan, read by
+    the build and by the loader (which refuses externalIPs on these addresses)."""
+
+    router_ip: IPv4Address
+    router_ext_ip: IPv4Address
+    lb_ip: IPv4Address
+    clients: tuple[IPv4Address, ...]
+
+
+def outside_addresses(node_cidr: IPv4Network, external_cidr: IPv4Network, clients: int) -> OutsideAddresses:
+    node_hosts, ext_hosts = _Hosts(node_cidr), _Hosts(external_cidr)
+    return OutsideAddresses(node_hosts[0], ext_hosts[0], node_hosts[-1], tuple(ext_hosts[9 + i] for i in range(clients)))
+
+
 def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
     """Addresses of the world outside the cluster (see Topology)."""
     ext = scenario.cluster.external
-    node_hosts, ext_hosts = _Hosts(scenario.cluster.node_cidr), _Hosts(ext.cidr)
+    where = outside_addresses(scenario.cluster.node_cidr, ext.cidr, len(ext.clients))
     clients = tuple(
-        ClientPlan(name, client_netns(lab, name), ext_hosts[9 + i], mac_for(ext_hosts[9 + i]))
-        for i, name in enumerate(ext.clients)
+        ClientPlan(name, client_netns(lab, name), ip, mac_for(ip)) for name, ip in zip(ext.clients, where.clients)
     )
     return {
         "external_cidr": ext.cidr, "wan_netns": f"{lab}__wan", "router_netns": f"{lab}__router",
-        "router_ip": node_hosts[0], "router_ext_ip": ext_hosts[0], "lb_netns": f"{lab}__lb", "lb_ip": node_hosts[-1],
+        "router_ip": where.router_ip, "router_ext_ip": where.router_ext_ip, "lb_netns": f"{lab}__lb", "lb_ip": where.lb_ip,
         "lb_pool": ext.load_balancer_pool, "health_check_interval": ext.health_check_interval, "clients": clients,
     }
 

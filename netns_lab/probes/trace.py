@@ -27,6 +27,7 @@ from typing import Any
 from netns_lab.errors import LabError
 from netns_lab.lab import Lab
 from netns_lab.probes.capture import Capture
+from netns_lab.scenario.k8s import ascii_int
 from netns_lab.realize.netns import run_in
 
 TABLE = "netns-lab-trace"
@@ -135,11 +136,12 @@ def _packet_summary(text: str) -> str:
 def _target(lab: Lab, text: str) -> tuple[str, str, int]:
     """``my-service:80``, ``service/NS/NAME:80``, ``loadbalancer/NAME:80``, ``pod/X:9376``, ``IP:PORT``."""
     host, sep, port = text.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):  # not "٨٠"
+    number = ascii_int(port)  # not "٨٠"
+    if not sep or number is None or not 1 <= number <= 65535:
         raise LabError(f"--to {text!r}: must be HOST:PORT (a Service name, service/..., pod/..., node/... or an IP)")
     if "/" not in host and not re.match(r"^\d+\.\d+\.\d+\.\d+$", host):
         host = f"service/{host}"
-    return host, lab.ip_of(host), int(port)
+    return host, lab.ip_of(host), number
 
 
 def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: float = 2.0) -> Trace:

@@ -17,6 +17,7 @@ import ssl
 import tempfile
 from typing import Any
 
+from netns_lab.controllers.ingress import SAFE_PATH
 from netns_lab.errors import ScenarioError, ScenarioErrors
 from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret
 from netns_lab.scenario import k8s
@@ -96,7 +97,7 @@ STRICT_PATH = re.compile(r"/[A-Za-z0-9._\-/]*")
 # serves it as a plain prefix, so it gets RFC 3986 path characters without any that mean
 # something to nginx's configuration parser: no quotes, whitespace, control characters, ';',
 # '{', '}', '$' (variables), '#' (comments) or '\\' (escapes).
-SPECIFIC_PATH = re.compile(r"/[A-Za-z0-9._\-/~!&()*+,=:@%]*")
+SPECIFIC_PATH = SAFE_PATH  # one definition, the renderer's
 
 
 def quoted(value: str) -> str:
@@ -108,7 +109,7 @@ def quoted(value: str) -> str:
 
 def path_errors(path: str, path_type: str) -> list[str]:
     """Why ``path`` cannot be used with ``path_type`` (the API server's rules, then
-    ingress-nginx's strict ones); empty when it can. Shared with the renderer's own check."""
+    ingress-nginx's strict ones); empty when it can. The renderer checks SAFE_PATH again."""
     if not path.startswith("/"):
         return ["must be an absolute path"]
     errs: list[str] = []

@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any
 
+from netns_lab.controllers.topology import outside_addresses
 from netns_lab.controllers.loadbalancer import KUBE_PROXY_HEALTHZ_PORT
 from netns_lab.controllers.topology import NODE_AGENT_PORT
 from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
@@ -337,20 +338,17 @@ def _ports(src: Source, raw: list[dict[str, Any]], path: str, stype: str, headle
 
 
 def lab_machine_addresses(cluster: ClusterConfig) -> dict[str, str]:
-    """address -> what has it, for the machines the lab adds outside the cluster.
-
-    The same plan as controllers.topology (_outside): the router takes the first address of
-    the node network and of the external network, the cloud load balancer the last address
-    of the node network, client i the (10+i)-th address of the external network.
-    """
-    nodes, ext = cluster.node_cidr, cluster.external.cidr  # /29 or larger (parse_cluster): hosts() run from .1 to broadcast-1
+    """address -> what has it, for the machines the lab adds outside the cluster (the build's
+    own plan: controllers.topology.outside_addresses)."""
+    nodes, ext = cluster.node_cidr, cluster.external.cidr
+    where = outside_addresses(nodes, ext, len(cluster.external.clients))
     out = {
-        str(nodes.network_address + 1): f"the lab's router on the node network (the nodes' gateway, first address of nodeCIDR {nodes})",
-        str(ext.network_address + 1): f"the lab's router on the external network (first address of cluster.external.cidr {ext})",
-        str(nodes.broadcast_address - 1): f"the cloud load balancer (last address of nodeCIDR {nodes})",
+        str(where.router_ip): f"the lab's router on the node network (the nodes' gateway, first address of nodeCIDR {nodes})",
+        str(where.router_ext_ip): f"the lab's router on the external network (first address of cluster.external.cidr {ext})",
+        str(where.lb_ip): f"the cloud load balancer (last address of nodeCIDR {nodes})",
     }
-    for i, name in enumerate(cluster.external.clients):
-        out[str(ext.network_address + 10 + i)] = f'the external client "{name}"'
+    for name, ip in zip(cluster.external.clients, where.clients):
+        out[str(ip)] = f'the external client "{name}"'
     return out
 
 
