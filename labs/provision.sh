@@ -31,6 +31,12 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# The ingress controller's nginx runs as its own unprivileged system user (no home, no shell),
+# as ingress-nginx runs as its own uid: nothing else on the machine shares its files.
+if ! getent passwd netns-lab >/dev/null; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin netns-lab
+fi
+
 pick_python() {
     for py in python3.13 python3.12 python3.11 python3; do
         if command -v "$py" >/dev/null && "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

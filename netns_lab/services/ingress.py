@@ -45,24 +45,31 @@ from netns_lab.services import setns
 from netns_lab.services.ready import say_ready
 
 PR_SET_PDEATHSIG = 1
-NGINX_USER, NGINX_GROUP = "nobody", "nogroup"  # Debian's unprivileged user; 65534 where absent
+# nginx's own unprivileged user, as ingress-nginx runs as its own uid 101: labs/provision.sh
+# creates it (a system user with no home and no shell), so no other nobody process can read the
+# lab's TLS keys or write its logs. Without it (a machine set up by hand): nobody/nogroup.
+NGINX_USER = "netns-lab"
+FALLBACK_USER, FALLBACK_GROUP = "nobody", "nogroup"  # Debian's unprivileged ids; 65534 where absent
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
 def nginx_ids() -> tuple[int, int]:
-    """uid and gid nginx runs as: ``nobody``/``nogroup`` (the overflow ids, 65534, on a
-    system that lacks them; never 0)."""
+    """uid and gid nginx runs as: :data:`NGINX_USER` and its group, else ``nobody``/``nogroup``
+    (the overflow ids, 65534, on a system that lacks them); never 0."""
     try:
         pw = pwd.getpwnam(NGINX_USER)
         uid, gid = pw.pw_uid, pw.pw_gid
     except KeyError:
-        uid, gid = 65534, 65534
-    try:
-        gid = grp.getgrnam(NGINX_GROUP).gr_gid
-    except KeyError:
-        pass
+        try:
+            uid = pwd.getpwnam(FALLBACK_USER).pw_uid
+        except KeyError:
+            uid = 65534
+        try:
+            gid = grp.getgrnam(FALLBACK_GROUP).gr_gid
+        except KeyError:
+            gid = 65534
     if uid == 0 or gid == 0:
-        raise RuntimeError(f"{NGINX_USER}:{NGINX_GROUP} resolves to root; refusing to run nginx with it")
+        raise RuntimeError(f"nginx's user resolves to root (uid {uid}, gid {gid}); refusing to run nginx with it")
     return uid, gid
 
 
@@ -96,7 +103,7 @@ def prepare(run_dir: str, uid: int, gid: int) -> None:
         st = os.stat(d)
         bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
         if not st.st_mode & bit:
-            raise PermissionError(f"nginx runs as {NGINX_USER} and cannot reach {run_dir}: {d} is mode "
+            raise PermissionError(f"nginx runs as uid {uid} and cannot reach {run_dir}: {d} is mode "
                                   f"{stat.S_IMODE(st.st_mode):04o}; put the lab's state directory (NETNS_LAB_STATE_DIR) elsewhere")
         if d == os.path.dirname(d):
             break

@@ -46,7 +46,7 @@ def test_render_tls_redirect_default_backend_and_endpoints() -> None:
 
 def test_nginx_runs_unprivileged_and_writes_only_under_logs_and_tmp() -> None:
     _s, (conf, _files) = _config()
-    assert "user " not in conf  # the supervisor starts nginx as nobody; no directive may ask for root
+    assert "user " not in conf  # the supervisor starts nginx unprivileged; no directive may ask for root
     assert 'pid "/run/x/ingress/logs/nginx.pid";' in conf and 'error_log "/run/x/ingress/logs/error.log" notice;' in conf
     assert 'access_log "/run/x/ingress/logs/access.log";' in conf
     assert 'proxy_temp_path "/run/x/ingress/tmp/proxy";' in conf
