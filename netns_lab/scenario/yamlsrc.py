@@ -6,8 +6,9 @@ is. So we compose the node tree ourselves and record ``path -> line`` as we conv
 
 A scenario file is code someone may download and run as root, so reading it is bounded
 too: only regular files, at most :data:`MAX_BYTES` for a scenario and every file it
-includes, at most :data:`MAX_NODES` YAML nodes once aliases are expanded (a 1 kB "billion
-laughs" file otherwise grows until memory runs out), at most :data:`MAX_DEPTH` levels of
+includes, at most :data:`MAX_NODES` YAML nodes written and :data:`MAX_ALIAS_NODES` more
+made by expanding aliases (a 1 kB "billion laughs" file otherwise grows until memory runs
+out; go-yaml, which Kubernetes uses, likewise limits alias expansion apart from size), at most :data:`MAX_DEPTH` levels of
 nesting (PyYAML's composer recurses once per level), and no alias that contains itself.
 Each limit is refused with one line naming the file and the line, as any other mistake.
 """
@@ -24,7 +25,8 @@ import yaml
 from netns_lab.errors import ScenarioError
 
 MAX_BYTES = 4 * 1024 * 1024  # a scenario and every file its objects: include, together
-MAX_NODES = 100_000  # YAML nodes, an alias counting each time it is used (~6,000 pods)
+MAX_NODES = 500_000  # YAML nodes as written: ~20,000 minimal Services or pods (~22 nodes each)
+MAX_ALIAS_NODES = 100_000  # nodes made by expanding aliases, each use counting again
 MAX_DEPTH = 100  # nesting levels; real manifests use fewer than 20
 
 _YAML = "tag:yaml.org,2002:"
@@ -57,11 +59,13 @@ class Source:
 
 @dataclass
 class Budget:
-    """What one scenario has spent of :data:`MAX_BYTES` and :data:`MAX_NODES`: shared by the
-    scenario file and every file it includes, so a glob over many files cannot multiply them."""
+    """What one scenario has spent of :data:`MAX_BYTES`, :data:`MAX_NODES` and
+    :data:`MAX_ALIAS_NODES`: shared by the scenario file and every file it includes, so a glob
+    over many files cannot multiply them."""
 
     bytes: int = 0
     nodes: int = 0
+    alias_nodes: int = 0
 
 
 class FileRefused(ScenarioError):
@@ -219,13 +223,16 @@ class _Converter:
         return alias.node
 
     def count(self, path: str, line: int) -> None:
+        if self.outer is not None:  # a node an alias repeats: the expansion budget
+            self.budget.alias_nodes += 1
+            if self.budget.alias_nodes <= MAX_ALIAS_NODES:
+                return
+            alias, apath = self.outer
+            raise self.fail(apath, f"Too many: expanding the alias *{alias.anchor} takes the scenario past {MAX_ALIAS_NODES} YAML "
+                            "nodes made by aliases, the limit (aliases count each time they are used)", alias.line)
         self.budget.nodes += 1
         if self.budget.nodes <= MAX_NODES:
             return
-        if self.outer is not None:
-            alias, apath = self.outer
-            raise self.fail(apath, f"Too many: expanding the alias *{alias.anchor} takes the scenario past {MAX_NODES} YAML "
-                            "nodes, the limit (aliases count each time they are used)", alias.line)
         raise self.fail(path, f"Too many: more than {MAX_NODES} YAML nodes; the limit is {MAX_NODES} for a scenario and "
                         "the files it includes", line)
 

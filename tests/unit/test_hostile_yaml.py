@@ -21,7 +21,7 @@ import pytest
 from netns_lab.errors import ScenarioError
 from netns_lab.model import ClusterConfig
 from netns_lab.scenario import load_scenario
-from netns_lab.scenario.yamlsrc import MAX_BYTES, MAX_DEPTH, MAX_NODES
+from netns_lab.scenario.yamlsrc import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, MAX_NODES
 from tests.conftest import ROOT
 
 HEAD = "apiVersion: netns-lab/v1\nkind: Scenario\nname: hym-hostile\n"  # line 4 is the first after HEAD
@@ -72,7 +72,7 @@ def test_billion_laughs_is_refused_at_the_alias_that_explodes(tmp_path) -> None:
     assert os.path.getsize(f) < 1200  # about 1 kB that would become 9^10 strings
     line = refused(f)
     # x5 holds 9^6 (531,441) nodes: the first past the budget; its line is 4 + 5
-    want = f"error: {f}:9: x5[0]: Too many: expanding the alias *a4 takes the scenario past {MAX_NODES} YAML nodes"
+    want = f"error: {f}:9: x5[0]: Too many: expanding the alias *a4 takes the scenario past {MAX_ALIAS_NODES} YAML nodes made by aliases"
     assert line.startswith(want), line
 
 
@@ -271,3 +271,13 @@ def test_overrides_create_missing_and_null_sections(tmp_path) -> None:  # type: 
     f = write(tmp_path, "apiVersion: netns-lab/v1\nkind: Scenario\nname: x\ncluster:\n")
     s = load_scenario(f, {"cluster.mtu": 1400, "cluster.external.healthCheckIntervalSeconds": 2})
     assert (s.cluster.mtu, s.cluster.external.health_check_interval) == (1400, 2.0)
+
+
+def test_a_large_honest_scenario_is_not_mistaken_for_an_attack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """5,000 Services written out (~110,000 YAML nodes, no alias) load: the node budget for
+    what is written is separate from, and larger than, the one for what aliases expand to."""
+    services = "".join(f"  - {{apiVersion: v1, kind: Service, metadata: {{name: s{i}}}, spec: {{selector: {{app: x}}, "
+                       f"ports: [{{port: 80, targetPort: 8080}}]}}}}\n" for i in range(5000))
+    f = write(tmp_path, HEAD + "cluster: {nodes: 1}\nobjects:\n" + services)
+    s = load_scenario(f)
+    assert sum(1 for svc in s.services if svc.namespace == "default" and svc.name.startswith("s")) == 5000
