@@ -54,24 +54,52 @@ def pod_ready(c, lab, pod, not_ready=False):
     _exit(cli.pod_ready(lab, pod, not not_ready))
 
 
-@task(help={"lab": "lab name", "pod": "pod (NAME or NS/NAME)"})
-def pod_delete(c, lab, pod):
-    """Delete a pod from a running lab (its endpoints go with it)."""
-    _exit(cli.pod_delete(lab, pod))
+@task(help={"lab": "lab name", "file": "YAML manifests (--- separated; several files: comma-separated)"})
+def apply(c, lab, file):
+    """Create or replace objects in a running lab (kubectl apply -f): one change, all or nothing."""
+    _exit(cli.apply(lab, _words(file)))
 
 
-@task(help={"lab": "lab name", "file": "YAML file with Pod manifests"})
-def pod_add(c, lab, file):
-    """Add pods to a running lab; matching Services pick them up."""
-    _exit(cli.pod_add(lab, file))
+@task(help={"lab": "lab name", "refs": "KIND/NS/NAME or KIND/NAME, comma-separated (more after --)"})
+def delete(c, lab, refs):
+    """Delete objects from a running lab (kubectl delete); a namespace takes what is in it."""
+    _exit(cli.delete(lab, _words(refs) + _after_dashes(c)))
+
+
+@task(help={"lab": "lab name", "ref": "KIND/NS/NAME or KIND/NAME", "changes": "KEY=VALUE (set) or KEY- (remove), comma-separated"})
+def label(c, lab, ref, changes):
+    """Set or remove labels of an object of a running lab (kubectl label)."""
+    _exit(cli.label(lab, ref, _words(changes) + _after_dashes(c)))
+
+
+@task(help={"lab": "lab name"})
+def reconcile(c, lab):
+    """Bring a running lab back to its recorded objects (a full sync), e.g. after a killed change."""
+    _exit(cli.reconcile(lab))
+
+
+@task(help={"lab": "lab name", "follow": "keep printing new events until the lab goes (Ctrl-C to stop)"})
+def events(c, lab, follow=False):
+    """What each change did: which object, which controllers acted, what it cost."""
+    _exit(cli.events(lab, follow))
+
+
+def _words(text: str) -> list[str]:
+    """``a,b``: several values in one argument (invoke takes one value per parameter; no
+    Kubernetes name or label value contains a comma)."""
+    return [w for w in text.split(",") if w]
+
+
+def _after_dashes(c) -> list[str]:  # type: ignore[no-untyped-def]
+    """The words after ``--``, as typed (invoke joins them with spaces, losing quoting)."""
+    return sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder or "")
 
 
 @task(help={"lab": "lab name", "target": "pod/[NS/]NAME (or NAME), node/NAME, external"})
 def exec(c, lab, target):  # noqa: A001 - the kubectl verb
     """Run a command in a pod or node: `invoke exec LAB pod/NAME -- CMD ARGS` (env + resolv.conf as kubelet's)."""
     # invoke joins the words after "--" with spaces, losing quoting: take them from argv as typed
-    argv = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder or "")
-    _exit(cli.exec_in(lab, target, argv))
+    _exit(cli.exec_in(lab, target, _after_dashes(c)))
 
 
 @task(help={"lab": "lab name", "target": "pod/[NS/]NAME (or NAME), node/NAME, external"})

@@ -287,50 +287,114 @@ def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untype
     return EXIT_BUILD if any(lo.busy for lo in removed) else EXIT_OK
 
 
+def _change(lab_name: str, command: str, actions: list[Any], out: Any) -> int:
+    """One change to a running lab, through the one path (``Lab.change``): refused whole with
+    exit 2 when invalid (nothing changes), else each event printed as it is recorded."""
+    from netns_lab.lab import Lab
+
+    _need_privileges(command)
+    lab = Lab.attach(lab_name)
+    events = lab.change(actions)
+    for e in events or ["unchanged"]:
+        print(e, file=out)
+    return EXIT_OK
+
+
+def _arg_source(command: str, text: str) -> Any:
+    from netns_lab.scenario.yamlsrc import Source
+
+    return Source(f"{command} {text}", text)
+
+
+@_guard
+def apply(lab_name: str, files: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """``kubectl apply -f FILE...``: every manifest of the files (``---`` separated, ``kind:
+    List`` too), in order, as one change."""
+    from netns_lab.scenario.admission import Apply
+    from netns_lab.scenario.loader import manifests_of
+
+    state.check_name(lab_name, "apply")
+    if not files:
+        raise ScenarioError("apply", "", "Required value: at least one manifest file")
+    actions = [Apply(src, path, m) for f in files for src, m, path in manifests_of(f)]
+    if not actions:
+        raise ScenarioError(files[0], "", "Required value: the file holds no manifest")
+    return _change(lab_name, "apply", actions, out)
+
+
+@_guard
+def delete(lab_name: str, refs: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """``kubectl delete KIND/NS/NAME...`` (a namespace takes what is in it)."""
+    from netns_lab.scenario.admission import Delete
+
+    state.check_name(lab_name, "delete")
+    if not refs:
+        raise ScenarioError("delete", "", "Required value: at least one KIND/NAME or KIND/NAMESPACE/NAME")
+    return _change(lab_name, "delete", [Delete(_arg_source("delete", r), "", r) for r in refs], out)
+
+
+@_guard
+def label(lab_name: str, ref: str, changes: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """``kubectl label KIND/NS/NAME KEY=VALUE KEY-``: set or remove labels."""
+    from netns_lab.scenario.admission import Label
+
+    state.check_name(lab_name, "label")
+    src = _arg_source("label", ref)
+    if not changes:
+        raise src.error("", "Required value: at least one KEY=VALUE (set) or KEY- (remove)")
+    labels: list[tuple[str, str | None]] = []
+    for c in changes:
+        if "=" in c:
+            key, _, value = c.partition("=")
+            labels.append((key, value))
+        elif c.endswith("-"):
+            labels.append((c[:-1], None))
+        else:
+            raise src.error(c, f'Invalid value: "{c}": must be KEY=VALUE (set the label) or KEY- (remove it)')
+    return _change(lab_name, "label", [Label(src, "", ref, tuple(labels))], out)
+
+
 @_guard
 def pod_ready(lab_name: str, pod: str, ready: bool = True, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """Mark a pod of a running lab ready / not ready; Service rules follow in one sync."""
-    from netns_lab.lab import Lab
+    """Mark a pod of a running lab ready / not ready (its readiness probe, in effect)."""
+    from netns_lab.scenario.admission import SetReady
 
     state.check_name(lab_name, "pod-ready")
-    _need_privileges("pod-ready")
+    ref = pod if pod.startswith("pod/") else f"pod/{pod}"
+    return _change(lab_name, "pod-ready", [SetReady(_arg_source("pod-ready", pod), "", ref, ready)], out)
+
+
+@_guard
+def reconcile(lab_name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """Bring the kernel, files and servers back to the lab's recorded objects (a full sync):
+    after a change that was killed half way, or anything done to the lab by hand."""
+    from netns_lab.lab import Lab
+
+    state.check_name(lab_name, "reconcile")
+    _need_privileges("reconcile")
     lab = Lab.attach(lab_name)
-    lab.set_ready(pod, ready)
-    print(f"pod {pod}: {'ready' if ready else 'not ready'}; rules synced on {len(lab.proxiers)} nodes", file=out)
+    lock = state.acquire(lab_name, wait=30.0)
+    if lock is None:
+        raise state.busy_error(lab_name, "being changed, built or removed")
+    try:
+        for e in lab.reconcile():
+            print(e, file=out)
+    finally:
+        lock.release()
     return EXIT_OK
 
 
 @_guard
-def pod_delete(lab_name: str, pod: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    from netns_lab.lab import Lab
+def events(lab_name: str, follow: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """What each change did, in order (``--follow``: then wait for more until the lab goes)."""
+    from netns_lab import events as ev
 
-    state.check_name(lab_name, "pod-delete")
-    _need_privileges("pod-delete")
-    Lab.attach(lab_name).delete_pod(pod)
-    print(f"pod {pod} deleted", file=out)
-    return EXIT_OK
-
-
-@_guard
-def pod_add(lab_name: str, file: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """Add the Pod manifest(s) of ``file`` to a running lab (validated like a scenario's)."""
-    from netns_lab.lab import Lab
-    from netns_lab.model import Pod
-    from netns_lab.scenario.manifests import parse_object
-    from netns_lab.scenario.yamlsrc import load_documents
-
-    state.check_name(lab_name, "pod-add")
-    pods = []
-    for doc in load_documents(file):
-        obj = parse_object(doc, doc.data, "")
-        if not isinstance(obj, Pod):
-            raise ScenarioError(file, "kind", f'Unsupported value: "{doc.data.get("kind")}": pod-add takes Pod manifests')
-        pods.append(obj)
-    _need_privileges("pod-add")
-    lab = Lab.attach(lab_name)
-    for pod in pods:
-        plan_ = lab.add_pod(pod)
-        print(f"pod {pod.key} added on {plan_.node} with IP {plan_.ip}", file=out)
+    state.check_name(lab_name, "events")
+    st = state.load(lab_name)
+    if st is None or st.phase == "corrupt":
+        raise LabError(f"lab {lab_name!r} is not up (see `invoke status`)")
+    for e in ev.read(st.workdir, follow=follow):
+        print(ev.format_event(e), file=out, flush=True)
     return EXIT_OK
 
 
@@ -516,7 +580,7 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
             from netns_lab.controllers.topology import from_dict
 
             print(f"  spread: {spread_summary(from_dict(topo))}", file=out)
-        for svc in st.services:  # status.loadBalancer.ingress, as the cloud assigned it
+        for svc in st.objects.get("services", []):  # status.loadBalancer.ingress, as the cloud assigned it
             if svc.get("load_balancer_ips"):
                 ports = ",".join(f"{p['port']}/{p['protocol']}" for p in svc["ports"])
                 print(f"  LoadBalancer {svc['namespace']}/{svc['name']}: {', '.join(svc['load_balancer_ips'])} ({ports})", file=out)
@@ -550,12 +614,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("lab")
     p.add_argument("pod")
     p.add_argument("--not-ready", action="store_true")
-    p = sub.add_parser("pod-delete", help="delete a pod from a running lab")
+    p = sub.add_parser("apply", help="create or replace objects in a running lab (kubectl apply -f)")
     p.add_argument("lab")
-    p.add_argument("pod")
-    p = sub.add_parser("pod-add", help="add Pod manifests to a running lab")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("delete", help="delete objects from a running lab: KIND/NS/NAME or KIND/NAME")
     p.add_argument("lab")
-    p.add_argument("file")
+    p.add_argument("refs", nargs="+", metavar="KIND/[NS/]NAME")
+    p = sub.add_parser("label", help="set (KEY=VALUE) or remove (KEY-) labels of an object of a running lab")
+    p.add_argument("lab")
+    p.add_argument("ref", metavar="KIND/[NS/]NAME")
+    p.add_argument("changes", nargs="+", metavar="KEY=VALUE|KEY-")
+    p = sub.add_parser("reconcile", help="bring a running lab back to its recorded objects (full sync)")
+    p.add_argument("lab")
+    p = sub.add_parser("events", help="what each change to a running lab did")
+    p.add_argument("lab")
+    p.add_argument("--follow", "-f", action="store_true")
     p = sub.add_parser("get", help="kubectl get pods|services|endpoints|ingress for a running lab")
     p.add_argument("lab")
     p.add_argument("kind")
@@ -604,10 +677,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exec_in(args.lab, args.target, cmd, interactive=sys.stdin.isatty())
     if args.cmd == "pod-ready":
         return pod_ready(args.lab, args.pod, not args.not_ready)
-    if args.cmd == "pod-delete":
-        return pod_delete(args.lab, args.pod)
-    if args.cmd == "pod-add":
-        return pod_add(args.lab, args.file)
+    if args.cmd == "apply":
+        return apply(args.lab, args.files)
+    if args.cmd == "delete":
+        return delete(args.lab, args.refs)
+    if args.cmd == "label":
+        return label(args.lab, args.ref, args.changes)
+    if args.cmd == "reconcile":
+        return reconcile(args.lab)
+    if args.cmd == "events":
+        return events(args.lab, args.follow)
     if args.cmd == "run-scenario":
         return run_scenario(args.file, args.keep, args.set, junit=args.junit, json_path=args.json, spread_over=args.spread,
                             peer_timeout=args.peer_timeout)

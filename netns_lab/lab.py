@@ -11,50 +11,45 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address
-from collections.abc import Callable
 from typing import Any
 
-from netns_lab import atomic, cleanup, interrupts, model_io, procs, state
-from netns_lab.controllers import dns as dns_records
-from netns_lab.controllers import loadbalancer, spread
-from netns_lab.controllers.envvars import pod_env
-from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, to_dict
+from netns_lab import cleanup, interrupts, model_io, procs, state
+from netns_lab.controllers import spread
+from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.model import Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
+from netns_lab.events import describe, log_events
+from netns_lab.faults import ENV
+from netns_lab.faults import fault as _fault
+from netns_lab.model import ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
 from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
-from netns_lab.realize import network, outside, resolvconf
-from netns_lab.realize.proxier import (
-    IPTABLES_BACKEND_ENV,
-    Proxier,
-    delete_stale_udp,
-    delete_stale_udp_nodeport,
-    make_proxier,
-)
+from netns_lab.realize import network, resolvconf
 from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import run_in
+from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV, Proxier
+from netns_lab.reconcile import View
+from netns_lab.reconcile.agents import NodeAgents
+from netns_lab.reconcile.cloudlb import CloudLB
+from netns_lab.reconcile.dns import ClusterDNS
+from netns_lab.reconcile.ingress import IngressNginx
+from netns_lab.reconcile.pods import PodSandboxes, write_resolv_confs
+from netns_lab.reconcile.proxy import KubeProxy
+from netns_lab.reconcile.routes import ExternalIPRoutes
+from netns_lab.scenario.admission import Action, Apply, Delete, Label, SetReady, admit
+from netns_lab.scenario.yamlsrc import Source
+from netns_lab.store import Objects
 
-FAULT_ENV = "NETNS_LAB_FAULT"  # tests: SIGKILL ourselves at a named step of up()
+FAULT_ENV = ENV  # tests: SIGKILL ourselves at a named step (see faults.py)
 READY_TIMEOUT = 120.0
+CHANGE_LOCK_WAIT = 30.0  # a change waits this long for another change (or a build) of the same lab
 PHASE_URL = "http://node-agent/netns-lab/phase"  # served by netexec on every node's agent port
-
-
-def _fault(step: str, counter: dict[str, int] | None = None) -> None:
-    want = os.environ.get(FAULT_ENV)
-    if not want:
-        return
-    if counter is not None:
-        counter[step] = counter.get(step, 0) + 1
-        step = f"{step}:{counter[step]}"
-    if want == step:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _until(done: Callable[[], bool], timeout: float, interval: float) -> bool:
@@ -88,28 +83,41 @@ def parse_ref(text: str | ObjectRef) -> ObjectRef:
 
 
 class Lab:
-    """One running (or to-be-running) lab. Use as a context manager for automatic ``down``."""
+    """One running (or to-be-running) lab: the owner of its lifecycle (``up``, ``down``, the
+    ownership record) and of its objects (:class:`~netns_lab.store.Objects`). Every change,
+    the first build included, goes one way: admit (pure) -> plan the pods' addresses (pure)
+    -> run the reconcilers (:mod:`netns_lab.reconcile`) -> record events. Use as a context
+    manager for automatic ``down``."""
 
-    def __init__(self, scenario: Scenario | None, topology: Topology | None = None) -> None:
+    def __init__(self, scenario: Scenario | None, topology: Topology | None = None, objects: Objects | None = None) -> None:
         self.scenario = scenario
         self.topology = topology if topology is not None else plan(scenario)  # type: ignore[arg-type]
         self.name = self.topology.lab
         self.state: state.LabState | None = None
-        # The live model: changes at run time (pods added, deleted, made unready).
-        self.pods: tuple[Pod, ...] = scenario.pods if scenario else ()
-        self.services: tuple[Service, ...] = scenario.services if scenario else ()
-        self.ingresses: tuple[Ingress, ...] = scenario.ingresses if scenario else ()
-        self.secrets: tuple[Secret, ...] = scenario.secrets if scenario else ()
-        self._ingress_conf: str | None = None  # nginx.conf as last written
+        self.objects = objects if objects is not None else Objects.of(scenario) if scenario else Objects(ClusterConfig())
         self.proxy_mode = scenario.cluster.proxy_mode if scenario else "iptables"
         self.ipvs = (scenario.cluster.ipvs_scheduler, scenario.cluster.ipvs_legacy_ping) if scenario else ("rr", False)
         self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
-        self.proxiers: dict[str, Proxier] = {}
-        self._ports: tuple[ServicePortInfo, ...] = ()
-        self._health: dict[str, dict[str, dict[str, Any]]] = {}  # what netexec's health ports say
-        self._balancer: dict[str, Any] | None = None  # the cloud LB's config, as last written
         self.progress: Callable[[str, int, int], None] | None = None  # (phase, done, total), see progress.py
         self.temporary = False  # run-scenario without --keep: once its builder is dead, the next up clears it
+        self._reconcilers: tuple[Any, ...] = ()
+
+    # -- the objects ------------------------------------------------------------------------
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return self.objects.pods
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return self.objects.services
+
+    @property
+    def ingresses(self) -> tuple[Ingress, ...]:
+        return self.objects.ingresses
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return self.objects.secrets
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -129,26 +137,38 @@ class Lab:
 
     @classmethod
     def attach(cls, name: str) -> "Lab":
-        """A handle on a lab that is already up (built by another process)."""
+        """A handle on a lab that is already up (built by another process): its objects and
+        plan from the record, and reconcilers that know what the kernel holds."""
         st = state.load(state.check_name(name, "attach"))
         if st is None or st.phase != "up":
             raise LabError(f"lab {name!r} is not up (see `invoke status`)")
-        lab = cls(None, from_dict(st.topology))
+        lab = cls(None, from_dict(st.topology), model_io.load_objects(st.objects))
         lab.state = st
-        lab.pods = tuple(model_io.load_pod(p) for p in st.pods)
-        lab.services = tuple(model_io.load_service(s) for s in st.services)
-        lab.ingresses = tuple(model_io.load_ingress(i) for i in st.ingresses)
-        lab.secrets = tuple(model_io.load_secret(s) for s in st.secrets)
         lab.proxy_mode = st.proxy_mode
         lab.ipvs = (st.ipvs_scheduler, st.ipvs_legacy_ping)
         lab.iptables_backend = st.iptables_backend
-        lab._ports = service_ports(lab.services, lab.pods, lab.topology)
-        lab._health = loadbalancer.health_answers(lab.services, lab._ports, lab.topology)
-        if any(p["role"] == "ingress" for p in st.processes):
-            lab._ingress_conf = lab._render_ingress()[0]
-        if any(p["role"] == "cloudlb" for p in st.processes):
-            lab._balancer = loadbalancer.balancer_config(lab.services, lab.topology, lab.balancer_status_file)
         return lab
+
+    @property
+    def reconcilers(self) -> tuple[Any, ...]:
+        """In the order a sync runs them: pods exist before anything points at them; DNS
+        answers as soon as it can (CoreDNS does not wait for kube-proxy either)."""
+        if not self._reconcilers:
+            self._reconcilers = (
+                PodSandboxes(self, self.topology), NodeAgents(self, self._serving), ClusterDNS(self),
+                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), IngressNginx(self), CloudLB(self),
+                ExternalIPRoutes(),
+            )
+            if self.state is not None and self.state.phase == "up":  # built by another process: learn what it realised
+                view = self._view()
+                for r in self._reconcilers:
+                    if hasattr(r, "restore"):
+                        r.restore(view.ports if isinstance(r, KubeProxy) else view)
+        return self._reconcilers
+
+    @property
+    def _proxy(self) -> KubeProxy:
+        return self.reconcilers[3]  # type: ignore[no-any-return]
 
     # -- lifecycle -----------------------------------------------------------------------
     def up(self) -> "Lab":
@@ -208,7 +228,7 @@ class Lab:
         st.owner_pid, st.owner_start = state.owner()
         st.temporary = self.temporary
         try:  # from the first save on: an exception (Ctrl-C too) removes whatever was made
-            self._save_model(st)
+            st.objects = model_io.dump_objects(self.objects)
             st.save()
             self.state = st
             _fault("state")
@@ -224,15 +244,8 @@ class Lab:
                     self.progress("pod namespaces", made[0], len(topo.local_pods))
 
             network.build(topo, on_step=step)
-            if topo.has_outside:
-                outside.route_external_ips(topo, tuple(ip for s in self.services for ip in s.external_ips))
-            self._write_resolv_confs(self.pods)
-            self.sync(full=True)
-            _fault("rules")
-            self._start_netexec(st)
-            self._start_dns(st)
-            self._start_ingress(st)
-            self._start_balancer(st)
+            write_resolv_confs(self.pods, topo)
+            self._sync(full=True, why="up")
             _fault("ready")
             st.phase = "up"
             st.save()
@@ -243,166 +256,106 @@ class Lab:
             raise
         return self
 
-    def _save_model(self, st: state.LabState) -> None:
-        st.pods = [model_io.dump(p) for p in self.pods]
-        st.services = [model_io.dump(s) for s in self.services]
-        st.ingresses = [model_io.dump(i) for i in self.ingresses]
-        st.secrets = [model_io.dump(s) for s in self.secrets]
+    # -- changes -------------------------------------------------------------------------
+    def change(self, actions: Sequence[Action], why: str = "") -> list[str]:
+        """Apply ``actions`` as one change: admitted whole (a refusal raises ScenarioError and
+        changes nothing), recorded, then realised by every reconciler. Returns the events.
+
+        The record is written before the kernel is touched and marked ``pending`` until every
+        reconciler is done: a change that fails half way (an error, a kill) leaves a lab whose
+        next change, or ``reconcile()``, first brings the kernel back to the recorded objects."""
+        self._changeable()
+        lock = state.acquire(self.name, wait=CHANGE_LOCK_WAIT)
+        if lock is None:
+            raise state.busy_error(self.name, "being changed, built or removed")
+        try:
+            self._catch_up()
+            _ = self.reconcilers  # made (and told what is realised) from the objects before the change
+            objects = admit(self.objects, actions)
+            topo = replan(self.topology, self.objects, objects)
+            if objects.same_as(self.objects):
+                return []
+            self.objects, self.topology = objects, topo
+            return self._sync(why=why or ", ".join(describe(a) for a in actions))
+        finally:
+            lock.release()
+
+    def _catch_up(self) -> None:
+        """Under the lock: if another process changed the lab since this one last did (its
+        record's generation moved on), start again from the record; if a change was left
+        unfinished (killed half way), finish it first with a full sync."""
+        st = state.load(self.name)
+        if st is None or st.phase != "up" or self.state is None or st.instance != self.state.instance:
+            raise LabError(f"lab {self.name} is not up any more (see `invoke status`)")
+        if st.generation != self.state.generation:
+            fresh = Lab.attach(self.name)
+            self.state, self.objects, self.topology = fresh.state, fresh.objects, fresh.topology
+            self._reconcilers = ()  # made again, from the record, when the sync below needs them
+        if self.state.pending:
+            self._sync(full=True, why="finish an unfinished change")
+
+    def reconcile(self) -> list[str]:
+        """Bring everything back to the recorded objects (a full sync), e.g. after a change
+        that failed half way."""
+        return self._sync(full=True, why="reconcile")
+
+    def _view(self, full: bool = False) -> View:
+        return View(self.objects, self.topology, service_ports(self.objects.services, self.objects.pods, self.topology), full)
+
+    def _sync(self, full: bool = False, why: str = "") -> list[str]:
+        """Run every reconciler against the current objects; record the objects first (marked
+        pending until the last reconciler is done) and the events after."""
+        st = self.state
+        assert st is not None
+        st.objects = model_io.dump_objects(self.objects)
         st.topology = to_dict(self.topology)
+        st.pending = True
+        st.generation += 1  # another process holding an older generation starts again from the record
+        st.save()
+        view = self._view(full)
+        events: list[str] = []
+        pods = self.reconcilers[0]
+        for r in self.reconcilers:
+            done = r.sync(view, self.progress) if r is self._proxy else r.sync(view)
+            events += [f"{r.name}: {e}" for e in done]
+            if r is self._proxy:
+                _fault("rules")
+            _fault(f"sync:{r.name}")
+        events += [f"{pods.name}: {e}" for e in pods.prune(view)]
+        st.pending = False
+        st.generation += 1
+        st.save()
+        if events:
+            log_events(st.workdir, why, events)
+        return events
 
-    def _write_netexec_config(self, st: state.LabState) -> str:
-        topo = self.topology
-        targets = [
-            {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
-            for p in topo.local_pods
-            if p.ports and p.netexec
-        ]
-        targets += [
-            {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
-             "health": self._health[n.name], "agent": True}
-            for n in topo.local_nodes
-        ]
-        config = os.path.join(st.workdir, "netexec.json")
-        phase = "checked" if st.checked else st.phase
-        atomic.write(config, json.dumps({"lab": self.name, "phase": phase, "targets": targets}))
-        return config
+    def sync(self, full: bool = False) -> list[str]:
+        """Realise the current objects again (``full``: rewrite every rule and file)."""
+        return self._sync(full=full, why="sync")
 
-    def _write_resolv_confs(self, pods: tuple[Pod, ...]) -> None:
-        topo = self.topology
-        local = {p.key: p.netns for p in topo.local_pods}
-        resolvconf.write_all(tuple(p for p in pods if p.key in local), local, str(topo.dns_ip), topo.cluster_domain)
+    # -- convenience: kubectl's verbs, each one change ------------------------------------------
+    def apply(self, *manifests: dict[str, Any]) -> list[str]:
+        """``kubectl apply``: create or replace each manifest (a dict), in order, as one change."""
+        return self.change([Apply(Source("apply", m), "", m) for m in manifests])
 
-    @property
-    def zone_file(self) -> str:
-        assert self.state is not None
-        return os.path.join(self.state.workdir, "dns-zone.json")
+    def delete(self, *refs: str) -> list[str]:
+        """``kubectl delete KIND/NS/NAME...``"""
+        return self.change([Delete(Source("delete", r), "", r) for r in refs])
 
-    def _write_zone(self) -> None:
-        """The DNS records of the live model; the server sees the new file at its next query."""
-        if self.state is None or not os.path.isdir(self.state.workdir):
-            return
-        records = dns_records.build(self.services, self.pods, self.topology, self.topology.cluster_domain)
-        atomic.write(self.zone_file, json.dumps(records.to_json(), separators=(",", ":")))
+    def label(self, ref: str, **labels: str | None) -> list[str]:
+        """``kubectl label KIND/NS/NAME key=value key-`` (None removes)."""
+        return self.change([Label(Source("label", ref), ref, ref, tuple(labels.items()))])
 
-    def _start_dns(self, st: state.LabState) -> None:
-        dns_pod = self.topology.local_pod("kube-system/coredns")
-        if dns_pod is None:
-            return
-        self._write_zone()
-        self._spawn(st, "dns", ["-m", "netns_lab.services.dns", "--supervise", f"/run/netns/{dns_pod.netns}", self.zone_file])
+    def set_ready(self, pod: str, ready: bool = True) -> list[str]:
+        """A pod's readiness (its readiness probe, in effect): the Service rules follow."""
+        ref = pod if pod.startswith("pod/") else f"pod/{pod}"
+        return self.change([SetReady(Source("pod-ready", ref), "", ref, ready)])
 
-    def _reload_netexec(self) -> None:
-        assert self.state is not None
-        self._write_netexec_config(self.state)
-        self._signal("netexec")
-
-    def _start_netexec(self, st: state.LabState) -> None:
-        config = self._write_netexec_config(st)
-        self._spawn(st, "netexec", ["-m", "netns_lab.services.netexec", config])
-
-    # -- Ingress: real nginx in the controller pod --------------------------------------------
-    @property
-    def ingress_dir(self) -> str:
-        assert self.state is not None
-        return os.path.join(self.state.workdir, "ingress")
-
-    def _render_ingress(self) -> tuple[str, dict[str, str]]:
-        from netns_lab.controllers import ingress as ingress_ctl
-
-        return ingress_ctl.render(self.ingresses, self.services, self.pods, self.topology, self.secrets, self.ingress_dir)
-
-    def _write_ingress(self) -> bool:
-        """Write nginx.conf and its certificates; True when the configuration changed."""
-        conf, files = self._render_ingress()
-        if conf == self._ingress_conf:
-            return False
-        os.makedirs(os.path.join(self.ingress_dir, "certs"), exist_ok=True)
-        for path, text in files.items():
-            atomic.write(path, text, 0o600)  # private keys among them
-        atomic.write(os.path.join(self.ingress_dir, "nginx.conf"), conf)
-        self._ingress_conf = conf
-        return True
-
-    def _start_ingress(self, st: state.LabState) -> None:
-        pod = self.topology.local_pod("ingress-nginx/ingress-nginx-controller")
-        if not self.ingresses or pod is None:
-            return
-        self._write_ingress()
-        self._spawn(st, "ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.ingress_dir])
-
-    def ingress_reloads(self) -> int:
-        try:
-            with open(os.path.join(self.ingress_dir, "reloaded")) as fh:
-                return int(fh.read() or 0)
-        except (OSError, ValueError):
-            return 0
-
-    def _reload_ingress(self, timeout: float = 10.0) -> None:
-        """Graceful nginx reload; returns once the new workers run (old ones drain)."""
-        before = self.ingress_reloads()
-        self._signal("ingress")
-        _until(lambda: self.ingress_reloads() > before, timeout, 0.01)
-
-    def secret(self, key: str) -> Secret:
-        return self._find("secret", self.secrets, key)  # type: ignore[no-any-return]
-
-    def _find(self, kind: str, objects: tuple[Any, ...], key: str) -> Any:
-        """``NAME`` (namespace default) or ``NS/NAME`` among ``objects``."""
-        key = key if "/" in key else f"default/{key}"
-        for o in objects:
-            if o.key == key:
-                return o
-        raise LabError(f"no {kind} {key} in lab {self.name}")
-
-    @property
-    def balancer_status_file(self) -> str:
-        assert self.state is not None
-        return os.path.join(self.state.workdir, "cloudlb-status.json")
-
-    def _balancer_config_file(self, st: state.LabState) -> str:
-        return os.path.join(st.workdir, "cloudlb.json")
-
-    def _write_balancer_config(self, st: state.LabState) -> bool:
-        """Write the cloud LB's configuration; True when it changed."""
-        config = loadbalancer.balancer_config(self.services, self.topology, self.balancer_status_file)
-        if config == self._balancer:
-            return False
-        self._balancer = config
-        atomic.write(self._balancer_config_file(st), json.dumps(config))
-        return True
-
-    def _start_balancer(self, st: state.LabState) -> None:
-        """The emulated cloud load balancer, when the lab has a Service of type LoadBalancer
-        (otherwise nothing is written, and syncs skip the balancer entirely)."""
-        if not self.topology.has_outside or not any(s.type == "LoadBalancer" and s.load_balancer_ips for s in self.services):
-            return
-        self._write_balancer_config(st)
-        self._spawn(st, "cloudlb", ["-m", "netns_lab.services.cloudlb", self._balancer_config_file(st)])
-
-    def balancer_status(self) -> dict[str, Any]:
-        """The cloud LB's last health round: which nodes are in service for which Service."""
-        try:
-            with open(self.balancer_status_file) as fh:
-                return json.load(fh)  # type: ignore[no-any-return]
-        except FileNotFoundError:
-            return {}
-
-    def wait_balancer_rounds(self, rounds: int = 2, timeout: float = 30.0) -> None:
-        """Let the cloud LB finish ``rounds`` more health rounds: a round under way may have
-        missed nodes that only just started answering (another machine of a spread lab)."""
-        if self._balancer is None:
-            return
-        start = self.balancer_status().get("round", 0)
-        _until(lambda: self.balancer_status().get("round", 0) >= start + rounds, timeout, 0.05)
-
-    def _signal(self, role: str, sig: int = signal.SIGHUP) -> None:
-        assert self.state is not None
-        for p in self.state.processes:
-            if p["role"] == role and procs.owned_by(p["pid"], self.state.instance):
-                os.kill(p["pid"], sig)
-
-    def _spawn(self, st: state.LabState, role: str, args: list[str]) -> None:
+    # -- processes ---------------------------------------------------------------------------
+    def spawn(self, role: str, args: list[str]) -> None:
         """Start an in-lab server, record it, and wait for its READY line."""
+        st = self.state
+        assert st is not None
         log = os.path.join(st.workdir, f"{role}.log")
         proc = procs.spawn([sys.executable, *args], self.name, st.instance, log)
         _fault("spawned")
@@ -418,133 +371,73 @@ class Lab:
                 tail = fh.read()[-500:].strip().replace("\n", " | ")
             raise RealizeError(role, "start", None, tail or "no READY line")
 
-    # -- Services: kube-proxy's job ----------------------------------------------------------
+    def signal(self, role: str, sig: int = signal.SIGHUP) -> None:
+        assert self.state is not None
+        for p in self.state.processes:
+            if p["role"] == role and procs.owned_by(p["pid"], self.state.instance):
+                os.kill(p["pid"], sig)
+
+    def running(self, role: str) -> bool:
+        st = self.state
+        return st is not None and any(p["role"] == role and procs.owned_by(p["pid"], st.instance) for p in st.processes)
+
+    def _serving(self, pod: PodPlan) -> bool:
+        node = f"node/{pod.node}"
+        return bool(self.connect(node, str(pod.ip), pod.ports[0][0], timeout=0.5).result == "ok")
+
+    # -- what the reconcilers realised, for probes and tests -------------------------------------
+    @property
+    def proxiers(self) -> dict[str, Proxier]:
+        return self._proxy.proxiers
+
+    def service_ports(self) -> tuple[ServicePortInfo, ...]:
+        return self._proxy.ports
+
+    @property
+    def ingress_dir(self) -> str:
+        return self.reconcilers[4].dir  # type: ignore[no-any-return]
+
+    def ingress_reloads(self) -> int:
+        return self.reconcilers[4].reloads()  # type: ignore[no-any-return]
+
+    @property
+    def zone_file(self) -> str:
+        return self.reconcilers[2].path  # type: ignore[no-any-return]
+
+    @property
+    def balancer_status_file(self) -> str:
+        return self.reconcilers[5].status_path  # type: ignore[no-any-return]
+
+    def secret(self, key: str) -> Secret:
+        return self._find("secret", self.secrets, key)  # type: ignore[no-any-return]
+
+    def _find(self, kind: str, objects: tuple[Any, ...], key: str) -> Any:
+        """``NAME`` (namespace default) or ``NS/NAME`` among ``objects``."""
+        key = key if "/" in key else f"default/{key}"
+        for o in objects:
+            if o.key == key:
+                return o
+        raise LabError(f"no {kind} {key} in lab {self.name}")
+
+    def balancer_status(self) -> dict[str, Any]:
+        """The cloud LB's last health round: which nodes are in service for which Service."""
+        try:
+            with open(self.balancer_status_file) as fh:
+                return json.load(fh)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return {}
+
+    def wait_balancer_rounds(self, rounds: int = 2, timeout: float = 30.0) -> None:
+        """Let the cloud LB finish ``rounds`` more health rounds: a round under way may have
+        missed nodes that only just started answering (another machine of a spread lab)."""
+        if not self.running("cloudlb"):
+            return
+        start = self.balancer_status().get("round", 0)
+        _until(lambda: self.balancer_status().get("round", 0) >= start + rounds, timeout, 0.05)
+
     def node_context(self, node: str) -> NodeContext:
         topo = self.topology
         return NodeContext(node, topo.pod_cidr, topo.service_cidr, (str(topo.node(node).ip),))
-
-    def sync(self, full: bool = False) -> dict[str, object]:
-        """Recompute endpoints and bring every node's Service rules up to date (one
-        iptables-restore / nft transaction per node); remove stale UDP conntrack entries."""
-        if not self.proxiers:
-            self.proxiers = {
-                n.name: make_proxier(self.proxy_mode, n.netns, self.node_context(n.name), self.iptables_backend, *self.ipvs)
-                for n in self.topology.local_nodes
-            }
-            full = True
-        self._write_zone()  # DNS first: the cheapest part, and what users wait for
-        old_ports = self._ports
-        ports = service_ports(self.services, self.pods, self.topology)
-        stats = {}
-        for i, (name, p) in enumerate(self.proxiers.items(), 1):
-            stats[name] = p.sync(ports, full=full)
-            if self.progress:
-                self.progress(f"Service rules ({len(ports)} ports)", i, len(self.proxiers))
-        self._ports = ports
-        self._forget_stale_udp(old_ports, ports)
-        # kube-proxy's health answers (served by netexec) and the cloud LB follow the endpoints
-        health = loadbalancer.health_answers(self.services, ports, self.topology)
-        health_changed, self._health = health != self._health, health
-        if self.state is not None and self.state.processes:
-            if health_changed:
-                self._reload_netexec()
-            if self._ingress_conf is not None and self._write_ingress():
-                self._reload_ingress()
-            if self._balancer is not None and self._write_balancer_config(self.state):
-                self._signal("cloudlb")
-        if self.state is not None:
-            self._save_model(self.state)
-            self.state.save()
-        return stats  # type: ignore[return-value]
-
-    def _forget_stale_udp(self, old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...]) -> None:
-        now = {(p.namespace, p.name, p.port_name, p.protocol): {e.ip for e in p.endpoints} for p in new}
-        for p in old:
-            if p.protocol != "UDP":
-                continue
-            gone = {e.ip for e in p.endpoints} - now.get((p.namespace, p.name, p.port_name, p.protocol), set())
-            for ip in gone:
-                for node in self.topology.local_nodes:
-                    delete_stale_udp(node.netns, p.cluster_ip, p.port, ip)
-                    if p.node_port is not None:
-                        delete_stale_udp_nodeport(node.netns, p.node_port, ip)
-
-    def service_ports(self) -> tuple[ServicePortInfo, ...]:
-        return self._ports
-
-    def update_service(self, key: str, **changes: object) -> Service:
-        """Change a Service in place (e.g. ``external_name=``) and sync rules and DNS."""
-        self._changeable()
-        old = self.service(key)
-        new = replace(old, **changes)  # type: ignore[arg-type]
-        self.services = tuple(new if s.key == old.key else s for s in self.services)
-        self.sync()
-        return new
-
-    def apply_ingress(self, ing: Ingress) -> None:
-        """Create or replace an Ingress (``kubectl apply``); nginx reloads gracefully."""
-        self._changeable()
-        if not self.ingresses:
-            raise LabError("this lab runs no ingress controller (its scenario has no Ingress)")
-        if any(i.key == ing.key for i in self.ingresses):
-            self.ingresses = tuple(ing if i.key == ing.key else i for i in self.ingresses)
-        else:
-            self.ingresses = (*self.ingresses, ing)
-        self.sync()
-
-    def set_ready(self, pod: str, ready: bool = True) -> None:
-        """Mark a pod ready or not (its readiness probe, in effect) and sync the rules."""
-        self._changeable()
-        key = self._pod_key(pod)
-        self.pods = tuple(replace(p, ready=ready) if p.key == key else p for p in self.pods)
-        self.sync()
-
-    def delete_pod(self, pod: str) -> None:
-        """Delete a pod: it stops serving, its endpoints go, its namespace is removed."""
-        self._changeable()
-        key = self._pod_key(pod)
-        plan_ = self.topology.pod(key)
-        self.pods = tuple(p for p in self.pods if p.key != key)
-        self.topology = replace(self.topology, pods=tuple(p for p in self.topology.pods if p.key != key))
-        self.sync()
-        self._reload_netexec()
-        time.sleep(0.05)  # let netexec close the pod's sockets before the namespace goes
-        from netns_lab.realize import netns as nsmod
-
-        nsmod.delete(plan_.netns)
-        network.forget_pod(self.topology, plan_)
-        shutil.rmtree(resolvconf.config_dir(plan_.netns), ignore_errors=True)
-
-    def add_pod(self, pod: Pod, node: str | None = None) -> PodPlan:
-        """Create a pod at run time (the scheduler picks the least-loaded node unless given)."""
-        from netns_lab.controllers.topology import add_pod_plan
-
-        self._changeable()
-        if any(p.key == pod.key for p in self.pods):
-            raise LabError(f'pods "{pod.name}" already exists in namespace "{pod.namespace}"')
-        self.topology, plan_ = add_pod_plan(self.topology, pod, node or pod.node_name)
-        assert self.state is not None
-        if plan_.netns not in self.state.namespaces:
-            self.state.namespaces.append(plan_.netns)
-        conf_dir = resolvconf.config_dir(plan_.netns)
-        if conf_dir not in self.state.dirs:
-            self.state.dirs.append(conf_dir)
-        self.state.save()  # record ownership before creating
-        network.add_pods(self.topology, (plan_,))
-        pod = replace(pod, node_name=plan_.node, service_env=pod_env(pod, self.services))
-        self._write_resolv_confs((pod,))
-        self.pods = (*self.pods, pod)
-        self._reload_netexec()
-        self._wait_serving(plan_)
-        self.sync()
-        return plan_
-
-    def _wait_serving(self, plan_: PodPlan, timeout: float = 5.0) -> None:
-        if not plan_.ports:
-            return
-        node = f"node/{plan_.node}"
-        if not _until(lambda: self.connect(node, str(plan_.ip), plan_.ports[0][0], timeout=0.5).result == "ok", timeout, 0.02):
-            raise RealizeError(f"pod {plan_.key}", "start serving", None, "netexec did not open its ports")
 
     def _changeable(self) -> None:
         """Run-time changes need every machine to see them; a spread lab has no API server to
@@ -554,6 +447,8 @@ class Lab:
                 f"lab {self.name} is spread over {len(self.topology.hosts)} machines: a change made here would not reach "
                 "the others; edit the scenario and run `up --spread` again on every machine"
             )
+        if self.state is None:
+            raise LabError(f"lab {self.name} is not up")
 
     def mark_checked(self) -> None:
         """This machine ran its checks. Its node agents answer ``GET /netns-lab/phase`` with
@@ -567,7 +462,8 @@ class Lab:
     def _announce(self, phase: str, timeout: float = 10.0) -> None:
         """Have the node agents say ``phase``; return once one of them does (so a caller never
         races netexec's reload, and the answer is known to cross the node's own stack)."""
-        self._reload_netexec()
+        agents = self.reconcilers[1]
+        agents.sync(replace(self._view(), full=True))  # the phase is part of netexec's configuration
         node = self.topology.local_nodes[0]
         if not _until(lambda: self.agent_phase(node) == phase, timeout, 0.01):
             raise RealizeError(f"node agent of {node.name}", f"announce {phase!r}", None, "netexec did not reload")
@@ -579,13 +475,6 @@ class Lab:
 
         r = get(self.topology.local_nodes[0].netns, PHASE_URL, str(node.ip), NODE_AGENT_PORT, timeout=1.0)
         return r.body.strip() if r.result == "ok" and r.status == 200 else None
-
-    def _pod_key(self, pod: str) -> str:
-        r = parse_ref(pod if pod.startswith("pod/") else f"pod/{pod}")
-        key = f"{r.namespace}/{r.name}"
-        if not any(p.key == key for p in self.pods):
-            raise LabError(f"no pod {key} in lab {self.name}")
-        return key
 
     def down(self) -> None:
         """Remove the lab (under its lock: waits for a concurrent down, refuses a build under way)."""

@@ -67,10 +67,25 @@ class Container:
     ports: tuple[ContainerPort, ...] = ()
 
 
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
+
+
 @dataclass(frozen=True)
 class Namespace:
+    """A Namespace; its labels always include ``kubernetes.io/metadata.name: NAME``, which the
+    API server sets (and NetworkPolicy namespaceSelectors rely on)."""
+
     name: str
     labels: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        labels = dict(self.labels)
+        labels[NAMESPACE_NAME_LABEL] = self.name
+        object.__setattr__(self, "labels", tuple(sorted(labels.items())))
+
+    @property
+    def key(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,7 @@ class Ingress:
     default_backend: IngressBackend | None = None
     rules: tuple[IngressRule, ...] = ()
     tls: tuple[IngressTLS, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -210,6 +226,11 @@ class IngressClass:
     name: str
     controller: str
     default: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,7 @@ class Secret:
     namespace: str = "default"
     type: str = "Opaque"
     data: tuple[tuple[str, str], ...] = ()  # key -> decoded text
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -275,6 +297,12 @@ class Check:
     url: str | None = None  # http: the URL (its host is the Host header and the TLS SNI)
     ca: ObjectRef | None = None  # http: secret/NS/NAME whose ca.crt (or tls.crt) verifies the server
     insecure: bool = False  # http: do not verify the server's certificate
+    # a step (action apply | delete | label): the admission actions it runs (scenario.admission)
+    change: tuple[object, ...] = ()
+
+    @property
+    def is_step(self) -> bool:
+        return bool(self.change)
 
 
 @dataclass(frozen=True)

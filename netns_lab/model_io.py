@@ -11,11 +11,14 @@ import functools
 from typing import Any
 
 from netns_lab.model import (
+    ClusterConfig,
     Container,
     ContainerPort,
     DnsConfig,
     Ingress,
     IngressBackend,
+    IngressClass,
+    Namespace,
     IngressPath,
     IngressRule,
     IngressTLS,
@@ -24,6 +27,7 @@ from netns_lab.model import (
     Service,
     ServicePort,
 )
+from netns_lab.store import Objects
 
 
 def _plain(value: Any) -> Any:
@@ -35,7 +39,7 @@ def _plain(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def dump(obj: Pod | Service | Ingress | Secret) -> dict[str, Any]:
+def dump(obj: Any) -> dict[str, Any]:
     """Cached: objects are immutable, and a sync re-saves every one of them."""
     return _plain(obj)  # type: ignore[no-any-return]
 
@@ -70,8 +74,66 @@ def load_ingress(d: dict[str, Any]) -> Ingress:
     rules = tuple(IngressRule(r["host"], tuple(IngressPath(p["path"], p["path_type"], IngressBackend(**p["backend"])) for p in r["paths"]))
                   for r in d["rules"])
     tls = tuple(IngressTLS(tuple(t["hosts"]), t["secret_name"]) for t in d["tls"])
-    return Ingress(d["name"], d["namespace"], d["class_name"], _backend(d["default_backend"]), rules, tls)
+    return Ingress(d["name"], d["namespace"], d["class_name"], _backend(d["default_backend"]), rules, tls, _pairs(d.get("labels")) or ())
 
 
 def load_secret(d: dict[str, Any]) -> Secret:
-    return Secret(d["name"], d["namespace"], d["type"], _pairs(d["data"]) or ())
+    return Secret(d["name"], d["namespace"], d["type"], _pairs(d["data"]) or (), _pairs(d.get("labels")) or ())
+
+
+def load_namespace(d: dict[str, Any]) -> Namespace:
+    return Namespace(d["name"], _pairs(d["labels"]) or ())
+
+
+def load_ingress_class(d: dict[str, Any]) -> IngressClass:
+    return IngressClass(d["name"], d["controller"], d["default"], _pairs(d.get("labels")) or ())
+
+
+def dump_cluster(cluster: ClusterConfig) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+
+    return plain(cluster)  # type: ignore[no-any-return]
+
+
+def load_cluster(d: dict[str, Any]) -> ClusterConfig:
+    """The inverse of :func:`dump_cluster`: each field back to its default's type."""
+
+    def typed(cls: type, raw: dict[str, Any]) -> Any:
+        out = {}
+        default = cls()
+        for f in dataclasses.fields(cls):
+            if f.name not in raw:
+                continue
+            value, like = raw[f.name], getattr(default, f.name)
+            if dataclasses.is_dataclass(like):
+                value = typed(type(like), value)
+            elif isinstance(like, tuple):
+                value = tuple(value)
+            elif not isinstance(like, (str, int, float, bool)):
+                value = type(like)(value)  # IPv4Network, IPv4Address
+            out[f.name] = value
+        return cls(**out)
+
+    return typed(ClusterConfig, d)  # type: ignore[no-any-return]
+
+
+LOADERS = {"namespaces": load_namespace, "pods": load_pod, "services": load_service, "secrets": load_secret,
+           "ingresses": load_ingress, "ingress_classes": load_ingress_class}
+
+
+def dump_objects(objects: Objects) -> dict[str, Any]:
+    """The lab's objects for its record (``state.objects``); a change re-dumps only what changed
+    (``dump`` is cached per object)."""
+    out: dict[str, Any] = {"cluster": dump_cluster(objects.cluster)}
+    for name in LOADERS:
+        out[name] = [dump(o) for o in getattr(objects, name)]
+    return out
+
+
+def load_objects(d: dict[str, Any]) -> Objects:
+    return Objects(load_cluster(d["cluster"]), **{name: tuple(load(o) for o in d.get(name, ())) for name, load in LOADERS.items()})

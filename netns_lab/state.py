@@ -41,10 +41,9 @@ class LabState:
     iptables_backend: str = "nft"
     ipvs_scheduler: str = "rr"
     ipvs_legacy_ping: bool = False
-    pods: list[dict[str, Any]] = field(default_factory=list)  # the live model (model_io)
-    services: list[dict[str, Any]] = field(default_factory=list)
-    ingresses: list[dict[str, Any]] = field(default_factory=list)
-    secrets: list[dict[str, Any]] = field(default_factory=list)
+    objects: dict[str, Any] = field(default_factory=dict)  # the lab's objects (model_io.dump_objects)
+    pending: bool = False  # a change was recorded in ``objects`` and is not yet fully realised
+    generation: int = 0  # moves on with every sync: a process whose copy is older reloads the record
     # Who built it: a refused ``up`` names it, and a "building" record whose owner is dead is
     # the remains of a killed build (a PID alone could be recycled: the start time tells).
     owner_pid: int = 0

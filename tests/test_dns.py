@@ -114,7 +114,8 @@ def test_externalname_cname_follows_a_change() -> None:
     with Lab.from_file(EXTNAME, {"name": "ext-change"}) as lab:
         ns = lab.netns_of("pod/client")
         assert resolve(ns, "my-database", "CNAME").answers == ("db.example.com.",)
-        lab.update_service("my-database", external_name="db2.example.org")
+        lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "my-database"},
+                   "spec": {"type": "ExternalName", "externalName": "db2.example.org"}})
         t0 = time.monotonic()
         for tcp in (False, True):
             assert resolve(ns, "my-database", "CNAME", tcp=tcp).answers == ("db2.example.org.",)

@@ -90,8 +90,10 @@ COMMANDS = [
     ["trace", "{}", "--from", "pod/a", "--to", "b:80"],
     ["capture", "{}", "pod/a"],
     ["pod-ready", "{}", "a"],
-    ["pod-delete", "{}", "a"],
-    ["pod-add", "{}", BASIC],
+    ["apply", "{}", BASIC],
+    ["delete", "{}", "pod/a"],
+    ["label", "{}", "pod/a", "x=y"],
+    ["events", "{}"],
 ]
 
 
@@ -212,7 +214,9 @@ NEEDS_ROOT = [
     ["clean", "--check"],
     ["exec", "hardening-priv", "pod/web-1", "--", "true"],
     ["pod-ready", "hardening-priv", "web-1"],
-    ["pod-delete", "hardening-priv", "web-1"],
+    ["apply", "hardening-priv", BASIC],
+    ["delete", "hardening-priv", "pod/web-1"],
+    ["label", "hardening-priv", "pod/web-1", "x=y"],
     ["status"],
     ["get", "hardening-priv", "pods"],  # no root needed, but this lab is not up: one line, exit 3
     ["trace", "hardening-priv", "--from", "pod/client-1", "--to", "pod/web-1:9376"],

@@ -17,13 +17,11 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 import yaml
 
 from netns_lab.lab import Lab
-from netns_lab.model import Container, ContainerPort, IngressBackend, IngressPath, IngressRule, Pod
 from netns_lab.probes.http import get
 from tests.conftest import ROOT
 
@@ -207,8 +205,9 @@ def _stream(lab: Lab, url: str, seconds: float, rate: float, during: list[tuple[
         return [(t, f.result()) for t, f in out]
 
 
-def _netexec_pod(name: str, app: str) -> Pod:
-    return Pod(name=name, labels=(("app", app),), containers=(Container("c", "netexec", (ContainerPort(8080, "TCP", "web"),)),))
+def _netexec_pod(name: str, app: str, node: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "netexec", "ports": [{"name": "web", "containerPort": 8080}]}]}}
 
 
 def test_scaling_a_backend_under_load_drops_nothing(ingress_lab: Lab) -> None:
@@ -217,10 +216,10 @@ def test_scaling_a_backend_under_load_drops_nothing(ingress_lab: Lab) -> None:
     removed only after nginx stopped choosing it)."""
     lab = ingress_lab
     actions = [
-        (3.0, lambda: lab.add_pod(_netexec_pod("b-2", "b"), "node-1")),
-        (8.0, lambda: (lab.add_pod(_netexec_pod("b-3", "b"), "node-1"), lab.add_pod(_netexec_pod("b-4", "b"), "node-2"))),
-        (14.0, lambda: lab.delete_pod("b-1")),
-        (18.0, lambda: lab.delete_pod("b-2")),
+        (3.0, lambda: lab.apply(_netexec_pod("b-2", "b", "node-1"))),
+        (8.0, lambda: lab.apply(_netexec_pod("b-3", "b", "node-1"), _netexec_pod("b-4", "b", "node-2"))),
+        (14.0, lambda: lab.delete("pod/b-1")),
+        (18.0, lambda: lab.delete("pod/b-2")),
     ]
     results = _stream(lab, "http://b.example.com/load", 30.0, 60.0, actions)  # type: ignore[arg-type]
     failed = [(round(t, 2), r.result, r.status, r.detail) for t, r in results if r.result != "ok" or r.status != 200]  # type: ignore[attr-defined]
@@ -235,10 +234,12 @@ def test_scaling_a_backend_under_load_drops_nothing(ingress_lab: Lab) -> None:
 def test_an_ingress_change_reloads_gracefully(ingress_lab: Lab) -> None:
     """A new path on a live host, under load: no request fails and the path serves at once."""
     lab = ingress_lab
-    site_b = next(i for i in lab.ingresses if i.name == "site-b")
-    new_rule = IngressRule("b.example.com", (*site_b.rules[0].paths, IngressPath("/new", "Exact", IngressBackend("a2", 80))))
-    changed = replace(site_b, rules=(new_rule,))
-    results = _stream(lab, "http://b.example.com/load", 6.0, 60.0, [(2.0, lambda: lab.apply_ingress(changed))])
+    changed = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "site-b"}, "spec": {
+        "defaultBackend": {"service": {"name": "fallback", "port": {"number": 80}}},
+        "rules": [{"host": "b.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"name": "http"}}}},
+            {"path": "/new", "pathType": "Exact", "backend": {"service": {"name": "a2", "port": {"number": 80}}}}]}}]}}
+    results = _stream(lab, "http://b.example.com/load", 6.0, 60.0, [(2.0, lambda: lab.apply(changed))])
     assert all(r.result == "ok" and r.status == 200 for _t, r in results)  # type: ignore[attr-defined]
     r = get(lab.netns_of("external"), "http://b.example.com/new", lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx"))
     assert r.served_by == "a2-1"

@@ -22,6 +22,7 @@ CLUSTERIP = os.path.join(ROOT, "scenarios", "clusterip.yaml")
 NODEPORT = os.path.join(ROOT, "scenarios", "nodeport.yaml")
 LOADBALANCER = os.path.join(ROOT, "scenarios", "loadbalancer.yaml")
 EXTERNAL_IPS = os.path.join(ROOT, "scenarios", "external-ips.yaml")
+CHANGES = os.path.join(ROOT, "scenarios", "changes.yaml")  # run-time changes: its steps apply, delete and label
 
 
 def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -59,7 +60,8 @@ def ipvs_lab(lab_factory) -> Lab:  # type: ignore[no-untyped-def]
 
 @pytest.mark.root
 @pytest.mark.ipvs
-@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT, LOADBALANCER, EXTERNAL_IPS], ids=["clusterip", "nodeport", "loadbalancer", "external-ips"])
+@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT, LOADBALANCER, EXTERNAL_IPS, CHANGES],
+                         ids=["clusterip", "nodeport", "loadbalancer", "external-ips", "changes"])
 def test_scenario_checks_pass_in_ipvs_mode(lab_factory, path: str) -> None:  # type: ignore[no-untyped-def]
     lab = lab_factory(path, cluster__proxyMode="ipvs")
     assert lab.scenario is not None

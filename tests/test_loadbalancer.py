@@ -110,7 +110,7 @@ def test_deleting_a_nodes_only_endpoint_takes_it_out_within_one_interval(mode: s
     with Lab.from_file(LB, {"name": f"lbdel-{mode[:3]}", "cluster.proxyMode": mode}) as lab:
         interval = lab.topology.health_check_interval
         wait_round(lab)
-        attempts, acted = stream(lab, "loadbalancer/web-local", 80, 5.0, 1.5, lambda: lab.delete_pod("web-2"))
+        attempts, acted = stream(lab, "loadbalancer/web-local", 80, 5.0, 1.5, lambda: lab.delete("pod/web-2"))
         before = [a for a in attempts if a.start < acted]
         after = [a for a in attempts if a.start >= acted]
         assert all(a.result == "ok" for a in before) and {a.served_by for a in before} == {"web-1", "web-2"}

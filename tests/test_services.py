@@ -173,7 +173,7 @@ def test_endpoint_changes_follow_within_one_sync(mode: str) -> None:
         t = threading.Thread(target=stream)
         t.start()
         time.sleep(0.3)
-        lab.delete_pod("web-3")
+        lab.delete("pod/web-3")
         synced = time.monotonic()
         time.sleep(0.5)
         stop.set()
@@ -183,9 +183,8 @@ def test_endpoint_changes_follow_within_one_sync(mode: str) -> None:
         assert not os.path.exists(f"/run/netns/{lab.name}_default_web-3")
 
         # A pod added at run time joins the Service.
-        from netns_lab.model import Container, ContainerPort, Pod
-
-        lab.add_pod(Pod("web-4", labels=(("app", "web"),), containers=(Container("web", "netexec", (ContainerPort(9376, name="http"),)),)))
+        lab.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-4", "labels": {"app": "web"}},
+                   "spec": {"containers": [{"name": "web", "image": "netexec", "ports": [{"name": "http", "containerPort": 9376}]}]}})
         served = Counter(r.served_by for r in run_probes([Probe(src, ip, 80)] * 90, timeout=2, parallel=30))
         assert set(served) == {"web-1", "web-2", "web-4"}, served
 
@@ -217,7 +216,7 @@ def test_udp_client_with_fixed_port_moves_off_a_deleted_backend(mode: str) -> No
             first = ask()
             assert first in BACKENDS
             assert {ask() for _ in range(5)} == {first}  # conntrack keeps the flow on one backend
-            lab.delete_pod(first)
+            lab.delete(f"pod/{first}")
             after = ask()
             assert after in BACKENDS - {first}, after
         finally:

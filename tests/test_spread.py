@@ -215,7 +215,7 @@ def test_spread_lab_refuses_run_time_changes(spread_lab) -> None:  # type: ignor
     from netns_lab import cli
 
     m, a, _b = spread_lab
-    err = subprocess.run([sys.executable, "-m", "netns_lab.cli", "pod-delete", a.name, "web-1"], cwd=ROOT, capture_output=True, text=True)
+    err = subprocess.run([sys.executable, "-m", "netns_lab.cli", "delete", a.name, "pod/web-1"], cwd=ROOT, capture_output=True, text=True)
     assert err.returncode == cli.EXIT_BUILD
     assert "spread over 2 machines" in err.stderr and len(err.stderr.strip().splitlines()) == 1
     assert a.connect("pod/client-1", "pod/web-1", 9376).result == "ok"  # nothing was changed

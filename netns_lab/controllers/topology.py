@@ -9,12 +9,16 @@ tested without root and the realizer only has to follow it.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from netns_lab import kernelnames
 from netns_lab.errors import ScenarioError
 from netns_lab.model import Pod, Scenario
+
+if TYPE_CHECKING:
+    from netns_lab.store import Objects
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
 VXLAN_VNI = 1
@@ -405,14 +409,15 @@ def from_dict(data: dict[str, object]) -> Topology:
     })
 
 
-def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Topology, PodPlan]:
-    """Plan one more pod at run time: the given node or the least loaded, the lowest free IP."""
+def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None, avoid: frozenset[IPv4Address] = frozenset()) -> tuple[Topology, PodPlan]:
+    """Plan one more pod at run time: the given node or the least loaded, the lowest free IP
+    (not one of ``avoid``: the addresses of pods that are being removed in the same change)."""
     import dataclasses
 
     if node is None:
         node = min(topo.nodes, key=lambda n: (len(topo.pods_on(n.name)), n.index)).name
     target = topo.node(node)
-    used = {p.ip for p in topo.pods_on(node)}
+    used = {p.ip for p in topo.pods_on(node)} | avoid
     free = next((ip for ip in target.pod_subnet.hosts() if ip != target.gateway and ip not in used), None)
     if free is None:
         raise ScenarioError(topo.lab, "spec.nodeName", f'Too many: node "{node}" has no free pod address')
@@ -426,3 +431,21 @@ def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None) -> tuple[Top
         mac=mac_for(free), netexec=pod.runs_netexec,
     )
     return dataclasses.replace(topo, pods=(*topo.pods, new)), new
+
+
+def replan(topo: Topology, old: "Objects", new: "Objects") -> Topology:
+    """The plan after a change: pods that are gone leave it, new pods join it (on the node
+    the scheduler put in ``spec.nodeName``, at the lowest free address); every other pod keeps
+    its address, as a running pod does. Raises ScenarioError (nothing is built yet)."""
+    import dataclasses
+
+    keep = {p.key for p in new.pods}
+    if all(p.key in keep for p in topo.pods) and len(keep) == len(topo.pods):
+        return topo
+    leaving = frozenset(p.ip for p in topo.pods if p.key not in keep)
+    topo = dataclasses.replace(topo, pods=tuple(p for p in topo.pods if p.key in keep))
+    planned = {p.key for p in topo.pods}
+    for pod in new.pods:
+        if pod.key not in planned:
+            topo, _ = add_pod_plan(topo, pod, pod.node_name, leaving)
+    return topo

@@ -197,6 +197,18 @@ def _http(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, True, seen)
 
 
+def _step(lab: Lab, check: Check) -> CheckOutcome:
+    """A step (apply / delete / label): one change through the lab's one path. It passes when
+    every reconciler did its part; the events are its details."""
+    from netns_lab.errors import LabError
+
+    try:
+        events = lab.change(check.change, why=check.name)  # type: ignore[arg-type]
+    except LabError as exc:
+        return CheckOutcome(check, False, f"change failed: {exc}")
+    return CheckOutcome(check, True, f"{len(events)} events", events[:20])
+
+
 def runs_here(lab: Lab, check: Check) -> bool:
     """Whether this machine runs ``check``: every check in a lab on one machine; in a spread
     lab the ones whose source it holds (a matrix: from its own sources, see promises.matrix)."""
@@ -208,7 +220,8 @@ def run_checks(lab: Lab, checks: tuple[Check, ...], done: list[CheckOutcome] | N
     """Run ``checks`` in order. Each outcome is appended to ``done`` (returned; a new list if
     None) and passed to ``on_outcome`` as soon as it is known, so a run stopped half way
     (Ctrl-C, SIGTERM) still has, and has shown, the outcomes of the checks it completed."""
-    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http}
+    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http,
+               "apply": _step, "delete": _step, "label": _step}
     out = [] if done is None else done
     for c in checks:
         t0 = time.monotonic()

@@ -106,12 +106,14 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
                 cl.commit()
 
 
-def route_external_ips(topo: Topology, ips: tuple[str, ...]) -> None:
-    """Route each Service externalIP (outside the node network) from the router to the nodes."""
+def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ...] = ()) -> None:
+    """Route each Service externalIP (outside the node network) from the router to the nodes;
+    remove the routes of ``gone`` ones (no Service has them any more)."""
     from ipaddress import IPv4Address
 
     wanted = sorted({ip for ip in ips if IPv4Address(ip) not in topo.node_cidr})
-    if not wanted:
+    unwanted = sorted({ip for ip in gone if IPv4Address(ip) not in topo.node_cidr})
+    if not wanted and not unwanted:
         return
 
     def job(w: netns.NetnsThread) -> None:
@@ -119,6 +121,8 @@ def route_external_ips(topo: Topology, ips: tuple[str, ...]) -> None:
         with Rtnl(topo.router_netns) as nl:
             w.go_home()
             hops = [(str(n.ip), ETH0) for n in topo.nodes]
+            for ip in unwanted:
+                nl.route_del(f"{topo.router_netns} route externalIP {ip}", ip, 32)
             for ip in wanted:
                 if len(hops) == 1:
                     nl.route_add(f"{topo.router_netns} route externalIP {ip}", ip, 32, hops[0][0], ETH0)

@@ -20,6 +20,7 @@ from pyroute2.netlink import NLM_F_DUMP, NLMSG_DONE
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELNEIGH,
+    RTM_DELROUTE,
     RTM_GETADDR,
     RTM_NEWADDR,
     RTM_NEWLINK,
@@ -214,6 +215,15 @@ class Rtnl(Batch):
         msg["flags"] = flags
         msg["attrs"] = [*([("RTA_DST", dst)] if dst_len else []), ("RTA_TABLE", table), *attrs]
         self.queue(msg, RTM_NEWROUTE, CREATE, what)
+
+    def route_del(self, what: str, dst: str, dst_len: int, table: int = 254) -> None:
+        """``ip route del DST/LEN`` in ``table`` (whatever its next hops)."""
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET
+        msg["dst_len"] = dst_len
+        msg["table"] = table
+        msg["attrs"] = [("RTA_DST", dst), ("RTA_TABLE", table)]
+        self.queue(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, what)
 
     def rule_add(self, what: str, fwmark: int, table: int, priority: int) -> None:
         """``ip rule add fwmark MARK lookup TABLE priority PRIO`` (policy routing)."""

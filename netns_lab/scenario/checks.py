@@ -14,8 +14,11 @@ import re
 from typing import Any
 
 from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod, Service
+from netns_lab.store import Objects
 from netns_lab.scenario import k8s
+from netns_lab.scenario.admission import admit
 from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.steps import is_step, parse_step
 from netns_lab.scenario.yamlsrc import Source, join
 
 EXPECT = Obj("netns-lab/v1 Check.expect", {"result": STR, "servedBy": ANY, "clientIP": STR, "answers": ListOf(INT_OR_STR),
@@ -38,9 +41,11 @@ CHECK = Obj(
         "address": STR,
         "ca": STR,
         "insecure": BOOL,
+        "apply": ANY,  # steps (scenario/steps.py): listed so a misspelling gets its "did you mean"
+        "delete": ANY,
+        "label": ANY,
     },
 )
-CHECKS = ListOf(CHECK)
 
 # Applied with fullmatch (``$`` would accept a trailing newline). ASCII only: ``\d`` would
 # also match "٨٠", which int() reads as 80.
@@ -151,13 +156,22 @@ def _action(src: Source, raw: dict[str, Any], path: str) -> str:
     return present[0]
 
 
-def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, ...]:
+def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects | None = None) -> tuple[Check, ...]:
+    """The checks, and the steps between them (admitted against ``objects`` as they will be
+    at that point, so the checks after a step see what it made)."""
     if raw is None:
         return ()
-    CHECKS.check(src, raw, path)
+    ListOf(ANY).check(src, raw, path)
     out: list[Check] = []
     for i, item in enumerate(raw):
         cpath = join(path, i)
+        if objects is not None and is_step(item):
+            verb, actions = parse_step(src, item, cpath)
+            objects = admit(objects, actions)
+            refs = Refs(objects.cluster, objects.pods, objects.services, tuple(s.key for s in objects.secrets))
+            out.append(Check(item.get("name") or f"{verb} {_step_summary(item[verb])}", verb, change=actions))
+            continue
+        CHECK.check(src, item, cpath)
         action = _action(src, item, cpath)
         _options(src, item, cpath, action)
         name = item.get("name") or ""
@@ -236,6 +250,21 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs) -> tuple[Check, .
             name = f"{source} GET {url}" if action == "http" else _default_name(action, source, target, port, protocol, matrix)
         out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure))
     return tuple(out)
+
+
+def _step_summary(raw: Any) -> str:
+    """``apply Service shop/web, Pod shop/web-3``: what a step entry names, for its report line."""
+    if isinstance(raw, dict):
+        return ", ".join(f"{ref} {' '.join(f'{k}={v}' if v is not None else f'{k}-' for k, v in labels.items())}" for ref, labels in raw.items())
+    items = []
+    for m in raw:
+        if isinstance(m, dict):
+            meta = m.get("metadata") or {}
+            ns = "" if m.get("kind") in ("Namespace", "IngressClass") else f"{meta.get('namespace') or 'default'}/"
+            items.append(f"{m.get('kind')} {ns}{meta.get('name')}")
+        else:
+            items.append(str(m))
+    return ", ".join(items)
 
 
 def _port(text: str) -> int | None:

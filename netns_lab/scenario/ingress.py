@@ -19,7 +19,7 @@ from typing import Any
 
 from netns_lab.controllers.ingress import SAFE_PATH
 from netns_lab.errors import ScenarioError, ScenarioErrors
-from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret
+from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import metadata
 from netns_lab.scenario.schema import ANY, INT, INT_OR_STR, OBJECT_META, STR, ListOf, MapOf, Obj, collect
@@ -214,7 +214,7 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
     if errors:  # the API server decodes (types, fields) before it validates meaning: a wrong type ends here
         _raise(errors)
     try:
-        name, namespace, _labels = metadata(src, obj, base, namespaced=True)
+        name, namespace, labels = metadata(src, obj, base, namespaced=True)
         errs = k8s.dns1123_subdomain(name)
         if errs:
             errors.append(src.error(join(base, "metadata.name"), f'Invalid value: "{name}": {"; ".join(errs)}'))
@@ -275,22 +275,22 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
     errors += _hosts(src, spec, spath)
     if errors:
         _raise(errors)
-    return Ingress(name, namespace, class_name, default, tuple(rules), tuple(tls))
+    return Ingress(name, namespace, class_name, default, tuple(rules), tuple(tls), labels)
 
 
 def parse_ingress_class(src: Source, obj: dict[str, Any], base: str) -> IngressClass:
     INGRESS_CLASS.check(src, obj, base)
-    name, _ns, _labels = metadata(src, obj, base, namespaced=False)
+    name, _ns, labels = metadata(src, obj, base, namespaced=False)
     controller = (obj.get("spec") or {}).get("controller")
     if not controller:
         raise src.error(join(base, "spec.controller"), "Required value")
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return IngressClass(name, controller, annotations.get("ingressclass.kubernetes.io/is-default-class") == "true")
+    return IngressClass(name, controller, annotations.get("ingressclass.kubernetes.io/is-default-class") == "true", labels)
 
 
 def parse_secret(src: Source, obj: dict[str, Any], base: str) -> Secret:
     SECRET.check(src, obj, base)
-    name, namespace, _labels = metadata(src, obj, base, namespaced=True)
+    name, namespace, labels = metadata(src, obj, base, namespaced=True)
     errs = k8s.dns1123_subdomain(name)
     if errs:
         raise src.error(join(base, "metadata.name"), f'Invalid value: "{name}": {"; ".join(errs)}')
@@ -310,7 +310,7 @@ def parse_secret(src: Source, obj: dict[str, Any], base: str) -> Secret:
         problem = tls_pair_problem(data["tls.crt"], data["tls.key"], data.get("ca.crt"))
         if problem:
             raise src.error(join(base, "data"), f"Invalid value: {problem}")
-    return Secret(name, namespace, stype, tuple(sorted(data.items())))
+    return Secret(name, namespace, stype, tuple(sorted(data.items())), labels)
 
 
 def tls_pair_problem(cert: str, key: str, ca: str | None = None) -> str | None:
@@ -335,3 +335,39 @@ def tls_pair_problem(cert: str, key: str, ca: str | None = None) -> str | None:
             except ssl.SSLError as exc:
                 return f"ca.crt does not parse as a PEM certificate ({exc.reason or exc})"
     return None
+
+
+def check_ingress_refs(ing: Ingress, src: Source, base: str, services: tuple[Service, ...], secrets: dict[str, Secret],
+                        classes: dict[str, IngressClass]) -> None:
+    """What an Ingress points at must exist: its class (served by the lab's ingress-nginx),
+    each backend Service and port, and each TLS Secret (of type kubernetes.io/tls)."""
+    spath = join(base, "spec")
+    if ing.class_name is not None and ing.class_name != LAB_CLASS:
+        cls = classes.get(ing.class_name)
+        if cls is None or cls.controller != LAB_CONTROLLER:
+            why = "does not exist" if cls is None else f"belongs to controller {cls.controller}"
+            raise src.error(join(spath, "ingressClassName"), f'Not found: "{ing.class_name}": this IngressClass {why}; the lab\'s '
+                            f'ingress-nginx serves class "{LAB_CLASS}" (controller {LAB_CONTROLLER}) and the default')
+    by_key = {s.key: s for s in services}
+    backends = [("defaultBackend", ing.default_backend)] if ing.default_backend else []
+    for i, rule in enumerate(ing.rules):
+        backends += [(f"rules[{i}].http.paths[{j}].backend", p.backend) for j, p in enumerate(rule.paths)]
+    for where, b in backends:
+        bpath = join(spath, where)
+        svc = by_key.get(f"{ing.namespace}/{b.service}")
+        if svc is None:
+            raise src.error(join(bpath, "service.name"), f'Not found: service "{b.service}" in namespace "{ing.namespace}"')
+        if b.port_number is not None and all(p.port != b.port_number for p in svc.ports):
+            raise src.error(join(bpath, "service.port.number"), f'Not found: {b.port_number}: service "{b.service}" has no such port '
+                            f"(ports: {', '.join(str(p.port) for p in svc.ports) or 'none'})")
+        if b.port_name is not None and all(p.name != b.port_name for p in svc.ports):
+            raise src.error(join(bpath, "service.port.name"), f'Not found: "{b.port_name}": service "{b.service}" has no port of that name')
+    for i, t in enumerate(ing.tls):
+        if t.secret_name is None:
+            continue
+        secret = secrets.get(f"{ing.namespace}/{t.secret_name}")
+        tpath = join(join(join(spath, "tls"), i), "secretName")
+        if secret is None:
+            raise src.error(tpath, f'Not found: secret "{t.secret_name}" in namespace "{ing.namespace}"')
+        if secret.type != "kubernetes.io/tls":
+            raise src.error(tpath, f'Invalid value: "{t.secret_name}": secret type is {secret.type}, must be kubernetes.io/tls')

@@ -21,10 +21,11 @@ from netns_lab.scenario import k8s
 from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
 from netns_lab.scenario import ingress
-from netns_lab.scenario.ingress import parse_ingress, parse_ingress_class, parse_secret
+from netns_lab.scenario.ingress import check_ingress_refs, parse_ingress, parse_ingress_class, parse_secret
 from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.controllers.envvars import pod_env
+from netns_lab.store import Objects
 from netns_lab.controllers.system import cluster_dns, ingress_controller
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj, _describe
 from netns_lab.scenario.yamlsrc import MAX_DEPTH, MAX_NODES, Budget, FileRefused, Source, join, load_documents
@@ -124,21 +125,28 @@ def _object_sources(src: Source, objects: list[Any], budget: Budget) -> list[tup
             rel = os.path.relpath(file)
             rel = file if rel.startswith("..") else rel  # readable, never "../../tmp/..."
             try:
-                docs = load_documents(rel, budget=budget)
+                out += manifests_of(rel, budget)
             except FileRefused as exc:
                 shown = item if file == pattern else rel
                 where = "" if exc.line is None or exc.line == 1 else f" (line {exc.line})"
                 raise src.error(path, f'Invalid value: "{shown}": {exc.reason}{where}') from None
-            for d, doc in enumerate(docs):
-                if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
-                    items = doc.data.get("items")
-                    if items is not None and not isinstance(items, list):
-                        ipath = f"[{d}].items" if d else "items"
-                        raise doc.error(ipath, "Invalid type: expected a list")
-                    for j, sub in enumerate(items or []):
-                        out.append((doc, sub, join(f"[{d}].items", j) if d else join("items", j)))
-                else:
-                    out.append((doc, doc.data, f"[{d}]" if d else ""))
+    return out
+
+
+def manifests_of(file: str, budget: Budget | None = None) -> list[tuple[Source, Any, str]]:
+    """(source, manifest, path) for every manifest of one file, as ``kubectl apply -f`` reads
+    it: several YAML documents, ``kind: List`` wrappers unwrapped; within ``budget``."""
+    out: list[tuple[Source, Any, str]] = []
+    for d, doc in enumerate(load_documents(file, budget=budget or Budget())):
+        if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
+            items = doc.data.get("items")
+            if items is not None and not isinstance(items, list):
+                ipath = f"[{d}].items" if d else "items"
+                raise doc.error(ipath, "Invalid type: expected a list")
+            for j, sub in enumerate(items or []):
+                out.append((doc, sub, join(f"[{d}].items", j) if d else join("items", j)))
+        else:
+            out.append((doc, doc.data, f"[{d}]" if d else ""))
     return out
 
 
@@ -229,7 +237,7 @@ def load_scenario(
         services[ing_svc.key] = ParsedService(ing_svc, src, "objects", None)
     service_tuple = allocate(list(services.values()), cluster)
     for ing, isrc, ipath in ingresses.values():
-        _check_ingress_refs(ing, isrc, ipath, service_tuple, secrets, classes)
+        check_ingress_refs(ing, isrc, ipath, service_tuple, secrets, classes)
     # kubelet's Service environment: the Services that existed when each pod started
     # (``kubernetes`` is allocated first, so it always precedes every pod).
     pod_list = [replace(p, service_env=pod_env(p, service_tuple[: 1 + services_before[p.key]])) for p in pods.values()]
@@ -239,57 +247,23 @@ def load_scenario(
             raise src.error("objects", f'Invalid value: "{key}": reserved for the cluster DNS the lab runs')
     pod_tuple = tuple(pod_list) + (dns_pod,)
     service_tuple = service_tuple + (dns_service,)
-    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple, tuple(secrets)))
+    objects = Objects(cluster, tuple(namespaces.values()), pod_tuple, service_tuple, tuple(secrets.values()),
+                      tuple(i for i, _s, _p in ingresses.values()), tuple(classes.values()))
+    checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple, tuple(secrets)), objects)
     scenario = Scenario(
         name=name,
         path=path,
         cluster=cluster,
-        namespaces=tuple(n for k, n in namespaces.items()),
-        pods=pod_tuple,
+        namespaces=objects.namespaces,
+        pods=objects.pods,
         checks=checks,
         description=data.get("description") or "",
-        services=service_tuple,
-        ingresses=tuple(i for i, _s, _p in ingresses.values()),
-        ingress_classes=tuple(classes.values()),
-        secrets=tuple(secrets.values()),
+        services=objects.services,
+        ingresses=objects.ingresses,
+        ingress_classes=objects.ingress_classes,
+        secrets=objects.secrets,
     )
     from netns_lab.controllers.topology import plan  # the address plan is part of validity
 
     plan(scenario)
     return scenario
-
-
-def _check_ingress_refs(ing: Ingress, src: Source, base: str, services: tuple[Service, ...], secrets: dict[str, Secret],
-                        classes: dict[str, IngressClass]) -> None:
-    """What an Ingress points at must exist: its class (served by the lab's ingress-nginx),
-    each backend Service and port, and each TLS Secret (of type kubernetes.io/tls)."""
-    spath = join(base, "spec")
-    if ing.class_name is not None and ing.class_name != ingress.LAB_CLASS:
-        cls = classes.get(ing.class_name)
-        if cls is None or cls.controller != ingress.LAB_CONTROLLER:
-            why = "does not exist" if cls is None else f"belongs to controller {cls.controller}"
-            raise src.error(join(spath, "ingressClassName"), f'Not found: "{ing.class_name}": this IngressClass {why}; the lab\'s '
-                            f'ingress-nginx serves class "{ingress.LAB_CLASS}" (controller {ingress.LAB_CONTROLLER}) and the default')
-    by_key = {s.key: s for s in services}
-    backends = [("defaultBackend", ing.default_backend)] if ing.default_backend else []
-    for i, rule in enumerate(ing.rules):
-        backends += [(f"rules[{i}].http.paths[{j}].backend", p.backend) for j, p in enumerate(rule.paths)]
-    for where, b in backends:
-        bpath = join(spath, where)
-        svc = by_key.get(f"{ing.namespace}/{b.service}")
-        if svc is None:
-            raise src.error(join(bpath, "service.name"), f'Not found: service "{b.service}" in namespace "{ing.namespace}"')
-        if b.port_number is not None and all(p.port != b.port_number for p in svc.ports):
-            raise src.error(join(bpath, "service.port.number"), f'Not found: {b.port_number}: service "{b.service}" has no such port '
-                            f"(ports: {', '.join(str(p.port) for p in svc.ports) or 'none'})")
-        if b.port_name is not None and all(p.name != b.port_name for p in svc.ports):
-            raise src.error(join(bpath, "service.port.name"), f'Not found: "{b.port_name}": service "{b.service}" has no port of that name')
-    for i, t in enumerate(ing.tls):
-        if t.secret_name is None:
-            continue
-        secret = secrets.get(f"{ing.namespace}/{t.secret_name}")
-        tpath = join(join(join(spath, "tls"), i), "secretName")
-        if secret is None:
-            raise src.error(tpath, f'Not found: secret "{t.secret_name}" in namespace "{ing.namespace}"')
-        if secret.type != "kubernetes.io/tls":
-            raise src.error(tpath, f'Invalid value: "{t.secret_name}": secret type is {secret.type}, must be kubernetes.io/tls')

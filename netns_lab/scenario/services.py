@@ -352,21 +352,24 @@ def lab_machine_addresses(cluster: ClusterConfig) -> dict[str, str]:
     return out
 
 
-def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Service, ...]:
+def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tuple[Service, ...] = ()) -> tuple[Service, ...]:
     """Fill clusterIP and nodePorts as kube-apiserver's allocators would (deterministically).
 
     The first address of serviceCIDR belongs to the implicit ``default/kubernetes`` Service
-    and ``cluster.dnsIP`` to kube-dns; both are reserved here.
+    and ``cluster.dnsIP`` to kube-dns; both are reserved here. ``existing``: the Services a
+    running lab already has (their addresses and ports are taken); without it, this is a
+    whole scenario and ``default/kubernetes`` comes first in the result.
     """
     net = cluster.service_cidr
     kubernetes_ip = str(net.network_address + 1)
-    taken_ips = {kubernetes_ip, str(cluster.dns_ip)}
+    taken_ips = {kubernetes_ip, str(cluster.dns_ip)} | {s.cluster_ip for s in existing if s.cluster_ip}
     lo, hi = cluster.node_port_range
-    taken_ports: set[tuple[int, str]] = set()
+    taken_ports: set[tuple[int, str]] = {(p.node_port, p.protocol) for s in existing for p in s.ports if p.node_port}
+    taken_ports |= {(s.health_check_node_port, "TCP") for s in existing if s.health_check_node_port}
     pool = cluster.external.load_balancer_pool
     # never listed: a /8 pool would be 16 million addresses (seconds and gigabytes)
     edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
-    taken_lb: set[str] = set()
+    taken_lb: set[str] = {ip for s in existing for ip in s.load_balancer_ips}
     machines = lab_machine_addresses(cluster)
     for ps in parsed:
         for i, ip in enumerate(ps.service.external_ips):
@@ -408,7 +411,8 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig) -> tuple[Servi
             taken_ports.add((port.node_port, port.protocol))
     next_ip = net.network_address + 2
     next_port = lo
-    out = [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),), cluster_ip=kubernetes_ip, labels=(("component", "apiserver"), ("provider", "kubernetes")))]
+    out = [] if existing else [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),),
+                                       cluster_ip=kubernetes_ip, labels=(("component", "apiserver"), ("provider", "kubernetes")))]
     for ps in parsed:
         svc = ps.service
         if svc.key == "default/kubernetes":

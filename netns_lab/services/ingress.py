@@ -81,6 +81,15 @@ def _workers(master: int) -> set[int]:
         return set()
 
 
+def _shutting_down(pid: int) -> bool:
+    """An old worker that closed its listening sockets: gone, or titled "... is shutting down"."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"shutting down" in fh.read()
+    except OSError:
+        return True
+
+
 def fake_certificate(certs: str) -> None:
     crt, key = (os.path.join(certs, f"{FAKE_CERT}.{ext}") for ext in ("crt", "key"))
     if not os.path.exists(crt):
@@ -219,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
                 nginx.send_signal(signal.SIGHUP)
                 until = time.monotonic() + 5
                 while time.monotonic() < until and not (_workers(nginx.pid) - before):
+                    time.sleep(0.01)
+                # and the old workers have stopped accepting (they close their listening
+                # sockets as they start shutting down): from now on every new connection
+                # meets the new configuration
+                while time.monotonic() < until and not all(_shutting_down(pid) for pid in before):
                     time.sleep(0.01)
             reloads += 1
             atomic.write(counter, str(reloads))

@@ -155,6 +155,7 @@ ELSEWHERE = {
     "Ingress.default_backend": "its service is 'default_service', its port a number",
     "Ingress.rules": "structure", "Ingress.tls": "structure", "IngressRule.paths": "structure", "IngressPath.backend": "structure",
     "Secret.type": "never written", "Secret.data": "PEM text, written to the certificate files, never into nginx.conf",
+    "Ingress.labels": "never written (selectors and kubectl read them)", "Secret.labels": "never written",
     "Endpoint.port": "an int, checked", "Endpoint.node": "never written", "Endpoint.ready": "a bool",
 }
 

@@ -1,0 +1,80 @@
+"""The lab's netexec process: every pod's servers (one per containerPort) and every node's
+agent (kubelet's port, and kube-proxy's healthz with its per-Service health answers).
+
+Its configuration is one file; a change is written whole and announced with SIGHUP, and the
+sync returns once new pods answer, so the rules that follow never point at a pod that is not
+serving yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from netns_lab import atomic
+from netns_lab.controllers import loadbalancer
+from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology
+from netns_lab.errors import RealizeError
+from netns_lab.reconcile import Runtime, View, plural
+
+SERVE_TIMEOUT = 5.0
+
+
+class NodeAgents:
+    name = "netexec"
+
+    def __init__(self, rt: Runtime, serving: Callable[[PodPlan], bool]) -> None:
+        self.rt = rt
+        self.serving = serving  # does this pod answer on its first port (probed from its node)?
+        self.config: dict[str, Any] | None = None  # as last written
+
+    @property
+    def path(self) -> str:
+        assert self.rt.state is not None
+        return os.path.join(self.rt.state.workdir, "netexec.json")
+
+    def desired(self, view: View) -> dict[str, Any]:
+        topo, st = view.topology, self.rt.state
+        assert st is not None
+        health = loadbalancer.health_answers(view.objects.services, view.ports, topo)
+        targets: list[dict[str, Any]] = [
+            {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
+            for p in topo.local_pods if p.ports and p.netexec
+        ]
+        targets += [
+            {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
+             "health": health[n.name], "agent": True}
+            for n in topo.local_nodes
+        ]
+        return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "targets": targets}
+
+    def restore(self, view: View) -> None:
+        self.config = self.desired(view)
+
+    def sync(self, view: View) -> list[str]:
+        config = self.desired(view)
+        if config == self.config and not view.full:
+            return []
+        before = {t["netns"] for t in (self.config or {}).get("targets", ()) if not t.get("agent")}
+        atomic.write(self.path, json.dumps(config))
+        first = self.config is None
+        self.config = config
+        if first or not self.rt.running("netexec"):
+            self.rt.spawn("netexec", ["-m", "netns_lab.services.netexec", self.path])
+            return ["netexec started"]
+        self.rt.signal("netexec")
+        new = [p for p in view.topology.local_pods if p.ports and p.netexec and p.netns not in before]
+        for p in new:
+            self._wait_serving(p)
+        served = sum(1 for t in config["targets"] if not t.get("agent"))
+        return [f"netexec reloaded: serving {plural(served, 'pod')}"]
+
+    def _wait_serving(self, pod: PodPlan) -> None:
+        deadline = time.monotonic() + SERVE_TIMEOUT
+        while not self.serving(pod):
+            if time.monotonic() > deadline:
+                raise RealizeError(f"pod {pod.key}", "start serving", None, "netexec did not open its ports")
+            time.sleep(0.02)

@@ -1,0 +1,90 @@
+"""kube-proxy: every local node's Service rules (iptables, nftables or IPVS) follow the
+Service ports and their endpoints; UDP conntrack entries of removed endpoints are deleted,
+as kube-proxy does, so a client's next datagram reaches a live backend."""
+
+from __future__ import annotations
+
+import time
+
+from netns_lab.controllers.topology import Topology
+from netns_lab.faults import fault
+from netns_lab.proxy.types import NodeContext, ServicePortInfo
+from netns_lab.realize.proxier import Proxier, delete_stale_udp, delete_stale_udp_nodeport, make_proxier
+from netns_lab.reconcile import View, plural
+
+
+class KubeProxy:
+    name = "kube-proxy"
+
+    def __init__(self, mode: str, iptables_backend: str, ipvs: tuple[str, bool]) -> None:
+        self.mode = mode
+        self.iptables_backend = iptables_backend
+        self.ipvs = ipvs
+        self.proxiers: dict[str, Proxier] = {}
+        self.ports: tuple[ServicePortInfo, ...] = ()  # as last synced
+
+    def restore(self, ports: tuple[ServicePortInfo, ...]) -> None:
+        """A process attaching to a running lab: the rules in the kernel are these."""
+        self.ports = ports
+
+    def _proxiers(self, topo: Topology) -> bool:
+        """Create the per-node proxiers on first use; True when they are new (a full sync)."""
+        if self.proxiers:
+            return False
+        for n in topo.local_nodes:
+            ctx = NodeContext(n.name, topo.pod_cidr, topo.service_cidr, (str(n.ip),))
+            self.proxiers[n.name] = make_proxier(self.mode, n.netns, ctx, self.iptables_backend, *self.ipvs)
+        return True
+
+    def sync(self, view: View, progress=None) -> list[str]:  # type: ignore[no-untyped-def]
+        full = self._proxiers(view.topology) or view.full
+        if view.ports == self.ports and not full:
+            return []
+        t0 = time.monotonic()
+        for i, (name, p) in enumerate(self.proxiers.items(), 1):
+            p.sync(view.ports, full=full)
+            fault(f"kube-proxy:{name}")  # tests: killed with some nodes synced and others not
+            if progress:
+                progress(f"Service rules ({len(view.ports)} ports)", i, len(self.proxiers))
+        seconds = time.monotonic() - t0
+        old, self.ports = self.ports, view.ports
+        self._forget_stale_udp(old, view.ports, view.topology)
+        events = endpoint_changes(old, view.ports)
+        nodes = ", ".join(self.proxiers)
+        what = "full sync" if full else "partial sync"
+        events.append(f"rules synced on {nodes} ({self.mode}, {what}, {plural(len(self.proxiers), 'transaction')}, "
+                      f"{seconds * 1000:.0f} ms)")
+        return events
+
+    def _forget_stale_udp(self, old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...], topo: Topology) -> None:
+        now = {(p.namespace, p.name, p.port_name, p.protocol): {e.ip for e in p.endpoints} for p in new}
+        for p in old:
+            if p.protocol != "UDP":
+                continue
+            gone = {e.ip for e in p.endpoints} - now.get((p.namespace, p.name, p.port_name, p.protocol), set())
+            for ip in gone:
+                for node in topo.local_nodes:
+                    delete_stale_udp(node.netns, p.cluster_ip, p.port, ip)
+                    if p.node_port is not None:
+                        delete_stale_udp_nodeport(node.netns, p.node_port, ip)
+
+
+def endpoint_changes(old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...]) -> list[str]:
+    """``Service shop/web: endpoints 2 -> 3`` for each Service whose ready endpoints changed."""
+
+    def count(ports: tuple[ServicePortInfo, ...]) -> dict[str, int]:
+        ips: dict[str, set[str]] = {}
+        for p in ports:
+            ips.setdefault(f"{p.namespace}/{p.name}", set()).update(e.ip for e in p.endpoints if e.ready)
+        return {k: len(v) for k, v in ips.items()}
+
+    before, after = count(old), count(new)
+    out = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in after:
+            out.append(f"Service {key}: no longer proxied (had {plural(before[key], 'endpoint')})")
+        elif key not in before:
+            out.append(f"Service {key}: proxied, {plural(after[key], 'endpoint')}")
+        elif before[key] != after[key]:
+            out.append(f"Service {key}: endpoints {before[key]} -> {after[key]}")
+    return out

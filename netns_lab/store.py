@@ -1,0 +1,88 @@
+"""The lab's objects, as the API server holds them: one immutable snapshot per change.
+
+Every controller reads a snapshot and nothing else, so "what should the kernel look like"
+is a pure function of it; a change (``apply``, ``delete``, ``label``, a pod's readiness) makes
+a new snapshot (see :mod:`netns_lab.scenario.admission`), and the lab reconciles the kernel
+from the old one to the new one. Objects keep their creation order: a pod's Service
+environment and the loader's allocation follow it, as in a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from netns_lab.model import ClusterConfig, Ingress, IngressClass, Namespace, Pod, Scenario, Secret, Service
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of object: its resource name (``kubectl get PLURAL``), the snapshot field that
+    holds it, and whether it lives in a namespace."""
+
+    name: str  # Pod
+    plural: str  # pods
+    field: str  # Objects.pods
+    namespaced: bool
+    aliases: tuple[str, ...] = ()
+
+
+KINDS = (
+    Kind("Namespace", "namespaces", "namespaces", False, ("namespace", "ns")),
+    Kind("Pod", "pods", "pods", True, ("pod", "po")),
+    Kind("Service", "services", "services", True, ("service", "svc")),
+    Kind("Secret", "secrets", "secrets", True, ("secret",)),
+    Kind("Ingress", "ingresses", "ingresses", True, ("ingress", "ing")),
+    Kind("IngressClass", "ingressclasses", "ingress_classes", False, ("ingressclass",)),
+)
+BY_CLASS = {Namespace: KINDS[0], Pod: KINDS[1], Service: KINDS[2], Secret: KINDS[3], Ingress: KINDS[4], IngressClass: KINDS[5]}
+
+
+def kind_named(text: str) -> Kind | None:
+    """``pod``, ``pods``, ``po``, ``Pod``...: kubectl's resource names, case-insensitive."""
+    low = text.lower()
+    return next((k for k in KINDS if low in (k.name.lower(), k.plural, *k.aliases)), None)
+
+
+@dataclass(frozen=True)
+class Objects:
+    """A snapshot of the cluster's objects (the lab's "etcd"), each tuple in creation order."""
+
+    cluster: ClusterConfig
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    services: tuple[Service, ...] = ()
+    secrets: tuple[Secret, ...] = ()
+    ingresses: tuple[Ingress, ...] = ()
+    ingress_classes: tuple[IngressClass, ...] = ()
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> "Objects":
+        return cls(scenario.cluster, scenario.namespaces, scenario.pods, scenario.services, scenario.secrets,
+                   scenario.ingresses, scenario.ingress_classes)
+
+    def all(self, kind: Kind) -> tuple[Any, ...]:
+        return getattr(self, kind.field)  # type: ignore[no-any-return]
+
+    def get(self, kind: Kind, key: str) -> Any | None:
+        return next((o for o in self.all(kind) if o.key == key), None)
+
+    def put(self, obj: Any) -> "Objects":
+        """Create ``obj`` (at the end) or replace the object with its key (in place)."""
+        kind = BY_CLASS[type(obj)]
+        items = self.all(kind)
+        if any(o.key == obj.key for o in items):
+            items = tuple(obj if o.key == obj.key else o for o in items)
+        else:
+            items = (*items, obj)
+        return replace(self, **{kind.field: items})
+
+    def remove(self, kind: Kind, key: str) -> "Objects":
+        return replace(self, **{kind.field: tuple(o for o in self.all(kind) if o.key != key)})
+
+    def in_namespace(self, namespace: str) -> list[tuple[Kind, Any]]:
+        """Every namespaced object of ``namespace``: what deleting it deletes."""
+        return [(k, o) for k in KINDS if k.namespaced for o in self.all(k) if o.namespace == namespace]
+
+    def same_as(self, other: "Objects") -> bool:
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))

@@ -1,0 +1,150 @@
+"""`apply`, `delete`, `label`, `events` and `reconcile` on a running lab, from the command line:
+an invalid change is refused whole (exit 2, one line) and leaves the lab byte-identical; a
+change killed half way is brought back by the next reconcile; events say what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from netns_lab import state
+from netns_lab.lab import Lab
+from netns_lab.realize import netns
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.root
+RUNTIME = os.path.join(ROOT, "tests", "scenarios", "runtime.yaml")
+NAME = "rt-cli"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.from_file(RUNTIME, {"name": NAME, "cluster.proxyMode": "nftables"}) as lab:
+        yield lab
+
+
+def cli(*args: str, fault: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **({"NETNS_LAB_FAULT": fault} if fault else {}))
+    return subprocess.run([sys.executable, "-m", "netns_lab", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def snapshot(lab: Lab) -> dict[str, str]:
+    """Everything a change could touch: every node's rules (counters aside), the lab's
+    namespaces, its recorded objects, the DNS zone and netexec's configuration."""
+    out = {}
+    for node in lab.topology.nodes:
+        for tool in (["nft", "list", "ruleset"], ["iptables-save"]):
+            text = subprocess.run(["ip", "netns", "exec", node.netns, *tool], capture_output=True, text=True).stdout
+            out[f"{node.name} {tool[0]}"] = re.sub(r"\[\d+:\d+\]|packets \d+ bytes \d+|^#.*$", "", text, flags=re.M)
+    out["netns"] = "\n".join(sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{NAME}_")))
+    st = state.load(NAME)
+    assert st is not None
+    out["objects"] = json.dumps(st.objects, sort_keys=True)
+    for f in ("dns-zone.json", "netexec.json"):
+        with open(os.path.join(st.workdir, f)) as fh:
+            out[f] = fh.read()
+    return out
+
+
+def manifest(kind: str, name: str, spec: str, ns: str = "default", extra: str = "") -> str:
+    api = "networking.k8s.io/v1" if kind in ("Ingress", "IngressClass") else "v1"
+    return f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}}}\n{extra}spec: {spec}\n"
+
+
+POD = "{{nodeName: {node}, containers: [{{name: web, image: netexec, ports: [{{name: http, containerPort: {port}}}]}}]}}"
+REFUSED = [
+    ("clusterIP is immutable", ["apply", manifest("Service", "web", "{clusterIP: 10.96.0.99, selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}")],
+     'spec.clusterIP: Invalid value: "10.96.0.99": field is immutable'),
+    ("unknown kind", ["apply", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"], 'no matches for kind "Deployment"'),
+    ("bad label value", ["label", "pod/web-1", "app=not ok!"], 'Invalid value: "not ok!"'),
+    ("bad label key", ["label", "pod/web-1", "bad key=x"], 'Invalid value: "bad key"'),
+    ("neither set nor remove", ["label", "pod/web-1", "app"], 'Invalid value: "app": must be KEY=VALUE'),
+    ("delete of something absent", ["delete", "pod/web-9"], 'Not found: pods "web-9" not found'),
+    ("a namespace that does not exist", ["apply", manifest("Pod", "p", POD.format(node="node-1", port=80), ns="nowhere")],
+     'Not found: namespaces "nowhere" not found'),
+    ("port out of range", ["apply", manifest("Service", "s", "{ports: [{port: 70000}]}")], "must be between 1 and 65535"),
+    ("pod ports are immutable", ["apply", manifest("Pod", "web-1", POD.format(node="node-1", port=8080), extra="")],
+     "pod updates may not change fields"),
+    ("pod nodeName is immutable", ["apply", manifest("Pod", "web-1", POD.format(node="node-2", port=9376))], "pod updates may not change fields"),
+    ("the default namespace stays", ["delete", "namespace/default"], "this namespace may not be deleted"),
+    ("the lab's DNS stays", ["delete", "pod/kube-system/coredns"], "which the lab runs itself"),
+    ("a malformed reference", ["delete", "pod/a/b/c"], "a Pod is named pod/NAMESPACE/NAME or NAME"),
+    ("an unknown resource", ["delete", "deployment/web"], "KIND one of namespace, pod"),
+    ("a nodePort taken twice", ["apply", manifest("Service", "a", "{type: NodePort, ports: [{port: 80, nodePort: 30222}]}") + "---\n"
+                                + manifest("Service", "b", "{type: NodePort, ports: [{port: 80, nodePort: 30222}]}")],
+     "provided port is already allocated"),
+    ("nodePort on a ClusterIP", ["apply", manifest("Service", "a", "{ports: [{port: 80, nodePort: 30223}]}")], "may not be used when `type` is 'ClusterIP'"),
+    ("an unknown field", ["apply", manifest("Service", "a", "{selectr: {app: web}, ports: [{port: 80}]}")], 'unknown field "selectr"'),
+    ("not YAML", ["apply", "kind: [Service\n"], "YAML"),
+    ("no such node", ["apply", manifest("Pod", "p", POD.format(node="node-9", port=80))], 'spec.nodeName: Not found: "node-9"'),
+    ("all or nothing", ["apply", manifest("Service", "fine", "{ports: [{port: 80}]}") + "---\n" + manifest("Pod", "p", "{}")],
+     "spec.containers: Required value"),
+]
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c[0] for c in REFUSED])
+def test_an_invalid_change_is_refused_whole_and_changes_nothing(lab: Lab, case: tuple[str, list[str], str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _name, (verb, *args), expected = case
+    if verb == "apply":
+        path = tmp_path / "change.yaml"
+        path.write_text(args[0])
+        args = [str(path)]
+    before = snapshot(lab)
+    proc = cli(verb, NAME, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert snapshot(lab) == before
+
+
+def test_changes_from_the_command_line_and_their_events_in_order(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "svc.yaml"
+    path.write_text(manifest("Service", "evt", "{selector: {app: web}, ports: [{name: http, port: 80, targetPort: http}]}"))
+    assert cli("apply", NAME, str(path)).returncode == 0
+    assert cli("label", NAME, "pod/web-2", "app-").returncode == 0
+    assert cli("label", NAME, "pod/web-2", "app=web").returncode == 0
+    done = cli("delete", NAME, "service/evt")
+    assert done.returncode == 0 and "kube-proxy: Service default/evt: no longer proxied" in done.stdout, done.stdout
+    events = cli("events", NAME).stdout.splitlines()
+    causes = [re.sub(r"^\S+\s+", "", e).split(": ", 1)[0] for e in events]
+    ours = [c for c in dict.fromkeys(causes) if "evt" in c or "web-2" in c]
+    assert ours == ["apply Service default/evt", "label pod/web-2 app-", "label pod/web-2 app=web", "delete service/evt"], causes
+    assert any("DNS: evt.default.svc.cluster.local. -> " in e for e in events)
+    assert any("label pod/web-2 app-: kube-proxy: Service default/web: endpoints 2 -> 1" in e for e in events)
+
+
+@pytest.mark.parametrize("fault", ["sync:pods", "kube-proxy:node-1", "rules", "sync:cloud-lb"])
+def test_a_change_killed_half_way_is_put_right_by_the_next_reconcile(lab: Lab, fault: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    name = "k-" + re.sub(r"[^a-z0-9]", "", fault)[:10]
+    path = tmp_path / "change.yaml"
+    path.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {name}}}}}\n"
+                    f"spec: {POD.format(node='node-2', port=9376)}\n---\n"
+                    + manifest("Service", name, f"{{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: http}}]}}"))
+    killed = cli("apply", NAME, str(path), fault=fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert state.load(NAME).pending  # type: ignore[union-attr]
+    fixed = cli("reconcile", NAME)
+    assert fixed.returncode == 0, fixed.stderr
+    after = Lab.attach(NAME)
+    assert not after.state.pending  # type: ignore[union-attr]
+    assert after.connect("pod/client", after.ip_of(f"service/{name}"), 80).result == "ok"
+    assert after.connect("node/node-2", after.ip_of(f"service/{name}"), 80).result == "ok"
+    settled = snapshot(lab)
+    assert cli("reconcile", NAME).returncode == 0
+    assert snapshot(lab) == settled  # a second full sync finds nothing to change
+
+    plan = after.topology.pod(f"default/{name}")
+    killed = cli("delete", NAME, f"pod/{name}", f"service/{name}", fault="sync:router")  # everything but the pod's removal
+    assert killed.returncode == -signal.SIGKILL
+    assert netns.exists(plan.netns)
+    assert cli("reconcile", NAME).returncode == 0
+    assert not netns.exists(plan.netns)
+    assert plan.netns not in state.load(NAME).namespaces  # type: ignore[union-attr]
