@@ -22,7 +22,9 @@ from netns_lab.errors import ScenarioError, ScenarioErrors
 from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import metadata
-from netns_lab.scenario.schema import ANY, INT, INT_OR_STR, OBJECT_META, STR, ListOf, MapOf, Obj, collect
+from netns_lab.scenario import openapi
+from netns_lab.scenario.openapi import OBJECT_META
+from netns_lab.scenario.schema import ANY, INT_OR_STR, STR, ListOf, Obj, collect
 from netns_lab.scenario.yamlsrc import Source, join
 
 API = "networking.k8s.io/v1"
@@ -33,33 +35,10 @@ _RENAMED = {
     "serviceName": f"removed with extensions/v1beta1: in {API} it is service.name",
     "servicePort": f"removed with extensions/v1beta1: in {API} it is service.port.number (or service.port.name)",
 }
-BACKEND = Obj(
-    "io.k8s.api.networking.v1.IngressBackend",
-    {
-        "service": Obj("io.k8s.api.networking.v1.IngressServiceBackend", {
-            "name": STR,
-            "port": Obj("io.k8s.api.networking.v1.ServiceBackendPort", {"number": INT, "name": STR}),
-        }),
-        "resource": ANY,
-    },
-    _RENAMED,
-)
-SPEC = Obj(
-    "io.k8s.api.networking.v1.IngressSpec",
-    {
-        "ingressClassName": STR,
-        "defaultBackend": BACKEND,
-        "rules": ListOf(Obj("io.k8s.api.networking.v1.IngressRule", {
-            "host": STR,
-            "http": Obj("io.k8s.api.networking.v1.HTTPIngressRuleValue", {
-                "paths": ListOf(Obj("io.k8s.api.networking.v1.HTTPIngressPath", {"path": STR, "pathType": STR, "backend": BACKEND})),
-            }),
-        })),
-        "tls": ListOf(Obj("io.k8s.api.networking.v1.IngressTLS", {"hosts": ListOf(STR), "secretName": STR})),
-    },
-    {"backend": f"removed with extensions/v1beta1: in {API} it is spec.defaultBackend"},
-)
-INGRESS = Obj("io.k8s.api.networking.v1.Ingress", {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": SPEC, "status": ANY})
+INGRESS = openapi.kind("io.k8s.api.networking.v1.Ingress", {
+    "io.k8s.api.networking.v1.IngressBackend": _RENAMED,
+    "io.k8s.api.networking.v1.IngressSpec": {"backend": f"removed with extensions/v1beta1: in {API} it is spec.defaultBackend"},
+})
 # The removed extensions/v1beta1 shape: a manifest written for it is checked against it, so
 # its typos are reported as typos, next to the one message that says how to convert it.
 _OLD_BACKEND = Obj("io.k8s.api.extensions.v1beta1.IngressBackend", {"serviceName": STR, "servicePort": INT_OR_STR, "resource": ANY})
@@ -77,14 +56,8 @@ INGRESS_V1BETA1 = Obj("io.k8s.api.extensions.v1beta1.Ingress", {
         "tls": ListOf(Obj("io.k8s.api.extensions.v1beta1.IngressTLS", {"hosts": ListOf(STR), "secretName": STR})),
     }),
 })
-INGRESS_CLASS = Obj("io.k8s.api.networking.v1.IngressClass", {
-    "apiVersion": STR, "kind": STR, "metadata": OBJECT_META,
-    "spec": Obj("io.k8s.api.networking.v1.IngressClassSpec", {"controller": STR, "parameters": ANY}),
-})
-SECRET = Obj("io.k8s.api.core.v1.Secret", {
-    "apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "type": STR, "data": MapOf(STR), "stringData": MapOf(STR),
-    "immutable": ANY,
-})
+INGRESS_CLASS = openapi.kind("io.k8s.api.networking.v1.IngressClass")
+SECRET = openapi.kind("io.k8s.api.core.v1.Secret")
 _WILDCARD = re.compile(r"\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # fullmatch: no trailing newline
 # The API server's own path rules for Exact and Prefix (validateIngressHTTPPath).
 _INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")

@@ -13,56 +13,13 @@ from typing import Any
 
 from netns_lab.model import PROTOCOLS, Container, ContainerPort, DnsConfig, Namespace, Pod
 from netns_lab.scenario import k8s
-from netns_lab.scenario.schema import ANY, BOOL, INT, OBJECT_META, STR, ListOf, Obj
+from netns_lab.scenario import openapi
+from netns_lab.scenario.openapi import OBJECT_META
+from netns_lab.scenario.schema import STR
 from netns_lab.scenario.yamlsrc import Source, join
 
-CONTAINER_PORT = Obj(
-    "io.k8s.api.core.v1.ContainerPort",
-    {"name": STR, "containerPort": INT, "protocol": STR, "hostPort": INT, "hostIP": STR},
-)
-_IGNORED_CONTAINER_FIELDS = (
-    "command args env envFrom resources resizePolicy imagePullPolicy securityContext volumeMounts "
-    "volumeDevices livenessProbe readinessProbe startupProbe workingDir stdin stdinOnce tty "
-    "lifecycle terminationMessagePath terminationMessagePolicy restartPolicy"
-).split()
-CONTAINER = Obj(
-    "io.k8s.api.core.v1.Container",
-    {"name": STR, "image": STR, "ports": ListOf(CONTAINER_PORT)} | {f: ANY for f in _IGNORED_CONTAINER_FIELDS},
-)
-_IGNORED_POD_SPEC_FIELDS = (
-    "initContainers ephemeralContainers restartPolicy terminationGracePeriodSeconds "
-    "activeDeadlineSeconds nodeSelector tolerations affinity volumes serviceAccountName "
-    "serviceAccount automountServiceAccountToken securityContext priorityClassName priority "
-    "imagePullSecrets schedulerName topologySpreadConstraints readinessGates runtimeClassName "
-    "preemptionPolicy overhead shareProcessNamespace hostPID hostIPC setHostnameAsFQDN os "
-    "hostAliases schedulingGates resourceClaims hostUsers"
-).split()
-POD_SPEC = Obj(
-    "io.k8s.api.core.v1.PodSpec",
-    {
-        "containers": ListOf(CONTAINER),
-        "nodeName": STR,
-        "hostname": STR,
-        "subdomain": STR,
-        "dnsPolicy": STR,
-        "enableServiceLinks": BOOL,
-        "hostNetwork": BOOL,
-        "dnsConfig": Obj(
-            "io.k8s.api.core.v1.PodDNSConfig",
-            {
-                "nameservers": ListOf(STR),
-                "searches": ListOf(STR),
-                "options": ListOf(Obj("io.k8s.api.core.v1.PodDNSConfigOption", {"name": STR, "value": STR})),
-            },
-        ),
-    }
-    | {f: ANY for f in _IGNORED_POD_SPEC_FIELDS},
-)
-POD = Obj("io.k8s.api.core.v1.Pod", {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": POD_SPEC, "status": ANY})
-NAMESPACE = Obj(
-    "io.k8s.api.core.v1.Namespace",
-    {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": ANY, "status": ANY},
-)
+POD = openapi.kind("io.k8s.api.core.v1.Pod")
+NAMESPACE = openapi.kind("io.k8s.api.core.v1.Namespace")
 
 DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
 

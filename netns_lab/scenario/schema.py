@@ -21,6 +21,10 @@ class Spec:
     def check(self, src: Source, value: Any, path: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def resolve(self) -> "Spec":
+        """The spec itself; a reference (openapi._Ref) answers with what it refers to."""
+        return self
+
 
 def _describe(value: Any) -> str:
     if value is None:
@@ -42,7 +46,7 @@ def _describe(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Scalar(Spec):
-    kind: str  # string | integer | boolean | int-or-string
+    kind: str  # string | integer | boolean | int-or-string | number | quantity
 
     def check(self, src: Source, value: Any, path: str) -> None:
         ok = {
@@ -50,6 +54,8 @@ class Scalar(Spec):
             "integer": isinstance(value, int) and not isinstance(value, bool),
             "boolean": isinstance(value, bool),
             "int-or-string": isinstance(value, (int, str)) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "quantity": isinstance(value, (int, float, str)) and not isinstance(value, bool),
         }[self.kind]
         if not ok:
             raise src.error(path, f"Invalid type: expected {self.kind}, got {_describe(value)}")
@@ -141,6 +147,7 @@ def collect(spec: Spec, src: Source, value: Any, path: str) -> list[ScenarioErro
     paste whole manifests from old documentation and deserve the full list at once."""
     if value is None:
         return []
+    spec = spec.resolve()
     if isinstance(spec, Obj) and isinstance(value, dict):
         out: list[ScenarioError] = []
         for k, v in value.items():
@@ -158,20 +165,3 @@ def collect(spec: Spec, src: Source, value: Any, path: str) -> list[ScenarioErro
     except ScenarioError as exc:
         return [exc]
     return []
-
-
-OBJECT_META = Obj(
-    "ObjectMeta",
-    {
-        "name": STR,
-        "namespace": STR,
-        "labels": MapOf(STR),
-        "annotations": MapOf(STR),
-        "uid": ANY,
-        "generateName": ANY,
-        "resourceVersion": ANY,
-        "creationTimestamp": ANY,
-        "ownerReferences": ANY,
-        "finalizers": ANY,
-    },
-)

@@ -18,46 +18,10 @@ from netns_lab.controllers.topology import NODE_AGENT_PORT
 from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import _fail, _unsupported, metadata
-from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, OBJECT_META, STR, ListOf, MapOf, Obj
+from netns_lab.scenario import openapi
 from netns_lab.scenario.yamlsrc import Source, join
 
-SERVICE_PORT = Obj(
-    "io.k8s.api.core.v1.ServicePort",
-    {"name": STR, "protocol": STR, "port": INT, "targetPort": INT_OR_STR, "nodePort": INT, "appProtocol": STR},
-)
-SERVICE_SPEC = Obj(
-    "io.k8s.api.core.v1.ServiceSpec",
-    {
-        "type": STR,
-        "selector": MapOf(STR),
-        "ports": ListOf(SERVICE_PORT),
-        "clusterIP": STR,
-        "clusterIPs": ListOf(STR),
-        "sessionAffinity": STR,
-        "sessionAffinityConfig": Obj(
-            "io.k8s.api.core.v1.SessionAffinityConfig",
-            {"clientIP": Obj("io.k8s.api.core.v1.ClientIPConfig", {"timeoutSeconds": INT})},
-        ),
-        "externalTrafficPolicy": STR,
-        "internalTrafficPolicy": STR,
-        "ipFamilies": ListOf(STR),
-        "ipFamilyPolicy": STR,
-        "publishNotReadyAddresses": BOOL,
-        "trafficDistribution": STR,
-        # LoadBalancer / ExternalName fields: recognised so the "not supported yet" message wins
-        "externalName": STR,
-        "externalIPs": ListOf(STR),
-        "loadBalancerIP": STR,
-        "loadBalancerSourceRanges": ListOf(STR),
-        "loadBalancerClass": STR,
-        "allocateLoadBalancerNodePorts": BOOL,
-        "healthCheckNodePort": INT,
-    },
-)
-SERVICE = Obj(
-    "io.k8s.api.core.v1.Service",
-    {"apiVersion": STR, "kind": STR, "metadata": OBJECT_META, "spec": SERVICE_SPEC, "status": ANY},
-)
+SERVICE = openapi.kind("io.k8s.api.core.v1.Service")
 EXTERNAL_TYPES = ("NodePort", "LoadBalancer")
 LB_ONLY = "may only be used when `type` is 'LoadBalancer'"
 # Kubernetes v1.34 (PreferSameTrafficDistribution beta, on by default): validateServiceTrafficDistribution
