@@ -580,13 +580,23 @@ def status(out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
             from netns_lab.controllers.topology import from_dict
 
             print(f"  spread: {spread_summary(from_dict(topo))}", file=out)
-        for svc in st.objects.get("services", []):  # status.loadBalancer.ingress, as the cloud assigned it
-            if svc.get("load_balancer_ips"):
-                ports = ",".join(f"{p['port']}/{p['protocol']}" for p in svc["ports"])
-                print(f"  LoadBalancer {svc['namespace']}/{svc['name']}: {', '.join(svc['load_balancer_ips'])} ({ports})", file=out)
+        for svc in _recorded_services(st):  # status.loadBalancer.ingress, as the cloud assigned it
+            if svc.load_balancer_ips:
+                ports = ",".join(f"{p.port}/{p.protocol}" for p in svc.ports)
+                print(f"  LoadBalancer {svc.key}: {', '.join(svc.load_balancer_ips)} ({ports})", file=out)
     if blind is not None:
         raise blind
     return EXIT_OK
+
+
+def _recorded_services(st: state.LabState) -> tuple[Any, ...]:
+    """The Services a lab's record holds; none while it is being built or if unreadable."""
+    from netns_lab.objectlog import ObjectLog
+
+    try:
+        return ObjectLog.read(st.workdir).recorded.services  # type: ignore[union-attr]
+    except (OSError, ValueError, KeyError):
+        return ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

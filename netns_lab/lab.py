@@ -23,13 +23,15 @@ from typing import Any
 
 from netns_lab import cleanup, interrupts, model_io, procs, state
 from netns_lab.controllers import spread
+from netns_lab.controllers.serviceports import ServicePorts
 from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
 from netns_lab.errors import LabError, RealizeError
 from netns_lab.events import describe, log_events
 from netns_lab.faults import ENV
+from netns_lab.objectlog import ObjectLog
 from netns_lab.faults import fault as _fault
 from netns_lab.model import ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
-from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
+from netns_lab.proxy.types import NodeContext, ServicePortInfo
 from netns_lab.realize import network, resolvconf
 from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import run_in
@@ -101,6 +103,10 @@ class Lab:
         self.progress: Callable[[str, int, int], None] | None = None  # (phase, done, total), see progress.py
         self.temporary = False  # run-scenario without --keep: once its builder is dead, the next up clears it
         self._reconcilers: tuple[Any, ...] = ()
+        self.timings: dict[str, float] = {}  # seconds per phase of the last change (see _sync)
+        self._service_ports = ServicePorts()  # kept up to date per change (controllers/serviceports.py)
+        self._synced: Objects | None = None  # the objects of the last sync: a view knows what changed since
+        self._log: ObjectLog = ObjectLog("")  # the objects on disk (objectlog.py), set by up/attach
 
     # -- the objects ------------------------------------------------------------------------
     @property
@@ -142,7 +148,12 @@ class Lab:
         st = state.load(state.check_name(name, "attach"))
         if st is None or st.phase != "up":
             raise LabError(f"lab {name!r} is not up (see `invoke status`)")
-        lab = cls(None, from_dict(st.topology), model_io.load_objects(st.objects))
+        try:
+            log = ObjectLog.read(st.workdir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise LabError(f"lab {name}: its objects cannot be read ({exc}); `invoke down {name}` removes it") from None
+        lab = cls(None, from_dict(st.topology), log.recorded)
+        lab._log = log
         lab.state = st
         lab.proxy_mode = st.proxy_mode
         lab.ipvs = (st.ipvs_scheduler, st.ipvs_legacy_ping)
@@ -163,7 +174,7 @@ class Lab:
                 view = self._view()
                 for r in self._reconcilers:
                     if hasattr(r, "restore"):
-                        r.restore(view.ports if isinstance(r, KubeProxy) else view)
+                        r.restore(view)
         return self._reconcilers
 
     @property
@@ -228,11 +239,11 @@ class Lab:
         st.owner_pid, st.owner_start = state.owner()
         st.temporary = self.temporary
         try:  # from the first save on: an exception (Ctrl-C too) removes whatever was made
-            st.objects = model_io.dump_objects(self.objects)
             st.save()
             self.state = st
             _fault("state")
             os.makedirs(st.workdir, exist_ok=True)
+            self._log = ObjectLog(st.workdir)
             counter: dict[str, int] = {}
 
             made = [0]
@@ -269,14 +280,19 @@ class Lab:
         if lock is None:
             raise state.busy_error(self.name, "being changed, built or removed")
         try:
+            t0 = time.perf_counter()
             self._catch_up()
             _ = self.reconcilers  # made (and told what is realised) from the objects before the change
+            t1 = time.perf_counter()
             objects = admit(self.objects, actions)
             topo = replan(self.topology, self.objects, objects)
             if objects.same_as(self.objects):
                 return []
             self.objects, self.topology = objects, topo
-            return self._sync(why=why or ", ".join(describe(a) for a in actions))
+            admitted = time.perf_counter()
+            events = self._sync(why=why or ", ".join(describe(a) for a in actions))
+            self.timings = {"attach": t1 - t0, "admission": admitted - t1, **self.timings}
+            return events
         finally:
             lock.release()
 
@@ -289,7 +305,8 @@ class Lab:
             raise LabError(f"lab {self.name} is not up any more (see `invoke status`)")
         if st.generation != self.state.generation:
             fresh = Lab.attach(self.name)
-            self.state, self.objects, self.topology = fresh.state, fresh.objects, fresh.topology
+            self.state, self.objects, self.topology, self._log = fresh.state, fresh.objects, fresh.topology, fresh._log
+            self._service_ports, self._synced = ServicePorts(), None
             self._reconcilers = ()  # made again, from the record, when the sync below needs them
         if self.state.pending:
             self._sync(full=True, why="finish an unfinished change")
@@ -300,31 +317,46 @@ class Lab:
         return self._sync(full=True, why="reconcile")
 
     def _view(self, full: bool = False) -> View:
-        return View(self.objects, self.topology, service_ports(self.objects.services, self.objects.pods, self.topology), full)
+        objects, topo = self.objects, self.topology
+        before, self._synced = self._synced, objects
+        cache = self._service_ports
+        return View(objects, topo, lambda: cache.update(objects, topo), full, None if full else before, lambda: None if cache.delta is None else (cache.previous, cache.delta))
 
     def _sync(self, full: bool = False, why: str = "") -> list[str]:
         """Run every reconciler against the current objects; record the objects first (marked
         pending until the last reconciler is done) and the events after."""
         st = self.state
         assert st is not None
-        st.objects = model_io.dump_objects(self.objects)
+        recs = self.reconcilers  # before the view: made (and restored) from what was realised
+        t0 = time.perf_counter()
+        self._log.record(self.objects)  # on disk (fsynced) before the kernel is touched
         st.topology = to_dict(self.topology)
         st.pending = True
         st.generation += 1  # another process holding an older generation starts again from the record
         st.save()
+        timings = {"record": time.perf_counter() - t0}
+        t0 = time.perf_counter()
         view = self._view(full)
+        timings["view"] = time.perf_counter() - t0
         events: list[str] = []
-        pods = self.reconcilers[0]
-        for r in self.reconcilers:
+        pods = recs[0]
+        for r in recs:
+            t0 = time.perf_counter()
             done = r.sync(view, self.progress) if r is self._proxy else r.sync(view)
+            timings[r.name] = time.perf_counter() - t0
             events += [f"{r.name}: {e}" for e in done]
             if r is self._proxy:
                 _fault("rules")
             _fault(f"sync:{r.name}")
+        t0 = time.perf_counter()
         events += [f"{pods.name}: {e}" for e in pods.prune(view)]
+        timings["prune"] = time.perf_counter() - t0
         st.pending = False
         st.generation += 1
+        t0 = time.perf_counter()
         st.save()
+        timings["record"] += time.perf_counter() - t0
+        self.timings = timings  # seconds per phase of the last sync: what benchmarks/bench_changes.py reports
         if events:
             log_events(st.workdir, why, events)
         return events
@@ -463,7 +495,7 @@ class Lab:
         """Have the node agents say ``phase``; return once one of them does (so a caller never
         races netexec's reload, and the answer is known to cross the node's own stack)."""
         agents = self.reconcilers[1]
-        agents.sync(replace(self._view(), full=True))  # the phase is part of netexec's configuration
+        agents.sync(self._view().but_full())  # the phase is part of netexec's configuration
         node = self.topology.local_nodes[0]
         if not _until(lambda: self.agent_phase(node) == phase, timeout, 0.01):
             raise RealizeError(f"node agent of {node.name}", f"announce {phase!r}", None, "netexec did not reload")

@@ -127,8 +127,7 @@ LOADERS = {"namespaces": load_namespace, "pods": load_pod, "services": load_serv
 
 
 def dump_objects(objects: Objects) -> dict[str, Any]:
-    """The lab's objects for its record (``state.objects``); a change re-dumps only what changed
-    (``dump`` is cached per object)."""
+    """The lab's objects as JSON (objectlog.py writes them); ``dump`` is cached per object."""
     out: dict[str, Any] = {"cluster": dump_cluster(objects.cluster)}
     for name in LOADERS:
         out[name] = [dump(o) for o in getattr(objects, name)]

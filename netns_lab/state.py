@@ -41,7 +41,6 @@ class LabState:
     iptables_backend: str = "nft"
     ipvs_scheduler: str = "rr"
     ipvs_legacy_ping: bool = False
-    objects: dict[str, Any] = field(default_factory=dict)  # the lab's objects (model_io.dump_objects)
     pending: bool = False  # a change was recorded in ``objects`` and is not yet fully realised
     generation: int = 0  # moves on with every sync: a process whose copy is older reloads the record
     # Who built it: a refused ``up`` names it, and a "building" record whose owner is dead is

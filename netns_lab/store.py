@@ -64,18 +64,29 @@ class Objects:
     def all(self, kind: Kind) -> tuple[Any, ...]:
         return getattr(self, kind.field)  # type: ignore[no-any-return]
 
+    def _index(self, kind: Kind) -> dict[str, int]:
+        """key -> position, built once per snapshot and kind (or handed on by ``put``)."""
+        cache = self.__dict__.setdefault("_indexes", {})
+        if kind.field not in cache:
+            cache[kind.field] = {o.key: i for i, o in enumerate(self.all(kind))}
+        return cache[kind.field]  # type: ignore[no-any-return]
+
     def get(self, kind: Kind, key: str) -> Any | None:
-        return next((o for o in self.all(kind) if o.key == key), None)
+        i = self._index(kind).get(key)
+        return None if i is None else self.all(kind)[i]
 
     def put(self, obj: Any) -> "Objects":
         """Create ``obj`` (at the end) or replace the object with its key (in place)."""
         kind = BY_CLASS[type(obj)]
-        items = self.all(kind)
-        if any(o.key == obj.key for o in items):
-            items = tuple(obj if o.key == obj.key else o for o in items)
+        items, index = self.all(kind), self._index(kind)
+        at = index.get(obj.key)
+        if at is None:
+            new = replace(self, **{kind.field: (*items, obj)})
+            new.__dict__["_indexes"] = {kind.field: {**index, obj.key: len(items)}}
         else:
-            items = (*items, obj)
-        return replace(self, **{kind.field: items})
+            new = replace(self, **{kind.field: (*items[:at], obj, *items[at + 1:])})
+            new.__dict__["_indexes"] = {kind.field: index}  # same keys, same places (never mutated)
+        return new
 
     def remove(self, kind: Kind, key: str) -> "Objects":
         return replace(self, **{kind.field: tuple(o for o in self.all(kind) if o.key != key)})
@@ -86,3 +97,20 @@ class Objects:
 
     def same_as(self, other: "Objects") -> bool:
         return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))
+
+    def changes(self, newer: "Objects", kind: Kind) -> dict[str, tuple[Any | None, Any | None]]:
+        """key -> (old, new) for every object of ``kind`` that ``newer`` created, replaced or
+        deleted. A change touches a few objects of thousands: the usual cases (nothing, in
+        place, appended) are found by identity in one pass, without hashing anything."""
+        a, b = self.all(kind), newer.all(kind)
+        if a is b:
+            return {}
+        if len(b) >= len(a):
+            head = [i for i, (x, y) in enumerate(zip(a, b)) if x is not y]
+            if len(b) == len(a) or not head:  # replaced in place, or appended
+                out = {b[i].key: (a[i], b[i]) for i in head if a[i].key == b[i].key}
+                if len(out) == len(head):
+                    out.update({o.key: (None, o) for o in b[len(a):]})
+                    return out
+        old, new = {o.key: o for o in a}, {o.key: o for o in b}
+        return {k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) is not new.get(k)}

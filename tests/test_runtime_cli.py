@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns_lab import state
+from netns_lab import model_io, state
+from netns_lab.objectlog import ObjectLog
 from netns_lab.lab import Lab
 from netns_lab.realize import netns
 from tests.conftest import ROOT
@@ -46,10 +47,10 @@ def snapshot(lab: Lab) -> dict[str, str]:
     out["netns"] = "\n".join(sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{NAME}_")))
     st = state.load(NAME)
     assert st is not None
-    out["objects"] = json.dumps(st.objects, sort_keys=True)
-    for f in ("dns-zone.json", "netexec.json"):
-        with open(os.path.join(st.workdir, f)) as fh:
-            out[f] = fh.read()
+    out["objects"] = json.dumps(model_io.dump_objects(ObjectLog.read(st.workdir).recorded), sort_keys=True)  # type: ignore[arg-type]
+    for f in sorted(f for f in os.listdir(st.workdir) if f.startswith("dns-zone.")) + ["netexec.json"]:  # the zone: snapshot + journal
+        with open(os.path.join(st.workdir, f)) as fh:  # (a full sync starts a journal of another number)
+            out[re.sub(r"\.\d+\.", ".N.", f)] = re.sub(r"dns-zone\.\d+\.journal", "dns-zone.N.journal", fh.read())
     return out
 
 

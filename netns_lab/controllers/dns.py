@@ -62,44 +62,51 @@ def dashed(ip: str) -> str:
 def build(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, zone: str) -> Records:
     z = zone.lower().rstrip(".") + "."
     rec = Records(z, reverse_nets=[str(topo.service_cidr), str(topo.pod_cidr)])
-    rec.namespaces = {p.namespace for p in pods} | {s.namespace for s in services} | {"default", "kube-system"}
+    rec.namespaces = namespaces_of(services, pods)
     rec.add(f"dns-version.{z}", "TXT", SCHEMA_VERSION)
     for svc in services:
-        base = f"{svc.name}.{svc.namespace}.svc.{z}"
-        if not svc.headless or svc.type == "ExternalName":
-            for name, rtype, data in _fixed_records(svc, z):
-                rec.add(name, rtype, data)
-            continue
-        # headless: the ready endpoints themselves
-        per_port = endpoints(svc, pods, topo)
-        by_pod = {p.key: p for p in pods}
-        hosts: dict[str, str] = {}
-        for eps in per_port.values():
-            for ep in eps:
-                pod = by_pod[ep.pod]
-                host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ep.ip)
-                hosts[ep.ip] = f"{host}.{base}"
-        if not svc.ports and svc.selector is not None:  # a headless Service without ports still lists its pods
-            for pod in pods:
-                from netns_lab.controllers.endpoints import selects
-
-                if pod.ready and selects(svc, pod):
-                    ip = str(topo.pod(pod.key).ip)
-                    host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
-                    hosts[ip] = f"{host}.{base}"
-        for ip, fqdn in sorted(hosts.items()):
-            rec.add(base, "A", ip)
-            rec.add(fqdn, "A", ip)
-            rec.add(reverse_name(ip), "PTR", fqdn)
-        for sp, eps in per_port.items():
-            if not sp.name:
-                continue
-            weight = 100 // max(len(eps), 1)
-            for ep in eps:
-                rec.add(f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", [0, weight, ep.port, hosts[ep.ip]])
-        if not hosts:
-            rec.names.pop(base.lower(), None)
+        for name, rtype, data in service_records(svc, pods, topo, z):
+            rec.add(name, rtype, data)
     return rec
+
+
+def namespaces_of(services: tuple[Service, ...], pods: tuple[Pod, ...]) -> set[str]:
+    """The namespaces that exist for DNS (``a-b-c-d.NS.pod.zone`` answers in them)."""
+    return {p.namespace for p in pods} | {s.namespace for s in services} | {"default", "kube-system"}
+
+
+def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str) -> list[tuple[str, str, Any]]:
+    """Every record one Service contributes to the zone (``z``: the zone with its dot)."""
+    if not svc.headless or svc.type == "ExternalName":
+        return list(_fixed_records(svc, z))
+    # headless: the ready endpoints themselves
+    base = f"{svc.name}.{svc.namespace}.svc.{z}"
+    per_port = endpoints(svc, pods, topo)
+    by_pod = {p.key: p for p in pods}
+    hosts: dict[str, str] = {}
+    for eps in per_port.values():
+        for ep in eps:
+            pod = by_pod[ep.pod]
+            host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ep.ip)
+            hosts[ep.ip] = f"{host}.{base}"
+    if not svc.ports and svc.selector is not None:  # a headless Service without ports still lists its pods
+        from netns_lab.controllers.endpoints import selects
+
+        for pod in pods:
+            if pod.ready and selects(svc, pod):
+                ip = str(topo.pod(pod.key).ip)
+                host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
+                hosts[ip] = f"{host}.{base}"
+    out: list[tuple[str, str, Any]] = []
+    for ip, fqdn in sorted(hosts.items()):
+        out += [(base, "A", ip), (fqdn, "A", ip), (reverse_name(ip), "PTR", fqdn)]
+    for sp, eps in per_port.items():
+        if not sp.name:
+            continue
+        weight = 100 // max(len(eps), 1)
+        for ep in eps:
+            out.append((f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", [0, weight, ep.port, hosts[ep.ip]]))
+    return out
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -25,12 +25,15 @@ def node_mark(index: int) -> int:
 def health_answers(services: tuple[Service, ...], ports: tuple[ServicePortInfo, ...], topo: Topology) -> dict[str, dict[str, dict[str, Any]]]:
     """node -> {healthCheckNodePort: kube-proxy's answer} for every LB Service with Local policy."""
     out: dict[str, dict[str, dict[str, Any]]] = {n.name: {} for n in topo.nodes}
+    checked = [svc for svc in services if svc.health_check_node_port is not None]
+    if not checked:
+        return out
+    wanted = {(svc.namespace, svc.name) for svc in checked}
     by_service: dict[tuple[str, str], ServicePortInfo] = {}
     for sp in ports:
-        by_service.setdefault((sp.namespace, sp.name), sp)  # kube-proxy counts the first port's endpoints
-    for svc in services:
-        if svc.health_check_node_port is None:
-            continue
+        if (sp.namespace, sp.name) in wanted:
+            by_service.setdefault((sp.namespace, sp.name), sp)  # kube-proxy counts the first port's endpoints
+    for svc in checked:
         sp = by_service.get((svc.namespace, svc.name))
         for node in topo.nodes:
             count = len(sp.local_endpoints(node.name)) if sp else 0

@@ -224,9 +224,11 @@ class NftSync:
         self.sets: Counter[str] = Counter()
         self.synced = False
 
-    def _count(self, f: Fragment, step: int, touched: dict[str, set]) -> None:  # type: ignore[type-arg]
+    def _count(self, f: Fragment, step: int, touched: dict[str, set], before: dict | None = None) -> None:  # type: ignore[type-arg]
         for m, es in f.elements.items():
             for e in es:
+                if before is not None and (m, e) not in before:
+                    before[(m, e)] = self.elements[(m, e)] > 0  # was it in the map before this sync
                 self.elements[(m, e)] += step
                 touched["elements"].add((m, e))
         for c in f.chains:
@@ -237,21 +239,30 @@ class NftSync:
             touched["sets"].add(a)
 
     def transaction(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
-                    existing_chains: set[str] | None = None, existing_sets: set[str] | None = None) -> str:
+                    existing_chains: set[str] | None = None, existing_sets: set[str] | None = None,
+                    delta: tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None = None) -> str:
         """One ``nft -f`` transaction. Sets and chains are created before anything refers to
-        them; stale ones are removed only after the elements and rules that used them."""
+        them; stale ones are removed only after the elements and rules that used them.
+        ``delta`` (ports gone, ports new since the last transaction) spares comparing them all."""
         full = full or not self.synced
         old = self.fragments
-        new: dict[ServicePortInfo, Fragment] = {}
         added: list[Fragment] = []
-        for sp in ports:
-            f = old.get(sp)
-            if f is None:
-                f = render_port(self.ctx, sp)
+        if delta is not None and not full:
+            new = dict(old)
+            removed = [new.pop(sp) for sp in delta[0] if sp in new]
+            for sp in delta[1]:
+                new[sp] = f = render_port(self.ctx, sp)
                 added.append(f)
-            new[sp] = f
-        removed = [f for sp, f in old.items() if sp not in new] if len(new) != len(old) or added else []
-        before_elements = {k for k, n in self.elements.items() if n > 0}
+        else:
+            new = {}
+            for sp in ports:
+                f = old.get(sp)
+                if f is None:
+                    f = render_port(self.ctx, sp)
+                    added.append(f)
+                new[sp] = f
+            removed = [f for sp, f in old.items() if sp not in new] if len(new) != len(old) or added else []
+        before_elements: dict[tuple[str, str], bool] = {}  # only for the elements this sync touches
         before_chains = {c for c, n in self.chains.items() if n > 0} if full else None
         before_sets = {c for c, n in self.sets.items() if n > 0} if full else None
         touched: dict[str, set] = {"elements": set(), "chains": set(), "sets": set()}  # type: ignore[type-arg]
@@ -262,9 +273,9 @@ class NftSync:
                 self._count(f, 1, touched)
         else:
             for f in removed:
-                self._count(f, -1, touched)
+                self._count(f, -1, touched, before_elements)
             for f in added:
-                self._count(f, 1, touched)
+                self._count(f, 1, touched, before_elements)
         out: list[str] = []
         if full:
             out.append(BASE.rstrip())
@@ -296,9 +307,9 @@ class NftSync:
             for key in touched["elements"]:
                 m, e = key
                 now = self.elements[key] > 0
-                if key in before_elements and not now:
+                if before_elements[key] and not now:
                     gone.setdefault(m, []).append(e.split(" : ")[0])
-                elif key not in before_elements and now:
+                elif not before_elements[key] and now:
                     fresh.setdefault(m, []).append(e)
         for m in MAPS:
             if gone.get(m):

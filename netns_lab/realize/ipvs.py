@@ -109,7 +109,7 @@ class IpvsProxier(Proxier):
         self.backend = iptables_backend
         self.applied: render_ipvs.IpvsPlan | None = None
 
-    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:
+    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: object = None) -> SyncStats:
         t0 = time.perf_counter()
         plan = render_ipvs.render(self.ctx, ports, self.scheduler)
         full = full or self.applied is None
@@ -122,6 +122,9 @@ class IpvsProxier(Proxier):
         self.last_input = glue
         self.last_stats = SyncStats(self.mode, full, t1 - t0, t2 - t1, len(glue))
         return self.last_stats
+
+    def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
+        self.applied = render_ipvs.render(self.ctx, ports, self.scheduler)
 
     def _hooked(self) -> bool:
         out = subprocess.run(["ip", "netns", "exec", self.netns, f"iptables-{self.backend}-save", "-t", "nat"],

@@ -19,6 +19,9 @@ from netns_lab.proxy import nftables as nft
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
 
 
+Delta = tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]]  # (ports gone, ports new)
+
+
 @dataclass
 class SyncStats:
     mode: str
@@ -46,7 +49,15 @@ class Proxier:
         self.last_stats: SyncStats | None = None
         self.last_input = ""  # what the last sync sent to the kernel, for inspection
 
-    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:  # pragma: no cover
+    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:  # pragma: no cover
+        """Bring the kernel to ``ports``; ``delta`` (ports gone, ports new since the last sync),
+        when the caller knows it, saves comparing every port."""
+        raise NotImplementedError
+
+    def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:  # pragma: no cover
+        """The kernel already holds the rules for ``ports`` (another process synced them): learn
+        what they are without applying anything, so the next sync is a partial one, as a
+        restarted kube-proxy would if it could read its own rules back."""
         raise NotImplementedError
 
 
@@ -75,7 +86,7 @@ class IptablesProxier(Proxier):
                 chains.add((table, line[1:].split()[0]))
         return chains, "-j KUBE-SERVICES" in out
 
-    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:
+    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:
         t0 = time.perf_counter()
         existing, jumps = None, False
         full = full or not self.plan.synced
@@ -91,12 +102,19 @@ class IptablesProxier(Proxier):
         return self.last_stats
 
 
+    def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
+        self.plan.restore_input(ports, True, None, False)
+
+
 class NftablesProxier(Proxier):
     mode = "nftables"
 
     def __init__(self, netns: str, ctx: NodeContext) -> None:
         super().__init__(netns, ctx)
         self.plan = nft.NftSync(ctx)
+
+    def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
+        self.plan.transaction(ports, True, None, None)
 
     def _existing(self) -> tuple[set[str], set[str]]:
         out = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", "ip", "kube-proxy"],
@@ -105,13 +123,13 @@ class NftablesProxier(Proxier):
         sets = {s for s in re.findall(r"^\s*set (\S+) \{", out, re.M) if s.startswith("affinity-")}
         return chains, sets
 
-    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False) -> SyncStats:
+    def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:
         t0 = time.perf_counter()
         chains = sets = None
         full = full or not self.plan.synced
         if full:
             chains, sets = self._existing()
-        text = self.plan.transaction(ports, full, chains, sets)
+        text = self.plan.transaction(ports, full, chains, sets, delta)
         t1 = time.perf_counter()
         _run(self.netns, ["nft", "-f", "-"], text)
         self.last_input = text

@@ -14,9 +14,10 @@ before anything points at them, and removed after nothing does.
 
 from __future__ import annotations
 
+import functools
 import signal
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from netns_lab.controllers.topology import Topology
 from netns_lab.proxy.types import ServicePortInfo
@@ -24,15 +25,31 @@ from netns_lab.state import LabState
 from netns_lab.store import Objects
 
 
-@dataclass(frozen=True)
 class View:
-    """What every reconciler reads: the objects, the address plan, and the Service ports with
-    their endpoints (computed once per sync, the most expensive derived view)."""
+    """What every reconciler reads: the objects, the address plan, what changed since the
+    last sync (``before``: the objects then, None for everything), and the Service ports with
+    their endpoints (computed on first use, once per sync: DNS answers without waiting for
+    them). ``full``: rebuild from scratch, after a failure or in a process's first sync."""
 
-    objects: Objects
-    topology: Topology
-    ports: tuple[ServicePortInfo, ...]
-    full: bool = False  # rebuild from scratch: after a failure, or the first sync of a process
+    def __init__(self, objects: Objects, topology: Topology, ports: Callable[[], tuple[ServicePortInfo, ...]],
+                 full: bool = False, before: Objects | None = None,
+                 delta: Callable[[], Any] = lambda: None) -> None:
+        self.objects, self.topology, self.full, self.before = objects, topology, full, before
+        self._ports, self._delta = ports, delta
+
+    @functools.cached_property
+    def ports(self) -> tuple[ServicePortInfo, ...]:
+        return self._ports()
+
+    def port_changes(self, since: tuple[ServicePortInfo, ...]) -> tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None:
+        """(ports gone, ports new) from ``since`` (what the caller synced last) to ``ports``;
+        None when not known that way (then compare everything)."""
+        _ = self.ports
+        known = None if self.before is None else self._delta()
+        return known[1] if known is not None and known[0] is since else None
+
+    def but_full(self) -> "View":
+        return View(self.objects, self.topology, lambda: self.ports, True, None)
 
 
 class Runtime(Protocol):

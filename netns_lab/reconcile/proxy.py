@@ -22,10 +22,15 @@ class KubeProxy:
         self.ipvs = ipvs
         self.proxiers: dict[str, Proxier] = {}
         self.ports: tuple[ServicePortInfo, ...] = ()  # as last synced
+        self.kernel_s = 0.0  # of the last sync: time spent in iptables-restore / nft / netlink (the rest is Python)
 
-    def restore(self, ports: tuple[ServicePortInfo, ...]) -> None:
-        """A process attaching to a running lab: the rules in the kernel are these."""
-        self.ports = ports
+    def restore(self, view: View) -> None:
+        """A process attaching to a running lab: the rules in the kernel are those of the
+        recorded objects; each node's proxier learns them (rendered, not applied)."""
+        self._proxiers(view.topology)
+        for p in self.proxiers.values():
+            p.adopt(view.ports)
+        self.ports = view.ports
 
     def _proxiers(self, topo: Topology) -> bool:
         """Create the per-node proxiers on first use; True when they are new (a full sync)."""
@@ -38,18 +43,28 @@ class KubeProxy:
 
     def sync(self, view: View, progress=None) -> list[str]:  # type: ignore[no-untyped-def]
         full = self._proxiers(view.topology) or view.full
-        if view.ports == self.ports and not full:
+        delta = None if full else view.port_changes(since=self.ports)
+        if (delta == ((), ()) or view.ports == self.ports) and not full:
+            self.ports = view.ports
             return []
         t0 = time.monotonic()
+        self.kernel_s = 0.0
         for i, (name, p) in enumerate(self.proxiers.items(), 1):
-            p.sync(view.ports, full=full)
+            self.kernel_s += p.sync(view.ports, full=full, delta=delta).apply_s
             fault(f"kube-proxy:{name}")  # tests: killed with some nodes synced and others not
             if progress:
                 progress(f"Service rules ({len(view.ports)} ports)", i, len(self.proxiers))
         seconds = time.monotonic() - t0
         old, self.ports = self.ports, view.ports
-        self._forget_stale_udp(old, view.ports, view.topology)
-        events = endpoint_changes(old, view.ports)
+        if full:
+            gone, came = old, view.ports
+        elif delta is not None:  # what changed, as the endpoints controller knows it
+            gone, came = delta
+        else:  # by the ports' cached hashes: not every port of 10,000 Services
+            before, after = set(old), set(view.ports)
+            gone, came = tuple(p for p in old if p not in after), tuple(p for p in view.ports if p not in before)
+        self._forget_stale_udp(gone, came, view.topology)
+        events = endpoint_changes(gone, came)
         nodes = ", ".join(self.proxiers)
         what = "full sync" if full else "partial sync"
         events.append(f"rules synced on {nodes} ({self.mode}, {what}, {plural(len(self.proxiers), 'transaction')}, "

@@ -1,10 +1,11 @@
 """The cluster DNS server (the lab's CoreDNS): real DNS wire protocol, UDP and TCP, port 53.
 
 It runs inside the DNS pod's namespace (``kube-system/coredns``), reached through the
-``kube-dns`` Service like any cluster DNS. Records come from a JSON file the lab rewrites
-atomically whenever Services or endpoints change; the file's mtime is checked on every
-query, so a change is visible to the very next question without signals or races.
-Names are answered by :func:`netns_lab.controllers.dns.answer` (the naming rules).
+``kube-dns`` Service like any cluster DNS. Records come from files the lab writes whenever
+Services or endpoints change; they are looked at before every answer, so a change is
+visible to the very next question without signals or races.
+Names are answered by :func:`netns_lab.controllers.dns.answer` (the naming rules). The
+zone is a snapshot plus a journal of changed names (see :class:`Zone`).
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ _RDATA = {
 
 
 class Zone:
-    """The record table, reloaded when its file changes, and a cache of packed answers.
+    """The record table, kept current from its files, and a cache of packed answers.
+
+    The files: a snapshot (``dns-zone.json``, replaced atomically) naming its journal, a file
+    of changed names the lab appends to (one JSON line each: ``{"n": NAME, "e": ENTRY|null}``
+    or ``{"ns": [...]}``). Before each answer the snapshot's mtime and the journal's size are
+    looked at (two stats): a new snapshot is read whole, new journal lines are applied.
 
     The cache is keyed by the question exactly as asked (name case included, type, class,
     and the RD bit): a repeated question costs a dict lookup and a 2-byte ID patch instead of
-    a parse and a pack. Any change of the zone file empties it.
+    a parse and a pack. Any change of the zone empties it.
     """
 
     def __init__(self, path: str) -> None:
@@ -45,6 +51,8 @@ class Zone:
         self.mtime = -1
         self.records = Records("cluster.local.")
         self.cache: dict[bytes, bytes] = {}
+        self.journal = ""
+        self.offset = 0
 
     def current(self) -> Records:
         try:
@@ -53,10 +61,38 @@ class Zone:
             return self.records
         if mtime != self.mtime:
             with open(self.path) as fh:
-                self.records = Records.from_json(json.load(fh))
+                data = json.load(fh)
+            self.records = Records.from_json(data)
+            self.journal = os.path.join(os.path.dirname(self.path), data["journal"]) if data.get("journal") else ""
+            self.offset = 0
             self.mtime = mtime
             self.cache.clear()
+        if self.journal:
+            self._follow()
         return self.records
+
+    def _follow(self) -> None:
+        try:
+            size = os.stat(self.journal).st_size
+        except FileNotFoundError:
+            return  # replaced by a newer snapshot: the next stat of the snapshot sees it
+        if size <= self.offset:
+            return
+        with open(self.journal, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read(size - self.offset)
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written is read next time
+        for line in complete.splitlines():
+            change = json.loads(line)
+            if "ns" in change:
+                self.records.namespaces = set(change["ns"])
+            elif change["e"]:
+                self.records.names[change["n"]] = change["e"]
+            else:
+                self.records.names.pop(change["n"], None)
+        if complete:
+            self.offset += len(complete)
+            self.cache.clear()
 
 
 def cached_respond(zone: Zone, data: bytes) -> bytes | None:
