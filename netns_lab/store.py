@@ -9,6 +9,7 @@ environment and the loader's allocation follow it, as in a cluster.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -42,6 +43,43 @@ def kind_named(text: str) -> Kind | None:
     """``pod``, ``pods``, ``po``, ``Pod``...: kubectl's resource names, case-insensitive."""
     low = text.lower()
     return next((k for k in KINDS if low in (k.name.lower(), k.plural, *k.aliases)), None)
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """What the Services of a snapshot hold (kube-apiserver's allocator bitmaps): clusterIPs,
+    node ports (with health-check ports, as (port, protocol)) and load-balancer IPs. Kept per
+    snapshot and handed on by ``put``/``remove`` with one Service's worth of change (a set
+    copy), so allocating among 10,000 Services does not re-read them all."""
+
+    ips: frozenset[str] = frozenset()
+    ports: frozenset[tuple[int, str]] = frozenset()
+    lbs: frozenset[str] = frozenset()
+    ip_ints: frozenset[int] = frozenset()  # the clusterIPs as integers: the allocator walks them
+
+    @staticmethod
+    def of(services: tuple[Service, ...]) -> "Allocations":
+        ips, ports, lbs = _held(services)
+        return Allocations(frozenset(ips), frozenset(ports), frozenset(lbs), frozenset(map(_int, ips)))
+
+    def without(self, svc: Service) -> "Allocations":
+        ips, ports, lbs = _held((svc,))
+        return Allocations(self.ips - ips, self.ports - ports, self.lbs - lbs, self.ip_ints - set(map(_int, ips)))
+
+    def plus(self, svc: Service) -> "Allocations":
+        ips, ports, lbs = _held((svc,))
+        return Allocations(self.ips | ips, self.ports | ports, self.lbs | lbs, self.ip_ints | set(map(_int, ips)))
+
+
+def _int(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "big")
+
+
+def _held(services: tuple[Service, ...]) -> tuple[set[str], set[tuple[int, str]], set[str]]:
+    ips = {s.cluster_ip for s in services if s.cluster_ip}
+    ports = {(p.node_port, p.protocol) for s in services for p in s.ports if p.node_port}
+    ports |= {(s.health_check_node_port, "TCP") for s in services if s.health_check_node_port}
+    return ips, ports, {ip for s in services for ip in s.load_balancer_ips}  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -86,7 +124,18 @@ class Objects:
         else:
             new = replace(self, **{kind.field: (*items[:at], obj, *items[at + 1:])})
             new.__dict__["_indexes"] = {kind.field: index}  # same keys, same places (never mutated)
+        held = self.__dict__.get("_allocations")
+        if isinstance(obj, Service) and held is not None:
+            new.__dict__["_allocations"] = (held if at is None else held.without(items[at])).plus(obj)
+        elif held is not None:
+            new.__dict__["_allocations"] = held
         return new
+
+    def allocations(self) -> Allocations:
+        """What this snapshot's Services hold (built once, then handed on by ``put``)."""
+        if "_allocations" not in self.__dict__:
+            self.__dict__["_allocations"] = Allocations.of(self.services)
+        return self.__dict__["_allocations"]  # type: ignore[no-any-return]
 
     def remove(self, kind: Kind, key: str) -> "Objects":
         return replace(self, **{kind.field: tuple(o for o in self.all(kind) if o.key != key)})

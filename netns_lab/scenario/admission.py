@@ -179,7 +179,7 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
     ``patchAllocatedValues`` does (clusterIP, nodePorts by port name, health-check port, LB IP)."""
     new = ps.service
     spath = join(ps.path, "spec")
-    others = tuple(s for s in objects.services if old is None or s.key != old.key)
+    held = objects.allocations() if old is None else objects.allocations().without(old)
     if old is not None and old.type != "ExternalName" and new.type != "ExternalName":
         was = old.cluster_ip or "None"
         if ps.requested_ip is None:
@@ -198,7 +198,7 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
         if old.type == "LoadBalancer" and new.type == "LoadBalancer" and ps.requested_lb_ip is None:
             ps.requested_lb_ip = old.load_balancer_ips[0] if old.load_balancer_ips else None
     ps.service = new
-    (svc,) = allocate([ps], objects.cluster, existing=others)
+    (svc,) = allocate([ps], objects.cluster, held=held)
     return objects.put(svc)
 
 
@@ -210,7 +210,7 @@ def _with_ingress_controller(objects: Objects) -> Objects:
         return objects
     objects = objects.put(ns) if objects.get(KINDS[0], ns.name) is None else objects
     src = Source("ingress controller", None)
-    (svc,) = allocate([ParsedService(svc, src, "", None)], objects.cluster, existing=objects.services)
+    (svc,) = allocate([ParsedService(svc, src, "", None)], objects.cluster, held=objects.allocations())
     return objects.put(replace(pod, service_env=pod_env(pod, objects.services))).put(svc)
 
 

@@ -17,6 +17,7 @@ from netns_lab.controllers.topology import outside_addresses
 from netns_lab.controllers.loadbalancer import KUBE_PROXY_HEALTHZ_PORT
 from netns_lab.controllers.topology import NODE_AGENT_PORT
 from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
+from netns_lab.store import Allocations
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import _fail, _unsupported, metadata
 from netns_lab.scenario import openapi
@@ -317,24 +318,27 @@ def lab_machine_addresses(cluster: ClusterConfig) -> dict[str, str]:
     return out
 
 
-def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tuple[Service, ...] = ()) -> tuple[Service, ...]:
+def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tuple[Service, ...] = (),
+             held: "Allocations | None" = None) -> tuple[Service, ...]:
     """Fill clusterIP and nodePorts as kube-apiserver's allocators would (deterministically).
 
     The first address of serviceCIDR belongs to the implicit ``default/kubernetes`` Service
     and ``cluster.dnsIP`` to kube-dns; both are reserved here. ``existing``: the Services a
     running lab already has (their addresses and ports are taken); without it, this is a
-    whole scenario and ``default/kubernetes`` comes first in the result.
+    whole scenario and ``default/kubernetes`` comes first in the result. ``held``: what the
+    existing Services hold, when the caller keeps it (store.Allocations); read from them if not.
     """
     net = cluster.service_cidr
     kubernetes_ip = str(net.network_address + 1)
-    taken_ips = {kubernetes_ip, str(cluster.dns_ip)} | {s.cluster_ip for s in existing if s.cluster_ip}
+    whole = held is None and not existing  # a scenario's Services, from nothing: default/kubernetes first
+    held = held if held is not None else Allocations.of(existing)
+    taken_ips = {kubernetes_ip, str(cluster.dns_ip)} | held.ips
     lo, hi = cluster.node_port_range
-    taken_ports: set[tuple[int, str]] = {(p.node_port, p.protocol) for s in existing for p in s.ports if p.node_port}
-    taken_ports |= {(s.health_check_node_port, "TCP") for s in existing if s.health_check_node_port}
+    taken_ports: set[tuple[int, str]] = set(held.ports)
     pool = cluster.external.load_balancer_pool
     # never listed: a /8 pool would be 16 million addresses (seconds and gigabytes)
     edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
-    taken_lb: set[str] = {ip for s in existing for ip in s.load_balancer_ips}
+    taken_lb: set[str] = set(held.lbs)
     machines = lab_machine_addresses(cluster)
     for ps in parsed:
         for i, ip in enumerate(ps.service.external_ips):
@@ -377,7 +381,7 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
     next_ip = int(net.network_address) + 2
     taken_ints: set[int] | None = None
     next_port = lo
-    out = [] if existing else [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),),
+    out = [] if not whole else [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),),
                                        cluster_ip=kubernetes_ip, labels=(("component", "apiserver"), ("provider", "kubernetes")))]
     for ps in parsed:
         svc = ps.service
@@ -389,7 +393,7 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
         ip = ps.requested_ip
         if ip is None:
             if taken_ints is None:  # integers: walking 10,000 taken addresses as IPv4Address objects costs ~30 ms
-                taken_ints = {int.from_bytes(socket.inet_aton(t), "big") for t in taken_ips}
+                taken_ints = set(held.ip_ints) | {int.from_bytes(socket.inet_aton(t), "big") for t in taken_ips - held.ips}
             while next_ip in taken_ints:
                 next_ip += 1
             if next_ip >= int(net.broadcast_address):
