@@ -17,11 +17,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any
 
-from netns_lab import cleanup, interrupts, model_io, procs, state
+from netns_lab import cleanup, interrupts, procs, state
 from netns_lab.controllers import spread
 from netns_lab.controllers.serviceports import ServicePorts
 from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict

@@ -82,6 +82,18 @@ def test_a_service_created_answers_by_name_then_changes_type_and_goes(lab: Lab) 
     assert lab.connect(ext, lb_ip, 80, timeout=1.0).result != "ok"
 
 
+def test_an_external_ip_added_at_run_time_is_routed_then_withdrawn(lab: Lab) -> None:
+    ip = "192.0.2.77"  # TEST-NET-1: routed by the lab's router to the nodes, never leaves the lab
+    assert lab.connect("external", ip, 80, timeout=1.0).result != "ok"
+    lab.apply(service("exposed", externalIPs=[ip]))
+    assert lab.connect("external", ip, 80).result == "ok"
+    lab.apply(service("exposed"))  # the externalIP removed: the router forgets it
+    routes = subprocess.run(["ip", "-n", lab.topology.router_netns, "route"], capture_output=True, text=True).stdout
+    assert ip not in routes
+    assert lab.connect("external", ip, 80, timeout=1.0).result != "ok"
+    lab.delete("service/exposed")
+
+
 def test_external_name_to_cluster_ip_and_back(lab: Lab) -> None:
     client = lab.netns_of("pod/client")
     lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"}, "spec": {"type": "ExternalName", "externalName": "db.example.org"}})

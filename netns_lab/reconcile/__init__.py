@@ -48,6 +48,26 @@ class View:
         known = None if self.before is None else self._delta()
         return known[1] if known is not None and known[0] is since else None
 
+    def touched(self, kind: str) -> list[Any]:
+        """The objects of ``kind`` (``services``, ``pods``) this change created, replaced or
+        deleted, old and new versions both; None when unknown (everything may have changed)."""
+        if self.before is None:
+            return None  # type: ignore[return-value]
+        cache = self.__dict__.setdefault("_touched", {})
+        if kind not in cache:
+            from netns_lab.store import KINDS
+
+            k = next(k for k in KINDS if k.field == kind)
+            cache[kind] = [o for pair in self.before.changes(self.objects, k).values() for o in pair if o is not None]
+        return cache[kind]  # type: ignore[no-any-return]
+
+    def untouched(self, relevant: Callable[[Any], bool], pods: bool = False) -> bool:
+        """True when nothing this change touched is ``relevant`` to a reconciler (and, with
+        ``pods``, no pod changed): it may skip its work, as a controller whose watch saw nothing."""
+        if self.full or self.before is None:
+            return False
+        return not any(relevant(s) for s in self.touched("services")) and not (pods and self.touched("pods"))
+
     def but_full(self) -> "View":
         return View(self.objects, self.topology, lambda: self.ports, True, None)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from netns_lab import atomic
 from netns_lab.controllers import loadbalancer
-from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan, Topology
+from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan
 from netns_lab.errors import RealizeError
 from netns_lab.reconcile import Runtime, View, plural
 
@@ -55,6 +55,8 @@ class NodeAgents:
         self.config = self.desired(view)
 
     def sync(self, view: View) -> list[str]:
+        if self.config is not None and view.untouched(lambda s: s.health_check_node_port is not None, pods=True):
+            return []  # its targets are pods, its health answers are those Services' endpoints
         config = self.desired(view)
         if config == self.config and not view.full:
             return []

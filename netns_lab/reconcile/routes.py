@@ -20,7 +20,7 @@ class ExternalIPRoutes:
         return frozenset(ip for s in view.objects.services for ip in s.external_ips)
 
     def sync(self, view: View) -> list[str]:
-        if not view.topology.has_outside:
+        if not view.topology.has_outside or (self.routed is not None and view.untouched(lambda s: bool(s.external_ips))):
             return []
         wanted = self.desired(view)
         old = self.routed or frozenset()

@@ -16,7 +16,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netns_lab.errors import ScenarioError
-from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Scenario, Secret, Service
+from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Scenario, Secret
 from netns_lab.scenario import k8s
 from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
