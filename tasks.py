@@ -155,8 +155,9 @@ def status(c):
 @task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns"})
 def bench(c, quick=False, only=""):
     """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
-    (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results)."""
-    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns"}
+    (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results);
+    DNS; run-time changes (one new Service among N: rules synced, DNS answering, Python vs kernel)."""
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes"}
     quick_flag = " --quick" if quick else ""
     lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
     if lab_parts:
@@ -165,6 +166,8 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_services.py')}{quick_flag}", pty=False)
     if "dns" in parts:
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_dns.py')}", pty=False)
+    if "changes" in parts:  # one Service applied to a lab of 100 / 1,000 / 10,000: rules synced, DNS answering
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_changes.py')}{quick_flag}", pty=False)
 
 
 @task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",

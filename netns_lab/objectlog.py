@@ -52,7 +52,7 @@ class ObjectLog:
 
     def record(self, objects: Objects) -> None:
         """Make ``objects`` what is on disk: a few journal lines (fsynced), or a new snapshot."""
-        if self.recorded is None or not self.journal or self.lines > COMPACT_AFTER:
+        if self.recorded is None or not self.journal:
             self.write(objects)
             return
         if objects.cluster is not self.recorded.cluster and objects.cluster != self.recorded.cluster:
@@ -63,6 +63,9 @@ class ObjectLog:
             for key, (_old, new) in self.recorded.changes(objects, kind).items():
                 entry: dict[str, Any] = {"k": kind.field, "put": model_io.dump(new)} if new is not None else {"k": kind.field, "del": key}
                 lines.append(json.dumps(entry, separators=(",", ":")))
+        if self.lines + len(lines) > COMPACT_AFTER:  # a large change: a snapshot is cheaper to read back
+            self.write(objects)
+            return
         if lines:
             data = ("\n".join(lines) + "\n").encode()
             with open(self._path(self.journal), "r+b") as fh:
