@@ -23,10 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import until_answered  # noqa: E402
 RESULTS = os.path.join(HERE, "results")
 SIZES = [100, 1000, 10000]
 # iptables-nft-restore grows much faster than linearly with the number of chains (1,000
@@ -59,7 +60,6 @@ def new_service(name: str) -> dict[str, object]:
 
 def measure(mode_name: str, n: int) -> dict[str, object]:
     from netns_lab.lab import Lab
-    from netns_lab.probes.resolve import resolve
 
     mode, backend = MODES[mode_name]
     os.environ["NETNS_LAB_IPTABLES_BACKEND"] = backend
@@ -76,26 +76,10 @@ def measure(mode_name: str, n: int) -> dict[str, object]:
             rows = []
             for k in range(CHANGES):
                 name = f"new-{k}"
-                seen: list[float] = []
-
-                def poll(fqdn: str = f"{name}.default.svc.cluster.local.") -> None:
-                    end = time.perf_counter() + 30
-                    while time.perf_counter() < end:
-                        if resolve(client, fqdn, "A", timeout=0.5).result == "ok":
-                            seen.append(time.perf_counter())
-                            return
-                        time.sleep(0.002)
-
-                poller = threading.Thread(target=poll)
-                poller.start()
-                time.sleep(0.05)
-                start = time.perf_counter()
-                lab.apply(new_service(name))
-                synced = time.perf_counter() - start
-                poller.join()
+                synced, dns = until_answered(client, f"{name}.default.svc.cluster.local.", lambda name=name: lab.apply(new_service(name)))
                 kernel = lab._proxy.kernel_s
                 rows.append({"synced_ms": synced * 1e3, "kernel_ms": kernel * 1e3, "python_ms": (synced - kernel) * 1e3,
-                             "dns_ms": (seen[0] - start) * 1e3 if seen else None,
+                             "dns_ms": dns * 1e3 if dns is not None else None,
                              "phases_ms": {k: v * 1e3 for k, v in lab.timings.items()}})
                 assert lab.connect("pod/client", lab.ip_of(f"service/{name}"), 80).result == "ok"
             with open(os.path.join(tmp, "cli.yaml"), "w") as fh:

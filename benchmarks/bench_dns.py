@@ -12,11 +12,14 @@ import random
 import selectors
 import socket
 import statistics
+import sys
 import time
 
 from dnslib import DNSRecord
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import until_answered  # noqa: E402
 SERVICES = 10_000
 QUERIES = 20_000
 IN_FLIGHT = 64
@@ -70,7 +73,6 @@ def blast(dns_ip: str, names: list[str]) -> tuple[float, list[float], int]:
 
 def main() -> None:
     from netns_lab.lab import Lab
-    from netns_lab.probes.resolve import resolve
     from netns_lab.realize.netns import run_in
 
     lab = Lab.from_file(os.path.join(HERE, "..", "scenarios", "dns.yaml"), {"name": "bench-dns", "cluster.proxyMode": "nftables"})
@@ -99,34 +101,18 @@ def main() -> None:
         # A Service change, end to end: apply -> admission -> sync (zone, rules) -> answered by the server
         from netns_lab.model import Service, ServicePort
 
-        import threading
-
         samples, syncs = [], []
         for i in range(10):
             new = Service(f"fresh-{i}", "bench", ports=(ServicePort(80),), cluster_ip=f"10.110.0.{i + 1}")
-            seen: list[float] = []
-
-            def poll(name: str = f"fresh-{i}.bench.svc.cluster.local.", want: str = new.cluster_ip,
-                     seen: list[float] = seen) -> None:
-                # a pod asking again and again, as a client waiting for a new Service would
-                end = time.perf_counter() + 10
-                while time.perf_counter() < end:
-                    if resolve(client, name, "A", timeout=0.5).answers == (want,):
-                        seen.append(time.perf_counter())
-                        return
-                    time.sleep(0.002)
-
-            poller = threading.Thread(target=poll)
-            poller.start()
-            time.sleep(0.05)
-            t0 = time.perf_counter()
-            lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": new.name, "namespace": "bench"},
-                       "spec": {"clusterIP": new.cluster_ip, "ports": [{"port": 80}]}})
-            syncs.append((time.perf_counter() - t0) * 1e3)
-            poller.join()
-            if not seen:
+            took, answered = until_answered(
+                client, f"fresh-{i}.bench.svc.cluster.local.",
+                lambda new=new: lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": new.name, "namespace": "bench"},
+                                           "spec": {"clusterIP": new.cluster_ip, "ports": [{"port": 80}]}}),
+                want=new.cluster_ip, timeout=10)
+            syncs.append(took * 1e3)
+            if answered is None:
                 raise SystemExit("change never became visible")
-            samples.append((seen[0] - t0) * 1e3)
+            samples.append(answered * 1e3)
         print(f"Service created -> answered by DNS to a polling pod: median {statistics.median(samples):.0f} ms, "
               f"max {max(samples):.0f} ms over {len(samples)} changes (whole sync incl. kube-proxy rules: "
               f"median {statistics.median(syncs):.0f} ms)")

@@ -60,6 +60,7 @@ class RealizeError(LabError):
         self.obj = obj
         self.action = action
         self.errno = errno
+        self.detail = detail
         msg = f"{action} {obj} failed"
         if errno is not None:
             import os

@@ -33,6 +33,19 @@ def describe(action: Any) -> str:
     return f"pod-ready {action.ref}={'true' if action.ready else 'false'}"
 
 
+def object_changes(before: Any, after: Any) -> list[str]:
+    """``Pod default/web-4 created``, ``Service default/web replaced``: what the store now holds
+    differently (the API server's side of a change; the reconcilers' events follow it)."""
+    from netns_lab.store import KINDS
+
+    out = []
+    for kind in KINDS:
+        for key, (old, new) in sorted(before.changes(after, kind).items()):
+            what = "created" if old is None else "deleted" if new is None else "replaced"
+            out.append(f"{kind.name} {key} {what}")
+    return out
+
+
 def log_events(workdir: str, cause: str, events: list[str]) -> None:
     now = time.time()
     with open(os.path.join(workdir, FILE), "a") as fh:

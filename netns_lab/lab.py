@@ -25,7 +25,7 @@ from netns_lab.controllers import spread
 from netns_lab.controllers.serviceports import ServicePorts
 from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.events import describe, log_events
+from netns_lab.events import describe, log_events, object_changes
 from netns_lab.faults import ENV
 from netns_lab.objectlog import ObjectLog
 from netns_lab.faults import fault as _fault
@@ -287,9 +287,14 @@ class Lab:
             topo = replan(self.topology, self.objects, objects)
             if objects.same_as(self.objects):
                 return []
-            self.objects, self.topology = objects, topo
+            before, self.objects, self.topology = self.objects, objects, topo
             admitted = time.perf_counter()
-            events = self._sync(why=why or ", ".join(describe(a) for a in actions))
+            try:
+                events = self._sync(why=why or ", ".join(describe(a) for a in actions), changed=object_changes(before, objects))
+            except RealizeError as exc:  # recorded, marked pending: never half applied silently
+                raise RealizeError(exc.obj, exc.action, exc.errno,
+                                   f"{exc.detail}; the change is recorded and unfinished: `invoke reconcile {self.name}` "
+                                   "(or the next change) finishes it") from exc
             self.timings = {"attach": t1 - t0, "admission": admitted - t1, **self.timings}
             return events
         finally:
@@ -321,7 +326,7 @@ class Lab:
         cache = self._service_ports
         return View(objects, topo, lambda: cache.update(objects, topo), full, None if full else before, lambda: None if cache.delta is None else (cache.previous, cache.delta))
 
-    def _sync(self, full: bool = False, why: str = "") -> list[str]:
+    def _sync(self, full: bool = False, why: str = "", changed: list[str] | None = None) -> list[str]:
         """Run every reconciler against the current objects; record the objects first (marked
         pending until the last reconciler is done) and the events after."""
         st = self.state
@@ -337,7 +342,7 @@ class Lab:
         t0 = time.perf_counter()
         view = self._view(full)
         timings["view"] = time.perf_counter() - t0
-        events: list[str] = []
+        events: list[str] = [f"objects: {c}" for c in changed or ()]
         pods = recs[0]
         for r in recs:
             t0 = time.perf_counter()

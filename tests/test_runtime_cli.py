@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -149,3 +151,20 @@ def test_a_change_killed_half_way_is_put_right_by_the_next_reconcile(lab: Lab, f
     assert cli("reconcile", NAME).returncode == 0
     assert not netns.exists(plan.netns)
     assert plan.netns not in state.load(NAME).namespaces  # type: ignore[union-attr]
+
+
+def test_events_follow_prints_each_change_as_it_happens(lab: Lab) -> None:
+    follow = subprocess.Popen([sys.executable, "-m", "netns_lab", "events", NAME, "--follow"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert cli("label", NAME, "pod/client", "followed=yes").returncode == 0
+        assert follow.stdout is not None
+        fd, seen, deadline = follow.stdout.fileno(), b"", time.monotonic() + 10
+        while b"label pod/client followed=yes" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 65536)  # unbuffered: select sees what readline would have hidden
+        assert b"label pod/client followed=yes: " in seen, seen[-500:]
+        assert follow.poll() is None  # still following
+    finally:
+        follow.kill()
+        follow.wait()
+    assert cli("label", NAME, "pod/client", "followed-").returncode == 0

@@ -228,19 +228,26 @@ class IptablesSync:
         self.synced = False
 
     def restore_input(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
-                      existing: set[tuple[str, str]] | None = None, jumps: bool = False) -> str:
+                      existing: set[tuple[str, str]] | None = None, jumps: bool = False,
+                      delta: tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None = None) -> str:
         """``iptables-restore --noflush`` input for ``ports``; ``full`` rewrites everything.
 
         ``existing`` are KUBE chains read from the kernel (a full sync by a new process);
-        ``jumps`` adds the hooks from the built-in chains (first sync only).
+        ``jumps`` adds the hooks from the built-in chains (first sync only). ``delta`` (ports
+        gone, ports new since the last sync) spares comparing every chain; the shared chains
+        (KUBE-SERVICES...) are written whole either way, as kube-proxy writes them.
         """
         full = full or not self.synced
         old = self.fragments
         new: dict[ServicePortInfo, Fragment] = {}
         for sp in ports:
             new[sp] = old.get(sp) or render_port(self.ctx, sp)
-        written = new.values() if full else [f for sp, f in new.items() if sp not in old]
-        now_chains = {key for f in new.values() for key in f.chains}
+        if delta is not None and not full:  # a Service port's own chains belong to it alone
+            written = [new[sp] for sp in delta[1]]
+            now_chains = (self.chains - {k for sp in delta[0] for k in old[sp].chains}) | {k for f in written for k in f.chains}
+        else:
+            written = list(new.values()) if full else [f for sp, f in new.items() if sp not in old]
+            now_chains = {key for f in new.values() for key in f.chains}
         keep = {(t, c) for t in TABLES for c in (*SHARED[t], *FIXED[t])}
         stale = ((self.chains | (existing or set())) - now_chains - keep) if full else (self.chains - now_chains)
         out: dict[str, list[str]] = {t: [] for t in TABLES}

@@ -93,7 +93,7 @@ class IptablesProxier(Proxier):
         if full:
             existing, hooked = self._existing()
             jumps = not hooked
-        text = self.plan.restore_input(ports, full, existing, jumps)
+        text = self.plan.restore_input(ports, full, existing, jumps, delta)
         t1 = time.perf_counter()
         _run(self.netns, [self._cmd("restore"), "--noflush"], text)
         self.last_input = text
