@@ -58,16 +58,21 @@ class PodSandboxes:
             del self.made[p.key]
             st.namespaces = [n for n in st.namespaces if n != p.netns]
             st.dirs = [d for d in st.dirs if d != resolvconf.config_dir(p.netns)]
-        if view.full:  # after a failure: namespaces recorded for pods that are no more
+        events = [f"Pod {p.key}: sandbox removed (namespace {p.netns}, veth {p.host_veth})" for p in gone]
+        if view.full:  # after a failure: what the record still lists for pods that are no more
             keep = set(view.topology.namespaces)
             for ns in [n for n in st.namespaces if n not in keep]:
                 if nsmod.exists(ns):
                     nsmod.delete(ns)
                 st.namespaces.remove(ns)
-                gone.append(None)  # type: ignore[arg-type]
-        if gone:
+                events.append(f"namespace {ns}: removed (left by an unfinished change)")
+            dirs = {resolvconf.config_dir(n) for n in keep}
+            for d in [d for d in st.dirs if d not in dirs]:
+                shutil.rmtree(d, ignore_errors=True)
+                st.dirs.remove(d)
+        if gone or events:
             st.save()
-        return [f"Pod {p.key}: sandbox removed (namespace {p.netns}, veth {p.host_veth})" for p in gone if p is not None]
+        return events
 
 
 def write_resolv_confs(pods: tuple[Pod, ...], topo: Topology) -> None:
