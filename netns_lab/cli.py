@@ -372,15 +372,8 @@ def reconcile(lab_name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-
 
     state.check_name(lab_name, "reconcile")
     _need_privileges("reconcile")
-    lab = Lab.attach(lab_name)
-    lock = state.acquire(lab_name, wait=30.0)
-    if lock is None:
-        raise state.busy_error(lab_name, "being changed, built or removed")
-    try:
-        for e in lab.reconcile():
-            print(e, file=out)
-    finally:
-        lock.release()
+    for e in Lab.attach(lab_name).reconcile():  # takes the lock, then reads the latest record
+        print(e, file=out)
     return EXIT_OK
 
 

@@ -33,7 +33,7 @@ from netns_lab.model import ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Se
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
 from netns_lab.realize import network, resolvconf
 from netns_lab.realize.netns import exists as netns_exists
-from netns_lab.realize.netns import run_in
+from netns_lab.realize.netns import addresses
 from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV, Proxier
 from netns_lab.reconcile import View
 from netns_lab.reconcile.agents import NodeAgents
@@ -317,8 +317,18 @@ class Lab:
 
     def reconcile(self) -> list[str]:
         """Bring everything back to the recorded objects (a full sync), e.g. after a change
-        that failed half way."""
-        return self._sync(full=True, why="reconcile")
+        that failed half way; under the lab's lock, from the latest record."""
+        return self._locked(lambda: self._sync(full=True, why="reconcile"))
+
+    def _locked(self, work: Callable[[], list[str]]) -> list[str]:
+        lock = state.acquire(self.name, wait=CHANGE_LOCK_WAIT)
+        if lock is None:
+            raise state.busy_error(self.name, "being changed, built or removed")
+        try:
+            self._catch_up()
+            return work()
+        finally:
+            lock.release()
 
     def _view(self, full: bool = False) -> View:
         objects, topo = self.objects, self.topology
@@ -331,13 +341,16 @@ class Lab:
         pending until the last reconciler is done) and the events after."""
         st = self.state
         assert st is not None
+        if full:  # the plan follows the recorded objects (a killed change may have recorded one without the other)
+            self.topology = replan(self.topology, self.objects, self.objects)
         recs = self.reconcilers  # before the view: made (and restored) from what was realised
         t0 = time.perf_counter()
-        self._log.record(self.objects)  # on disk (fsynced) before the kernel is touched
         st.topology = to_dict(self.topology)
-        st.pending = True
+        st.pending = True  # first: a kill from here on leaves a record that says "finish me"
         st.generation += 1  # another process holding an older generation starts again from the record
         st.save()
+        _fault("pending")  # tests: marked pending, the objects not yet recorded
+        self._log.record(self.objects)  # on disk (fsynced) before the kernel is touched
         timings = {"record": time.perf_counter() - t0}
         t0 = time.perf_counter()
         view = self._view(full)
@@ -367,7 +380,7 @@ class Lab:
 
     def sync(self, full: bool = False) -> list[str]:
         """Realise the current objects again (``full``: rewrite every rule and file)."""
-        return self._sync(full=full, why="sync")
+        return self._locked(lambda: self._sync(full=full, why="sync"))
 
     # -- convenience: kubectl's verbs, each one change ------------------------------------------
     def apply(self, *manifests: dict[str, Any]) -> list[str]:
@@ -610,11 +623,4 @@ class Lab:
 
 
 def namespace_addresses(ns: str) -> list[str]:
-    from pyroute2 import IPRoute
-
-    def read() -> list[str]:
-        with IPRoute() as ipr:
-            return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2) if m.get_attr("IFA_LABEL") != "lo"]
-
-    return run_in(ns, read)
-
+    return addresses(ns)

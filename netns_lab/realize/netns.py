@@ -180,3 +180,15 @@ def write_sysctl(key: str, value: str | int) -> None:
 def read_sysctl(key: str) -> str:
     with open("/proc/sys/" + key) as fh:
         return fh.read().strip()
+
+
+def addresses(name: str) -> list[str]:
+    """The IPv4 addresses namespace ``name`` shows for itself (``ip addr``, loopback aside)."""
+
+    def read() -> list[str]:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2) if m.get_attr("IFA_LABEL") != "lo"]
+
+    return run_in(name, read)

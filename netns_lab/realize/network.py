@@ -81,6 +81,21 @@ def add_pods(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
     in_thread(job)
 
 
+def remove_host_veth(topo: Topology, pod: PodPlan) -> None:
+    """Delete a pod's host-side veth in its node, if it is there: a pod namespace deleted while
+    a process still holds a socket in it lives on, and so does its veth pair."""
+
+    def job(w: NetnsThread) -> None:
+        from pyroute2 import IPRoute
+
+        w.enter(topo.node(pod.node).netns)
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=pod.host_veth):
+                ipr.link("del", index=index)
+
+    in_thread(job)
+
+
 def forget_pod(topo: Topology, pod: PodPlan) -> None:
     """Remove what a deleted pod left in its node: the permanent neighbour entry."""
 

@@ -131,3 +131,17 @@ def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ..
             nl.commit()
 
     netns.in_thread(job)
+
+
+def routed_external_ips(topo: Topology) -> set[str]:
+    """The externalIPs the router routes now (its static /32 routes), read from the kernel:
+    a full sync compares with these, not with what a process believes it did."""
+
+    def read() -> set[str]:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            return {r.get_attr("RTA_DST") for r in ipr.get_routes(family=2, table=254)
+                    if r["dst_len"] == 32 and r["proto"] == 4 and r.get_attr("RTA_DST")}
+
+    return netns.run_in(topo.router_netns, read)

@@ -68,7 +68,8 @@ class NodeAgents:
             self.rt.spawn("netexec", ["-m", "netns_lab.services.netexec", self.path])
             return ["netexec started"]
         self.rt.signal("netexec")
-        new = [p for p in view.topology.local_pods if p.ports and p.netexec and p.netns not in before]
+        # new pods (and, on a full sync, every pod: a repaired sandbox is a new namespace) serve before the rules follow
+        new = [p for p in view.topology.local_pods if p.ports and p.netexec and (view.full or p.netns not in before)]
         for p in new:
             self._wait_serving(p)
         served = sum(1 for t in config["targets"] if not t.get("agent"))

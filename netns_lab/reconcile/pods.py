@@ -28,9 +28,16 @@ class PodSandboxes:
 
     def sync(self, view: View) -> list[str]:
         topo = view.topology
-        new = tuple(p for p in topo.local_pods if p.key not in self.made or (view.full and not nsmod.exists(p.netns)))
+        if view.full:  # after a failure: every sandbox that is missing or half made (no address yet)
+            new = tuple(p for p in topo.local_pods if not nsmod.exists(p.netns) or str(p.ip) not in nsmod.addresses(p.netns))
+        else:
+            new = tuple(p for p in topo.local_pods if p.key not in self.made)
         if not new:
             return []
+        for p in new:  # the remains of an attempt that failed half way: made again from nothing
+            if nsmod.exists(p.netns):
+                nsmod.delete(p.netns)
+            network.remove_host_veth(topo, p)
         st = self.rt.state
         assert st is not None
         for p in new:  # the record first

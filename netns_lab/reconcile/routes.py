@@ -17,12 +17,18 @@ class ExternalIPRoutes:
         self.routed = self.desired(view)
 
     def desired(self, view: View) -> frozenset[str]:
-        return frozenset(ip for s in view.objects.services for ip in s.external_ips)
+        """Every Service externalIP outside the node network (those inside it need no route)."""
+        from ipaddress import IPv4Address
+
+        net = view.topology.node_cidr
+        return frozenset(ip for s in view.objects.services for ip in s.external_ips if IPv4Address(ip) not in net)
 
     def sync(self, view: View) -> list[str]:
-        if not view.topology.has_outside or (self.routed is not None and view.untouched(lambda s: bool(s.external_ips))):
+        if not view.topology.has_outside or (self.routed is not None and not view.full and view.untouched(lambda s: bool(s.external_ips))):
             return []
         wanted = self.desired(view)
+        if view.full:  # after a failure: what the kernel has, whatever this process believes
+            self.routed = frozenset(outside.routed_external_ips(view.topology))
         old = self.routed or frozenset()
         if wanted == old and self.routed is not None:
             return []

@@ -8,7 +8,7 @@ touches the kernel, so a refused change has changed nothing.
 
 The rules are the API server's: a manifest is validated by its kind's parser (the same as
 a scenario's ``objects``), an object lives in a namespace that exists, a Service keeps its
-clusterIP (``field is immutable``) and, while its type still needs them, its nodePorts and
+clusterIP (``may not change once set``) and, while its type still needs them, its nodePorts and
 load-balancer IP; a pod may change its labels only; deleting a namespace deletes what is
 in it. The lab adds two rules of its own: the objects it runs itself (cluster DNS, the
 ingress controller, ``default/kubernetes``) cannot be changed, and an object an Ingress
@@ -185,7 +185,8 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
         if ps.requested_ip is None:
             ps.requested_ip = was
         elif ps.requested_ip != was:
-            raise ps.src.error(join(spath, "clusterIP"), f'Invalid value: "{ps.requested_ip}": field is immutable')
+            # v1.34's wording (validateServiceUpdate), headless <-> ClusterIP included
+            raise ps.src.error(join(spath, "clusterIPs[0]"), f'Invalid value: ["{ps.requested_ip}"]: may not change once set')
         if old.type in ("NodePort", "LoadBalancer") and new.type in ("NodePort", "LoadBalancer"):
             used = {p.node_port for p in new.ports if p.node_port}
             by_name = {p.name: p.node_port for p in old.ports}

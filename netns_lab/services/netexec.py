@@ -48,6 +48,13 @@ PHASE_PATH = b"/netns-lab/phase"
 _HTTP_START = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
+def _inode(ns: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return None
+
+
 @dataclass
 class Conn:
     sock: socket.socket
@@ -120,6 +127,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.targets: dict[tuple[str, int], list[socket.socket]] = {}
+        self.inodes: dict[str, int | None] = {}  # netns name -> the inode its sockets were opened in
         self.health: dict[tuple[str, int], dict[str, object]] = {}  # healthCheckNodePort answers
         self.agents: set[str] = set()  # node namespaces: they answer the lab's phase
         self.phase = ""
@@ -148,10 +156,14 @@ class Server:
                 wanted[(target["netns"], int(port))] = target["name"]
                 health[(target["netns"], int(port))] = info
         self.health = health
-        for key in [k for k in self.targets if k not in wanted]:
+        # a namespace made again under the same name (a sandbox repaired by a full sync) is
+        # another namespace: its sockets are opened again in the new one
+        inodes = {ns: _inode(ns) for ns in {ns for ns, _p in wanted}}
+        for key in [k for k in self.targets if k not in wanted or self.inodes.get(k[0]) != inodes.get(k[0])]:
             for s in self.targets.pop(key):
                 self.sel.unregister(s)
                 s.close()
+        self.inodes = inodes
         by_ns: dict[str, list[int]] = {}
         for ns, port in wanted:
             if (ns, port) not in self.targets:

@@ -160,7 +160,7 @@ def test_replan_keeps_every_address_and_never_reuses_one_in_the_same_change(base
 
 REFUSED = [
     ("clusterIP is immutable", lambda o: apply(o, svc("my-service", clusterIP="10.96.0.99", selector={"app": "web"})),
-     'spec.clusterIP: Invalid value: "10.96.0.99": field is immutable'),
+     'spec.clusterIPs[0]: Invalid value: ["10.96.0.99"]: may not change once set'),
     ("unknown kind", lambda o: apply(o, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
      'kind: no matches for kind "Deployment" in version "apps/v1"'),
     ("bad label value", lambda o: label(o, "pod/web-1", app="not ok!"), 'app: Invalid value: "not ok!"'),
