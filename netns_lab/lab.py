@@ -30,7 +30,7 @@ from netns_lab.faults import ENV
 from netns_lab.objectlog import ObjectLog
 from netns_lab.faults import fault as _fault
 from netns_lab.model import ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
-from netns_lab.proxy.types import NodeContext, ServicePortInfo
+from netns_lab.proxy.types import ServicePortInfo
 from netns_lab.realize import network, resolvconf
 from netns_lab.realize.netns import exists as netns_exists
 from netns_lab.realize.netns import addresses
@@ -484,10 +484,6 @@ class Lab:
         start = self.balancer_status().get("round", 0)
         _until(lambda: self.balancer_status().get("round", 0) >= start + rounds, timeout, 0.05)
 
-    def node_context(self, node: str) -> NodeContext:
-        topo = self.topology
-        return NodeContext(node, topo.pod_cidr, topo.service_cidr, (str(topo.node(node).ip),))
-
     def _changeable(self) -> None:
         """Run-time changes need every machine to see them; a spread lab has no API server to
         carry them, so it is changed by editing its scenario and bringing it up again."""
@@ -586,7 +582,7 @@ class Lab:
 
     def addresses(self, ref: str | ObjectRef) -> list[str]:
         """The IPv4 addresses the object's namespace shows for itself (its own `ip addr`)."""
-        return namespace_addresses(self.netns_of(ref))
+        return addresses(self.netns_of(ref))
 
     # -- doing things inside ---------------------------------------------------------------
     def exec(self, ref: str | ObjectRef, cmd: list[str], check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -620,7 +616,3 @@ class Lab:
         from netns_lab.probes.promises import matrix
 
         return matrix(self.topology, kind, protocol)
-
-
-def namespace_addresses(ns: str) -> list[str]:
-    return addresses(ns)

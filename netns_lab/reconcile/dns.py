@@ -27,7 +27,7 @@ from netns_lab.store import KINDS
 SHOWN = 3  # names listed in one event; the rest are counted
 COMPACT_AFTER = 20_000  # journal lines before a new snapshot
 VERSION_OWNER = ""  # the dns-version TXT record belongs to no Service
-_SERVICES, _PODS = KINDS[2], KINDS[1]
+_SERVICES = KINDS[2]
 
 
 class ClusterDNS:
@@ -88,7 +88,7 @@ class ClusterDNS:
     def _affected(self, view: View) -> set[str]:
         assert view.before is not None
         keys = set(view.before.changes(view.objects, _SERVICES))
-        moved = [p for pair in view.before.changes(view.objects, _PODS).values() for p in pair if p is not None]
+        moved = view.touched("pods")
         if moved:
             headless = [s for s in (*view.objects.services, *view.before.services) if s.headless and s.type != "ExternalName"]
             keys |= {s.key for s in headless if any(selects(s, p) for p in moved)}
@@ -141,7 +141,7 @@ class ClusterDNS:
                 else:
                     self.names.pop(name, None)
                 lines.append(json.dumps({"n": name, "e": entry}, separators=(",", ":")))
-        if view.before.changes(o, _PODS) or any(o.get(_SERVICES, k) is None for k in affected):  # something may have left
+        if view.touched("pods") or any(o.get(_SERVICES, k) is None for k in affected):  # something may have left
             namespaces = sorted(dns_records.namespaces_of(o.services, o.pods))
         else:  # only Services created or replaced: their namespaces join
             namespaces = sorted(set(self.namespaces) | {o.get(_SERVICES, k).namespace for k in affected})
