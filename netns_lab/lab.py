@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, TypeVar
 
 from netns_lab import cleanup, interrupts, procs, state
 from netns_lab.controllers import spread
@@ -49,6 +49,7 @@ from netns_lab.store import Objects
 
 FAULT_ENV = ENV  # tests: SIGKILL ourselves at a named step (see faults.py)
 READY_TIMEOUT = 120.0
+R = TypeVar("R")
 CHANGE_LOCK_WAIT = 30.0  # a change waits this long for another change (or a build) of the same lab
 PHASE_URL = "http://node-agent/netns-lab/phase"  # served by netexec on every node's agent port
 
@@ -176,9 +177,13 @@ class Lab:
                         r.restore(view)
         return self._reconcilers
 
+    def _reconciler(self, kind: type[R]) -> R:
+        """The reconciler of that class (by name, not by its place in the sync order)."""
+        return next(r for r in self.reconcilers if isinstance(r, kind))
+
     @property
     def _proxy(self) -> KubeProxy:
-        return self.reconcilers[3]  # type: ignore[no-any-return]
+        return self._reconciler(KubeProxy)
 
     # -- lifecycle -----------------------------------------------------------------------
     def up(self) -> "Lab":
@@ -356,7 +361,7 @@ class Lab:
         view = self._view(full)
         timings["view"] = time.perf_counter() - t0
         events: list[str] = [f"objects: {c}" for c in changed or ()]
-        pods = recs[0]
+        pods = self._reconciler(PodSandboxes)
         for r in recs:
             t0 = time.perf_counter()
             done = r.sync(view, self.progress) if r is self._proxy else r.sync(view)
@@ -444,18 +449,18 @@ class Lab:
 
     @property
     def ingress_dir(self) -> str:
-        return self.reconcilers[4].dir  # type: ignore[no-any-return]
+        return self._reconciler(IngressNginx).dir
 
     def ingress_reloads(self) -> int:
-        return self.reconcilers[4].reloads()  # type: ignore[no-any-return]
+        return self._reconciler(IngressNginx).reloads()
 
     @property
     def zone_file(self) -> str:
-        return self.reconcilers[2].path  # type: ignore[no-any-return]
+        return self._reconciler(ClusterDNS).path
 
     @property
     def balancer_status_file(self) -> str:
-        return self.reconcilers[5].status_path  # type: ignore[no-any-return]
+        return self._reconciler(CloudLB).status_path
 
     def secret(self, key: str) -> Secret:
         return self._find("secret", self.secrets, key)  # type: ignore[no-any-return]
@@ -507,7 +512,7 @@ class Lab:
     def _announce(self, phase: str, timeout: float = 10.0) -> None:
         """Have the node agents say ``phase``; return once one of them does (so a caller never
         races netexec's reload, and the answer is known to cross the node's own stack)."""
-        agents = self.reconcilers[1]
+        agents = self._reconciler(NodeAgents)
         agents.sync(self._view().but_full())  # the phase is part of netexec's configuration
         node = self.topology.local_nodes[0]
         if not _until(lambda: self.agent_phase(node) == phase, timeout, 0.01):
