@@ -33,6 +33,18 @@ def describe(action: Any) -> str:
     return f"pod-ready {action.ref}={'true' if action.ready else 'false'}"
 
 
+def describe_all(actions: Any) -> str:
+    """Several actions in one line, a verb said once per run of it: ``apply Namespace shop,
+    Pod shop/cart``, ``delete pod/a, pod/b``; how a change is named in events and reports."""
+    out: list[str] = []
+    verb = ""
+    for text in map(describe, actions):
+        first, _, rest = text.partition(" ")
+        out.append(rest if first == verb else text)
+        verb = first
+    return ", ".join(out)
+
+
 def object_changes(before: Any, after: Any) -> list[str]:
     """``Pod default/web-4 created``, ``Service default/web replaced``: what the store now holds
     differently (the API server's side of a change; the reconcilers' events follow it)."""

@@ -25,7 +25,7 @@ from netns_lab.controllers import spread
 from netns_lab.controllers.serviceports import ServicePorts
 from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
 from netns_lab.errors import LabError, RealizeError
-from netns_lab.events import describe, log_events, object_changes
+from netns_lab.events import describe_all, log_events, object_changes
 from netns_lab.faults import ENV
 from netns_lab.objectlog import ObjectLog
 from netns_lab.faults import fault as _fault
@@ -295,7 +295,7 @@ class Lab:
             before, self.objects, self.topology = self.objects, objects, topo
             admitted = time.perf_counter()
             try:
-                events = self._sync(why=why or ", ".join(describe(a) for a in actions), changed=object_changes(before, objects))
+                events = self._sync(why=why or describe_all(actions), changed=object_changes(before, objects))
             except RealizeError as exc:  # recorded, marked pending: never half applied silently
                 raise RealizeError(exc.obj, exc.action, exc.errno,
                                    f"{exc.detail}; the change is recorded and unfinished: `invoke reconcile {self.name}` "

@@ -16,6 +16,7 @@ from typing import Any
 from netns_lab.model import Check, ClusterConfig, Expect, ObjectRef, Pod, Service
 from netns_lab.store import Objects
 from netns_lab.scenario import k8s
+from netns_lab.events import describe_all
 from netns_lab.scenario.admission import admit
 from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
 from netns_lab.scenario.steps import is_step, parse_step
@@ -169,7 +170,7 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
             verb, actions = parse_step(src, item, cpath)
             objects = admit(objects, actions)
             refs = Refs(objects.cluster, objects.pods, objects.services, tuple(s.key for s in objects.secrets))
-            out.append(Check(item.get("name") or f"{verb} {_step_summary(item[verb])}", verb, change=actions))
+            out.append(Check(item.get("name") or describe_all(actions), verb, change=actions))
             continue
         CHECK.check(src, item, cpath)
         action = _action(src, item, cpath)
@@ -250,21 +251,6 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
             name = f"{source} GET {url}" if action == "http" else _default_name(action, source, target, port, protocol, matrix)
         out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure))
     return tuple(out)
-
-
-def _step_summary(raw: Any) -> str:
-    """``apply Service shop/web, Pod shop/web-3``: what a step entry names, for its report line."""
-    if isinstance(raw, dict):
-        return ", ".join(f"{ref} {' '.join(f'{k}={v}' if v is not None else f'{k}-' for k, v in labels.items())}" for ref, labels in raw.items())
-    items = []
-    for m in raw:
-        if isinstance(m, dict):
-            meta = m.get("metadata") or {}
-            ns = "" if m.get("kind") in ("Namespace", "IngressClass") else f"{meta.get('namespace') or 'default'}/"
-            items.append(f"{m.get('kind')} {ns}{meta.get('name')}")
-        else:
-            items.append(str(m))
-    return ", ".join(items)
 
 
 def _port(text: str) -> int | None:
