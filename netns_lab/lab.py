@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -107,6 +106,7 @@ class Lab:
         self._service_ports = ServicePorts()  # kept up to date per change (controllers/serviceports.py)
         self._synced: Objects | None = None  # the objects of the last sync: a view knows what changed since
         self._log: ObjectLog = ObjectLog("")  # the objects on disk (objectlog.py), set by up/attach
+        self._recorded_plan: Topology | None = None  # the plan whose dict is in the record
 
     # -- the objects ------------------------------------------------------------------------
     @property
@@ -350,7 +350,8 @@ class Lab:
             self.topology = replan(self.topology, self.objects, self.objects)
         recs = self.reconcilers  # before the view: made (and restored) from what was realised
         t0 = time.perf_counter()
-        st.topology = to_dict(self.topology)
+        if self.topology is not self._recorded_plan:  # the plan is immutable: serialised again only when replaced
+            st.topology, self._recorded_plan = to_dict(self.topology), self.topology
         st.pending = True  # first: a kill from here on leaves a record that says "finish me"
         st.generation += 1  # another process holding an older generation starts again from the record
         st.save()
@@ -416,14 +417,9 @@ class Lab:
         st.processes.append({"role": role, "pid": proc.pid, "start": procs.start_time(proc.pid)})
         st.save()
         _fault("servers")
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        line = proc.stdout.readline().decode().strip() if ready else ""
-        proc.stdout.close()
-        if not line.startswith("READY"):
-            with open(log, errors="replace") as fh:
-                tail = fh.read()[-500:].strip().replace("\n", " | ")
-            raise RealizeError(role, "start", None, tail or "no READY line")
+        why = procs.wait_ready(proc, log, READY_TIMEOUT)
+        if why is not None:
+            raise RealizeError(role, "start", None, why)
 
     def signal(self, role: str, sig: int = signal.SIGHUP) -> None:
         assert self.state is not None

@@ -10,6 +10,7 @@ environment and the loader's allocation follow it, as in a cluster.
 from __future__ import annotations
 
 import socket
+import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -154,6 +155,18 @@ class Objects:
         a, b = self.all(kind), newer.all(kind)
         if a is b:
             return {}
+        # Every reconciler asks the same question of one change: answered once. A weak
+        # reference, or each snapshot would keep every older one alive.
+        memo = newer.__dict__.setdefault("_memo_changes", {})
+        hit = memo.get(kind.name)
+        if hit is not None and hit[0]() is self:
+            return dict(hit[1])
+        out = self._changes(a, b)
+        memo[kind.name] = (weakref.ref(self), out)
+        return dict(out)
+
+    @staticmethod
+    def _changes(a: tuple[Any, ...], b: tuple[Any, ...]) -> dict[str, tuple[Any | None, Any | None]]:
         if len(b) >= len(a):
             head = [i for i, (x, y) in enumerate(zip(a, b)) if x is not y]
             if len(b) == len(a) or not head:  # replaced in place, or appended

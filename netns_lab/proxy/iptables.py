@@ -30,6 +30,7 @@ TABLES = ("filter", "nat")
 # Chains every sync rewrites whole (they list every Service), and the fixed ones.
 SHARED = {"filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"), "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
 FIXED = {"filter": ("KUBE-FORWARD",), "nat": ("KUBE-POSTROUTING", "KUBE-MARK-MASQ")}
+SHARED_ORDER = tuple((t, c) for t in TABLES for c in SHARED[t])
 # Jumps from the built-in chains, installed once (kube-proxy's iptablesJumpChains).
 JUMPS = {
     "filter": [
@@ -218,14 +219,28 @@ class IptablesSync:
     """Pure bookkeeping of one node's applied rules; :meth:`restore_input` plans the next sync.
 
     Fragments are cached by their (immutable) Service port, so a sync renders only the
-    Service ports that changed; the shared dispatch chains are re-assembled from the cache.
+    Service ports that changed. Each port's lines in the shared dispatch chains are kept
+    joined, per chain, so that writing KUBE-SERVICES whole (as kube-proxy does on every
+    sync) costs one string join, not a walk over every port's rules.
     """
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.fragments: dict[ServicePortInfo, Fragment] = {}
+        self.shared: dict[tuple[str, str], dict[ServicePortInfo, str]] = {}  # chain -> port -> its lines there
         self.chains: set[tuple[str, str]] = set()  # own chains currently in the kernel
         self.synced = False
+
+    def _forget(self, sp: ServicePortInfo) -> Fragment:
+        f = self.fragments.pop(sp)
+        for key in f.shared:
+            del self.shared[key][sp]
+        return f
+
+    def _learn(self, sp: ServicePortInfo, f: Fragment) -> None:
+        self.fragments[sp] = f
+        for key, rules in f.shared.items():
+            self.shared.setdefault(key, {})[sp] = "\n".join(rules)
 
     def restore_input(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
                       existing: set[tuple[str, str]] | None = None, jumps: bool = False,
@@ -234,55 +249,60 @@ class IptablesSync:
 
         ``existing`` are KUBE chains read from the kernel (a full sync by a new process);
         ``jumps`` adds the hooks from the built-in chains (first sync only). ``delta`` (ports
-        gone, ports new since the last sync) spares comparing every chain; the shared chains
-        (KUBE-SERVICES...) are written whole either way, as kube-proxy writes them.
+        gone, ports new since the last sync) spares looking at every port: the work is what
+        changed, plus joining the shared chains (KUBE-SERVICES...), written whole either way,
+        as kube-proxy writes them.
         """
         full = full or not self.synced
-        old = self.fragments
-        new: dict[ServicePortInfo, Fragment] = {}
-        for sp in ports:
-            new[sp] = old.get(sp) or render_port(self.ctx, sp)
         if delta is not None and not full:  # a Service port's own chains belong to it alone
-            written = [new[sp] for sp in delta[1]]
-            now_chains = (self.chains - {k for sp in delta[0] for k in old[sp].chains}) | {k for f in written for k in f.chains}
+            gone = [self._forget(sp) for sp in delta[0]]
+            written = [render_port(self.ctx, sp) for sp in delta[1]]
+            for sp, f in zip(delta[1], written):
+                self._learn(sp, f)
+            now_chains = (self.chains - {k for f in gone for k in f.chains}) | {k for f in written for k in f.chains}
         else:
-            written = list(new.values()) if full else [f for sp, f in new.items() if sp not in old]
-            now_chains = {key for f in new.values() for key in f.chains}
+            old = self.fragments
+            self.fragments, self.shared = {}, {}
+            for sp in ports:
+                self._learn(sp, old.get(sp) or render_port(self.ctx, sp))
+            written = list(self.fragments.values()) if full else [f for sp, f in self.fragments.items() if sp not in old]
+            now_chains = {key for f in self.fragments.values() for key in f.chains}
         keep = {(t, c) for t in TABLES for c in (*SHARED[t], *FIXED[t])}
         stale = ((self.chains | (existing or set())) - now_chains - keep) if full else (self.chains - now_chains)
-        out: dict[str, list[str]] = {t: [] for t in TABLES}
         decl: dict[str, list[str]] = {t: [] for t in TABLES}
-        shared: dict[tuple[str, str], list[str]] = {(t, c): [] for t in TABLES for c in SHARED[t]}
-        for f in new.values():
-            for key, rules in f.shared.items():
-                shared[key].extend(rules)
-        shared[("nat", "KUBE-SERVICES")].append(NODEPORTS_JUMP)
-        blocks = list(shared.items())
+        out: dict[str, list[str]] = {t: [] for t in TABLES}
         if full:
-            blocks = list(fixed_chains(self.ctx).items()) + blocks
-        for f in written:
-            blocks.extend(f.chains.items())
-        seen: set[tuple[str, str]] = set()
-        for (table, chain), rules in blocks:
-            if (table, chain) not in seen:
-                seen.add((table, chain))
+            for (table, chain), rules in fixed_chains(self.ctx).items():
                 decl[table].append(f":{chain} - [0:0]")
-            out[table].extend(rules)
-        lines: list[str] = []
+                out[table].extend(rules)
+        for table, chain in SHARED_ORDER:
+            decl[table].append(f":{chain} - [0:0]")
+            lines = self.shared.get((table, chain), {})
+            if lines:
+                out[table].append("\n".join(lines.values()))
+            if (table, chain) == ("nat", "KUBE-SERVICES"):
+                out[table].append(NODEPORTS_JUMP)
+        seen: set[tuple[str, str]] = set(SHARED_ORDER)
+        for f in written:
+            for (table, chain), rules in f.chains.items():
+                if (table, chain) not in seen:
+                    seen.add((table, chain))
+                    decl[table].append(f":{chain} - [0:0]")
+                out[table].extend(rules)
+        text: list[str] = []
         for table in TABLES:
-            gone = sorted(c for t, c in stale if t == table)
-            lines.append(f"*{table}")
-            lines.extend(decl[table])
-            lines.extend(f":{c} - [0:0]" for c in gone)
-            lines.extend(out[table])
-            lines.extend(f"-X {c}" for c in gone)
+            gone_chains = sorted(c for t, c in stale if t == table)
+            text.append(f"*{table}")
+            text.extend(decl[table])
+            text.extend(f":{c} - [0:0]" for c in gone_chains)
+            text.extend(out[table])
+            text.extend(f"-X {c}" for c in gone_chains)
             if jumps:
-                lines.extend(JUMPS[table])
-            lines.append("COMMIT")
-        self.fragments = new
+                text.extend(JUMPS[table])
+            text.append("COMMIT")
         self.chains = now_chains
         self.synced = True
-        return "\n".join(lines) + "\n"
+        return "\n".join(text) + "\n"
 
 
 def full_text(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> str:

@@ -7,6 +7,7 @@ nothing else: they are pure functions and can be tested without a kernel.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -98,12 +99,14 @@ def traffic_policy(sp: ServicePortInfo, node: str) -> TrafficPolicy:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def port_proto_hash(service_port_name: str, protocol: str) -> str:
     """kube-proxy's ``portProtoHash``: base32(sha256(name + protocol))[:16]."""
     digest = hashlib.sha256((service_port_name + protocol).encode()).digest()
     return base64.b32encode(digest).decode()[:16]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every node's proxier names the same endpoint chains
 def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
     digest = hashlib.sha256((service_port_name + protocol + endpoint).encode()).digest()
     return base64.b32encode(digest).decode()[:16]

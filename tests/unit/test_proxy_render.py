@@ -95,6 +95,33 @@ def test_iptables_partial_sync_rewrites_only_the_changed_service() -> None:
     assert sync.restore_input(_one_endpoint_less()).count("-X ") == 0  # nothing changed: nothing deleted
 
 
+def _shared_chains(sync: ipt.IptablesSync) -> dict[tuple[str, str], set[str]]:
+    return {key: set(lines.values()) for key, lines in sync.shared.items() if lines}
+
+
+def test_iptables_partial_syncs_by_delta_end_where_a_full_sync_starts() -> None:
+    """A run of partial syncs told only what changed (ports gone, ports new) keeps the same
+    chains and the same lines in the shared chains as one full sync of the result."""
+    import random
+
+    rng = random.Random(7)
+    now = list(PORTS)
+    sync = ipt.IptablesSync(CTX)
+    sync.restore_input(tuple(now))
+    for step in range(60):
+        i = rng.randrange(len(now))
+        gone = (now.pop(i),)
+        new = (replace(gone[0], endpoints=tuple(rng.sample(WEB, rng.randrange(4))), port=1000 + step),) if step % 5 or len(now) < 3 else ()
+        now.extend(new)
+        before = set(sync.chains)
+        text = sync.restore_input(tuple(now), delta=(gone, new))
+        fresh = ipt.IptablesSync(CTX)
+        fresh.restore_input(tuple(now))
+        assert sync.chains == fresh.chains
+        assert _shared_chains(sync) == _shared_chains(fresh)
+        assert {line[3:] for line in text.splitlines() if line.startswith("-X ")} == {c for _, c in before - fresh.chains}
+
+
 def test_nftables_partial_sync_changes_only_what_changed() -> None:
     sync = nft.NftSync(CTX)
     sync.transaction(PORTS)
