@@ -8,8 +8,10 @@ Services are applied one at a time, each measured:
   view, each reconciler);
 * until the name answers in DNS, asked again and again from a pod, as a client waiting for a
   new Service would;
-* the same change through the command line (``python -m netns_lab apply``: a new process
-  that reads the lab's record first), wall time.
+* the same change as a user makes it, ``invoke apply LAB FILE`` (a new process that hands
+  the change to the lab's API server): until the command returns, and until DNS answers,
+  from the start of the command; the first such command, which starts the API server,
+  separately.
 
 Writes benchmarks/results/changes.md and changes.json; run as root: ``invoke bench --only changes``.
 """
@@ -82,14 +84,7 @@ def measure(mode_name: str, n: int) -> dict[str, object]:
                              "dns_ms": dns * 1e3 if dns is not None else None,
                              "phases_ms": {k: v * 1e3 for k, v in lab.timings.items()}})
                 assert lab.connect("pod/client", lab.ip_of(f"service/{name}"), 80).result == "ok"
-            with open(os.path.join(tmp, "cli.yaml"), "w") as fh:
-                json.dump(new_service("by-cli"), fh)
-            t1 = time.perf_counter()
-            cli = subprocess.run([sys.executable, "-m", "netns_lab", "apply", lab.name, os.path.join(tmp, "cli.yaml")],
-                                 capture_output=True, text=True)
-            cli_ms = (time.perf_counter() - t1) * 1e3
-            if cli.returncode != 0:
-                raise SystemExit(f"cli apply failed: {cli.stderr}")
+            cli_rows = [invoke_apply(lab.name, client, tmp, f"by-cli-{k}") for k in range(CHANGES + 1)]
         finally:
             lab.down()
 
@@ -97,9 +92,29 @@ def measure(mode_name: str, n: int) -> dict[str, object]:
         return statistics.median(r[key] for r in rows if r[key] is not None)  # type: ignore[misc]
 
     phases = {p: statistics.median(r["phases_ms"][p] for r in rows) for p in rows[0]["phases_ms"]}  # type: ignore[index]
+    warm = cli_rows[1:]  # the first one starts the lab's API server
     return {"mode": mode_name, "services": n, "load_s": loaded, "up_s": built, "synced_ms": med("synced_ms"),
-            "python_ms": med("python_ms"), "kernel_ms": med("kernel_ms"), "dns_ms": med("dns_ms"), "cli_ms": cli_ms,
-            "phases_ms": phases}
+            "python_ms": med("python_ms"), "kernel_ms": med("kernel_ms"), "dns_ms": med("dns_ms"),
+            "cli_first_ms": cli_rows[0][0], "cli_ms": statistics.median(r[0] for r in warm),
+            "cli_dns_ms": statistics.median(r[1] for r in warm if r[1] is not None), "phases_ms": phases}
+
+
+def invoke_apply(lab: str, client: str, tmp: str, name: str) -> tuple[float, float | None]:
+    """`invoke apply LAB FILE` of one new Service, as a user types it: (ms until the command
+    returns, rules synced on every node; ms until the name answers in DNS), both from the start
+    of the command."""
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as fh:
+        json.dump(new_service(name), fh)
+
+    def run() -> None:
+        done = subprocess.run([sys.executable, "-m", "invoke", "apply", lab, path], capture_output=True, text=True,
+                              cwd=os.path.dirname(HERE))
+        if done.returncode != 0:
+            raise SystemExit(f"invoke apply failed: {done.stdout} {done.stderr}")
+
+    took, dns = until_answered(client, f"{name}.default.svc.cluster.local.", run)
+    return took * 1e3, None if dns is None else dns * 1e3
 
 
 def main() -> None:
@@ -125,17 +140,22 @@ def main() -> None:
             results.append(r)
             top = sorted(r["phases_ms"].items(), key=lambda kv: -kv[1])[:4]
             print(f"{mode:16} {n:6,} Services: rules synced {r['synced_ms']:7.1f} ms (Python {r['python_ms']:6.1f}, kernel "
-                  f"{r['kernel_ms']:7.1f}); DNS answers after {r['dns_ms']:6.1f} ms; `apply` from the CLI {r['cli_ms']:7.0f} ms; "
+                  f"{r['kernel_ms']:7.1f}); DNS answers after {r['dns_ms']:6.1f} ms; `invoke apply` {r['cli_ms']:5.0f} ms "
+                  f"(DNS {r['cli_dns_ms']:5.0f} ms; the first, which starts the API server, {r['cli_first_ms']:5.0f} ms); "
                   f"Python by phase: " + ", ".join(f"{k} {v:.1f}" for k, v in top), flush=True)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "changes.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     with open(os.path.join(RESULTS, "changes.md"), "w") as fh:
-        fh.write("| mode | Services | rules synced (ms) | Python (ms) | kernel (ms) | DNS answers (ms) | CLI apply (ms) |\n")
-        fh.write("|---|---:|---:|---:|---:|---:|---:|\n")
+        fh.write("Each figure is the median of 5 changes. Left: the change made by `Lab.apply` in the lab's process (the "
+                 "API server's own cost). Right: `invoke apply LAB FILE` as typed, timed from the start of the command; "
+                 "the first one starts the lab's API server (it reads the lab and what the kernel holds).\n\n")
+        fh.write("| mode | Services | rules synced (ms) | Python (ms) | kernel (ms) | DNS answers (ms) | `invoke apply` returns, "
+                 "rules synced (ms) | `invoke apply`: DNS answers (ms) | first `invoke apply` (ms) |\n")
+        fh.write("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
         for r in results:
             fh.write(f"| {r['mode']} | {r['services']:,} | {r['synced_ms']:.1f} | {r['python_ms']:.1f} | {r['kernel_ms']:.1f} | "
-                     f"{r['dns_ms']:.1f} | {r['cli_ms']:.0f} |\n")
+                     f"{r['dns_ms']:.1f} | {r['cli_ms']:.0f} | {r['cli_dns_ms']:.0f} | {r['cli_first_ms']:.0f} |\n")
 
 
 if __name__ == "__main__":

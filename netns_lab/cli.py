@@ -136,7 +136,11 @@ def _os_error(command: str, exc: OSError) -> str:
 def _guard(fn):  # type: ignore[no-untyped-def]
     """Map the error tree to exit codes with one clear line on stderr; no traceback for bad
     input, a machine that says no, or an interruption (which exits 128 + the signal)."""
-    command = {"exec_in": "exec"}.get(fn.__name__, fn.__name__.replace("_", "-"))
+    return _guarded(fn, {"exec_in": "exec"}.get(fn.__name__, fn.__name__.replace("_", "-")))
+
+
+def _guarded(fn, command: str):  # type: ignore[no-untyped-def]
+    """:func:`_guard`, naming ``command`` in the one line an OSError gets."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> int:
@@ -287,94 +291,82 @@ def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untype
     return EXIT_BUILD if any(lo.busy for lo in removed) else EXIT_OK
 
 
-def _change(lab_name: str, command: str, actions: list[Any], out: Any) -> int:
-    """One change to a running lab, through the one path (``Lab.change``): refused whole with
-    exit 2 when invalid (nothing changes), else each event printed as it is recorded."""
-    from netns_lab.lab import Lab
+def _change(lab_name: str, request: dict[str, Any], out: Any) -> int:
+    """One change to a running lab, made by the lab's API server (apiserver.py, started on
+    first use): it prints what this command prints, and exits as this command exits (2 and
+    one line when the change is refused whole: nothing changed)."""
+    from netns_lab import apiclient
 
-    _need_privileges(command)
-    lab = Lab.attach(lab_name)
-    events = lab.change(actions)
-    for e in events or ["unchanged"]:
-        print(e, file=out)
-    return EXIT_OK
+    _need_privileges(request["verb"])
+    rc, printed, errors = apiclient.call(lab_name, request)
+    out.write(printed)
+    sys.stderr.write(errors)
+    return rc
 
 
-def _arg_source(command: str, text: str) -> Any:
-    from netns_lab.scenario.yamlsrc import Source
+def run_change(lab: Any, request: dict[str, Any], out: Any) -> int:
+    """The API server's side of :func:`_change`: the request as actions, through the one path
+    (``Lab.change``), each event printed; errors as the command line reports them."""
+    from netns_lab.scenario import verbs
 
-    return Source(f"{command} {text}", text)
+    def run() -> int:
+        actions = verbs.actions(request)
+        if request["verb"] == "reconcile":
+            events = lab.reconcile()  # takes the lock, then reads the latest record
+        else:
+            events = lab.change(actions) or ["unchanged"]
+        for e in events:
+            print(e, file=out)
+        return EXIT_OK
+
+    verb = request.get("verb")
+    return _guarded(run, verb if verb in verbs.VERBS else "request")()
+
+
+def _read(files: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, text) of each file, read here (the user's directory, the same checks as a
+    scenario's files: regular files, within the size limit); parsed by the API server."""
+    from netns_lab.scenario.yamlsrc import Budget, read_text
+
+    return [(f, read_text(f, Budget())) for f in files]
 
 
 @_guard
 def apply(lab_name: str, files: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """``kubectl apply -f FILE...``: every manifest of the files (``---`` separated, ``kind:
     List`` too), in order, as one change."""
-    from netns_lab.scenario.admission import Apply
-    from netns_lab.scenario.loader import manifests_of
-
     state.check_name(lab_name, "apply")
-    if not files:
-        raise ScenarioError("apply", "", "Required value: at least one manifest file")
-    actions = [Apply(src, path, m) for f in files for src, m, path in manifests_of(f)]
-    if not actions:
-        raise ScenarioError(files[0], "", "Required value: the file holds no manifest")
-    return _change(lab_name, "apply", actions, out)
+    _need_privileges("apply")  # before the files: a user without root learns that first
+    return _change(lab_name, {"verb": "apply", "files": _read(files)}, out)
 
 
 @_guard
 def delete(lab_name: str, refs: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """``kubectl delete KIND/NS/NAME...`` (a namespace takes what is in it)."""
-    from netns_lab.scenario.admission import Delete
-
     state.check_name(lab_name, "delete")
-    if not refs:
-        raise ScenarioError("delete", "", "Required value: at least one KIND/NAME or KIND/NAMESPACE/NAME")
-    return _change(lab_name, "delete", [Delete(_arg_source("delete", r), "", r) for r in refs], out)
+    return _change(lab_name, {"verb": "delete", "refs": list(refs)}, out)
 
 
 @_guard
 def label(lab_name: str, ref: str, changes: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """``kubectl label KIND/NS/NAME KEY=VALUE KEY-``: set or remove labels."""
-    from netns_lab.scenario.admission import Label
-
     state.check_name(lab_name, "label")
-    src = _arg_source("label", ref)
-    if not changes:
-        raise src.error("", "Required value: at least one KEY=VALUE (set) or KEY- (remove)")
-    labels: list[tuple[str, str | None]] = []
-    for c in changes:
-        if "=" in c:
-            key, _, value = c.partition("=")
-            labels.append((key, value))
-        elif c.endswith("-"):
-            labels.append((c[:-1], None))
-        else:
-            raise src.error(c, f'Invalid value: "{c}": must be KEY=VALUE (set the label) or KEY- (remove it)')
-    return _change(lab_name, "label", [Label(src, "", ref, tuple(labels))], out)
+    return _change(lab_name, {"verb": "label", "ref": ref, "changes": list(changes)}, out)
 
 
 @_guard
 def pod_ready(lab_name: str, pod: str, ready: bool = True, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """Mark a pod of a running lab ready / not ready (its readiness probe, in effect)."""
-    from netns_lab.scenario.admission import SetReady
-
     state.check_name(lab_name, "pod-ready")
-    ref = pod if pod.startswith("pod/") else f"pod/{pod}"
-    return _change(lab_name, "pod-ready", [SetReady(_arg_source("pod-ready", pod), "", ref, ready)], out)
+    return _change(lab_name, {"verb": "pod-ready", "pod": pod, "ready": ready}, out)
 
 
 @_guard
 def reconcile(lab_name: str, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
     """Bring the kernel, files and servers back to the lab's recorded objects (a full sync):
     after a change that was killed half way, or anything done to the lab by hand."""
-    from netns_lab.lab import Lab
-
     state.check_name(lab_name, "reconcile")
-    _need_privileges("reconcile")
-    for e in Lab.attach(lab_name).reconcile():  # takes the lock, then reads the latest record
-        print(e, file=out)
-    return EXIT_OK
+    return _change(lab_name, {"verb": "reconcile"}, out)
 
 
 @_guard

@@ -9,6 +9,7 @@ was killed between ``fork`` and writing the state file) by that same token.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -18,7 +19,9 @@ ENV_INSTANCE = "NETNS_LAB_INSTANCE"
 
 
 def lab_env(lab: str, instance: str) -> dict[str, str]:
-    env = dict(os.environ)
+    """Our environment with the lab's name and token; without a test's fault point
+    (faults.py), which belongs to the process that was told it, never to what it starts."""
+    env = {k: v for k, v in os.environ.items() if k != "NETNS_LAB_FAULT"}
     env[ENV_LAB] = lab
     env[ENV_INSTANCE] = instance
     return env
@@ -36,6 +39,23 @@ def spawn(cmd: list[str], lab: str, instance: str, log: str) -> subprocess.Popen
             start_new_session=True,
             close_fds=True,
         )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: str, timeout: float) -> str | None:
+    """Wait for a server's READY line (services/ready.py) and let go of its stdout. Returns
+    None once it is ready, else why not: the end of its log (or "no READY line")."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    proc.stdout.close()
+    if line.startswith("READY"):
+        return None
+    try:
+        with open(log, errors="replace") as fh:
+            tail = fh.read()[-500:].strip().replace("\n", " | ")
+    except OSError:
+        tail = ""
+    return tail or "no READY line"
 
 
 def start_time(pid: int) -> int | None:

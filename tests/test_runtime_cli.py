@@ -9,6 +9,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns_lab import model_io, state
+from netns_lab import model_io, procs, state
 from netns_lab.objectlog import ObjectLog
 from netns_lab.lab import Lab
 from netns_lab.realize import netns
@@ -36,6 +37,23 @@ def lab() -> Iterator[Lab]:
 def cli(*args: str, fault: str = "") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, **({"NETNS_LAB_FAULT": fault} if fault else {}))
     return subprocess.run([sys.executable, "-m", "netns_lab", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def api_server_pid() -> int:
+    """The PID of the lab's API server, started by a no-op change if none runs yet."""
+    assert cli("label", NAME, "pod/client", "probed=yes").returncode == 0  # selected by nothing
+    st = state.load(NAME)
+    assert st is not None
+    pids = [p["pid"] for p in st.processes if p["role"] == "apiserver" and procs.owned_by(p["pid"], st.instance)]
+    assert len(pids) == 1, st.processes
+    return pids[0]
+
+
+def assert_server_killed(done: subprocess.CompletedProcess[str], pid: int) -> None:
+    """The change's process (the lab's API server) died at the fault point; the command says so."""
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "its API server stopped before it answered" in done.stderr and "invoke reconcile" in done.stderr, done.stderr
+    assert not procs.owned_by(pid, state.load(NAME).instance)  # type: ignore[union-attr]
 
 
 def snapshot(lab: Lab) -> dict[str, str]:
@@ -131,8 +149,9 @@ def test_a_change_killed_half_way_is_put_right_by_the_next_reconcile(lab: Lab, f
     path.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {name}}}}}\n"
                     f"spec: {POD.format(node='node-2', port=9376)}\n---\n"
                     + manifest("Service", name, f"{{selector: {{app: {name}}}, ports: [{{port: 80, targetPort: http}}]}}"))
+    server = api_server_pid()
     killed = cli("apply", NAME, str(path), fault=fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert_server_killed(killed, server)
     assert state.load(NAME).pending  # type: ignore[union-attr]
     fixed = cli("reconcile", NAME)
     assert fixed.returncode == 0, fixed.stderr
@@ -145,8 +164,9 @@ def test_a_change_killed_half_way_is_put_right_by_the_next_reconcile(lab: Lab, f
     assert snapshot(lab) == settled  # a second full sync finds nothing to change
 
     plan = after.topology.pod(f"default/{name}")
+    server = api_server_pid()
     killed = cli("delete", NAME, f"pod/{name}", f"service/{name}", fault="sync:router")  # everything but the pod's removal
-    assert killed.returncode == -signal.SIGKILL
+    assert_server_killed(killed, server)
     assert netns.exists(plan.netns)
     assert cli("reconcile", NAME).returncode == 0
     assert not netns.exists(plan.netns)
@@ -173,8 +193,9 @@ def test_events_follow_prints_each_change_as_it_happens(lab: Lab) -> None:
 def test_a_change_killed_before_its_objects_were_recorded_never_happened(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "change.yaml"
     path.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: lost, labels: {{app: lost}}}}\nspec: {POD.format(node='node-2', port=9376)}\n")
+    server = api_server_pid()
     killed = cli("apply", NAME, str(path), fault="pending")
-    assert killed.returncode == -signal.SIGKILL
+    assert_server_killed(killed, server)
     assert state.load(NAME).pending  # type: ignore[union-attr]
     assert cli("reconcile", NAME).returncode == 0
     after = Lab.attach(NAME)
@@ -202,3 +223,72 @@ def test_reconcile_repairs_what_was_undone_by_hand(lab: Lab, tmp_path) -> None: 
     assert after.connect("external", ip, 80).result == "ok"
     assert after.connect("pod/client", "pod/web-1", 9376).result == "ok"
     assert cli("delete", NAME, "service/byhand").returncode == 0
+
+
+def _servers() -> list[int]:
+    st = state.load(NAME)
+    assert st is not None
+    return [p["pid"] for p in st.processes if p["role"] == "apiserver" and procs.owned_by(p["pid"], st.instance)]
+
+
+def test_the_api_server_is_started_once_recorded_and_replaced_when_killed(lab: Lab) -> None:
+    pid = api_server_pid()
+    st = state.load(NAME)
+    assert st is not None
+    sock = os.path.join(st.workdir, "api.sock")
+    assert os.stat(sock).st_mode & 0o777 == 0o600
+    label = [subprocess.Popen([sys.executable, "-m", "netns_lab", "label", NAME, "pod/client", f"racer{i}=yes"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in label)
+    assert _servers() == [pid]  # the running one served them all
+    os.kill(pid, signal.SIGKILL)  # a stale socket and a dead PID in the record
+    racers = [subprocess.Popen([sys.executable, "-m", "netns_lab", "label", NAME, "pod/client", f"racer{i}-"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in racers), [p.stderr.read() for p in racers if p.stderr]
+    servers = _servers()
+    assert len(servers) == 1 and servers[0] != pid  # started again, once, and recorded
+    assert all(not k.startswith("racer") for k, _ in Lab.attach(NAME).pod("default/client").labels)
+
+
+def test_the_api_server_follows_changes_made_by_another_process(lab: Lab) -> None:
+    api_server_pid()  # warm, with the objects as they are now
+    lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "inproc"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}})
+    done = cli("delete", NAME, "service/inproc")  # it must know the Service another process created
+    assert done.returncode == 0 and "Service default/inproc: no longer proxied" in done.stdout, done.stdout + done.stderr
+    assert lab.connect("pod/client", "service/web", 80).result == "ok"
+
+
+def test_the_api_server_answers_only_root_and_well_formed_requests(lab: Lab) -> None:
+    api_server_pid()
+    st = state.load(NAME)
+    assert st is not None
+    path = os.path.join(st.workdir, "api.sock")
+    as_nobody = subprocess.run(["/usr/bin/python3", "-c", f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({path!r})"],
+                               user="nobody", capture_output=True, text=True)
+    assert as_nobody.returncode != 0 and "PermissionError" in as_nobody.stderr, as_nobody.stderr
+    for raw, expected in [(b"not json", "Invalid value: not JSON"), (b"[1]", "expected a JSON object"),
+                          (b'{"verb": "drop-everything"}', 'Unsupported value: \'drop-everything\''),
+                          (b'{"verb": "delete", "refs": "service/web"}', "expected a list of strings")]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        reply = json.loads(b"".join(iter(lambda: sock.recv(65536), b"")))
+        sock.close()
+        assert reply["rc"] == 2 and reply["out"] == "" and expected in reply["err"], reply
+        assert reply["err"].count("\n") == 1
+    assert lab.connect("pod/client", "service/web", 80).result == "ok"
+
+
+def test_down_stops_the_api_server() -> None:
+    with Lab.from_file(RUNTIME, {"name": "rt-down", "cluster.proxyMode": "iptables"}):
+        done = subprocess.run([sys.executable, "-m", "netns_lab", "label", "rt-down", "pod/client", "x=y"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        st = state.load("rt-down")
+        assert st is not None
+        pid = next(p["pid"] for p in st.processes if p["role"] == "apiserver")
+        assert procs.owned_by(pid, st.instance)
+        instance = st.instance
+    assert not procs.owned_by(pid, instance) and state.load("rt-down") is None

@@ -133,11 +133,12 @@ def _object_sources(src: Source, objects: list[Any], budget: Budget) -> list[tup
     return out
 
 
-def manifests_of(file: str, budget: Budget | None = None) -> list[tuple[Source, Any, str]]:
+def manifests_of(file: str, budget: Budget | None = None, text: str | None = None) -> list[tuple[Source, Any, str]]:
     """(source, manifest, path) for every manifest of one file, as ``kubectl apply -f`` reads
-    it: several YAML documents, ``kind: List`` wrappers unwrapped; within ``budget``."""
+    it: several YAML documents, ``kind: List`` wrappers unwrapped; within ``budget``.
+    ``text``: the file's text, already read (by the command line, for the lab's API server)."""
     out: list[tuple[Source, Any, str]] = []
-    for d, doc in enumerate(load_documents(file, budget=budget or Budget())):
+    for d, doc in enumerate(load_documents(file, text, budget=budget or Budget())):
         if isinstance(doc.data, dict) and doc.data.get("kind") == "List":
             items = doc.data.get("items")
             if items is not None and not isinstance(items, list):
