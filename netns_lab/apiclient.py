@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from netns_lab import procs, state
-from netns_lab.apiserver import LOG, ROLE, socket_path
-from netns_lab.errors import LabError
+from netns_lab.apiserver import LOG, MAX_REQUEST, ROLE, socket_path
+from netns_lab.errors import LabError, ScenarioError
 from netns_lab.faults import ENV as FAULT_ENV
 
 START_TIMEOUT = 600.0  # the server says READY once bound, before it reads the lab
@@ -74,7 +74,9 @@ def call(lab: str, request: dict[str, Any]) -> tuple[int, str, str]:
     st = _record(lab)
     path = socket_path(st.workdir)
     fault = os.environ.get(FAULT_ENV)
-    data = json.dumps({**request, "fault": fault} if fault else request).encode()
+    data = json.dumps({**request, "fault": fault} if fault else request, ensure_ascii=False).encode()
+    if len(data) > MAX_REQUEST:
+        raise ScenarioError(request["verb"], "", f"Too long: the request is {len(data)} bytes, the limit is {MAX_REQUEST} bytes")
     sock = _connect(path)
     if sock is None:
         start(lab)
@@ -90,8 +92,31 @@ def call(lab: str, request: dict[str, Any]) -> tuple[int, str, str]:
                 chunks.append(chunk)
         except (BrokenPipeError, ConnectionResetError):
             chunks = []
-    if not chunks:
-        raise LabError(f"lab {lab}: its API server stopped before it answered (its log: {os.path.join(st.workdir, LOG)}); "
-                       f"a change it had recorded is finished by `invoke reconcile {lab}` or the next change")
-    reply = json.loads(b"".join(chunks))
-    return int(reply["rc"]), str(reply["out"]), str(reply["err"])
+        except KeyboardInterrupt:
+            print(f"the lab's API server goes on with the change: `invoke events {lab}` says what it did", file=sys.stderr)
+            raise
+    try:
+        reply = json.loads(b"".join(chunks))
+        return int(reply["rc"]), str(reply["out"]), str(reply["err"])
+    except (ValueError, KeyError, TypeError):
+        raise _no_answer(lab, st) from None
+
+
+def _no_answer(lab: str, before: state.LabState) -> LabError:
+    """What to tell a user whose change got no answer (the server was killed, or died): what
+    the record says now, and the end of the server's log."""
+    log = os.path.join(before.workdir, LOG)
+    try:
+        with open(log, errors="replace") as fh:
+            tail = fh.read()[-300:].strip().splitlines()
+    except OSError:
+        tail = []
+    why = f" (its log: {log}{': ' + tail[-1] if tail else ''})"
+    now = state.load(lab)
+    if now is None or now.phase != "up" or now.instance != before.instance:
+        return LabError(f"lab {lab} is not up any more (see `invoke status`)")
+    if now.pending:
+        return LabError(f"lab {lab}: its API server stopped before it answered{why}; the change is recorded and unfinished: "
+                        f"`invoke reconcile {lab}` (or the next change) finishes it")
+    return LabError(f"lab {lab}: its API server stopped before it answered{why}; nothing is pending: "
+                    f"`invoke events {lab}` says whether the change was made")

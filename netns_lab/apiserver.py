@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 import sys
+import traceback
 from typing import Any
 
 from netns_lab import state
@@ -41,6 +42,7 @@ LOG = "apiserver.log"
 ROLE = "apiserver"
 MAX_REQUEST = 64 * 1024 * 1024  # JSON of a few files, each within the 4 MiB a scenario may read
 IDLE_CHECK = 5.0  # seconds between checks that the lab is still up, while nobody asks anything
+REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
 
 
 def socket_path(workdir: str) -> str:
@@ -53,20 +55,25 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _read_request(conn: socket.socket) -> dict[str, Any]:
+    conn.settimeout(REQUEST_TIMEOUT)  # a client that stalls does not hold the lab's one server
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = conn.recv(1 << 20)
+        try:
+            chunk = conn.recv(1 << 20)
+        except TimeoutError:
+            raise ScenarioError("request", "", f"Incomplete: nothing more came for {REQUEST_TIMEOUT:.0f} s") from None
         if not chunk:
             break
         size += len(chunk)
         if size > MAX_REQUEST:
             raise ScenarioError("request", "", f"Too long: more than {MAX_REQUEST} bytes")
         chunks.append(chunk)
+    conn.settimeout(None)
     try:
         request = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise ScenarioError("request", "", f"Invalid value: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ScenarioError("request", "", f"Invalid value: not JSON ({type(exc).__name__})") from None
     if not isinstance(request, dict):
         raise ScenarioError("request", "", "Invalid type: expected a JSON object")
     return request
@@ -76,7 +83,7 @@ def _read_request(conn: socket.socket) -> dict[str, Any]:
 def _fault_point(step: object) -> Any:
     """Tests name a fault point (faults.py) in the request: this request, and only this one,
     dies there, as a command making the change itself would."""
-    if not isinstance(step, str) or not step:
+    if not isinstance(step, str) or not step.isprintable():
         yield
         return
     os.environ[FAULT_ENV] = step
@@ -89,24 +96,26 @@ def _fault_point(step: object) -> Any:
 class Server:
     """One lab's API server (see the module's docstring)."""
 
-    def __init__(self, lab_name: str) -> None:
+    def __init__(self, lab_name: str, instance: str) -> None:
         self.name = lab_name
-        self.lab: Any = None  # netns_lab.lab.Lab, once warm
-        self.instance = ""
+        self.instance = instance  # the lab's token when we started: another `up` of the name is another lab
+        self.lab: Any = None  # netns_lab.lab.Lab, read on the first request (and again after a failure)
 
     def warm(self) -> None:
         """Read the lab and learn what the kernel holds, under the lab's lock (the process that
-        started us holds it until we are in the record, so we read a record that lists us)."""
+        started us held it until we were in the record, so we read a record that lists us)."""
         from netns_lab.lab import CHANGE_LOCK_WAIT, Lab
 
         lock = state.acquire(self.name, wait=CHANGE_LOCK_WAIT)
         if lock is None:
             raise state.busy_error(self.name, "being changed, built or removed")
         try:
-            self.lab = Lab.attach(self.name)
-            assert self.lab.state is not None
-            self.instance = self.lab.state.instance
-            _ = self.lab.reconcilers
+            lab = Lab.attach(self.name)
+            assert lab.state is not None
+            if lab.state.instance != self.instance:
+                raise LabError(f"lab {self.name} is not up any more (see `invoke status`)")
+            _ = lab.reconcilers
+            self.lab = lab
         finally:
             lock.release()
 
@@ -115,12 +124,34 @@ class Server:
         return st is None or st.phase != "up" or st.instance != self.instance
 
     def execute(self, request: dict[str, Any]) -> tuple[int, str, str]:
-        """(exit code, stdout, stderr) of one request, as the command line would print them."""
-        from netns_lab.cli import run_change
+        """(exit code, stdout, stderr) of one request, as the command line would print them.
+        After anything but success or a refusal, the lab is read again on the next request:
+        a change that failed half way may have left this copy ahead of the record."""
+        from netns_lab.cli import EXIT_BUILD, EXIT_INVALID, EXIT_OK, guarded
+        from netns_lab.scenario import verbs
 
+        verb = request.get("verb")
         out, err = io.StringIO(), io.StringIO()
+
+        def run() -> int:
+            actions = verbs.actions(request)
+            if self.lab is None:
+                self.warm()
+            events = self.lab.reconcile() if verb == "reconcile" else self.lab.change(actions) or ["unchanged"]
+            for e in events:
+                print(e, file=out)
+            return EXIT_OK
+
         with contextlib.redirect_stderr(err), _fault_point(request.get("fault")):
-            rc = run_change(self.lab, request, out)
+            try:
+                rc = guarded(run, verb if verb in verbs.VERBS else "request")()
+            except Exception as exc:  # a bug: said in one line, the traceback in our log, and we go on
+                traceback.print_exc(file=sys.__stderr__)
+                print(f"error: {verb}: internal error ({type(exc).__name__}: {exc}); see {LOG} in the lab's state directory",
+                      file=err)
+                rc = EXIT_BUILD
+        if rc not in (EXIT_OK, EXIT_INVALID):
+            self.lab = None
         return rc, out.getvalue(), err.getvalue()
 
     def handle(self, conn: socket.socket) -> None:
@@ -135,7 +166,7 @@ class Server:
         else:
             reply = self.execute(request)
         rc, out, err = reply
-        conn.sendall(json.dumps({"rc": rc, "out": out, "err": err}).encode())
+        conn.sendall(json.dumps({"rc": rc, "out": out, "err": err}, ensure_ascii=False).encode())
 
     def serve(self, sock: socket.socket) -> None:
         sock.settimeout(IDLE_CHECK)
@@ -147,10 +178,9 @@ class Server:
                     return
                 continue
             with conn:
-                conn.settimeout(None)
                 try:
                     self.handle(conn)
-                except (BrokenPipeError, ConnectionResetError):  # the client went away: its change is made all the same
+                except OSError:  # the client went away: its change is made all the same
                     pass
             if self.lab_gone():
                 return
@@ -185,14 +215,8 @@ def main(argv: list[str]) -> int:
         return 1
     os.chdir("/")  # files come as text in the requests: nothing here reads a path relative to a user's directory
     sock = listen(socket_path(st.workdir))
-    say_ready()  # bound: requests wait in the backlog while we warm up
-    server = Server(name)
-    try:
-        server.warm()
-    except LabError as exc:
-        print(f"cannot serve lab {name}: {exc}", file=sys.stderr)
-        return 1
-    server.serve(sock)
+    say_ready()  # bound: a request waits in the backlog until we serve
+    Server(name, st.instance).serve(sock)
     return 0
 
 

@@ -136,11 +136,12 @@ def _os_error(command: str, exc: OSError) -> str:
 def _guard(fn):  # type: ignore[no-untyped-def]
     """Map the error tree to exit codes with one clear line on stderr; no traceback for bad
     input, a machine that says no, or an interruption (which exits 128 + the signal)."""
-    return _guarded(fn, {"exec_in": "exec"}.get(fn.__name__, fn.__name__.replace("_", "-")))
+    return guarded(fn, {"exec_in": "exec"}.get(fn.__name__, fn.__name__.replace("_", "-")))
 
 
-def _guarded(fn, command: str):  # type: ignore[no-untyped-def]
-    """:func:`_guard`, naming ``command`` in the one line an OSError gets."""
+def guarded(fn, command: str):  # type: ignore[no-untyped-def]
+    """:func:`_guard`, naming ``command`` in the one line an OSError gets (the lab's API server
+    runs each request through it, so a refusal reads the same from either side)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> int:
@@ -294,41 +295,27 @@ def clean(check: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untype
 def _change(lab_name: str, request: dict[str, Any], out: Any) -> int:
     """One change to a running lab, made by the lab's API server (apiserver.py, started on
     first use): it prints what this command prints, and exits as this command exits (2 and
-    one line when the change is refused whole: nothing changed)."""
+    one line when the change is refused whole: nothing changed). A mistake that needs no lab
+    to be seen (a missing argument, a malformed label) is refused here first."""
     from netns_lab import apiclient
+    from netns_lab.scenario import verbs
 
+    verbs.check(request)
     _need_privileges(request["verb"])
+    if request["verb"] == "apply":
+        request = {**request, "files": _read(request["files"])}
     rc, printed, errors = apiclient.call(lab_name, request)
     out.write(printed)
     sys.stderr.write(errors)
     return rc
 
 
-def run_change(lab: Any, request: dict[str, Any], out: Any) -> int:
-    """The API server's side of :func:`_change`: the request as actions, through the one path
-    (``Lab.change``), each event printed; errors as the command line reports them."""
-    from netns_lab.scenario import verbs
-
-    def run() -> int:
-        actions = verbs.actions(request)
-        if request["verb"] == "reconcile":
-            events = lab.reconcile()  # takes the lock, then reads the latest record
-        else:
-            events = lab.change(actions) or ["unchanged"]
-        for e in events:
-            print(e, file=out)
-        return EXIT_OK
-
-    verb = request.get("verb")
-    return _guarded(run, verb if verb in verbs.VERBS else "request")()
-
-
-def _read(files: Sequence[str]) -> list[tuple[str, str]]:
-    """(name, text) of each file, read here (the user's directory, the same checks as a
+def _read(files: Sequence[str]) -> list[list[str]]:
+    """[name, text] of each file, read here (the user's directory, the same checks as a
     scenario's files: regular files, within the size limit); parsed by the API server."""
-    from netns_lab.scenario.yamlsrc import Budget, read_text
+    from netns_lab.scenario.files import Budget, read_text
 
-    return [(f, read_text(f, Budget())) for f in files]
+    return [[f, read_text(f, Budget())] for f in files]
 
 
 @_guard
@@ -336,8 +323,7 @@ def apply(lab_name: str, files: Sequence[str], out=sys.stdout) -> int:  # type: 
     """``kubectl apply -f FILE...``: every manifest of the files (``---`` separated, ``kind:
     List`` too), in order, as one change."""
     state.check_name(lab_name, "apply")
-    _need_privileges("apply")  # before the files: a user without root learns that first
-    return _change(lab_name, {"verb": "apply", "files": _read(files)}, out)
+    return _change(lab_name, {"verb": "apply", "files": list(files)}, out)
 
 
 @_guard

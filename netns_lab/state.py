@@ -21,7 +21,7 @@ from typing import Any
 
 from netns_lab.errors import LabError, ScenarioError
 
-STATE_DIR = os.environ.get("NETNS_LAB_STATE_DIR", "/run/netns-lab")
+STATE_DIR = os.path.abspath(os.environ.get("NETNS_LAB_STATE_DIR", "/run/netns-lab"))  # absolute: the API server works from /
 MAX_NAME = 40  # the lab's name prefixes every namespace and interface name it creates
 
 

@@ -292,3 +292,15 @@ def test_down_stops_the_api_server() -> None:
         assert procs.owned_by(pid, st.instance)
         instance = st.instance
     assert not procs.owned_by(pid, instance) and state.load("rt-down") is None
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["apply", "no-such-lab", ""], "at least one manifest file"),  # invoke's comma lists: nothing in them
+    (["delete", "no-such-lab", ""], "at least one KIND/NAME"),
+    (["label", "no-such-lab", "pod/a", "app"], 'Invalid value: "app": must be KEY=VALUE'),
+    (["label", "no-such-lab", "pod/a", ""], "at least one KEY=VALUE"),
+])
+def test_a_mistake_that_needs_no_lab_is_refused_before_looking_for_one(args: list[str], expected: str) -> None:
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "invoke"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr

@@ -8,6 +8,7 @@ starts with a full sync that also finds stale chains by reading the kernel.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -32,7 +33,17 @@ class SyncStats:
 
 
 def _run(netns: str, cmd: list[str], data: str) -> None:
-    proc = subprocess.run(["ip", "netns", "exec", netns, *cmd], input=data, capture_output=True, text=True)
+    """Run ``cmd`` in ``netns`` with ``data`` on its stdin. The data goes through an in-memory
+    file, not a pipe: a pipe would be fed 512 bytes per poll round by ``subprocess`` (4,000
+    rounds for the 2 MB a 10,000-Service iptables sync writes); the tool reads the file at once."""
+    fd = os.memfd_create("kube-proxy-input", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as fh:
+            fh.write(data.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        proc = subprocess.run(["ip", "netns", "exec", netns, *cmd], stdin=fd, capture_output=True, text=True)
+    finally:
+        os.close(fd)
     if proc.returncode != 0:
         detail = " ".join(proc.stderr.split())[:400]
         raise RealizeError(f"{netns}: {' '.join(cmd)}", "apply", None, detail)
