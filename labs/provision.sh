@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz ipset ipvsadm ca-certificates openssl curl python3 python3-venv
-              # the ingress controller the lab runs inside a pod namespace (never as a system service)
-              nginx-light
+              # the ingress controllers the lab runs inside pod namespaces (never as system services):
+              # nginx with its Lua module (ingress-nginx's dynamic backends) and cjson; HAProxy
+              nginx-light libnginx-mod-http-lua lua-cjson haproxy
               # the stock-kernel VM for what this kernel may lack (IP_VS, dummy): `invoke test-vm`
               qemu-system-x86 linux-image-amd64 busybox-static)
 missing=()
@@ -26,8 +27,12 @@ if ((${#missing[@]})); then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
-    if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-        systemctl disable --now nginx 2>/dev/null || true  # we installed it for the lab only
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+        for daemon in nginx haproxy; do  # installed for the lab only
+            if [[ " ${missing[*]} " == *" $daemon "* || " ${missing[*]} " == *" $daemon-light "* ]]; then
+                systemctl disable --now "$daemon" 2>/dev/null || true
+            fi
+        done
     fi
 fi
 

@@ -450,6 +450,10 @@ class Lab:
     def ingress_reloads(self) -> int:
         return self._reconciler(IngressNginx).reloads()
 
+    def ingress_dynamic_updates(self) -> int:
+        """Endpoint changes the ingress controller took without a reload (POSTs to its balancer)."""
+        return self._reconciler(IngressNginx).dynamic_updates()
+
     @property
     def zone_file(self) -> str:
         return self._reconciler(ClusterDNS).path

@@ -206,6 +206,9 @@ class IngressTLS:
     secret_name: str | None
 
 
+LOAD_BALANCERS = ("round_robin", "ewma")  # ingress-nginx's balancers (round_robin is its default)
+
+
 @dataclass(frozen=True)
 class Ingress:
     name: str
@@ -215,6 +218,7 @@ class Ingress:
     rules: tuple[IngressRule, ...] = ()
     tls: tuple[IngressTLS, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    load_balance: str = "round_robin"  # nginx.ingress.kubernetes.io/load-balance: one of LOAD_BALANCERS
 
     @property
     def key(self) -> str:

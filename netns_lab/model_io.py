@@ -74,7 +74,8 @@ def load_ingress(d: dict[str, Any]) -> Ingress:
     rules = tuple(IngressRule(r["host"], tuple(IngressPath(p["path"], p["path_type"], IngressBackend(**p["backend"])) for p in r["paths"]))
                   for r in d["rules"])
     tls = tuple(IngressTLS(tuple(t["hosts"]), t["secret_name"]) for t in d["tls"])
-    return Ingress(d["name"], d["namespace"], d["class_name"], _backend(d["default_backend"]), rules, tls, _pairs(d.get("labels")) or ())
+    return Ingress(d["name"], d["namespace"], d["class_name"], _backend(d["default_backend"]), rules, tls, _pairs(d.get("labels")) or (),
+                   d.get("load_balance", "round_robin"))
 
 
 def load_secret(d: dict[str, Any]) -> Secret:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -174,7 +175,7 @@ def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
         assert st.st_uid == uid and st.st_mode & 0o777 == 0o700
     assert os.stat(os.path.join(run_dir, "logs", "nginx.pid")).st_uid == uid
     root_owned = {e for e in os.listdir(run_dir) if os.stat(os.path.join(run_dir, e)).st_uid == 0}
-    assert root_owned == {"nginx.conf", "reloaded", "certs"}  # nginx wrote nothing else here
+    assert root_owned == {"nginx.conf", "backends.json", "reloaded", "dynamic", "certs", "lua"}  # nginx wrote nothing else here
     assert os.stat(run_dir).st_uid == 0 and os.stat(os.path.join(run_dir, "certs")).st_uid == 0
     for name in os.listdir(os.path.join(run_dir, "certs")):
         st = os.stat(os.path.join(run_dir, "certs", name))
@@ -184,22 +185,31 @@ def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
     assert r.result == "ok" and r.status == 200 and r.served_by == "a1-1"
 
 
-def _stream(lab: Lab, url: str, seconds: float, rate: float, during: list[tuple[float, object]]) -> list[tuple[float, object]]:
-    """GETs at ``rate`` per second for ``seconds`` (each a new connection); run the actions at their times."""
+def _stream(lab: Lab, url: str, seconds: float, rate: float, during: list[tuple[float, object]],
+            done: list[float] | None = None) -> list[tuple[float, object]]:
+    """GETs at ``rate`` per second for ``seconds`` (each a new connection), each with the time
+    it started; run the actions at their times (``done``: when each action returned)."""
     ext, lb = lab.netns_of("external"), lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx")
     out = []
     t0 = time.monotonic()
     todo = sorted(during, key=lambda x: x[0])  # type: ignore[arg-type, return-value]
+
+    def act(fn: object) -> float:
+        fn()  # type: ignore[operator]
+        return time.monotonic() - t0
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as actor:
         acts = []
         i = 0
         while time.monotonic() - t0 < seconds:
             while todo and time.monotonic() - t0 >= todo[0][0]:
-                acts.append(actor.submit(todo.pop(0)[1]))  # type: ignore[arg-type]
+                acts.append(actor.submit(act, todo.pop(0)[1]))
             out.append((time.monotonic() - t0, pool.submit(get, ext, url, lb, None, False, 5.0)))
             i += 1
             time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        if done is not None:
+            done.extend(a.result() for a in acts)
         for a in acts:
             a.result()
         return [(t, f.result()) for t, f in out]
@@ -210,25 +220,62 @@ def _netexec_pod(name: str, app: str, node: str) -> dict[str, object]:
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "netexec", "ports": [{"name": "web", "containerPort": 8080}]}]}}
 
 
-def test_scaling_a_backend_under_load_drops_nothing(ingress_lab: Lab) -> None:
+def test_scaling_a_backend_under_load_drops_nothing_and_never_reloads(ingress_lab: Lab) -> None:
     """60 requests/s for 30 s to b.example.com; b goes from 1 to 2, then 4 pods, then the
-    original 2 are deleted. Every request must succeed (nginx reloads gracefully; a pod is
-    removed only after nginx stopped choosing it)."""
+    original 2 are deleted (1 -> 2 -> 4 -> 2). Every request must succeed, and nginx is never
+    reloaded: each change is a POST to its Lua balancer (same master, same worker). A new pod
+    serves within a second of its change; a removed one serves nothing started after it."""
     lab = ingress_lab
+    netns = lab.netns_of("pod/ingress-nginx/ingress-nginx-controller")
+    pids, reloads, updates = set(_nginx_in(netns)), lab.ingress_reloads(), lab.ingress_dynamic_updates()
     actions = [
         (3.0, lambda: lab.apply(_netexec_pod("b-2", "b", "node-1"))),
         (8.0, lambda: lab.apply(_netexec_pod("b-3", "b", "node-1"), _netexec_pod("b-4", "b", "node-2"))),
         (14.0, lambda: lab.delete("pod/b-1")),
         (18.0, lambda: lab.delete("pod/b-2")),
     ]
-    results = _stream(lab, "http://b.example.com/load", 30.0, 60.0, actions)  # type: ignore[arg-type]
+    done: list[float] = []
+    results = _stream(lab, "http://b.example.com/load", 30.0, 60.0, actions, done)  # type: ignore[arg-type]
     failed = [(round(t, 2), r.result, r.status, r.detail) for t, r in results if r.result != "ok" or r.status != 200]  # type: ignore[attr-defined]
     served = {r.served_by for t, r in results if t > 20}  # type: ignore[attr-defined]
-    print(f"{len(results)} requests in 30 s, {len(failed)} failed, {lab.ingress_reloads()} nginx reloads")
+    print(f"{len(results)} requests in 30 s, {len(failed)} failed, {lab.ingress_reloads() - reloads} nginx reloads, "
+          f"{lab.ingress_dynamic_updates() - updates} dynamic updates; changes done at {[round(d, 2) for d in done]} s")
     assert len(results) >= 50 * 30
     assert not failed, failed[:5]
+    assert lab.ingress_reloads() == reloads and set(_nginx_in(netns)) == pids  # no reload: the same processes
+    assert lab.ingress_dynamic_updates() - updates == 4
     assert served == {"b-3", "b-4"}
     assert {r.served_by for t, r in results if t < 2.5} == {"b-1"}  # type: ignore[attr-defined]
+    for pod, change in (("b-2", done[0]), ("b-3", done[1]), ("b-4", done[1])):  # new: within a second
+        first = min(t for t, r in results if r.served_by == pod)  # type: ignore[attr-defined]
+        assert first - change < 1.0, (pod, first, change)
+    for pod, change in (("b-1", done[2]), ("b-2", done[3])):  # removed: nothing started after the change
+        assert not [t for t, r in results if t > change and r.served_by == pod], pod  # type: ignore[attr-defined]
+
+
+def test_ewma_by_annotation_and_the_balancer_s_own_view(ingress_lab: Lab) -> None:
+    """``nginx.ingress.kubernetes.io/load-balance: ewma`` reaches the Lua balancer (its own
+    GET on the configuration endpoint says so), and the backend serves from both pods."""
+    lab = ingress_lab
+    ing = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": "site-e", "annotations": {"nginx.ingress.kubernetes.io/load-balance": "ewma"}},
+           "spec": {"rules": [{"host": "e.example.com", "http": {"paths": [
+               {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "e", "port": {"number": 80}}}}]}}]}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "e"},
+           "spec": {"selector": {"app": "e"}, "ports": [{"port": 80, "targetPort": "web"}]}}
+    lab.apply(_netexec_pod("e-1", "e", "node-1"), _netexec_pod("e-2", "e", "node-2"), svc, ing)
+    try:
+        netns = lab.netns_of("pod/ingress-nginx/ingress-nginx-controller")
+        seen = subprocess.run(["ip", "netns", "exec", netns, "curl", "-s", "http://127.0.0.1:10246/configuration/backends"],
+                              capture_output=True, text=True, check=True).stdout
+        backend = json.loads(seen)["backends"]["default_e_80"]
+        assert backend["lb"] == "ewma" and len(backend["endpoints"]) == 2, seen
+        ext, lb = lab.netns_of("external"), lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx")
+        answers = [get(ext, "http://e.example.com/x", lb) for _ in range(40)]
+        assert all(r.result == "ok" and r.status == 200 for r in answers)
+        assert {r.served_by for r in answers} == {"e-1", "e-2"}
+    finally:
+        lab.delete("ingress/site-e", "service/e", "pod/e-1", "pod/e-2")
 
 
 def test_an_ingress_change_reloads_gracefully(ingress_lab: Lab) -> None:
@@ -239,8 +286,10 @@ def test_an_ingress_change_reloads_gracefully(ingress_lab: Lab) -> None:
         "rules": [{"host": "b.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "b", "port": {"name": "http"}}}},
             {"path": "/new", "pathType": "Exact", "backend": {"service": {"name": "a2", "port": {"number": 80}}}}]}}]}}
+    reloads = lab.ingress_reloads()
     results = _stream(lab, "http://b.example.com/load", 6.0, 60.0, [(2.0, lambda: lab.apply(changed))])
     assert all(r.result == "ok" and r.status == 200 for _t, r in results)  # type: ignore[attr-defined]
+    assert lab.ingress_reloads() == reloads + 1  # a rule change is a reload (counted), a graceful one
     r = get(lab.netns_of("external"), "http://b.example.com/new", lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx"))
     assert r.served_by == "a2-1"
 

@@ -1,18 +1,38 @@
-"""The ingress controller (real nginx in ``ingress-nginx/ingress-nginx-controller``): its
-configuration follows the Ingresses, their Services' endpoints and their TLS Secrets; a
-change is written and nginx reloads gracefully (old workers finish their requests)."""
+"""The ingress controller (real nginx in ``ingress-nginx/ingress-nginx-controller``), as
+ingress-nginx runs it: the rules (hosts, paths, TLS) are nginx.conf, and a change to them is
+a graceful reload (old workers finish their requests); the endpoints behind each backend are
+not in nginx.conf but in the Lua balancer's shared memory, and a change to them is a POST to
+nginx's configuration endpoint on the pod's loopback (the supervisor in the pod makes it),
+never a reload. Both are counted: ``reloaded`` and ``dynamic`` in the ingress directory."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import time
 
 from netns_lab import atomic
 from netns_lab.controllers import ingress as ingress_ctl
+from netns_lab.errors import RealizeError
 from netns_lab.reconcile import Runtime, View
 
 CONTROLLER_POD = "ingress-nginx/ingress-nginx-controller"
 RELOAD_TIMEOUT = 10.0
+BACKENDS = "backends.json"  # what the supervisor POSTs (root's, 0600: nginx never reads it)
+RELOADED, DYNAMIC = "reloaded", "dynamic"  # counters the supervisor bumps
+
+
+def _count(run_dir: str, name: str) -> int:
+    try:
+        with open(os.path.join(run_dir, name)) as fh:
+            return int(fh.read() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _sizes(backends: list[dict[str, object]] | None) -> dict[str, int]:
+    return {str(b["name"]): len(b["endpoints"]) for b in backends or []}  # type: ignore[arg-type]
 
 
 class IngressNginx:
@@ -21,6 +41,7 @@ class IngressNginx:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.conf: tuple[str, dict[str, str]] | None = None  # nginx.conf and its certificate files, as last written
+        self.backends: list[dict[str, object]] | None = None  # as last posted
 
     @property
     def dir(self) -> str:
@@ -31,35 +52,60 @@ class IngressNginx:
         o = view.objects
         return ingress_ctl.render(o.ingresses, o.services, o.pods, view.topology, o.secrets, self.dir)
 
+    def desired_backends(self, view: View) -> list[dict[str, object]]:
+        o = view.objects
+        return ingress_ctl.backends(o.ingresses, o.services, o.pods, view.topology)
+
     def restore(self, view: View) -> None:
         if self.rt.running("ingress"):
             self.conf = self.render(view)
+            self.backends = self.desired_backends(view)
 
     def sync(self, view: View) -> list[str]:
         pod = view.topology.local_pod(CONTROLLER_POD)
         if pod is None or (not view.objects.ingresses and not self.rt.running("ingress")):
             return []
-        conf, files = rendered = self.render(view)
-        if rendered == self.conf and not view.full:  # a replaced TLS Secret changes the files only
+        rendered = self.render(view)
+        backends = self.desired_backends(view)
+        rules = rendered != self.conf or view.full  # a replaced TLS Secret changes the files only
+        if not rules and backends == self.backends:
             return []
         os.makedirs(os.path.join(self.dir, "certs"), exist_ok=True)
-        for path, text in files.items():
-            atomic.write(path, text, 0o600)  # private keys among them
-        atomic.write(os.path.join(self.dir, "nginx.conf"), conf)
-        self.conf = rendered
+        atomic.write(os.path.join(self.dir, BACKENDS), json.dumps(backends, indent=1), 0o600)
+        if rules:
+            conf, files = rendered
+            for path, text in files.items():
+                atomic.write(path, text, 0o600)  # private keys among them
+            atomic.write(os.path.join(self.dir, "nginx.conf"), conf)
+            self.conf = rendered
+        before = self.backends
+        self.backends = backends
         if not self.rt.running("ingress"):
             self.rt.spawn("ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.dir])
             return [f"nginx started in {pod.key} ({len(view.objects.ingresses)} Ingresses)"]
-        before = self.reloads()
-        self.rt.signal("ingress")
+        if rules:
+            self._signal_and_wait(RELOADED, signal.SIGHUP)
+            return ["nginx reloaded (graceful)"]
+        self._signal_and_wait(DYNAMIC, signal.SIGUSR1)
+        old, new = _sizes(before), _sizes(backends)
+        changed = ", ".join(f"{n} {old.get(n, 0)} -> {new.get(n, 0)}" for n in sorted(old.keys() | new.keys()) if old.get(n) != new.get(n))
+        return [f"backends updated (dynamic, no reload): {changed or 'same sizes, other endpoints'}"]
+
+    def _signal_and_wait(self, counter: str, sig: signal.Signals) -> None:
+        """Tell the supervisor, and return once it says it is done: after a reload, nginx's new
+        workers serve and the old ones accept nothing; after a POST, every worker will balance
+        over the new endpoints from its next request on (so a pod is removed only after)."""
+        before = _count(self.dir, counter)
+        self.rt.signal("ingress", sig)
         deadline = time.monotonic() + RELOAD_TIMEOUT
-        while self.reloads() <= before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return ["nginx reloaded (graceful)"]
+        while _count(self.dir, counter) <= before:
+            if time.monotonic() > deadline:
+                raise RealizeError("ingress-nginx", "reload" if counter == RELOADED else "update backends", None,
+                                   f"the controller did not confirm within {RELOAD_TIMEOUT:.0f} s (see ingress.log)")
+            time.sleep(0.005)
 
     def reloads(self) -> int:
-        try:
-            with open(os.path.join(self.dir, "reloaded")) as fh:
-                return int(fh.read() or 0)
-        except (OSError, ValueError):
-            return 0
+        return _count(self.dir, RELOADED)
+
+    def dynamic_updates(self) -> int:
+        return _count(self.dir, DYNAMIC)

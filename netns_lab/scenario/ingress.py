@@ -19,7 +19,7 @@ from typing import Any
 
 from netns_lab.controllers.ingress import SAFE_PATH
 from netns_lab.errors import ScenarioError, ScenarioErrors
-from netns_lab.model import Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret, Service
+from netns_lab.model import LOAD_BALANCERS, Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import metadata
 from netns_lab.scenario import openapi
@@ -30,6 +30,7 @@ from netns_lab.scenario.yamlsrc import Source, join
 API = "networking.k8s.io/v1"
 LAB_CONTROLLER = "k8s.io/ingress-nginx"
 LAB_CLASS = "nginx"
+LOAD_BALANCE = "nginx.ingress.kubernetes.io/load-balance"
 PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
 _RENAMED = {
     "serviceName": f"removed with extensions/v1beta1: in {API} it is service.name",
@@ -246,9 +247,15 @@ def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:
         tls.append(IngressTLS(tuple(hosts), secret_name))
     class_name = spec.get("ingressClassName") if isinstance(spec.get("ingressClassName"), str) else None
     errors += _hosts(src, spec, spath)
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    load_balance = annotations.get(LOAD_BALANCE, "round_robin") if isinstance(annotations, dict) else "round_robin"
+    if load_balance not in LOAD_BALANCERS:  # ingress-nginx's annotation parser refuses the rest
+        errors.append(src.error(join(join(base, "metadata.annotations"), LOAD_BALANCE),
+                                f"Unsupported value: {quoted(str(load_balance))}: supported values: "
+                                + ", ".join(f'"{v}"' for v in LOAD_BALANCERS)))
     if errors:
         _raise(errors)
-    return Ingress(name, namespace, class_name, default, tuple(rules), tuple(tls), labels)
+    return Ingress(name, namespace, class_name, default, tuple(rules), tuple(tls), labels, load_balance)
 
 
 def parse_ingress_class(src: Source, obj: dict[str, Any], base: str) -> IngressClass:

@@ -8,6 +8,11 @@ once nginx accepts connections on port 80, and stays nginx's parent:
   workers with the new configuration; old workers finish the requests they have). When the
   new workers are up it bumps a counter in ``reloaded``, which the lab waits for, so a pod
   is only removed after nginx stopped sending it new requests.
+* SIGUSR1: the endpoints changed: POST ``backends.json`` to nginx's configuration endpoint
+  (``127.0.0.1:10246/configuration/backends``, the pod's loopback), as ingress-nginx's
+  controller does; the Lua balancer uses them from the next request on, without a reload.
+  Bumps ``dynamic`` once nginx accepted them. The backends are also posted once nginx
+  starts (before READY) and after every reload.
 * SIGTERM: nginx's graceful stop (QUIT), then exit.
 
 nginx, master and workers, never runs as root (ingress-nginx's controller image runs as
@@ -17,7 +22,9 @@ stays root only for what needs it: entering the namespace, allowing unprivileged
 per-namespace sysctl; the host's is never touched), and handing nginx its files. nginx and
 ``nginx -t`` run as :data:`NGINX_USER`. Layout of the lab's ingress directory (owned by root):
 
-* ``nginx.conf``, ``reloaded``: written by root (the lab, this supervisor); nginx reads the first;
+* ``nginx.conf``, ``backends.json``, ``reloaded``, ``dynamic``: written by root (the lab, this
+  supervisor); nginx reads the first only;
+* ``lua/``: the balancer (services/lua/), copied in by root, readable by nginx;
 * ``certs/``: a root directory; each certificate and key in it is given to the nginx user,
   mode 0600, before nginx reads it (at start and before every ``nginx -t``);
 * ``logs/`` (pid file, error and access logs) and ``tmp/`` (nginx's temporary files):
@@ -28,8 +35,10 @@ from __future__ import annotations
 
 import ctypes
 import grp
+import http.client
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -40,7 +49,7 @@ import time
 from typing import Any
 
 from netns_lab import atomic
-from netns_lab.controllers.ingress import CERTS, FAKE_CERT, LOGS, TMP
+from netns_lab.controllers.ingress import BALANCER, CERTS, CONFIG_PORT, FAKE_CERT, LOGS, LUA, TMP
 from netns_lab.services import setns
 from netns_lab.services.ready import say_ready
 
@@ -90,6 +99,45 @@ def _shutting_down(pid: int) -> bool:
         return True
 
 
+def install_lua(run_dir: str) -> None:
+    """Copy the Lua balancer into ``lua/`` (root's, readable by nginx): nginx reads it from the
+    lab's directory, not from wherever this package was installed (which nginx's user may not
+    reach)."""
+    lua = os.path.join(run_dir, LUA)
+    os.makedirs(lua, mode=0o755, exist_ok=True)
+    os.chmod(lua, 0o755)
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua", f"{BALANCER}.lua")
+    with open(src) as fh:
+        atomic.write(os.path.join(lua, f"{BALANCER}.lua"), fh.read(), 0o644)
+
+
+def post_backends(run_dir: str, timeout: float = 5.0) -> str | None:
+    """POST ``backends.json`` to nginx's configuration endpoint on the pod's loopback (we are
+    in the pod's namespace). Returns None once nginx took them, else why not."""
+    try:
+        with open(os.path.join(run_dir, "backends.json"), "rb") as fh:
+            body = fh.read()
+    except FileNotFoundError:
+        body = b"[]"
+    deadline = time.monotonic() + timeout
+    why = "not tried"
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", CONFIG_PORT, timeout=2)
+        try:
+            conn.request("POST", "/configuration/backends", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            text = r.read().decode(errors="replace").strip()
+            if r.status == 201:
+                return None
+            return f"nginx refused the backends: {r.status} {text}"
+        except OSError as exc:  # a worker just starting: try again
+            why = str(exc)
+            time.sleep(0.02)
+        finally:
+            conn.close()
+    return f"nginx's configuration endpoint did not answer: {why}"
+
+
 def fake_certificate(certs: str) -> None:
     crt, key = (os.path.join(certs, f"{FAKE_CERT}.{ext}") for ext in ("crt", "key"))
     if not os.path.exists(crt):
@@ -133,6 +181,7 @@ def prepare(run_dir: str, uid: int, gid: int) -> None:
     os.makedirs(certs, mode=0o755, exist_ok=True)
     fake_certificate(certs)
     own_certificates(certs, uid, gid)
+    install_lua(run_dir)
 
 
 def own_certificates(certs: str, uid: int, gid: int) -> None:
@@ -170,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     netns_path, run_dir = argv
     conf = os.path.join(run_dir, "nginx.conf")
     counter = os.path.join(run_dir, "reloaded")
+    dynamic = os.path.join(run_dir, "dynamic")
     uid, gid = nginx_ids()
     try:
         prepare(run_dir, uid, gid)
@@ -190,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     nginx = subprocess.Popen([*base, "-g", "daemon off;"], **as_nginx,
                              preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
-    reloads = 0
-    pending = {"hup": False, "term": False}
+    reloads = updates = 0
+    pending = {"hup": False, "usr1": False, "term": False}
     signal.signal(signal.SIGHUP, lambda *_: pending.__setitem__("hup", True))
+    signal.signal(signal.SIGUSR1, lambda *_: pending.__setitem__("usr1", True))
     signal.signal(signal.SIGTERM, lambda *_: pending.__setitem__("term", True))
     atomic.write(counter, "0")
+    atomic.write(dynamic, "0")
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # a signal wakes the loop below at once
+    signal.set_wakeup_fd(wake_w)
     deadline = time.monotonic() + 20
     while True:
         if nginx.poll() is not None:
@@ -208,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("nginx does not accept connections on port 80", file=sys.stderr)
                 return 1
             time.sleep(0.02)
+    why = post_backends(run_dir)
+    if why is not None:
+        print(why, file=sys.stderr)
+        return 1
     say_ready()
     while nginx.poll() is None:
         if pending["term"]:
@@ -234,9 +292,25 @@ def main(argv: list[str] | None = None) -> int:
                 # meets the new configuration
                 while time.monotonic() < until and not all(_shutting_down(pid) for pid in before):
                     time.sleep(0.01)
+            why = post_backends(run_dir)  # the new workers share the old dict; the endpoints may have changed too
+            if why is not None:
+                print(why, file=sys.stderr, flush=True)
             reloads += 1
             atomic.write(counter, str(reloads))
-        time.sleep(0.02)
+        if pending["usr1"]:
+            pending["usr1"] = False
+            why = post_backends(run_dir)
+            if why is not None:  # the lab waits for the counter and reports that it did not move
+                print(why, file=sys.stderr, flush=True)
+            else:
+                updates += 1
+                atomic.write(dynamic, str(updates))
+        if not any(pending.values()) and select.select([wake_r], [], [], 0.5)[0]:
+            while True:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    break
     print(f"nginx exited with {nginx.returncode}", file=sys.stderr)
     return 1
 

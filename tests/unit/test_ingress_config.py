@@ -16,6 +16,7 @@ from netns_lab.controllers.endpoints import Endpoint
 from netns_lab.controllers.topology import plan
 from netns_lab.model import Ingress, IngressBackend, IngressPath, IngressRule, IngressTLS, Secret, Service, ServicePort
 from netns_lab.scenario import load_scenario
+from netns_lab.services.ingress import install_lua
 from tests.conftest import ROOT
 from tests.test_ingress import TABLE
 
@@ -38,8 +39,13 @@ def test_render_tls_redirect_default_backend_and_endpoints() -> None:
     assert "server_name a.example.com;" in conf and "listen 443 ssl;" in conf
     assert "if ($scheme = http) { return 308 https://$host$request_uri; }" in conf
     assert 'location = "/a2/exact" {' in conf and 'location "/a1/" {' in conf and 'location = "/a1" {' in conf
-    assert "upstream default_b_http {" in conf and "server 10.244.1.3:8080 max_fails=0;  # default/b-1" in conf
-    assert "listen 80 default_server;" in conf and "proxy_pass http://default_fallback_80;" in conf
+    assert "10.244.1.3" not in conf  # endpoints are posted to the Lua balancer, never written here
+    backends = {b["name"]: b for b in ctl.backends(s.ingresses, s.services, s.pods, plan(s))}
+    assert backends["default_b_http"]["endpoints"] == [{"address": "10.244.1.3", "port": 8080}]
+    assert backends["default_b_http"]["load-balance"] == "round_robin"
+    assert "listen 80 default_server;" in conf and 'set $proxy_upstream_name "default_fallback_80";' in conf
+    assert "proxy_pass http://upstream_balancer;" in conf and "balancer_by_lua_block" in conf
+    assert "listen 127.0.0.1:10246;" in conf  # the configuration endpoint: the pod's loopback only
     assert set(files) == {"/run/x/ingress/certs/default_a-tls.crt", "/run/x/ingress/certs/default_a-tls.key"}
     assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf and "X-Real-IP $remote_addr" in conf
 
@@ -70,10 +76,11 @@ def test_wildcard_host_is_one_label_and_nginx_accepts_the_file(tmp_path) -> None
     (run_dir / "nginx.conf").write_text(conf)
     for sub in ("logs", "tmp"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    install_lua(str(run_dir))  # init_by_lua loads the balancer while nginx -t reads the file
     test = subprocess.run(["nginx", "-e", str(run_dir / "logs" / "error.log"), "-t", "-c", str(run_dir / "nginx.conf")],
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stderr
-    assert sorted(os.listdir(run_dir)) == ["certs", "logs", "nginx.conf", "tmp"]  # nothing written elsewhere in it
+    assert sorted(os.listdir(run_dir)) == ["certs", "logs", "lua", "nginx.conf", "tmp"]  # nothing written elsewhere in it
 
 
 # -- no string becomes a directive -----------------------------------------------------------
@@ -81,7 +88,8 @@ def _statements(conf: str) -> Iterator[tuple[str, int, str]]:
     """nginx's own tokenizer (ngx_conf_read_token), reduced to the structure: for each
     statement its directive, its number of arguments and how it ends (';' or '{'), and '}'.
     Comments run from a '#' at the start of a token to the end of the line; quoted strings
-    ("..." or '...') are one token, with backslash escapes; '${' does not end a word."""
+    ("..." or '...') are one token, with backslash escapes; '${' does not end a word; the
+    body of a ``*_by_lua_block`` is Lua (ngx_http_lua's own reader), kept whole."""
     i, n = 0, len(conf)
     words: list[str] = []
     while i < n:
@@ -91,6 +99,13 @@ def _statements(conf: str) -> Iterator[tuple[str, int, str]]:
         elif c == "#":
             end = conf.find("\n", i)
             i = n if end < 0 else end
+        elif c == "{" and words and words[0].endswith("_by_lua_block"):  # Lua, not nginx: one opaque block
+            depth, j = 1, i + 1
+            while depth:
+                depth += {"{": 1, "}": -1}.get(conf[j], 0)
+                j += 1
+            yield (words[0], len(words) - 1, "lua " + conf[i + 1:j - 1].strip())
+            words, i = [], j
         elif c in ";{":
             yield (words[0] if words else "", len(words) - 1, c)
             words, i = [], i + 1
@@ -123,7 +138,7 @@ def _statements(conf: str) -> Iterator[tuple[str, int, str]]:
 DEFAULTS: dict[str, object] = {
     "namespace": "default", "name": "web", "host": "a.example.com", "path": "/a", "path_type": "Prefix",
     "service": "web", "port_name": "http", "port_number": None, "default_service": "fallback", "tls_host": "a.example.com",
-    "secret": "a-tls", "run_dir": "/run/netns-lab/x/ingress", "pod": "default/web-1", "ip": "10.244.1.2",
+    "secret": "a-tls", "run_dir": "/run/netns-lab/x/ingress", "ip": "10.244.1.2",
 }
 HOSTILE = [
     "/a { return 418; }",
@@ -148,7 +163,8 @@ REACHES = {
     "Ingress.name": "name", "Ingress.namespace": "namespace", "IngressRule.host": "host", "IngressPath.path": "path",
     "IngressPath.path_type": "path_type", "IngressBackend.service": "service", "IngressBackend.port_name": "port_name",
     "IngressBackend.port_number": "port_number", "IngressTLS.hosts": "tls_host", "IngressTLS.secret_name": "secret",
-    "Secret.name": "secret", "Secret.namespace": "namespace", "Endpoint.pod": "pod", "Endpoint.ip": "ip",
+    "Secret.name": "secret", "Secret.namespace": "namespace",
+    "Endpoint.ip": "ip",  # into the backends the controller POSTs to the Lua balancer (checked as an IP address)
 }
 ELSEWHERE = {
     "Ingress.class_name": "picks the controller, never written",
@@ -157,6 +173,8 @@ ELSEWHERE = {
     "Secret.type": "never written", "Secret.data": "PEM text, written to the certificate files, never into nginx.conf",
     "Ingress.labels": "never written (selectors and kubectl read them)", "Secret.labels": "never written",
     "Endpoint.port": "an int, checked", "Endpoint.node": "never written", "Endpoint.ready": "a bool",
+    "Endpoint.pod": "never written (the backends carry address and port)",
+    "Ingress.load_balance": "into the backends only, one of LOAD_BALANCERS (checked again there), never nginx.conf",
 }
 
 
@@ -176,9 +194,10 @@ def _render(monkeypatch: pytest.MonkeyPatch, **values: object) -> str:
     port = ServicePort(80, name=v["port_name"]) if v["port_number"] is None else ServicePort(80)  # type: ignore[arg-type]
     services = (Service(v["service"], v["namespace"], ports=(port,)), Service(v["default_service"], v["namespace"], ports=(ServicePort(80),)))  # type: ignore[arg-type]
     secret = Secret(v["secret"], v["namespace"], "kubernetes.io/tls", (("tls.crt", "CRT"), ("tls.key", "KEY")))  # type: ignore[arg-type]
-    endpoint = Endpoint(v["pod"], v["ip"], 8080, "node-1")  # type: ignore[arg-type]
+    endpoint = Endpoint("default/web-1", v["ip"], 8080, "node-1")  # type: ignore[arg-type]
     monkeypatch.setattr(ctl, "endpoints", lambda svc, _pods, _topo: {p: (endpoint,) for p in svc.ports})
     conf, _files = ctl.render((ing,), services, (), None, (secret,), v["run_dir"])  # type: ignore[arg-type]
+    ctl.backends((ing,), services, (), None)  # type: ignore[arg-type]  # raises UnsafeValue for a hostile address
     return conf
 
 
@@ -212,7 +231,7 @@ def test_the_harmless_values_render(monkeypatch: pytest.MonkeyPatch) -> None:
     """The guard does not refuse what the loader accepts: the baseline itself, a wildcard, IPv6."""
     assert 'location = "/a" {' in _render(monkeypatch)
     assert "server_name ~^[^.]+\\.b\\.example\\.com$;" in _render(monkeypatch, host="*.b.example.com")
-    assert "server [fd00:10:244::2]:8080 max_fails=0;" in _render(monkeypatch, ip="fd00:10:244::2")
+    _render(monkeypatch, ip="fd00:10:244::2")  # an IPv6 endpoint is no UnsafeValue
 
 
 def test_secret_files_never_collide() -> None:
