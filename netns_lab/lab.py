@@ -38,6 +38,7 @@ from netns_lab.reconcile import View
 from netns_lab.reconcile.agents import NodeAgents
 from netns_lab.reconcile.cloudlb import CloudLB
 from netns_lab.reconcile.dns import ClusterDNS
+from netns_lab.reconcile.haproxy import HAProxyIngress
 from netns_lab.reconcile.ingress import IngressNginx
 from netns_lab.reconcile.pods import PodSandboxes, write_resolv_confs
 from netns_lab.reconcile.proxy import KubeProxy
@@ -167,7 +168,7 @@ class Lab:
         if not self._reconcilers:
             self._reconcilers = (
                 PodSandboxes(self, self.topology), NodeAgents(self, self._serving), ClusterDNS(self),
-                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), IngressNginx(self), CloudLB(self),
+                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), IngressNginx(self), HAProxyIngress(self), CloudLB(self),
                 ExternalIPRoutes(),
             )
             if self.state is not None and self.state.phase == "up":  # built by another process: learn what it realised
@@ -453,6 +454,13 @@ class Lab:
     def ingress_dynamic_updates(self) -> int:
         """Endpoint changes the ingress controller took without a reload (POSTs to its balancer)."""
         return self._reconciler(IngressNginx).dynamic_updates()
+
+    def haproxy_reloads(self) -> int:
+        return self._reconciler(HAProxyIngress).reloads()
+
+    def haproxy_dynamic_updates(self) -> int:
+        """Endpoint changes HAProxy took through its runtime API, without a reload."""
+        return self._reconciler(HAProxyIngress).dynamic_updates()
 
     @property
     def zone_file(self) -> str:

@@ -15,7 +15,8 @@ PROTOCOLS = ("TCP", "UDP", "SCTP")
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
 INGRESS_IMAGE = "netns-lab/ingress-nginx"  # the ingress controller's image: real nginx (netns_lab.services.ingress)
-SYSTEM_IMAGES = (DNS_IMAGE, INGRESS_IMAGE)  # pods the lab runs itself, not netexec
+HAPROXY_IMAGE = "netns-lab/haproxy-ingress"  # the second controller family: real HAProxy (netns_lab.services.haproxy)
+SYSTEM_IMAGES = (DNS_IMAGE, INGRESS_IMAGE, HAPROXY_IMAGE)  # pods the lab runs itself, not netexec
 
 
 @dataclass(frozen=True)

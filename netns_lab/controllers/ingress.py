@@ -20,7 +20,7 @@ No scenario string ever becomes a directive (ingress-nginx's CVE-2021-25742, CVE
 and CVE-2025-1974 were that bug). The scenario loader validates every value first; this
 renderer checks again, because a model can also come from Python, a state file or a future
 path that skips the loader: names and hosts must be Kubernetes names and DNS names
-(:func:`_name`, :func:`_host`), paths a safe character set (:func:`_path`), paths and file
+(:func:`_name`, :func:`check_host`), paths a safe character set (:func:`check_path`), paths and file
 names are written as nginx quoted strings (:func:`_q`), comments keep printable ASCII only
 (:func:`_comment`), and anything else raises :class:`UnsafeValue` instead of being written.
 nginx runs unprivileged (no ``user`` directive: the supervisor starts it as ``nobody``) and
@@ -75,13 +75,13 @@ def _name(value: object, what: str) -> str:
     return value
 
 
-def _host(value: object) -> str:
+def check_host(value: object) -> str:
     if not isinstance(value, str) or len(value) > 253 or not _HOST.fullmatch(value):
         raise UnsafeValue(f"ingress: host {value!r} is not a DNS name; refusing to write it into nginx.conf")
     return value
 
 
-def _path(value: object, path_type: object) -> str:
+def check_path(value: object, path_type: object) -> str:
     if path_type not in PATH_TYPES:
         raise UnsafeValue(f"ingress: pathType {path_type!r} is not one of {', '.join(PATH_TYPES)}")
     if not isinstance(value, str) or not _PATH.fullmatch(value):
@@ -112,7 +112,7 @@ def _location(match: str) -> str:
     return ("= " if exact else "") + _q(path)
 
 
-def _server_address(ip: str, port: int) -> str:
+def server_address(ip: str, port: int) -> str:
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -171,7 +171,7 @@ def upstream_name(namespace: str, backend: IngressBackend) -> str:
 
 
 def _add(server: Server, ing: Ingress, path: str, path_type: str, upstream: str) -> None:
-    path = _path(path, path_type)
+    path = check_path(path, path_type)
     src = f"{_name(ing.namespace, 'namespace')}/{_name(ing.name, 'Ingress name')}: {path_type} {path}"
     server.paths.append((path_type, path, upstream))
     if path_type == "Exact":
@@ -196,13 +196,13 @@ def plan_servers(ingresses: tuple[Ingress, ...]) -> tuple[dict[str, Server], tup
         if ing.default_backend is not None and default is None:
             default = (ing.namespace, ing.default_backend)
         for rule in ing.rules:
-            host = _host(rule.host) if rule.host else "_"
+            host = check_host(rule.host) if rule.host else "_"
             server = servers.setdefault(host, Server(host))
             for p in rule.paths:
                 _add(server, ing, p.path, p.path_type, upstream_name(ing.namespace, p.backend))
         for t in ing.tls:
             for host in t.hosts:
-                server = servers.setdefault(_host(host), Server(host))
+                server = servers.setdefault(check_host(host), Server(host))
                 if server.tls_secret is None and t.secret_name:
                     server.tls_secret = f"{_name(ing.namespace, 'namespace')}/{_name(t.secret_name, 'TLS secretName')}"
     return servers, default
@@ -211,12 +211,12 @@ def plan_servers(ingresses: tuple[Ingress, ...]) -> tuple[dict[str, Server], tup
 def _server_name(host: str) -> str:
     if host == "_":
         return host
-    if _host(host).startswith("*."):  # exactly one label, as Kubernetes defines the wildcard
+    if check_host(host).startswith("*."):  # exactly one label, as Kubernetes defines the wildcard
         return "~^[^.]+" + re.escape(host[1:]) + "$"
     return host
 
 
-def _upstreams(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: tuple[Pod, ...],
+def upstreams(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods: tuple[Pod, ...],
                topo: Topology) -> dict[str, tuple[Endpoint, ...]]:
     by_key = {s.key: s for s in services}
     out: dict[str, tuple[Endpoint, ...]] = {}
@@ -247,9 +247,9 @@ def backends(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods
         for b in named:
             lb.setdefault(upstream_name(ing.namespace, b), ing.load_balance)
     out: list[dict[str, object]] = []
-    for name, eps in sorted(_upstreams(ingresses, services, pods, topo).items()):
+    for name, eps in sorted(upstreams(ingresses, services, pods, topo).items()):
         for e in eps:
-            _server_address(e.ip, e.port)
+            server_address(e.ip, e.port)
         balancer = lb.get(name, "round_robin")
         if balancer not in LOAD_BALANCERS:
             raise UnsafeValue(f"ingress: load-balance {balancer!r} is not one of {', '.join(LOAD_BALANCERS)}")

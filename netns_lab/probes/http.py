@@ -83,10 +83,12 @@ def get(netns: str, url: str, address: str, port: int | None = None, ca_pem: str
         out.body = body.decode(errors="replace")
         out.result = "ok"
         out.served_by = out.headers.get("x-served-by")
-        try:  # netexec's JSON answer names the pod and the client it saw (through a proxy: X-Real-IP)
+        try:  # netexec's JSON answer names the pod and the client it saw (through a proxy: X-Real-IP,
+            # as ingress-nginx sets it, else the first X-Forwarded-For, as HAProxy's option forwardfor adds it)
             doc = json.loads(out.body)
             out.served_by = doc.get("pod", out.served_by)
-            real = {k.lower(): v for k, v in (doc.get("headers") or {}).items()}.get("x-real-ip")
+            got = {k.lower(): v for k, v in (doc.get("headers") or {}).items()}
+            real = got.get("x-real-ip") or str(got.get("x-forwarded-for") or "").split(",")[0].strip()
             out.client_ip = real or str(doc.get("client", "")).rsplit(":", 1)[0] or None
         except (ValueError, AttributeError):
             pass

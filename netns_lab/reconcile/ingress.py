@@ -14,10 +14,12 @@ import time
 
 from netns_lab import atomic
 from netns_lab.controllers import ingress as ingress_ctl
+from netns_lab.controllers.system import NGINX, served_by
 from netns_lab.errors import RealizeError
+from netns_lab.model import Ingress
 from netns_lab.reconcile import Runtime, View
 
-CONTROLLER_POD = "ingress-nginx/ingress-nginx-controller"
+CONTROLLER_POD = f"{NGINX.namespace}/{NGINX.pod}"
 RELOAD_TIMEOUT = 10.0
 BACKENDS = "backends.json"  # what the supervisor POSTs (root's, 0600: nginx never reads it)
 RELOADED, DYNAMIC = "reloaded", "dynamic"  # counters the supervisor bumps
@@ -48,13 +50,17 @@ class IngressNginx:
         assert self.rt.state is not None
         return os.path.join(self.rt.state.workdir, "ingress")
 
+    @staticmethod
+    def ingresses(view: View) -> tuple[Ingress, ...]:
+        return served_by(NGINX, view.objects.ingresses, view.objects.ingress_classes)
+
     def render(self, view: View) -> tuple[str, dict[str, str]]:
         o = view.objects
-        return ingress_ctl.render(o.ingresses, o.services, o.pods, view.topology, o.secrets, self.dir)
+        return ingress_ctl.render(self.ingresses(view), o.services, o.pods, view.topology, o.secrets, self.dir)
 
     def desired_backends(self, view: View) -> list[dict[str, object]]:
         o = view.objects
-        return ingress_ctl.backends(o.ingresses, o.services, o.pods, view.topology)
+        return ingress_ctl.backends(self.ingresses(view), o.services, o.pods, view.topology)
 
     def restore(self, view: View) -> None:
         if self.rt.running("ingress"):
@@ -63,7 +69,7 @@ class IngressNginx:
 
     def sync(self, view: View) -> list[str]:
         pod = view.topology.local_pod(CONTROLLER_POD)
-        if pod is None or (not view.objects.ingresses and not self.rt.running("ingress")):
+        if pod is None or (not self.ingresses(view) and not self.rt.running("ingress")):
             return []
         rendered = self.render(view)
         backends = self.desired_backends(view)
@@ -82,7 +88,7 @@ class IngressNginx:
         self.backends = backends
         if not self.rt.running("ingress"):
             self.rt.spawn("ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.dir])
-            return [f"nginx started in {pod.key} ({len(view.objects.ingresses)} Ingresses)"]
+            return [f"nginx started in {pod.key} ({len(self.ingresses(view))} Ingresses)"]
         if rules:
             self._signal_and_wait(RELOADED, signal.SIGHUP)
             return ["nginx reloaded (graceful)"]

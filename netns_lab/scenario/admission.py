@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netns_lab.controllers.envvars import pod_env
-from netns_lab.controllers.system import INGRESS_NAMESPACE, cluster_dns, ingress_controller
+from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller
 from netns_lab.controllers.topology import MAX_PODS_PER_NODE
 from netns_lab.errors import ScenarioError
 from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Secret, Service
@@ -89,13 +89,16 @@ def admit(objects: Objects, actions: Sequence[Action]) -> Objects:
 def system_objects(objects: Objects) -> dict[tuple[str, str], str]:
     """(kind, key) -> what it is, for the objects the lab runs itself."""
     dns_pod, dns_svc = cluster_dns(objects.cluster)
-    _ns, ing_pod, ing_svc = ingress_controller(objects.cluster)
-    return {
+    out = {
         ("Pod", dns_pod.key): "the cluster DNS server", ("Service", dns_svc.key): "the cluster DNS Service",
         ("Service", "default/kubernetes"): "the API server's Service",
-        ("Pod", ing_pod.key): "the ingress controller", ("Service", ing_svc.key): "the ingress controller's Service",
-        ("Namespace", INGRESS_NAMESPACE): "the ingress controller's namespace",
     }
+    for family in FAMILIES:
+        _ns, ing_pod, ing_svc = ingress_controller(objects.cluster, family)
+        out.update({("Pod", ing_pod.key): f"the ingress controller ({family.controller})",
+                    ("Service", ing_svc.key): f"the ingress controller's Service ({family.controller})",
+                    ("Namespace", family.namespace): f"the ingress controller's namespace ({family.controller})"})
+    return out
 
 
 def _not_system(objects: Objects, kind: Kind, key: str, src: Source, path: str) -> None:
@@ -148,7 +151,7 @@ def _apply(objects: Objects, a: Apply) -> Objects:
     if isinstance(obj, Ingress):
         check_ingress_refs(obj, a.src, a.path, objects.services, {s.key: s for s in objects.secrets},
                            {c.name: c for c in objects.ingress_classes})
-        return _with_ingress_controller(objects).put(obj)
+        return _with_ingress_controllers(objects.put(obj))
     return _ingresses_intact(objects.put(obj), a.src, a.path)
 
 
@@ -203,16 +206,20 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
     return objects.put(svc)
 
 
-def _with_ingress_controller(objects: Objects) -> Objects:
-    """The first Ingress brings the lab's ingress-nginx (namespace, pod, LoadBalancer Service),
-    as the loader adds it to a scenario that has Ingresses."""
-    ns, pod, svc = ingress_controller(objects.cluster)
-    if objects.get(KINDS[1], pod.key) is not None:
-        return objects
-    objects = objects.put(ns) if objects.get(KINDS[0], ns.name) is None else objects
-    src = Source("ingress controller", None)
-    (svc,) = allocate([ParsedService(svc, src, "", None)], objects.cluster, held=objects.allocations())
-    return objects.put(replace(pod, service_env=pod_env(pod, objects.services))).put(svc)
+def _with_ingress_controllers(objects: Objects) -> Objects:
+    """The first Ingress of a controller's classes brings that controller (namespace, pod,
+    LoadBalancer Service), as the loader adds it to a scenario that has such Ingresses."""
+    classes = {c.name: c for c in objects.ingress_classes}
+    in_use = {family_of(i, classes) for i in objects.ingresses}
+    for family in (f for f in FAMILIES if f in in_use):  # in a fixed order: the Services' addresses do not depend on a set's
+        ns, pod, svc = ingress_controller(objects.cluster, family)
+        if objects.get(KINDS[1], pod.key) is not None:
+            continue
+        objects = objects.put(ns) if objects.get(KINDS[0], ns.name) is None else objects
+        src = Source("ingress controller", None)
+        (svc,) = allocate([ParsedService(svc, src, "", None)], objects.cluster, held=objects.allocations())
+        objects = objects.put(replace(pod, service_env=pod_env(pod, objects.services))).put(svc)
+    return objects
 
 
 def _ingresses_intact(objects: Objects, src: Source, path: str) -> Objects:
@@ -226,7 +233,7 @@ def _ingresses_intact(objects: Objects, src: Source, path: str) -> Objects:
         except ScenarioError as exc:
             raise src.error(path, f"Forbidden: ingresses \"{ing.key}\" would break ({exc.path}: {exc.message}); "
                             "change or delete that Ingress first") from None
-    return objects
+    return _with_ingress_controllers(objects)  # an IngressClass change may hand Ingresses to another controller
 
 
 def _delete(objects: Objects, d: Delete) -> Objects:

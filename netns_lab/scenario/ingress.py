@@ -22,13 +22,13 @@ from netns_lab.errors import ScenarioError, ScenarioErrors
 from netns_lab.model import LOAD_BALANCERS, Ingress, IngressBackend, IngressClass, IngressPath, IngressRule, IngressTLS, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import metadata
+from netns_lab.controllers.system import FAMILIES, family_of
 from netns_lab.scenario import openapi
 from netns_lab.scenario.openapi import OBJECT_META
 from netns_lab.scenario.schema import ANY, INT_OR_STR, STR, ListOf, Obj, collect
 from netns_lab.scenario.yamlsrc import Source, join
 
 API = "networking.k8s.io/v1"
-LAB_CONTROLLER = "k8s.io/ingress-nginx"
 LAB_CLASS = "nginx"
 LOAD_BALANCE = "nginx.ingress.kubernetes.io/load-balance"
 PATH_TYPES = ("Exact", "ImplementationSpecific", "Prefix")
@@ -322,12 +322,15 @@ def check_ingress_refs(ing: Ingress, src: Source, base: str, services: tuple[Ser
     """What an Ingress points at must exist: its class (served by the lab's ingress-nginx),
     each backend Service and port, and each TLS Secret (of type kubernetes.io/tls)."""
     spath = join(base, "spec")
-    if ing.class_name is not None and ing.class_name != LAB_CLASS:
-        cls = classes.get(ing.class_name)
-        if cls is None or cls.controller != LAB_CONTROLLER:
-            why = "does not exist" if cls is None else f"belongs to controller {cls.controller}"
-            raise src.error(join(spath, "ingressClassName"), f'Not found: "{ing.class_name}": this IngressClass {why}; the lab\'s '
-                            f'ingress-nginx serves class "{LAB_CLASS}" (controller {LAB_CONTROLLER}) and the default')
+    if ing.class_name is None and len([c for c in classes.values() if c.default]) > 1:
+        raise src.error(join(spath, "ingressClassName"), "Forbidden: more than one IngressClass is marked as the default "
+                        "(ingressclass.kubernetes.io/is-default-class): name one")
+    if family_of(ing, classes) is None:
+        cls = classes.get(ing.class_name or "")
+        why = "does not exist" if cls is None else f"belongs to controller {cls.controller}, which the lab does not run"
+        served = "; ".join(f"{f.controller} ({f.namespace}/{f.pod})" for f in FAMILIES)
+        raise src.error(join(spath, "ingressClassName"), f'Not found: "{ing.class_name}": this IngressClass {why}; the lab runs '
+                        f'{served}, and class "{LAB_CLASS}" is ingress-nginx\'s without an IngressClass')
     by_key = {s.key: s for s in services}
     backends = [("defaultBackend", ing.default_backend)] if ing.default_backend else []
     for i, rule in enumerate(ing.rules):

@@ -26,7 +26,7 @@ from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.controllers.envvars import pod_env
 from netns_lab.store import Objects
-from netns_lab.controllers.system import cluster_dns, ingress_controller
+from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj, _describe
 from netns_lab.scenario.yamlsrc import MAX_DEPTH, MAX_NODES, Budget, FileRefused, Source, join, load_documents
 
@@ -227,8 +227,11 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'ingressclasses "{model_obj.name}" already exists')
             classes[model_obj.name] = model_obj
 
-    if ingresses:  # the controller the lab runs for them, after every user object
-        ing_ns, ing_pod, ing_svc = ingress_controller(cluster)
+    in_use = {family_of(ing, classes) for ing, _s, _p in ingresses.values()}
+    for family in FAMILIES:  # the controllers the lab runs for them, after every user object
+        if family not in in_use:
+            continue
+        ing_ns, ing_pod, ing_svc = ingress_controller(cluster, family)
         for key, taken in ((ing_pod.key, pods), (ing_svc.key, services)):
             if key in taken:
                 raise src.error("objects", f'Invalid value: "{key}": reserved for the ingress controller the lab runs')

@@ -145,7 +145,7 @@ def fake_certificate(certs: str) -> None:
                         "-subj", "/O=Acme Co/CN=Kubernetes Ingress Controller Fake Certificate"], check=True, capture_output=True)
 
 
-def prepare(run_dir: str, uid: int, gid: int) -> None:
+def prepare(run_dir: str, uid: int, gid: int, subs: tuple[str, ...] = (LOGS, TMP)) -> None:
     """Directories nginx may write (``logs/``, ``tmp/``: its own, 0700, created afresh when
     they are not) and the certificates it reads (its own, 0600). The ingress directory and
     ``certs/`` stay root's, so nginx cannot replace a file that root writes later; the lab's
@@ -165,7 +165,7 @@ def prepare(run_dir: str, uid: int, gid: int) -> None:
         if d == os.path.dirname(d):
             break
         d = os.path.dirname(d)
-    for sub in (LOGS, TMP):
+    for sub in subs:
         path = os.path.join(run_dir, sub)
         st = os.lstat(path) if os.path.lexists(path) else None
         if st is not None and (not stat.S_ISDIR(st.st_mode) or st.st_uid != uid):
@@ -181,7 +181,6 @@ def prepare(run_dir: str, uid: int, gid: int) -> None:
     os.makedirs(certs, mode=0o755, exist_ok=True)
     fake_certificate(certs)
     own_certificates(certs, uid, gid)
-    install_lua(run_dir)
 
 
 def own_certificates(certs: str, uid: int, gid: int) -> None:
@@ -223,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     uid, gid = nginx_ids()
     try:
         prepare(run_dir, uid, gid)
+        install_lua(run_dir)
     except PermissionError as exc:
         print(exc, file=sys.stderr)
         return 1
