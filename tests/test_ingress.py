@@ -66,7 +66,11 @@ def _paths_scenario(tmp: str) -> str:
     for i, (paths, _req, _want) in enumerate(TABLE):
         rules.append({"host": f"row{i:02d}.paths.test", "http": {"paths": [
             {"path": p, "pathType": t, "backend": {"service": {"name": svc, "port": {"number": 80}}}} for t, p, svc in paths]}})
-    objects.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "table"}, "spec": {"rules": rules}})
+    objects.append({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "haproxy"},
+                    "spec": {"controller": "haproxy-ingress.github.io/controller"}})
+    for name, cls in (("table", "nginx"), ("table-haproxy", "haproxy")):  # the same rules, one copy per controller
+        objects.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+                        "spec": {"ingressClassName": cls, "rules": rules}})
     path = os.path.join(tmp, "ingress-paths.yaml")
     with open(path, "w") as fh:
         yaml.safe_dump({"apiVersion": "netns-lab/v1", "kind": "Scenario", "name": "ingress-paths", "cluster": {"nodes": 2},
@@ -74,17 +78,19 @@ def _paths_scenario(tmp: str) -> str:
     return path
 
 
-def test_the_kubernetes_path_matching_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_kubernetes_path_matching_table_on_both_controllers(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with Lab.from_file(_paths_scenario(str(tmp_path))) as lab:
-        ext, lb = lab.netns_of("external"), lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx")
+        ext = lab.netns_of("external")
         wrong = []
-        for i, (paths, request, want) in enumerate(TABLE):
-            r = get(ext, f"http://row{i:02d}.paths.test{request}", lb)
-            got = r.status if r.status != 200 else r.served_by.rsplit("-", 1)[0]  # type: ignore[union-attr]
-            if got != want:
-                wrong.append(f"row {i}: {paths} GET {request}: got {got}, want {want} ({r.body[:60]!r})")
-            if want == 404:
-                assert r.body == "default backend - 404\n"
+        for service in ("ingress-nginx/ingress-nginx", "haproxy-ingress/haproxy-ingress"):
+            lb = lab.ip_of(f"loadbalancer/{service}")
+            for i, (paths, request, want) in enumerate(TABLE):
+                r = get(ext, f"http://row{i:02d}.paths.test{request}", lb)
+                got = r.status if r.status != 200 else r.served_by.rsplit("-", 1)[0]  # type: ignore[union-attr]
+                if got != want:
+                    wrong.append(f"{service} row {i}: {paths} GET {request}: got {got}, want {want} ({r.body[:60]!r})")
+                if want == 404 and r.body != "default backend - 404\n":
+                    wrong.append(f"{service} row {i}: 404 body {r.body[:60]!r}")
         assert not wrong, "\n".join(wrong)
         assert len(TABLE) >= 12
 
@@ -117,8 +123,8 @@ def test_tls_sni_certificates_and_plain_http(ingress_lab: Lab) -> None:
     assert get(ext, "https://a.example.com/a1", lb).result == "tls-error"
 
 
-def _nginx_in(netns: str) -> dict[int, dict[str, str]]:
-    """Every nginx process in the network namespace ``netns`` (however it got there): pid ->
+def _nginx_in(netns: str, name: str = "nginx") -> dict[int, dict[str, str]]:
+    """Every ``name`` process in the network namespace ``netns`` (however it got there): pid ->
     its /proc status fields."""
     inode = os.stat(f"/run/netns/{netns}").st_ino
     out = {}
@@ -132,7 +138,7 @@ def _nginx_in(netns: str) -> dict[int, dict[str, str]]:
                 status = dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
         except OSError:
             continue
-        if status.get("Name") == "nginx" and not status.get("State", "").startswith("Z"):
+        if status.get("Name") == name and not status.get("State", "").startswith("Z"):
             out[int(e)] = status
     return out
 
@@ -186,10 +192,11 @@ def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
 
 
 def _stream(lab: Lab, url: str, seconds: float, rate: float, during: list[tuple[float, object]],
-            done: list[float] | None = None) -> list[tuple[float, object]]:
-    """GETs at ``rate`` per second for ``seconds`` (each a new connection), each with the time
-    it started; run the actions at their times (``done``: when each action returned)."""
-    ext, lb = lab.netns_of("external"), lab.ip_of("loadbalancer/ingress-nginx/ingress-nginx")
+            done: list[float] | None = None, service: str = "ingress-nginx/ingress-nginx") -> list[tuple[float, object]]:
+    """GETs at ``rate`` per second for ``seconds`` (each a new connection) to the controller
+    behind ``service``, each with the time it started; run the actions at their times
+    (``done``: when each action returned)."""
+    ext, lb = lab.netns_of("external"), lab.ip_of(f"loadbalancer/{service}")
     out = []
     t0 = time.monotonic()
     todo = sorted(during, key=lambda x: x[0])  # type: ignore[arg-type, return-value]

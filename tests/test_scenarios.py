@@ -37,7 +37,7 @@ def test_service_scenarios_pass_in_both_proxy_modes(name: str, mode: str) -> Non
     assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
 
 
-@pytest.mark.parametrize("name", ["dns", "headless", "externalname", "ingress", "spread"])
+@pytest.mark.parametrize("name", ["dns", "headless", "externalname", "ingress", "ingress-haproxy", "spread"])
 def test_discovery_scenarios_pass(name: str) -> None:
     proc = _run("run-scenario", name)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -47,7 +47,7 @@ def test_discovery_scenarios_pass(name: str) -> None:
 def test_every_shipped_scenario_is_run_by_a_test() -> None:
     shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "scenarios")) if f.endswith(".yaml")}
     assert shipped == {"basic", "underlay", "clusterip", "nodeport", "loadbalancer", "external-ips", "dns", "headless",
-                       "externalname", "ingress", "spread", "changes"}  # spread also runs spread out (tests/test_spread.py)
+                       "externalname", "ingress", "ingress-haproxy", "spread", "changes"}  # spread also runs spread out (tests/test_spread.py)
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]

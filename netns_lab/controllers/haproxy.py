@@ -219,7 +219,7 @@ def render(ingresses: tuple[Ingress, ...], slots: dict[str, Slots], secrets: tup
     for host in hosts_seen:  # a named host's unmatched paths: the default backend, never the host-less rules
         lines.append(f"    use_backend {fallback} if {_acl_host(host)}")
     lines.append(f"    default_backend {fallback}")
-    lines += [f"backend {NO_BACKEND}", f'    http-request return status 404 content-type text/plain string "{DEFAULT_404}"']
+    lines += [f"backend {NO_BACKEND}", f'    http-request return status 404 content-type text/plain string "{DEFAULT_404}\\n"']
     named = {r.backend for r in rules} | ({default} if default else set())
     for name in sorted(named | set(slots)):
         lines += [f"backend {_backend(name)}", "    balance roundrobin"]
