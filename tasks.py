@@ -152,12 +152,13 @@ def status(c):
     _exit(cli.status())
 
 
-@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns"})
+@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns, changes, ingress"})
 def bench(c, quick=False, only=""):
     """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
     (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results);
-    DNS; run-time changes (one new Service among N: rules synced, DNS answering, Python vs kernel)."""
-    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes"}
+    DNS; run-time changes (one new Service among N: rules synced, DNS answering, Python vs kernel);
+    ingress controllers (endpoint changes without a reload, rule changes, requests/s)."""
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes", "ingress"}
     quick_flag = " --quick" if quick else ""
     lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
     if lab_parts:
@@ -168,6 +169,8 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_dns.py')}", pty=False)
     if "changes" in parts:  # one Service applied to a lab of 100 / 1,000 / 10,000: rules synced, DNS answering
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_changes.py')}{quick_flag}", pty=False)
+    if "ingress" in parts:  # nginx (Lua balancer) and HAProxy (runtime API): endpoint and rule changes, requests/s
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_ingress.py')}", pty=False)
 
 
 @task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",

@@ -110,6 +110,7 @@ class HAProxyIngress:
             for path, text in files.items():
                 atomic.write(path, text, 0o600)
             atomic.write(os.path.join(self.dir, "haproxy.cfg"), conf)
+        before = {n: sum(x is not None for x in s) for n, s in self.slots.items()}
         self.slots, self.shape = slots, shape
         atomic.write(os.path.join(self.dir, SLOTS), json.dumps(slots))
         if not self.rt.running(ROLE):
@@ -135,8 +136,8 @@ class HAProxyIngress:
                 runtime_api(api, f"set server {server} state ready")
         updates = _count(os.path.join(self.dir, "dynamic")) + 1
         atomic.write(os.path.join(self.dir, "dynamic"), str(updates))
-        filled = sum(ep is not None for _n, _i, ep in changes)
-        return [f"backends updated (runtime API, no reload): {filled} slots filled, {len(changes) - filled} emptied"]
+        sizes = ", ".join(f"{n} {before.get(n, 0)} -> {sum(x is not None for x in slots[n])}" for n in sorted({c[0] for c in changes}))
+        return [f"backends updated (runtime API, no reload): {sizes} endpoints ({len(changes)} slots changed)"]
 
     def reloads(self) -> int:
         return _count(os.path.join(self.dir, "reloaded"))

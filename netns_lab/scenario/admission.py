@@ -224,7 +224,7 @@ def _with_ingress_controllers(objects: Objects) -> Objects:
 
 def _ingresses_intact(objects: Objects, src: Source, path: str) -> Objects:
     """Refuse a change that leaves an Ingress pointing at nothing (a Service, a port of it, a
-    TLS Secret, its class): the lab keeps nginx's configuration whole."""
+    TLS Secret, its class): the lab keeps its controllers' configurations whole."""
     secrets = {s.key: s for s in objects.secrets}
     classes = {c.name: c for c in objects.ingress_classes}
     for ing in objects.ingresses:

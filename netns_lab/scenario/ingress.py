@@ -133,7 +133,7 @@ def _backend(src: Source, raw: dict[str, Any], path: str, errors: list[ScenarioE
         if svc:
             errors.append(src.error(path, "Invalid value: cannot set both service and resource backends"))
         else:
-            errors.append(src.error(join(path, "resource"), "Unsupported value: resource backends are not served by the lab's ingress-nginx"))
+            errors.append(src.error(join(path, "resource"), "Unsupported value: resource backends are served by none of the lab's controllers"))
         return None
     if not svc:
         errors.append(src.error(join(path, "service"), "Required value: service or resource is required"))
@@ -319,7 +319,7 @@ def tls_pair_problem(cert: str, key: str, ca: str | None = None) -> str | None:
 
 def check_ingress_refs(ing: Ingress, src: Source, base: str, services: tuple[Service, ...], secrets: dict[str, Secret],
                         classes: dict[str, IngressClass]) -> None:
-    """What an Ingress points at must exist: its class (served by the lab's ingress-nginx),
+    """What an Ingress points at must exist: its class (served by one of the lab's controllers),
     each backend Service and port, and each TLS Secret (of type kubernetes.io/tls)."""
     spath = join(base, "spec")
     if ing.class_name is None and len([c for c in classes.values() if c.default]) > 1:
