@@ -168,7 +168,7 @@ def main() -> None:
     with open(os.path.join(RESULTS, "ingress.md"), "w") as fh:
         fh.write("Medians of 5. Endpoint change: a pod turns ready, timed to the first request the controller sends it "
                  "(no reload: nginx's Lua balancer gets a POST, HAProxy's runtime API fills a slot). Rule change: a new "
-                 "path, timed to its first answer (a reload). Requests/s: keep-alive connections from the external client "
+                 "host, timed to its first answer (404 until the reload is done). Requests/s: keep-alive connections from the external client "
                  "(16 in 2 processes), the client on the same 2 cores.\n\n")
         fh.write("| controller | pod ready -> first request (ms) | of which the controller's own step (ms) | rule change (reload) -> "
                  "first answer (ms) | req/s, 1 backend | req/s, 10 backends |\n")

@@ -181,7 +181,7 @@ def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
         assert st.st_uid == uid and st.st_mode & 0o777 == 0o700
     assert os.stat(os.path.join(run_dir, "logs", "nginx.pid")).st_uid == uid
     root_owned = {e for e in os.listdir(run_dir) if os.stat(os.path.join(run_dir, e)).st_uid == 0}
-    assert root_owned == {"nginx.conf", "backends.json", "reloaded", "dynamic", "certs", "lua"}  # nginx wrote nothing else here
+    assert root_owned == {"nginx.conf", "backends.json", "reloaded", "dynamic", "refused", "certs", "lua"}  # nginx wrote nothing else here
     assert os.stat(run_dir).st_uid == 0 and os.stat(os.path.join(run_dir, "certs")).st_uid == 0
     for name in os.listdir(os.path.join(run_dir, "certs")):
         st = os.stat(os.path.join(run_dir, "certs", name))
@@ -235,6 +235,17 @@ def test_scaling_a_backend_under_load_drops_nothing_and_never_reloads(ingress_la
     lab = ingress_lab
     netns = lab.netns_of("pod/ingress-nginx/ingress-nginx-controller")
     pids, reloads, updates = set(_nginx_in(netns)), lab.ingress_reloads(), lab.ingress_dynamic_updates()
+    results = scale_b_under_load(lab, 30.0, "ingress-nginx/ingress-nginx")
+    print(f"{lab.ingress_reloads() - reloads} nginx reloads, {lab.ingress_dynamic_updates() - updates} dynamic updates")
+    assert len(results) >= 50 * 30
+    assert lab.ingress_reloads() == reloads and set(_nginx_in(netns)) == pids  # no reload: the same processes
+    assert lab.ingress_dynamic_updates() - updates == 4
+
+
+def scale_b_under_load(lab: Lab, seconds: float, service: str) -> list[tuple[float, object]]:
+    """b.example.com at 60 requests/s while its Service goes 1 -> 2 -> 4 -> 2 pods; asserts
+    that no request failed, that a new pod served within a second of its change and that a
+    removed one served nothing started after its change. The requests, for more checks."""
     actions = [
         (3.0, lambda: lab.apply(_netexec_pod("b-2", "b", "node-1"))),
         (8.0, lambda: lab.apply(_netexec_pod("b-3", "b", "node-1"), _netexec_pod("b-4", "b", "node-2"))),
@@ -242,22 +253,18 @@ def test_scaling_a_backend_under_load_drops_nothing_and_never_reloads(ingress_la
         (18.0, lambda: lab.delete("pod/b-2")),
     ]
     done: list[float] = []
-    results = _stream(lab, "http://b.example.com/load", 30.0, 60.0, actions, done)  # type: ignore[arg-type]
+    results = _stream(lab, "http://b.example.com/load", seconds, 60.0, actions, done, service)  # type: ignore[arg-type]
     failed = [(round(t, 2), r.result, r.status, r.detail) for t, r in results if r.result != "ok" or r.status != 200]  # type: ignore[attr-defined]
-    served = {r.served_by for t, r in results if t > 20}  # type: ignore[attr-defined]
-    print(f"{len(results)} requests in 30 s, {len(failed)} failed, {lab.ingress_reloads() - reloads} nginx reloads, "
-          f"{lab.ingress_dynamic_updates() - updates} dynamic updates; changes done at {[round(d, 2) for d in done]} s")
-    assert len(results) >= 50 * 30
+    print(f"{len(results)} requests in {seconds:.0f} s, {len(failed)} failed; changes done at {[round(d, 2) for d in done]} s")
     assert not failed, failed[:5]
-    assert lab.ingress_reloads() == reloads and set(_nginx_in(netns)) == pids  # no reload: the same processes
-    assert lab.ingress_dynamic_updates() - updates == 4
-    assert served == {"b-3", "b-4"}
+    assert {r.served_by for t, r in results if t > 20} == {"b-3", "b-4"}  # type: ignore[attr-defined]
     assert {r.served_by for t, r in results if t < 2.5} == {"b-1"}  # type: ignore[attr-defined]
     for pod, change in (("b-2", done[0]), ("b-3", done[1]), ("b-4", done[1])):  # new: within a second
         first = min(t for t, r in results if r.served_by == pod)  # type: ignore[attr-defined]
         assert first - change < 1.0, (pod, first, change)
     for pod, change in (("b-1", done[2]), ("b-2", done[3])):  # removed: nothing started after the change
         assert not [t for t, r in results if t > change and r.served_by == pod], pod  # type: ignore[attr-defined]
+    return results
 
 
 def test_ewma_by_annotation_and_the_balancer_s_own_view(ingress_lab: Lab) -> None:

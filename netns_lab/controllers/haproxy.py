@@ -53,7 +53,8 @@ from netns_lab.model import Ingress, Pod, Secret, Service
 SLOTS_STEP = 4  # slots per backend grow in steps of this (haproxy-ingress: backend-server-slots-increment)
 CERTS, LOGS = "certs", "logs"  # root's certificates (given to haproxy's user) and haproxy's own directory
 FAKE = "default-fake"  # the certificate for unknown names (ingress-nginx's "Fake Certificate"), first in the crt-list
-ADMIN_SOCKET = "admin.sock"  # under LOGS: the runtime API (level admin; expose-fd listeners for seamless reloads)
+ADMIN_SOCKET = "admin.sock"  # under LOGS: the worker's runtime API (expose-fd listeners: seamless reloads)
+MASTER_SOCKET = "master.sock"  # under LOGS: the master's CLI (-S), which the lab uses: "@1 CMD" reaches the current worker
 NO_BACKEND = "be_default_404"
 _BACKEND = re.compile(r"[a-z0-9][-a-z0-9._]*")
 
@@ -151,6 +152,20 @@ def backends(ingresses: tuple[Ingress, ...], services: tuple[Service, ...], pods
     return ups
 
 
+_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
+
+
+def pem_bundle(secret: Secret) -> str:
+    """What HAProxy reads for a TLS Secret: the certificates of ``tls.crt`` (only those: a key
+    pasted there too would be the one HAProxy takes) and the first private key of ``tls.key``."""
+    certs = _CERT.findall(secret.get("tls.crt") or "")
+    key = _KEY.search(secret.get("tls.key") or "")
+    if not certs or key is None:
+        raise UnsafeValue(f"ingress: secret {secret.key} has no PEM certificate and private key")
+    return "\n".join(certs) + "\n" + key.group(0) + "\n"
+
+
 def _server(i: int, slot: tuple[str, int] | None) -> str:
     if slot is None:  # an empty slot: an address HAProxy accepts, never used while in maint
         return f"    server s{i + 1} 127.0.0.1:1 disabled"
@@ -174,8 +189,7 @@ def render(ingresses: tuple[Ingress, ...], slots: dict[str, Slots], secrets: tup
         tls_hosts.append(check_host(host))
         crt, _key = cert_paths(run_dir, secret)
         pem = crt.removesuffix(".crt") + ".pem"
-        sec = by_key[secret]
-        files[pem] = (sec.get("tls.crt") or "").strip() + "\n" + (sec.get("tls.key") or "").strip() + "\n"
+        files[pem] = pem_bundle(by_key[secret])
         crt_list.append(f"{pem} {host}")
     files[os.path.join(certs, "crt-list")] = "\n".join(crt_list) + "\n"
     for path in files:
@@ -201,23 +215,27 @@ def render(ingresses: tuple[Ingress, ...], slots: dict[str, Slots], secrets: tup
         "    bind :80",
         f"    bind :443 ssl crt-list {os.path.join(certs, 'crt-list')}",
         "    http-request set-var(txn.host) req.hdr(host),field(1,:),lower",
+        "    http-request del-header X-Real-IP  # a client's own would pass for the client address",
         "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
         "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
     ]
     for host in tls_hosts:
         lines.append(f"    http-request redirect scheme https code 308 if !{{ ssl_fc }} {_acl_host(host)}")
-    hosts_seen: list[str] = []
-    for r in rules:
-        backend = _backend(r.backend)
-        host = "" if r.host == "_" else _acl_host(check_host(r.host))
-        if r.host != "_" and r.host not in hosts_seen:
-            hosts_seen.append(r.host)
-        for cond in _acl_paths(r.path_type, r.path):
-            both = " ".join(c for c in (host, cond) if c)
-            lines.append(f"    use_backend {backend} if {both}" if both else f"    use_backend {backend}")
     fallback = default or NO_BACKEND
-    for host in hosts_seen:  # a named host's unmatched paths: the default backend, never the host-less rules
-        lines.append(f"    use_backend {fallback} if {_acl_host(host)}")
+    by_host: dict[str, list[Route]] = {}
+    for r in rules:
+        by_host.setdefault(r.host, []).append(r)
+    # Every host an Ingress names (in a rule or only under tls) is nginx's server block of its
+    # own: its rules, then its unmatched paths to the default backend, before any other host's
+    # rules can see the request. Exact hosts before wildcards; the rules without a host last.
+    for host in sorted((h for h in tls_of if h != "_"), key=lambda h: (h.startswith("*."), h)):
+        cond = _acl_host(check_host(host))
+        for r in by_host.get(host, []):
+            lines += [f"    use_backend {_backend(r.backend)} if {cond} {p}".rstrip() for p in _acl_paths(r.path_type, r.path)]
+        lines.append(f"    use_backend {fallback} if {cond}")
+    for r in by_host.get("_", []):
+        lines += [f"    use_backend {_backend(r.backend)} if {p}" if p else f"    use_backend {_backend(r.backend)}"
+                  for p in _acl_paths(r.path_type, r.path)]
     lines.append(f"    default_backend {fallback}")
     lines += [f"backend {NO_BACKEND}", f'    http-request return status 404 content-type text/plain string "{DEFAULT_404}\\n"']
     named = {r.backend for r in rules} | ({default} if default else set())

@@ -117,6 +117,8 @@ def server_address(ip: str, port: int) -> str:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         raise UnsafeValue(f"ingress: endpoint address {ip!r} is not an IP address") from None
+    if getattr(addr, "scope_id", None) is not None:  # "fe80::1%<anything>" parses: the scope is free text
+        raise UnsafeValue(f"ingress: endpoint address {ip!r} has a scope; pod addresses have none")
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise UnsafeValue(f"ingress: endpoint port {port!r} is not a port number")
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"

@@ -10,7 +10,7 @@ the addresses users' pods get.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from netns_lab.model import (
     DNS_IMAGE,
@@ -89,6 +89,15 @@ def family_of(ingress: Ingress, classes: dict[str, IngressClass]) -> IngressFami
     if cls is None:
         return next((f for f in FAMILIES if f.builtin_class == name), None)
     return next((f for f in FAMILIES if f.controller == cls.controller), None)
+
+
+def stamp_default_class(ingress: Ingress, classes: dict[str, IngressClass]) -> Ingress:
+    """The DefaultIngressClass admission plugin: an Ingress created without a class gets the
+    default class's name, once; a default class marked later, or removed, moves nothing."""
+    defaults = [c.name for c in classes.values() if c.default]
+    if ingress.class_name is not None or len(defaults) != 1:
+        return ingress
+    return replace(ingress, class_name=defaults[0])
 
 
 def served_by(family: IngressFamily, ingresses: tuple[Ingress, ...], classes: tuple[IngressClass, ...]) -> tuple[Ingress, ...]:

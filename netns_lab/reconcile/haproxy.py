@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import time
 
 from netns_lab import atomic
@@ -35,18 +36,25 @@ def _count(path: str) -> int:
         return 0
 
 
-def runtime_api(sock_path: str, command: str) -> str:
-    """One command on HAProxy's runtime API; its answer (an error is raised)."""
+def runtime_api(sock_path: str, command: str, ok: tuple[str, ...]) -> str:
+    """One command for the current worker, through the master's CLI socket; its answer must
+    start with one of ``ok`` (HAProxy answers errors in prose, in many wordings: anything
+    else is one). The socket lives in a directory of HAProxy's user: it must be a socket, not
+    a link to one elsewhere."""
+    st = os.lstat(sock_path)
+    if not stat.S_ISSOCK(st.st_mode):
+        raise RealizeError("haproxy-ingress", command, None, f"{sock_path} is not a socket")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(sock_path)
-        s.sendall(command.encode() + b"\n")
+        s.sendall(b"@1 " + command.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)  # the master's CLI answers, and closes, once the command is whole
         chunks = []
         while chunk := s.recv(65536):
             chunks.append(chunk)
     answer = b"".join(chunks).decode(errors="replace").strip()
-    if any(w in answer for w in ("No such", "Unknown command", "Require", "invalid", "Invalid", "not found")):
-        raise RealizeError("haproxy-ingress", command, None, answer)
+    if not any(answer.startswith(o) if o else answer == "" for o in ok):
+        raise RealizeError("haproxy-ingress", command, None, answer or "no answer")
     return answer
 
 
@@ -101,43 +109,63 @@ class HAProxyIngress:
                 slots[name], moved = planned
                 changes += [(name, i, ep) for i, ep in moved]
         shape = self._shape(view, slots)
-        reload = shape != self.shape or view.full
+        reload = shape != self.shape or view.full or any(n not in self.slots for n in wanted)
         if not reload and not changes:
             return []
-        if reload:
-            conf, files = self._render(view, slots)
-            os.makedirs(os.path.join(self.dir, ctl.CERTS), exist_ok=True)
-            for path, text in files.items():
-                atomic.write(path, text, 0o600)
-            atomic.write(os.path.join(self.dir, "haproxy.cfg"), conf)
-        before = {n: sum(x is not None for x in s) for n, s in self.slots.items()}
+        sizes = {n: sum(x is not None for x in s) for n, s in self.slots.items()}
+        # Always written, slots as they will be: a HAProxy started (or reloaded) later reads them.
+        conf, files = self._render(view, slots)
+        os.makedirs(os.path.join(self.dir, ctl.CERTS), exist_ok=True)
+        for path, text in files.items():
+            atomic.write(path, text, 0o600)
+        atomic.write(os.path.join(self.dir, "haproxy.cfg"), conf)
+        try:
+            if not self.rt.running(ROLE):
+                self.rt.spawn(ROLE, ["-m", "netns_lab.services.haproxy", f"/run/netns/{pod.netns}", self.dir])
+                events = [f"haproxy started in {pod.key} ({len(ings)} Ingresses)"]
+            elif reload:
+                self._reload()
+                events = ["haproxy reloaded (seamless)"]
+            else:
+                self._fill(changes)
+                changed = ", ".join(f"{n} {sizes.get(n, 0)} -> {sum(x is not None for x in slots[n])}" for n in sorted({c[0] for c in changes}))
+                events = [f"backends updated (runtime API, no reload): {changed} endpoints ({len(changes)} slots changed)"]
+        except BaseException:  # what HAProxy holds is not known: the next sync reloads it from the file
+            self.slots, self.shape = {}, None
+            atomic.write(os.path.join(self.dir, SLOTS), "{}")
+            raise
         self.slots, self.shape = slots, shape
         atomic.write(os.path.join(self.dir, SLOTS), json.dumps(slots))
-        if not self.rt.running(ROLE):
-            self.rt.spawn(ROLE, ["-m", "netns_lab.services.haproxy", f"/run/netns/{pod.netns}", self.dir])
-            return [f"haproxy started in {pod.key} ({len(ings)} Ingresses)"]
-        if reload:
-            before = _count(os.path.join(self.dir, "reloaded"))
-            self.rt.signal(ROLE, signal.SIGHUP)
-            deadline = time.monotonic() + RELOAD_TIMEOUT
-            while _count(os.path.join(self.dir, "reloaded")) <= before:
-                if time.monotonic() > deadline:
-                    raise RealizeError("haproxy-ingress", "reload", None, f"no reload within {RELOAD_TIMEOUT:.0f} s (see haproxy.log)")
-                time.sleep(0.005)
-            return ["haproxy reloaded (seamless)"]
-        api = os.path.join(self.dir, ctl.LOGS, ctl.ADMIN_SOCKET)
-        for name, i, ep in sorted(changes, key=lambda c: c[2] is not None):  # empty slots first, then fill
+        return events
+
+    def _reload(self) -> None:
+        """SIGHUP to the supervisor; back once the new worker serves, or raise if HAProxy refused
+        the configuration (the old one keeps serving)."""
+        reloaded, refused = (os.path.join(self.dir, f) for f in ("reloaded", "refused"))
+        before = (_count(reloaded), _count(refused))
+        self.rt.signal(ROLE, signal.SIGHUP)
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while _count(reloaded) <= before[0]:
+            if _count(refused) > before[1]:
+                raise RealizeError("haproxy-ingress", "reload", None, "haproxy -c refused the new configuration (see haproxy.log)")
+            if time.monotonic() > deadline:
+                raise RealizeError("haproxy-ingress", "reload", None, f"no reload within {RELOAD_TIMEOUT:.0f} s (see haproxy.log)")
+            time.sleep(0.005)
+
+    def _fill(self, changes: list[tuple[str, int, tuple[str, int] | None]]) -> None:
+        """Empty slots first, then fill, through the master's CLI to the current worker (``@1``):
+        an old worker still finishing its connections after a reload never gets them."""
+        api = os.path.join(self.dir, ctl.LOGS, ctl.MASTER_SOCKET)
+        for name, i, ep in sorted(changes, key=lambda c: c[2] is not None):
             server = f"{name}/s{i + 1}"
             if ep is None:
-                runtime_api(api, f"set server {server} state maint")
+                runtime_api(api, f"set server {server} state maint", ("",))
             else:
                 ctl.server_address(*ep)  # an IP address and a port number, or UnsafeValue
-                runtime_api(api, f"set server {server} addr {ep[0]} port {ep[1]}")
-                runtime_api(api, f"set server {server} state ready")
+                runtime_api(api, f"set server {server} addr {ep[0]} port {ep[1]}", ("IP changed from", "no need to change"))
+                runtime_api(api, f"set server {server} state ready", ("",))
         updates = _count(os.path.join(self.dir, "dynamic")) + 1
         atomic.write(os.path.join(self.dir, "dynamic"), str(updates))
-        sizes = ", ".join(f"{n} {before.get(n, 0)} -> {sum(x is not None for x in slots[n])}" for n in sorted({c[0] for c in changes}))
-        return [f"backends updated (runtime API, no reload): {sizes} endpoints ({len(changes)} slots changed)"]
 
     def reloads(self) -> int:
         return _count(os.path.join(self.dir, "reloaded"))

@@ -22,7 +22,7 @@ from netns_lab.reconcile import Runtime, View
 CONTROLLER_POD = f"{NGINX.namespace}/{NGINX.pod}"
 RELOAD_TIMEOUT = 10.0
 BACKENDS = "backends.json"  # what the supervisor POSTs (root's, 0600: nginx never reads it)
-RELOADED, DYNAMIC = "reloaded", "dynamic"  # counters the supervisor bumps
+RELOADED, DYNAMIC, REFUSED = "reloaded", "dynamic", "refused"  # counters the supervisor bumps
 
 
 def _count(run_dir: str, name: str) -> int:
@@ -83,30 +83,40 @@ class IngressNginx:
             for path, text in files.items():
                 atomic.write(path, text, 0o600)  # private keys among them
             atomic.write(os.path.join(self.dir, "nginx.conf"), conf)
-            self.conf = rendered
         before = self.backends
-        self.backends = backends
-        if not self.rt.running("ingress"):
-            self.rt.spawn("ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.dir])
-            return [f"nginx started in {pod.key} ({len(self.ingresses(view))} Ingresses)"]
-        if rules:
-            self._signal_and_wait(RELOADED, signal.SIGHUP)
-            return ["nginx reloaded (graceful)"]
-        self._signal_and_wait(DYNAMIC, signal.SIGUSR1)
-        old, new = _sizes(before), _sizes(backends)
-        changed = ", ".join(f"{n} {old.get(n, 0)} -> {new.get(n, 0)}" for n in sorted(old.keys() | new.keys()) if old.get(n) != new.get(n))
-        return [f"backends updated (dynamic, no reload): {changed or 'same sizes, other endpoints'}"]
+        try:
+            if not self.rt.running("ingress"):
+                self.rt.spawn("ingress", ["-m", "netns_lab.services.ingress", f"/run/netns/{pod.netns}", self.dir])
+                events = [f"nginx started in {pod.key} ({len(self.ingresses(view))} Ingresses)"]
+            elif rules:
+                self._signal_and_wait(RELOADED, signal.SIGHUP)
+                events = ["nginx reloaded (graceful)"]
+            else:
+                self._signal_and_wait(DYNAMIC, signal.SIGUSR1)
+                old, new = _sizes(before), _sizes(backends)
+                changed = ", ".join(f"{n} {old.get(n, 0)} -> {new.get(n, 0)}" for n in sorted(old.keys() | new.keys())
+                                    if old.get(n) != new.get(n))
+                events = [f"backends updated (dynamic, no reload): {changed or 'same sizes, other endpoints'}"]
+        except BaseException:  # what nginx holds is not known: the next sync reloads and posts again
+            self.conf = self.backends = None
+            raise
+        self.conf, self.backends = rendered, backends
+        return events
 
     def _signal_and_wait(self, counter: str, sig: signal.Signals) -> None:
         """Tell the supervisor, and return once it says it is done: after a reload, nginx's new
         workers serve and the old ones accept nothing; after a POST, every worker will balance
-        over the new endpoints from its next request on (so a pod is removed only after)."""
-        before = _count(self.dir, counter)
+        over the new endpoints from its next request on (so a pod is removed only after). The
+        supervisor counts what nginx refused too: that is an error here, not a silent success."""
+        before, refused = _count(self.dir, counter), _count(self.dir, REFUSED)
         self.rt.signal("ingress", sig)
         deadline = time.monotonic() + RELOAD_TIMEOUT
+        what = "reload" if counter == RELOADED else "update backends"
         while _count(self.dir, counter) <= before:
+            if _count(self.dir, REFUSED) > refused:
+                raise RealizeError("ingress-nginx", what, None, "nginx refused it, and keeps what it had (see ingress.log)")
             if time.monotonic() > deadline:
-                raise RealizeError("ingress-nginx", "reload" if counter == RELOADED else "update backends", None,
+                raise RealizeError("ingress-nginx", what, None,
                                    f"the controller did not confirm within {RELOAD_TIMEOUT:.0f} s (see ingress.log)")
             time.sleep(0.005)
 

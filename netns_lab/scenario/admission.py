@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netns_lab.controllers.envvars import pod_env
-from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller
+from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller, stamp_default_class
 from netns_lab.controllers.topology import MAX_PODS_PER_NODE
 from netns_lab.errors import ScenarioError
 from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Secret, Service
@@ -149,9 +149,11 @@ def _apply(objects: Objects, a: Apply) -> Objects:
     if isinstance(obj, Pod):
         return _apply_pod(objects, obj, old, a)
     if isinstance(obj, Ingress):
-        check_ingress_refs(obj, a.src, a.path, objects.services, {s.key: s for s in objects.secrets},
-                           {c.name: c for c in objects.ingress_classes})
-        return _with_ingress_controllers(objects.put(obj))
+        classes = {c.name: c for c in objects.ingress_classes}
+        check_ingress_refs(obj, a.src, a.path, objects.services, {s.key: s for s in objects.secrets}, classes)
+        return _with_ingress_controllers(objects.put(stamp_default_class(obj, classes)))
+    if isinstance(obj, IngressClass) and isinstance(old, IngressClass) and old.controller != obj.controller:
+        raise a.src.error(join(a.path, "spec.controller"), f'Invalid value: "{obj.controller}": field is immutable')
     return _ingresses_intact(objects.put(obj), a.src, a.path)
 
 

@@ -26,7 +26,7 @@ from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
 from netns_lab.controllers.envvars import pod_env
 from netns_lab.store import Objects
-from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller
+from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller, stamp_default_class
 from netns_lab.scenario.schema import ANY, STR, ListOf, Obj, _describe
 from netns_lab.scenario.yamlsrc import MAX_DEPTH, MAX_NODES, Budget, FileRefused, Source, join, load_documents
 
@@ -227,6 +227,7 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'ingressclasses "{model_obj.name}" already exists')
             classes[model_obj.name] = model_obj
 
+    ingresses = {k: (stamp_default_class(i, classes), isrc, ipath) for k, (i, isrc, ipath) in ingresses.items()}
     in_use = {family_of(ing, classes) for ing, _s, _p in ingresses.values()}
     for family in FAMILIES:  # the controllers the lab runs for them, after every user object
         if family not in in_use:

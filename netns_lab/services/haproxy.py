@@ -5,7 +5,8 @@ namespace only, certificates given to that user, mode 0600).
 
 This supervisor enters the namespace, starts ``haproxy -W -db -f haproxy.cfg`` (the master
 stays its child), says READY once HAProxy accepts on port 80 and its runtime API socket
-exists, and then:
+exists, and then (the master's CLI, ``logs/master.sock``, is where the lab sends runtime
+commands, ``@1`` addressing the current worker):
 
 * SIGHUP: ``haproxy -c`` on the new configuration, then a seamless reload: SIGUSR2 to the
   master, which starts a new worker with the new configuration; the listening sockets pass
@@ -30,7 +31,7 @@ import time
 from typing import Any
 
 from netns_lab import atomic
-from netns_lab.controllers.haproxy import ADMIN_SOCKET, CERTS, FAKE, LOGS
+from netns_lab.controllers.haproxy import ADMIN_SOCKET, CERTS, FAKE, LOGS, MASTER_SOCKET
 from netns_lab.services import setns
 from netns_lab.services.ingress import PR_SET_PDEATHSIG, _workers, allow_low_ports, nginx_ids, own_certificates, prepare
 from netns_lab.services.ready import say_ready
@@ -54,7 +55,7 @@ def _accepting(run_dir: str) -> bool:
         socket.create_connection(("127.0.0.1", 80), timeout=0.2).close()
     except OSError:
         return False
-    return os.path.exists(os.path.join(run_dir, LOGS, ADMIN_SOCKET))
+    return all(os.path.exists(os.path.join(run_dir, LOGS, f)) for f in (ADMIN_SOCKET, MASTER_SOCKET))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     netns_path, run_dir = argv
     conf = os.path.join(run_dir, "haproxy.cfg")
     counter = os.path.join(run_dir, "reloaded")
+    refused = os.path.join(run_dir, "refused")
     uid, gid = nginx_ids()  # the lab's unprivileged user serves both controllers
     try:
         prepare(run_dir, uid, gid, subs=(LOGS,))
@@ -77,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     allow_low_ports(netns_path, started_in)
     as_user: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
     libc = ctypes.CDLL(None, use_errno=True)
-    master = subprocess.Popen(["haproxy", "-W", "-db", "-f", conf], **as_user, stdout=subprocess.DEVNULL,
+    master_cli = os.path.join(run_dir, LOGS, MASTER_SOCKET)
+    master = subprocess.Popen(["haproxy", "-W", "-db", "-S", f"{master_cli},mode,600", "-f", conf], **as_user, stdout=subprocess.DEVNULL,
                               preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
-    reloads = 0
+    reloads = refusals = 0
     pending = {"hup": False, "term": False}
     signal.signal(signal.SIGHUP, lambda *_: pending.__setitem__("hup", True))
     signal.signal(signal.SIGTERM, lambda *_: pending.__setitem__("term", True))
     atomic.write(counter, "0")
+    atomic.write(refused, "0")
     deadline = time.monotonic() + START_TIMEOUT
     while not _accepting(run_dir):
         if master.poll() is not None:
@@ -109,14 +113,21 @@ def main(argv: list[str] | None = None) -> int:
             if test.returncode != 0:
                 print(f"new configuration refused, keeping the old one: {test.stdout.strip()} {test.stderr.strip()}",
                       file=sys.stderr, flush=True)
-            else:
-                before = _workers(master.pid)
-                master.send_signal(signal.SIGUSR2)
-                until = time.monotonic() + 10
-                while time.monotonic() < until and not (_workers(master.pid) - before):
-                    time.sleep(0.005)
-                while time.monotonic() < until and not _accepting(run_dir):
-                    time.sleep(0.005)
+                refusals += 1
+                atomic.write(refused, str(refusals))
+                continue
+            before = _workers(master.pid)
+            master.send_signal(signal.SIGUSR2)
+            until = time.monotonic() + 10
+            while time.monotonic() < until and not (_workers(master.pid) - before):
+                time.sleep(0.005)
+            while time.monotonic() < until and not _accepting(run_dir):
+                time.sleep(0.005)
+            if not _workers(master.pid) - before:  # no new worker: the lab hears it, not a reload that did not happen
+                print("haproxy started no new worker within 10 s", file=sys.stderr, flush=True)
+                refusals += 1
+                atomic.write(refused, str(refusals))
+                continue
             reloads += 1
             atomic.write(counter, str(reloads))
         time.sleep(0.01)

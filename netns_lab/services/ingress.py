@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import grp
 import http.client
+import json
 import os
 import pwd
 import select
@@ -111,14 +112,26 @@ def install_lua(run_dir: str) -> None:
         atomic.write(os.path.join(lua, f"{BALANCER}.lua"), fh.read(), 0o644)
 
 
-def post_backends(run_dir: str, timeout: float = 5.0) -> str | None:
-    """POST ``backends.json`` to nginx's configuration endpoint on the pod's loopback (we are
-    in the pod's namespace). Returns None once nginx took them, else why not."""
+def read_backends(run_dir: str) -> list[dict[str, Any]]:
     try:
         with open(os.path.join(run_dir, "backends.json"), "rb") as fh:
-            body = fh.read()
+            return list(json.load(fh))
     except FileNotFoundError:
-        body = b"[]"
+        return []
+
+
+def union(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Both lists, ``new`` winning by name: what to post before a reload, so that the old
+    workers keep the backends their rules name and the new ones find theirs at once."""
+    merged = {b["name"]: b for b in old}
+    merged.update({b["name"]: b for b in new})
+    return list(merged.values())
+
+
+def post_backends(backends: list[dict[str, Any]], timeout: float = 5.0) -> str | None:
+    """POST ``backends`` to nginx's configuration endpoint on the pod's loopback (we are in
+    the pod's namespace). Returns None once nginx took them, else why not."""
+    body = json.dumps(backends).encode()
     deadline = time.monotonic() + timeout
     why = "not tried"
     while time.monotonic() < deadline:
@@ -240,13 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     nginx = subprocess.Popen([*base, "-g", "daemon off;"], **as_nginx,
                              preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
-    reloads = updates = 0
+    reloads = updates = refusals = 0
     pending = {"hup": False, "usr1": False, "term": False}
     signal.signal(signal.SIGHUP, lambda *_: pending.__setitem__("hup", True))
     signal.signal(signal.SIGUSR1, lambda *_: pending.__setitem__("usr1", True))
     signal.signal(signal.SIGTERM, lambda *_: pending.__setitem__("term", True))
     atomic.write(counter, "0")
     atomic.write(dynamic, "0")
+    refused = os.path.join(run_dir, "refused")
+    atomic.write(refused, "0")
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # a signal wakes the loop below at once
     signal.set_wakeup_fd(wake_w)
     deadline = time.monotonic() + 20
@@ -262,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("nginx does not accept connections on port 80", file=sys.stderr)
                 return 1
             time.sleep(0.02)
-    why = post_backends(run_dir)
+    posted = read_backends(run_dir)
+    why = post_backends(posted)
     if why is not None:
         print(why, file=sys.stderr)
         return 1
@@ -279,9 +295,14 @@ def main(argv: list[str] | None = None) -> int:
             pending["hup"] = False
             own_certificates(os.path.join(run_dir, CERTS), uid, gid)  # new or rewritten by the lab
             test = subprocess.run([*base, "-t"], capture_output=True, text=True, **as_nginx)
+            wanted = read_backends(run_dir)
             if test.returncode != 0:
                 print(f"new configuration refused, keeping the old one: {test.stderr.strip()}", file=sys.stderr, flush=True)
-            else:
+                refusals += 1
+                atomic.write(refused, str(refusals))
+                continue
+            why = post_backends(union(posted, wanted))  # shared by old and new workers: both find theirs
+            if why is None:
                 before = _workers(nginx.pid)
                 nginx.send_signal(signal.SIGHUP)
                 until = time.monotonic() + 5
@@ -292,17 +313,25 @@ def main(argv: list[str] | None = None) -> int:
                 # meets the new configuration
                 while time.monotonic() < until and not all(_shutting_down(pid) for pid in before):
                     time.sleep(0.01)
-            why = post_backends(run_dir)  # the new workers share the old dict; the endpoints may have changed too
-            if why is not None:
+                why = post_backends(wanted)  # the old workers are done choosing: the backends of now only
+            if why is not None:  # the lab waits for the counters and reports the refusal
                 print(why, file=sys.stderr, flush=True)
+                refusals += 1
+                atomic.write(refused, str(refusals))
+                continue
+            posted = wanted
             reloads += 1
             atomic.write(counter, str(reloads))
         if pending["usr1"]:
             pending["usr1"] = False
-            why = post_backends(run_dir)
-            if why is not None:  # the lab waits for the counter and reports that it did not move
+            wanted = read_backends(run_dir)
+            why = post_backends(wanted)
+            if why is not None:
                 print(why, file=sys.stderr, flush=True)
+                refusals += 1
+                atomic.write(refused, str(refusals))
             else:
+                posted = wanted
                 updates += 1
                 atomic.write(dynamic, str(updates))
         if not any(pending.values()) and select.select([wake_r], [], [], 0.5)[0]:

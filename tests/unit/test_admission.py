@@ -252,3 +252,38 @@ def test_bad_steps_are_load_time_errors(tmp_path: Any, steps: str, expected: str
     with pytest.raises(ScenarioError) as exc:
         load_scenario(_scenario(tmp_path, steps))
     assert expected in str(exc.value), str(exc.value)
+
+
+# -- IngressClass: which controller serves an Ingress --------------------------------------------
+def _ingress(name: str, cls: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"defaultBackend": {"service": {"name": "my-service", "port": {"number": 80}}}}
+    if cls:
+        spec["ingressClassName"] = cls
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name}, "spec": spec}
+
+
+def _class(name: str, controller: str, default: bool = False) -> dict[str, Any]:
+    annotations = {"ingressclass.kubernetes.io/is-default-class": "true"} if default else {}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": name, "annotations": annotations},
+            "spec": {"controller": controller}}
+
+
+HAPROXY_CONTROLLER = "haproxy-ingress.github.io/controller"
+
+
+def test_the_default_class_is_stamped_once_and_brings_its_controller(base: Objects) -> None:
+    o = apply(base, _class("haproxy", HAPROXY_CONTROLLER, default=True), _ingress("web"))
+    assert get(o, "Ingress", "default/web").class_name == "haproxy"  # DefaultIngressClass, at creation
+    assert get(o, "Pod", "haproxy-ingress/haproxy-ingress-controller") is not None
+    assert get(o, "Pod", "ingress-nginx/ingress-nginx-controller") is None
+    o = apply(o, _class("haproxy", HAPROXY_CONTROLLER), _class("nginx", "k8s.io/ingress-nginx", default=True))
+    assert get(o, "Ingress", "default/web").class_name == "haproxy"  # a later default moves nothing
+
+
+def test_an_ingress_class_controller_is_immutable_and_must_be_served(base: Objects) -> None:
+    o = apply(base, _class("haproxy", HAPROXY_CONTROLLER))
+    with pytest.raises(ScenarioError, match=r'spec.controller: Invalid value: "k8s.io/ingress-nginx": field is immutable'):
+        apply(o, _class("haproxy", "k8s.io/ingress-nginx"))
+    o = apply(o, _class("traefik", "traefik.io/ingress-controller"))
+    with pytest.raises(ScenarioError, match=r'Not found: "traefik": this IngressClass belongs to controller traefik.io'):
+        apply(o, _ingress("web", "traefik"))

@@ -84,6 +84,35 @@ def test_haproxy_accepts_the_configuration(tmp_path) -> None:  # type: ignore[no
     assert "http-request redirect scheme https code 308 if !{ ssl_fc } { var(txn.host) -m str a.example.com }" in conf
 
 
+CRT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----"
+
+
+def test_the_bundle_takes_only_certificates_from_tls_crt_and_the_first_key() -> None:
+    other = "-----BEGIN RSA PRIVATE KEY-----\nEVIL\n-----END RSA PRIVATE KEY-----"
+    pem = ctl.pem_bundle(Secret("s", "default", "kubernetes.io/tls", (("tls.crt", CRT + "\n" + other), ("tls.key", KEY + "\n" + other))))
+    assert pem == CRT + "\n" + KEY + "\n"
+    with pytest.raises(UnsafeValue):
+        ctl.pem_bundle(Secret("s", "default", "kubernetes.io/tls", (("tls.crt", "junk"), ("tls.key", KEY))))
+
+
+def test_a_named_host_never_falls_through_to_other_hosts_rules() -> None:
+    """foo.example.com has /a only; the wildcard and the host-less rules must not answer its
+    other paths (nginx: the host's own server block, then the default backend)."""
+    b = IngressBackend("web", 80)
+    ings = (Ingress("x", class_name="haproxy", rules=(
+        IngressRule("foo.example.com", (IngressPath("/a", "Prefix", b),)),
+        IngressRule("*.example.com", (IngressPath("/b", "Prefix", IngressBackend("other", 80)),)),
+        IngressRule(None, (IngressPath("/", "Prefix", IngressBackend("any", 80)),))),
+        tls=(IngressTLS(("tls-only.example.com",), None),)),)
+    conf, _ = ctl.render(ings, {}, (), "/r")
+    uses = [line.strip() for line in conf.splitlines() if line.strip().startswith("use_backend")]
+    foo = [i for i, u in enumerate(uses) if "-m str foo.example.com" in u]
+    assert uses[foo[-1]] == f"use_backend {ctl.NO_BACKEND} if {{ var(txn.host) -m str foo.example.com }}"
+    assert foo[-1] < min(i for i, u in enumerate(uses) if "default_other_80" in u or "default_any_80" in u)
+    assert f"use_backend {ctl.NO_BACKEND} if {{ var(txn.host) -m str tls-only.example.com }}" in uses
+
+
 def _statements(conf: str) -> Iterator[tuple[str, int]]:
     """HAProxy reads a line at a time: its first word is the keyword, then the arguments
     (a '#' starts a comment). Structure: (keyword, number of words) per line."""
@@ -100,7 +129,7 @@ def _render(**values: object) -> str:
     ing = Ingress(v["name"], v["namespace"], "haproxy", None,  # type: ignore[arg-type]
                   (IngressRule(v["host"], (IngressPath(v["path"], "Prefix", backend),)),),  # type: ignore[arg-type]
                   (IngressTLS((v["host"],), v["secret"]),))  # type: ignore[arg-type]
-    secret = Secret(v["secret"], v["namespace"], "kubernetes.io/tls", (("tls.crt", "CRT"), ("tls.key", "KEY")))  # type: ignore[arg-type]
+    secret = Secret(v["secret"], v["namespace"], "kubernetes.io/tls", (("tls.crt", CRT), ("tls.key", KEY)))  # type: ignore[arg-type]
     name = f"{v['namespace']}_{v['service']}_80"
     conf, _files = ctl.render((ing,), {name: ((str(v["ip"]), 8080), None)}, (secret,), str(v["run_dir"]))
     return conf

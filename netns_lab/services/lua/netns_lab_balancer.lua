@@ -99,6 +99,7 @@ function _M.rewrite()
   if not b or #b.endpoints == 0 then
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
   end
+  ngx.ctx.backend = b -- balance() uses this very list: a POST meanwhile cannot empty it under the request
 end
 
 local function score(e)
@@ -131,11 +132,11 @@ end
 -- went away) is tried again on the next one, up to proxy_next_upstream_tries.
 function _M.balance()
   local name = ngx.var.proxy_upstream_name or ""
-  local b = backends[name]
-  if not b or #b.endpoints == 0 then
-    return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
-  end
   local ctx = ngx.ctx
+  local b = ctx.backend or backends[name]
+  if not b or #b.endpoints == 0 then -- rewrite() answered 503 already; this cannot happen after it
+    return ngx.exit(ngx.ERROR)
+  end
   if not ctx.balanced then
     ctx.balanced = true
     if #b.endpoints > 1 then
