@@ -15,11 +15,14 @@ before anything points at them, and removed after nothing does.
 from __future__ import annotations
 
 import functools
+import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from netns_lab.controllers.topology import Topology
+from netns_lab.errors import RealizeError
 from netns_lab.proxy.types import ServicePortInfo
 from netns_lab.state import LabState
 from netns_lab.store import Objects
@@ -93,3 +96,29 @@ class Reconciler(Protocol):
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def count(run_dir: str, name: str) -> int:
+    """A counter a supervisor keeps in a file of ``run_dir`` (0 when it has not written one)."""
+    try:
+        with open(os.path.join(run_dir, name)) as fh:
+            return int(fh.read() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def signal_and_wait(rt: Runtime, role: str, sig: int, run_dir: str, counter: str, *, refused: str,
+                    timeout: float, what: tuple[str, str], refusal: str, log: str) -> None:
+    """Signal a controller's supervisor and return once it bumped ``counter`` (it did what it
+    was told); raise if it bumped ``refused`` first (the controller kept what it had: an error
+    here, never a silent success: ``refusal`` says so) or said nothing within ``timeout``.
+    ``what``: (the object, the action) the error names; ``log``: where the supervisor explains."""
+    before, refusals = count(run_dir, counter), count(run_dir, refused)
+    rt.signal(role, sig)
+    deadline = time.monotonic() + timeout
+    while count(run_dir, counter) <= before:
+        if count(run_dir, refused) > refusals:
+            raise RealizeError(what[0], what[1], None, f"{refusal} (see {log})")
+        if time.monotonic() > deadline:
+            raise RealizeError(what[0], what[1], None, f"the controller did not confirm within {timeout:.0f} s (see {log})")
+        time.sleep(0.005)

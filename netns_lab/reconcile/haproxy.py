@@ -13,27 +13,18 @@ import os
 import signal
 import socket
 import stat
-import time
 
 from netns_lab import atomic
 from netns_lab.controllers import haproxy as ctl
 from netns_lab.controllers.system import HAPROXY, served_by
 from netns_lab.errors import RealizeError
 from netns_lab.model import Ingress
-from netns_lab.reconcile import Runtime, View
+from netns_lab.reconcile import Runtime, View, count, signal_and_wait
 
 CONTROLLER_POD = f"{HAPROXY.namespace}/{HAPROXY.pod}"
 ROLE = "haproxy"
 RELOAD_TIMEOUT = 15.0
 SLOTS = "slots.json"  # what every slot serves, for a process that attaches later
-
-
-def _count(path: str) -> int:
-    try:
-        with open(path) as fh:
-            return int(fh.read() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 def runtime_api(sock_path: str, command: str, ok: tuple[str, ...]) -> str:
@@ -141,16 +132,9 @@ class HAProxyIngress:
     def _reload(self) -> None:
         """SIGHUP to the supervisor; back once the new worker serves, or raise if HAProxy refused
         the configuration (the old one keeps serving)."""
-        reloaded, refused = (os.path.join(self.dir, f) for f in ("reloaded", "refused"))
-        before = (_count(reloaded), _count(refused))
-        self.rt.signal(ROLE, signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while _count(reloaded) <= before[0]:
-            if _count(refused) > before[1]:
-                raise RealizeError("haproxy-ingress", "reload", None, "haproxy -c refused the new configuration (see haproxy.log)")
-            if time.monotonic() > deadline:
-                raise RealizeError("haproxy-ingress", "reload", None, f"no reload within {RELOAD_TIMEOUT:.0f} s (see haproxy.log)")
-            time.sleep(0.005)
+        signal_and_wait(self.rt, ROLE, signal.SIGHUP, self.dir, "reloaded", refused="refused", timeout=RELOAD_TIMEOUT,
+                        what=("haproxy-ingress", "reload"), refusal="haproxy -c refused the new configuration",
+                        log="haproxy.log")
 
     def _fill(self, changes: list[tuple[str, int, tuple[str, int] | None]]) -> None:
         """Empty slots first, then fill, through the master's CLI to the current worker (``@1``):
@@ -164,11 +148,11 @@ class HAProxyIngress:
                 ctl.server_address(*ep)  # an IP address and a port number, or UnsafeValue
                 runtime_api(api, f"set server {server} addr {ep[0]} port {ep[1]}", ("IP changed from", "no need to change"))
                 runtime_api(api, f"set server {server} state ready", ("",))
-        updates = _count(os.path.join(self.dir, "dynamic")) + 1
+        updates = count(self.dir, "dynamic") + 1
         atomic.write(os.path.join(self.dir, "dynamic"), str(updates))
 
     def reloads(self) -> int:
-        return _count(os.path.join(self.dir, "reloaded"))
+        return count(self.dir, "reloaded")
 
     def dynamic_updates(self) -> int:
-        return _count(os.path.join(self.dir, "dynamic"))
+        return count(self.dir, "dynamic")

@@ -10,27 +10,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 from netns_lab import atomic
 from netns_lab.controllers import ingress as ingress_ctl
 from netns_lab.controllers.system import NGINX, served_by
-from netns_lab.errors import RealizeError
 from netns_lab.model import Ingress
-from netns_lab.reconcile import Runtime, View
+from netns_lab.reconcile import Runtime, View, count, signal_and_wait
 
 CONTROLLER_POD = f"{NGINX.namespace}/{NGINX.pod}"
 RELOAD_TIMEOUT = 10.0
 BACKENDS = "backends.json"  # what the supervisor POSTs (root's, 0600: nginx never reads it)
 RELOADED, DYNAMIC, REFUSED = "reloaded", "dynamic", "refused"  # counters the supervisor bumps
-
-
-def _count(run_dir: str, name: str) -> int:
-    try:
-        with open(os.path.join(run_dir, name)) as fh:
-            return int(fh.read() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 def _sizes(backends: list[dict[str, object]] | None) -> dict[str, int]:
@@ -108,20 +98,12 @@ class IngressNginx:
         workers serve and the old ones accept nothing; after a POST, every worker will balance
         over the new endpoints from its next request on (so a pod is removed only after). The
         supervisor counts what nginx refused too: that is an error here, not a silent success."""
-        before, refused = _count(self.dir, counter), _count(self.dir, REFUSED)
-        self.rt.signal("ingress", sig)
-        deadline = time.monotonic() + RELOAD_TIMEOUT
         what = "reload" if counter == RELOADED else "update backends"
-        while _count(self.dir, counter) <= before:
-            if _count(self.dir, REFUSED) > refused:
-                raise RealizeError("ingress-nginx", what, None, "nginx refused it, and keeps what it had (see ingress.log)")
-            if time.monotonic() > deadline:
-                raise RealizeError("ingress-nginx", what, None,
-                                   f"the controller did not confirm within {RELOAD_TIMEOUT:.0f} s (see ingress.log)")
-            time.sleep(0.005)
+        signal_and_wait(self.rt, "ingress", sig, self.dir, counter, refused=REFUSED, timeout=RELOAD_TIMEOUT,
+                        what=("ingress-nginx", what), refusal="nginx refused it, and keeps what it had", log="ingress.log")
 
     def reloads(self) -> int:
-        return _count(self.dir, RELOADED)
+        return count(self.dir, RELOADED)
 
     def dynamic_updates(self) -> int:
-        return _count(self.dir, DYNAMIC)
+        return count(self.dir, DYNAMIC)
