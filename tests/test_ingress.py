@@ -168,7 +168,7 @@ def test_nginx_master_and_workers_are_not_root(ingress_lab: Lab) -> None:
     assert pod_port_start == "0"
     assert _read("/proc/sys/net/ipv4/ip_unprivileged_port_start") == HOST_PORT_START
     uid = int(next(iter(procs.values()))["Uid"].split()[1])
-    from netns_lab.services.ingress import NGINX_USER, nginx_ids
+    from netns_lab.services.controller_pod import NGINX_USER, nginx_ids
 
     assert uid == nginx_ids()[0]
     if os.environ.get("CI"):  # provisioned machines have nginx's own user (labs/provision.sh)

@@ -1,6 +1,6 @@
 """The HAProxy ingress controller pod: real HAProxy (Debian's package) inside the pod's
-namespace, in master-worker mode, unprivileged like the nginx controller (services/ingress.py,
-whose preparation it shares: its own user, ``ip_unprivileged_port_start`` of the pod's
+namespace, in master-worker mode, unprivileged like the nginx controller (services/ingress.py;
+the start-up both share is services/controller_pod.py: its own user, ``ip_unprivileged_port_start`` of the pod's
 namespace only, certificates given to that user, mode 0600).
 
 This supervisor enters the namespace, starts ``haproxy -W -db -f haproxy.cfg`` (the master
@@ -21,19 +21,16 @@ Endpoint changes never come here: the lab sends them to the runtime API socket i
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 from netns_lab import atomic
 from netns_lab.controllers.haproxy import ADMIN_SOCKET, CERTS, FAKE, LOGS, MASTER_SOCKET
-from netns_lab.services import setns
-from netns_lab.services.ingress import PR_SET_PDEATHSIG, _workers, allow_low_ports, nginx_ids, own_certificates, prepare
+from netns_lab.services.controller_pod import ControllerPod, own_certificates, workers
 from netns_lab.services.ready import say_ready
 
 START_TIMEOUT = 20.0
@@ -59,81 +56,45 @@ def _accepting(run_dir: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m netns_lab.services.haproxy NETNS_PATH RUN_DIR", file=sys.stderr)
+    pod = ControllerPod("netns_lab.services.haproxy", argv)
+    if pod.usage:
+        print(pod.usage, file=sys.stderr)
         return 2
-    netns_path, run_dir = argv
-    conf = os.path.join(run_dir, "haproxy.cfg")
-    counter = os.path.join(run_dir, "reloaded")
-    refused = os.path.join(run_dir, "refused")
-    uid, gid = nginx_ids()  # the lab's unprivileged user serves both controllers
-    try:
-        prepare(run_dir, uid, gid, subs=(LOGS,))
-        fake_pem(run_dir, uid, gid)
-    except PermissionError as exc:
-        print(exc, file=sys.stderr)
+    why = pod.enter((LOGS,), lambda uid, gid: fake_pem(pod.run_dir, uid, gid))  # the lab's unprivileged user serves both controllers
+    if why is not None:
+        print(why, file=sys.stderr)
         return 1
-    started_in = os.stat("/proc/self/ns/net")
-    setns.enter(netns_path)
-    allow_low_ports(netns_path, started_in)
-    as_user: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
-    libc = ctypes.CDLL(None, use_errno=True)
-    master_cli = os.path.join(run_dir, LOGS, MASTER_SOCKET)
-    master = subprocess.Popen(["haproxy", "-W", "-db", "-S", f"{master_cli},mode,600", "-f", conf], **as_user, stdout=subprocess.DEVNULL,
-                              preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
-    reloads = refusals = 0
-    pending = {"hup": False, "term": False}
-    signal.signal(signal.SIGHUP, lambda *_: pending.__setitem__("hup", True))
-    signal.signal(signal.SIGTERM, lambda *_: pending.__setitem__("term", True))
-    atomic.write(counter, "0")
-    atomic.write(refused, "0")
-    deadline = time.monotonic() + START_TIMEOUT
-    while not _accepting(run_dir):
-        if master.poll() is not None:
-            print(f"haproxy exited with {master.returncode}", file=sys.stderr)
-            return 1
-        if time.monotonic() > deadline:
-            print("haproxy does not accept connections on port 80", file=sys.stderr)
-            return 1
-        time.sleep(0.02)
+    conf = os.path.join(pod.run_dir, "haproxy.cfg")
+    master_cli = os.path.join(pod.run_dir, LOGS, MASTER_SOCKET)
+    master = pod.spawn(["haproxy", "-W", "-db", "-S", f"{master_cli},mode,600", "-f", conf], stdout=subprocess.DEVNULL)
+    pod.listen((signal.SIGHUP, signal.SIGTERM))
+    pod.counters(("reloaded", "refused"))
+    if not pod.wait_accepting(master, "haproxy", lambda: _accepting(pod.run_dir), START_TIMEOUT):
+        return 1
     say_ready()
     while master.poll() is None:
-        if pending["term"]:
-            master.send_signal(signal.SIGUSR1)  # soft stop: finish the connections, then exit
-            try:
-                master.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                master.kill()
-            return 0
-        if pending["hup"]:
-            pending["hup"] = False
-            own_certificates(os.path.join(run_dir, CERTS), uid, gid)
-            test = subprocess.run(["haproxy", "-c", "-q", "-f", conf], capture_output=True, text=True, **as_user)
+        if pod.take(signal.SIGTERM):
+            return pod.stop(master, signal.SIGUSR1)  # soft stop: finish the connections, then exit
+        if pod.take(signal.SIGHUP):
+            own_certificates(os.path.join(pod.run_dir, CERTS), pod.uid, pod.gid)
+            test = subprocess.run(["haproxy", "-c", "-q", "-f", conf], capture_output=True, text=True, **pod.as_user)
             if test.returncode != 0:
-                print(f"new configuration refused, keeping the old one: {test.stdout.strip()} {test.stderr.strip()}",
-                      file=sys.stderr, flush=True)
-                refusals += 1
-                atomic.write(refused, str(refusals))
+                pod.refuse(f"new configuration refused, keeping the old one: {test.stdout.strip()} {test.stderr.strip()}")
                 continue
-            before = _workers(master.pid)
+            before = workers(master.pid)
             master.send_signal(signal.SIGUSR2)
             until = time.monotonic() + 10
-            while time.monotonic() < until and not (_workers(master.pid) - before):
+            while time.monotonic() < until and not (workers(master.pid) - before):
                 time.sleep(0.005)
-            while time.monotonic() < until and not _accepting(run_dir):
+            while time.monotonic() < until and not _accepting(pod.run_dir):
                 time.sleep(0.005)
-            if not _workers(master.pid) - before:  # no new worker: the lab hears it, not a reload that did not happen
-                print("haproxy started no new worker within 10 s", file=sys.stderr, flush=True)
-                refusals += 1
-                atomic.write(refused, str(refusals))
+            if not workers(master.pid) - before:  # no new worker: the lab hears it, not a reload that did not happen
+                pod.refuse("haproxy started no new worker within 10 s")
                 continue
-            reloads += 1
-            atomic.write(counter, str(reloads))
-        time.sleep(0.01)
+            pod.bump("reloaded")
+        pod.idle(0.01)
     print(f"haproxy exited with {master.returncode}", file=sys.stderr)
     return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
