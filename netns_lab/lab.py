@@ -40,6 +40,7 @@ from netns_lab.reconcile.cloudlb import CloudLB
 from netns_lab.reconcile.dns import ClusterDNS
 from netns_lab.reconcile.haproxy import HAProxyIngress
 from netns_lab.reconcile.ingress import IngressNginx
+from netns_lab.reconcile.netpol import NetworkPolicies
 from netns_lab.reconcile.pods import PodSandboxes, write_resolv_confs
 from netns_lab.reconcile.proxy import KubeProxy
 from netns_lab.reconcile.routes import ExternalIPRoutes
@@ -168,7 +169,8 @@ class Lab:
         if not self._reconcilers:
             self._reconcilers = (
                 PodSandboxes(self, self.topology), NodeAgents(self, self._serving), ClusterDNS(self),
-                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), IngressNginx(self), HAProxyIngress(self), CloudLB(self),
+                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), NetworkPolicies(self.iptables_backend),
+                IngressNginx(self), HAProxyIngress(self), CloudLB(self),
                 ExternalIPRoutes(),
             )
             if self.state is not None and self.state.phase == "up":  # built by another process: learn what it realised

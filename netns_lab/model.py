@@ -12,6 +12,7 @@ from ipaddress import IPv4Address, IPv4Network
 NETWORK_MODES = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+POLICY_DATAPLANES = ("iptables", "nftables")  # cluster.networkPolicy: Calico's two layouts
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
 INGRESS_IMAGE = "netns-lab/ingress-nginx"  # the ingress controller's image: real nginx (netns_lab.services.ingress)
@@ -36,6 +37,7 @@ class ClusterConfig:
     ipvs_scheduler: str = "rr"
     ipvs_legacy_ping: bool = False  # pre-2022 ipvs mode: a ClusterIP answered ping (teaching)
     ingress_service_type: str = "LoadBalancer"  # how ingress-nginx/ingress-nginx is exposed
+    network_policy: str = "iptables"  # the NetworkPolicy dataplane: one of POLICY_DATAPLANES
     external: ExternalConfig = field(default_factory=lambda: ExternalConfig())
 
 
@@ -239,6 +241,77 @@ class IngressClass:
 
 
 @dataclass(frozen=True)
+class LabelSelector:
+    """metav1.LabelSelector: every matchLabels pair and every requirement must hold; an empty
+    selector selects everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (key, operator, values)
+
+    def matches(self, labels: tuple[tuple[str, str], ...]) -> bool:
+        have = dict(labels)
+        if any(have.get(k) != v for k, v in self.match_labels):
+            return False
+        for key, op, values in self.match_expressions:
+            present = key in have
+            if op == "In" and not (present and have[key] in values):
+                return False
+            if op == "NotIn" and present and have[key] in values:
+                return False
+            if op == "Exists" and not present:
+                return False
+            if op == "DoesNotExist" and present:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: str
+    excepts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """One ``from``/``to`` entry: selectors (both set: AND; namespaceSelector None: the
+    policy's namespace) or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: str = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; str: a container port name
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """An ingress or egress rule: empty ``peers`` or ``ports`` match everything."""
+
+    peers: tuple[PolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str = "default"
+    pod_selector: LabelSelector = LabelSelector()
+    policy_types: tuple[str, ...] = ("Ingress",)  # defaulted as the API server does
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Secret:
     """A v1 Secret; the lab uses ``kubernetes.io/tls`` ones (PEM text, decoded)."""
 
@@ -285,6 +358,17 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class Reachability:
+    """A truth table (DESIGN.md, "Reachability tables"): every source row against every
+    destination column; ``expected[i][j]`` is ``.`` connected, ``X`` blocked, ``-`` not probed."""
+
+    pods: tuple[str, ...]  # NS/NAME, rows and columns in this order
+    port: int | str  # a number, or a container port name resolved on each destination pod
+    protocol: str  # tcp | udp
+    expected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Check:
     """One line of the scenario's ``checks:``; ``action`` is connect, ping or matrix."""
 
@@ -304,6 +388,7 @@ class Check:
     insecure: bool = False  # http: do not verify the server's certificate
     # a step (action apply | delete | label): the admission actions it runs (scenario.admission)
     change: tuple[object, ...] = ()
+    reachability: Reachability | None = None
 
     @property
     def is_step(self) -> bool:
@@ -323,6 +408,7 @@ class Scenario:
     ingresses: tuple[Ingress, ...] = ()
     ingress_classes: tuple[IngressClass, ...] = ()
     secrets: tuple[Secret, ...] = ()
+    network_policies: tuple[NetworkPolicy, ...] = ()
 
     def pod(self, key: str) -> Pod:
         for p in self.pods:

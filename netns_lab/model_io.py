@@ -22,6 +22,12 @@ from netns_lab.model import (
     IngressPath,
     IngressRule,
     IngressTLS,
+    IPBlock,
+    LabelSelector,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
     Pod,
     Secret,
     Service,
@@ -90,6 +96,24 @@ def load_ingress_class(d: dict[str, Any]) -> IngressClass:
     return IngressClass(d["name"], d["controller"], d["default"], _pairs(d.get("labels")) or ())
 
 
+def _selector(d: dict[str, Any] | None) -> LabelSelector | None:
+    if d is None:
+        return None
+    return LabelSelector(_pairs(d["match_labels"]) or (), tuple((k, op, tuple(v)) for k, op, v in d["match_expressions"]))
+
+
+def _rule(d: dict[str, Any]) -> PolicyRule:
+    peers = tuple(PolicyPeer(_selector(p["pod_selector"]), _selector(p["namespace_selector"]),
+                             None if p["ip_block"] is None else IPBlock(p["ip_block"]["cidr"], tuple(p["ip_block"]["excepts"])))
+                  for p in d["peers"])
+    return PolicyRule(peers, tuple(PolicyPort(**p) for p in d["ports"]))
+
+
+def load_network_policy(d: dict[str, Any]) -> NetworkPolicy:
+    return NetworkPolicy(d["name"], d["namespace"], _selector(d["pod_selector"]) or LabelSelector(), tuple(d["policy_types"]),
+                         tuple(map(_rule, d["ingress"])), tuple(map(_rule, d["egress"])), _pairs(d.get("labels")) or ())
+
+
 def dump_cluster(cluster: ClusterConfig) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
@@ -124,7 +148,7 @@ def load_cluster(d: dict[str, Any]) -> ClusterConfig:
 
 
 LOADERS = {"namespaces": load_namespace, "pods": load_pod, "services": load_service, "secrets": load_secret,
-           "ingresses": load_ingress, "ingress_classes": load_ingress_class}
+           "ingresses": load_ingress, "ingress_classes": load_ingress_class, "network_policies": load_network_policy}
 
 
 def dump_objects(objects: Objects) -> dict[str, Any]:

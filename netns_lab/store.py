@@ -14,7 +14,7 @@ import weakref
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from netns_lab.model import ClusterConfig, Ingress, IngressClass, Namespace, Pod, Scenario, Secret, Service
+from netns_lab.model import ClusterConfig, Ingress, IngressClass, Namespace, NetworkPolicy, Pod, Scenario, Secret, Service
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,10 @@ KINDS = (
     Kind("Secret", "secrets", "secrets", True, ("secret",)),
     Kind("Ingress", "ingresses", "ingresses", True, ("ingress", "ing")),
     Kind("IngressClass", "ingressclasses", "ingress_classes", False, ("ingressclass",)),
+    Kind("NetworkPolicy", "networkpolicies", "network_policies", True, ("networkpolicy", "netpol")),
 )
-BY_CLASS = {Namespace: KINDS[0], Pod: KINDS[1], Service: KINDS[2], Secret: KINDS[3], Ingress: KINDS[4], IngressClass: KINDS[5]}
+BY_CLASS = {Namespace: KINDS[0], Pod: KINDS[1], Service: KINDS[2], Secret: KINDS[3], Ingress: KINDS[4], IngressClass: KINDS[5],
+            NetworkPolicy: KINDS[6]}
 
 
 def kind_named(text: str) -> Kind | None:
@@ -94,11 +96,12 @@ class Objects:
     secrets: tuple[Secret, ...] = ()
     ingresses: tuple[Ingress, ...] = ()
     ingress_classes: tuple[IngressClass, ...] = ()
+    network_policies: tuple[NetworkPolicy, ...] = ()
 
     @classmethod
     def of(cls, scenario: Scenario) -> "Objects":
         return cls(scenario.cluster, scenario.namespaces, scenario.pods, scenario.services, scenario.secrets,
-                   scenario.ingresses, scenario.ingress_classes)
+                   scenario.ingresses, scenario.ingress_classes, scenario.network_policies)
 
     def all(self, kind: Kind) -> tuple[Any, ...]:
         return getattr(self, kind.field)  # type: ignore[no-any-return]

@@ -123,6 +123,21 @@ def _matrix(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, report.ok, report.summary(), [p.describe() for p in report.failures[:10]])
 
 
+def _reachability(lab: Lab, check: Check) -> CheckOutcome:
+    from netns_lab.probes import reachability as reach
+
+    table = check.reachability
+    assert table is not None
+    observed = reach.observe(lab, table)
+    wrong = sum(e != o for er, orow in zip(table.expected, observed) for e, o in zip(er, orow))
+    probed = len(table.pods) * (len(table.pods) - 1)
+    if not wrong:
+        return CheckOutcome(check, True, f"{probed} pairs as expected")
+    details = ["expected:", *reach.render(table.pods, table.expected), "observed:", *reach.render(table.pods, observed),
+               "difference (X: not as expected):", *reach.render(table.pods, reach.difference(table.expected, observed))]
+    return CheckOutcome(check, False, f"{wrong} of {probed} pairs not as expected", details)
+
+
 def _value_text(lab: Lab, ref: ObjectRef) -> str:
     return normalize(ref.name) if ref.kind == "value" else lab.ip_of(ref)
 
@@ -220,7 +235,7 @@ def run_checks(lab: Lab, checks: tuple[Check, ...], done: list[CheckOutcome] | N
     """Run ``checks`` in order. Each outcome is appended to ``done`` (returned; a new list if
     None) and passed to ``on_outcome`` as soon as it is known, so a run stopped half way
     (Ctrl-C, SIGTERM) still has, and has shown, the outcomes of the checks it completed."""
-    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "resolve": _resolve, "env": _env, "http": _http,
+    runners = {"connect": _connect, "ping": _ping, "matrix": _matrix, "reachability": _reachability, "resolve": _resolve, "env": _env, "http": _http,
                "apply": _step, "delete": _step, "label": _step}
     out = [] if done is None else done
     for c in checks:

@@ -26,7 +26,7 @@ from netns_lab.controllers.envvars import pod_env
 from netns_lab.controllers.system import FAMILIES, cluster_dns, family_of, ingress_controller, stamp_default_class
 from netns_lab.controllers.topology import MAX_PODS_PER_NODE
 from netns_lab.errors import ScenarioError
-from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Secret, Service
+from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, NetworkPolicy, Pod, Secret, Service
 from netns_lab.scenario import k8s
 from netns_lab.scenario.ingress import check_ingress_refs
 from netns_lab.scenario.manifests import parse_object
@@ -276,5 +276,5 @@ def _set_ready(objects: Objects, r: SetReady) -> Objects:
 
 
 _CLASS: dict[str, type] = {"Namespace": Namespace, "Pod": Pod, "Service": Service, "Secret": Secret, "Ingress": Ingress,
-                           "IngressClass": IngressClass}
+                           "IngressClass": IngressClass, "NetworkPolicy": NetworkPolicy}
 _ADMIT: dict[type, Callable[[Objects, Any], Objects]] = {Apply: _apply, Delete: _delete, Label: _label, SetReady: _set_ready}

@@ -19,6 +19,7 @@ from netns_lab.scenario import k8s
 from netns_lab.events import describe_all
 from netns_lab.scenario.admission import admit
 from netns_lab.scenario.schema import ANY, BOOL, INT, INT_OR_STR, STR, ListOf, MapOf, Obj
+from netns_lab.scenario.reachability import parse_reachability
 from netns_lab.scenario.steps import is_step, parse_step
 from netns_lab.scenario.yamlsrc import Source, join
 
@@ -45,6 +46,7 @@ CHECK = Obj(
         "apply": ANY,  # steps (scenario/steps.py): listed so a misspelling gets its "did you mean"
         "delete": ANY,
         "label": ANY,
+        "reachability": ANY,  # its own shape (scenario/reachability.py)
     },
 )
 
@@ -52,7 +54,7 @@ CHECK = Obj(
 # also match "٨٠", which int() reads as 80.
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62})(?:\.[A-Za-z0-9_](?:[-A-Za-z0-9_]{0,62}))*\.?")
 MAX_NAME = 253  # a DNS name, without its trailing dot (RFC 1035: 255 octets on the wire)
-ACTIONS = ("connect", "ping", "matrix", "resolve", "env", "http")
+ACTIONS = ("connect", "ping", "matrix", "resolve", "env", "http")  # and reachability (scenario/reachability.py)
 # scheme, host, port (ASCII digits), path (printable ASCII, no space, no fragment)
 _URL = re.compile(r'(https?)://([^/:?#]+)(?::([^/]*))?(/[!-"$-~]*)?')
 # What each kind of check reads besides name, from and its own key: anything else set on it
@@ -84,6 +86,7 @@ class Refs:
         self.nodes = set(cluster.nodes)
         self.secrets = set(secrets)
         self.pods = {p.key for p in pods}
+        self.pod_objects = {p.key: p for p in pods}
         self.services = {s.key: s for s in services}
         self.clients = set(cluster.external.clients)
 
@@ -171,6 +174,9 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
             objects = admit(objects, actions)
             refs = Refs(objects.cluster, objects.pods, objects.services, tuple(s.key for s in objects.secrets))
             out.append(Check(item.get("name") or describe_all(actions), verb, change=actions))
+            continue
+        if isinstance(item, dict) and item.get("reachability") is not None:
+            out.append(parse_reachability(src, item, cpath, refs.pod_objects))
             continue
         CHECK.check(src, item, cpath)
         action = _action(src, item, cpath)

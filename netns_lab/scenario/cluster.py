@@ -11,7 +11,7 @@ from dataclasses import fields
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from netns_lab.model import NETWORK_MODES, PROXY_MODES, ClusterConfig, ExternalConfig
+from netns_lab.model import NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig, ExternalConfig
 from netns_lab.scenario import k8s
 from netns_lab.scenario.schema import ANY, BOOL, INT, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
@@ -22,6 +22,7 @@ CLUSTER = Obj(
         "nodes": ANY,
         "network": STR,
         "proxyMode": STR,
+        "networkPolicy": STR,
         "nodeCIDR": STR,
         "podCIDR": STR,
         "serviceCIDR": STR,
@@ -94,7 +95,10 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     nodes = _nodes(src, join(path, "nodes"), raw.get("nodes"))
     network = raw.get("network", _DEFAULTS["network"])
     proxy_mode = raw.get("proxyMode", _DEFAULTS["proxy_mode"])
-    for field, value, allowed in (("network", network, NETWORK_MODES), ("proxyMode", proxy_mode, PROXY_MODES)):
+    # NetworkPolicy's dataplane follows kube-proxy's unless asked: nftables next to nftables
+    policy = raw.get("networkPolicy", "nftables" if proxy_mode == "nftables" else "iptables")
+    for field, value, allowed in (("network", network, NETWORK_MODES), ("proxyMode", proxy_mode, PROXY_MODES),
+                                  ("networkPolicy", policy, POLICY_DATAPLANES)):
         if value not in allowed:
             supported = ", ".join(f'"{a}"' for a in allowed)
             raise src.error(join(path, field), f'Unsupported value: "{value}": supported values: {supported}')
@@ -171,6 +175,7 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
         nodes=nodes,
         network=network,
         proxy_mode=proxy_mode,
+        network_policy=policy,
         node_cidr=node_cidr,
         pod_cidr=pod_cidr,
         service_cidr=svc,

@@ -16,11 +16,11 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netns_lab.errors import ScenarioError
-from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, Pod, Scenario, Secret
+from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace, NetworkPolicy, Pod, Scenario, Secret
 from netns_lab.scenario import k8s
 from netns_lab.scenario.checks import Refs, parse_checks
 from netns_lab.scenario.cluster import parse_cluster
-from netns_lab.scenario import ingress
+from netns_lab.scenario import ingress, netpol
 from netns_lab.scenario.ingress import check_ingress_refs, parse_ingress, parse_ingress_class, parse_secret
 from netns_lab.scenario.manifests import ANY_VERSION, PARSERS, parse_object
 from netns_lab.scenario.services import ParsedService, allocate, parse_service
@@ -36,6 +36,7 @@ PARSERS[("v1", "Service")] = parse_service
 PARSERS[("v1", "Secret")] = parse_secret
 PARSERS[(ingress.API, "Ingress")] = parse_ingress
 PARSERS[(ingress.API, "IngressClass")] = parse_ingress_class
+PARSERS[(netpol.API, "NetworkPolicy")] = netpol.parse_network_policy
 ANY_VERSION["Ingress"] = parse_ingress
 SCENARIO = Obj(
     "netns-lab/v1 Scenario",
@@ -190,6 +191,7 @@ def load_scenario(
     ingresses: dict[str, tuple[Ingress, Source, str]] = {}
     classes: dict[str, IngressClass] = {}
     secrets: dict[str, Secret] = {}
+    policies: dict[str, NetworkPolicy] = {}
     for osrc, obj, opath in _object_sources(src, data.get("objects") or [], budget):
         model_obj = parse_object(osrc, obj, opath)
         if isinstance(model_obj, Namespace):
@@ -215,8 +217,9 @@ def load_scenario(
             if svc.key in services:
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
-        elif isinstance(model_obj, (Ingress, Secret)):
-            kind, store = ("ingresses", ingresses) if isinstance(model_obj, Ingress) else ("secrets", secrets)
+        elif isinstance(model_obj, (Ingress, Secret, NetworkPolicy)):
+            kind, store = (("ingresses", ingresses) if isinstance(model_obj, Ingress) else ("secrets", secrets)
+                           if isinstance(model_obj, Secret) else ("networkpolicies", policies))
             if model_obj.namespace not in namespaces:
                 raise osrc.error(join(opath, "metadata.namespace"), f'namespaces "{model_obj.namespace}" not found')
             if model_obj.key in store:
@@ -253,7 +256,7 @@ def load_scenario(
     pod_tuple = tuple(pod_list) + (dns_pod,)
     service_tuple = service_tuple + (dns_service,)
     objects = Objects(cluster, tuple(namespaces.values()), pod_tuple, service_tuple, tuple(secrets.values()),
-                      tuple(i for i, _s, _p in ingresses.values()), tuple(classes.values()))
+                      tuple(i for i, _s, _p in ingresses.values()), tuple(classes.values()), tuple(policies.values()))
     checks = parse_checks(src, data.get("checks"), "checks", Refs(cluster, pod_tuple, service_tuple, tuple(secrets)), objects)
     scenario = Scenario(
         name=name,
@@ -267,6 +270,7 @@ def load_scenario(
         ingresses=objects.ingresses,
         ingress_classes=objects.ingress_classes,
         secrets=objects.secrets,
+        network_policies=objects.network_policies,
     )
     from netns_lab.controllers.topology import plan  # the address plan is part of validity
 
