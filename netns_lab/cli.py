@@ -401,7 +401,7 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
 @_guard
 def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bool = False, output: str = "",
         out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """``kubectl get pods|services|endpoints`` for a running lab (reads its record: no root needed)."""
+    """``kubectl get pods|services|endpoints|ingress|networkpolicies`` for a running lab (reads its record: no root needed)."""
     import time as _time
 
     from netns_lab.lab import Lab
@@ -409,13 +409,14 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
 
     state.check_name(lab_name, "get")  # no root needed: it reads the record, if it may
     if kind not in KINDS:
-        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, ingress')
+        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, ingress, '
+                                           'networkpolicies')
     if output not in ("", "wide", "json", "yaml"):
         raise ScenarioError("get", "-o", f'Unsupported value: "{output}": supported values: wide, json, yaml')
     lab = Lab.attach(lab_name)
     assert lab.state is not None
     text = render(kind, lab.pods, lab.services, lab.topology, None if all_namespaces else namespace, output,
-                  age(_time.time() - lab.state.created), lab.ingresses)
+                  age(_time.time() - lab.state.created), lab.ingresses, lab.objects.network_policies)
     print(text, file=out)
     return EXIT_OK
 

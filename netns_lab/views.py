@@ -14,10 +14,12 @@ import yaml
 
 from netns_lab.controllers.endpoints import endpoints
 from netns_lab.controllers.topology import Topology
-from netns_lab.model import Ingress, Pod, Service
+from netns_lab import netpol_view
+from netns_lab.model import Ingress, NetworkPolicy, Pod, Service
 
 KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "services": "services", "service": "services", "svc": "services",
-         "endpoints": "endpoints", "ep": "endpoints", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress"}
+         "endpoints": "endpoints", "ep": "endpoints", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress",
+         "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies", "netpol": "networkpolicies"}
 
 
 def age(seconds: float) -> str:
@@ -192,7 +194,13 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
 
 
 def render(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: Topology, namespace: str | None,
-           output: str = "", age_text: str = "0s", ingresses: tuple[Ingress, ...] = ()) -> str:
+           output: str = "", age_text: str = "0s", ingresses: tuple[Ingress, ...] = (),
+           policies: tuple[NetworkPolicy, ...] = ()) -> str:
+    if KINDS[kind] == "networkpolicies":
+        if output in ("json", "yaml"):
+            doc = {"apiVersion": "v1", "kind": "List", "items": netpol_view.items(policies, namespace)}
+            return json.dumps(doc, indent=4) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()
+        return table(netpol_view.rows(policies, namespace, age_text))
     if output in ("json", "yaml"):
         doc = objects(kind, pods, services, topo, namespace, ingresses)
         return json.dumps(doc, indent=4) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()

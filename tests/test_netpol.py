@@ -208,3 +208,43 @@ def test_a_wrong_table_fails_and_prints_expected_observed_and_difference(tmp_pat
     assert rows[0] == ["-", "x/a", "x/b", "x/c", "y/a", "y/b", "y/c", "z/a", "z/b", "z/c"]
     wrong = [(r[0], rows[0][j]) for r in rows[1:] for j, cell in enumerate(r) if cell == "X"]
     assert wrong == [("y/a", "x/a")]
+
+
+def test_trace_names_the_policy_rule_that_accepted_and_the_chain_that_dropped(lab: Lab) -> None:
+    from netns_lab.probes import trace as tracer
+
+    lab.apply(policy("from-y", "x", podSelector={"matchLabels": {"pod": "a"}},
+                     ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]))
+    try:
+        ok = tracer.trace(lab, "pod/y/b", "service/x/s-x-a:80")
+        assert ok.result == "ok" and len(ok.policy) == 1, tracer.render(ok)
+        assert "accepted by" in ok.policy[0] and "cali-pi-" in ok.policy[0] and "policy x/from-y, ingress" in ok.policy[0]
+        blocked = tracer.trace(lab, "pod/z/b", "service/x/s-x-a:80")
+        assert blocked.result != "ok" and len(blocked.policy) == 1, tracer.render(blocked)
+        assert "dropped by" in blocked.policy[0] and "cali-tw-" in blocked.policy[0] and "ingress of x/a" in blocked.policy[0]
+        assert "network policy: " in tracer.render(blocked)
+    finally:
+        lab.delete("networkpolicy/x/from-y")
+
+
+def test_get_networkpolicies_reads_like_kubectl(lab: Lab) -> None:
+    import yaml
+
+    from netns_lab import cli
+
+    lab.apply(policy("web", "y", podSelector={"matchLabels": {"pod": "a"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+                     egress=[{"ports": [{"port": 53, "protocol": "UDP"}]}]))
+    try:
+        import io
+
+        out = io.StringIO()
+        assert cli.get(lab.name, "networkpolicies", all_namespaces=True, out=out) == 0
+        rows = [line.split() for line in out.getvalue().splitlines()]
+        assert rows[0] == ["NAMESPACE", "NAME", "POD-SELECTOR", "AGE"] and rows[1][:3] == ["y", "web", "pod=a,tier"]
+        out = io.StringIO()
+        assert cli.get(lab.name, "netpol", namespace="y", output="yaml", out=out) == 0
+        (item,) = yaml.safe_load(out.getvalue())["items"]
+        assert item["spec"]["policyTypes"] == ["Ingress", "Egress"]  # defaulted: egress rules are present
+        assert item["spec"]["egress"] == [{"ports": [{"protocol": "UDP", "port": 53}]}]
+    finally:
+        lab.delete("networkpolicy/y/web")

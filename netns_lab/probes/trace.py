@@ -59,6 +59,7 @@ class Trace:
     vxlan: list[dict[str, Any]] = field(default_factory=list)
     conntrack: dict[str, str] = field(default_factory=dict)
     ipvs: dict[str, str] = field(default_factory=dict)  # ipvs mode: node -> IPVS connection (virtual -> real server)
+    policy: list[str] = field(default_factory=list)  # NetworkPolicy: which chain and rule accepted or dropped it
     result: str = ""
     served_by: str | None = None
     server_saw: str | None = None
@@ -202,6 +203,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
         lines = [l for l in ct.stdout.splitlines() if l.strip()]
         if lines:
             result.conntrack[name] = " ".join(lines[0].split())
+    result.policy = policy_verdicts(lab, result.steps)
     if lab.proxy_mode == "ipvs":  # IPVS is not netfilter: read its connection table
         for node in topo.local_nodes:
             conns = subprocess.run(["ip", "netns", "exec", node.netns, "ipvsadm", "-Lnc"], capture_output=True, text=True).stdout
@@ -210,6 +212,33 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
                 if len(parts) == 6 and parts[3] == f"{src_ip}:{sport}":
                     result.ipvs[node.name] = f"{parts[0]} {parts[2]} {parts[3]} {parts[4]} -> {parts[5]}"
     return result
+
+
+_ACCEPT_MARK = re.compile(r"mark set (?:meta )?mark (?:or|\|) 0x0*10000\b")  # iptables-nft's and nft's spellings
+
+
+def policy_verdicts(lab: Lab, steps: list[Step]) -> list[str]:
+    """The NetworkPolicy rules the packet met, named: the policy rule that accepted it (it
+    sets Calico's accept mark) or the endpoint chain's "no policy passed it" drop."""
+    from netns_lab.controllers.netpol import EGRESS, INGRESS, plan
+    from netns_lab.policy import endpoint_chain, policy_chain
+
+    names: dict[str, str] = {}
+    for node in plan(lab.objects, lab.topology).values():
+        for c in node.chains:
+            names[policy_chain(c)] = f"policy {c.policy}, {c.direction.lower()}"
+        for ep in node.endpoints:
+            for direction, ids in ((INGRESS, ep.ingress), (EGRESS, ep.egress)):
+                if ids is not None:
+                    names[endpoint_chain(ep.iface, direction)] = f"{direction.lower()} of {ep.pod}"
+    out = []
+    for s in steps:
+        chain = s.chain.removeprefix("filter-")
+        if chain.startswith(("cali-pi-", "cali-po-")) and _ACCEPT_MARK.search(s.text):
+            out.append(f"{s.node}: accepted by {s.chain} ({names.get(chain, '?')}): {s.text}")
+        elif chain.startswith(("cali-tw-", "cali-fw-")) and s.verdict == "drop":
+            out.append(f"{s.node}: dropped by {s.chain} ({names.get(chain, '?')}: no policy allows it): {s.text}")
+    return out
 
 
 def _hex(ip: str) -> str:
@@ -285,6 +314,8 @@ def render(t: Trace) -> str:
         lines.append(f"{node:<10} conntrack: {ct}")
     for node, conn in t.ipvs.items():
         lines.append(f"{node:<10} IPVS connection: {conn} (virtual server -> real server)")
+    for verdict in t.policy:
+        lines.append(f"network policy: {verdict}")
     summary = [f"Service chain {t.service_chain}" if t.service_chain else "",
                f"endpoint chain {t.endpoint_chain}" if t.endpoint_chain else "",
                f"DNAT to {t.dnat}" if t.dnat else "no DNAT"]
