@@ -14,7 +14,8 @@ import shlex
 import subprocess
 import sys
 
-MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "dummy", "br_netfilter", "vxlan", "nf_conntrack")
+MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "dummy", "br_netfilter", "vxlan", "nf_conntrack",
+           "xt_ipvs", "ip_set", "ip_set_hash_net", "ip_set_hash_ipport", "xt_set", "sctp")  # NetworkPolicy: ipvs, ipsets, SCTP
 
 
 def stock_kernel() -> str:

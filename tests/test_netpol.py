@@ -74,19 +74,53 @@ def connects(lab: Lab, src: str, dst: str, port: int = 80) -> bool:
 
 def test_a_service_never_bypasses_a_policy(lab: Lab) -> None:
     """x/a admits only x/b: through s-x-a's ClusterIP too, since the rules see the pod after DNAT."""
+    service_never_bypasses_a_policy(lab)
+
+
+def service_never_bypasses_a_policy(lab: Lab) -> None:
     svc = lab.ip_of("service/x/s-x-a")
     a = lab.ip_of("pod/x/a")
     assert connects(lab, "pod/x/c", svc) and connects(lab, "pod/y/b", svc)
     lab.apply(policy("only-b", "x", podSelector={"matchLabels": {"pod": "a"}},
                      ingress=[{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]))
     try:
-        for src in ("pod/x/c", "pod/y/b", "pod/z/a"):  # x/c on x/a's node, the others on both
+        for src in ("pod/x/c", "pod/y/b", "pod/y/c"):  # x/c and y/b on x/a's node, y/c on the other
             assert not connects(lab, src, svc), f"{src} reached x/a through its Service"
             assert not connects(lab, src, a), f"{src} reached x/a directly"
         assert connects(lab, "pod/x/b", svc) and connects(lab, "pod/x/b", a)
     finally:
         lab.delete("networkpolicy/x/only-b")
     assert connects(lab, "pod/x/c", svc)
+
+
+@pytest.fixture(scope="module")
+def ipvs_lab() -> Iterator[Lab]:
+    with Lab.from_file(MODEL, {"name": "netpol-ipvs", "cluster.proxyMode": "ipvs"}) as lab:
+        yield lab
+
+
+@pytest.mark.ipvs
+def test_ipvs_a_service_never_bypasses_a_policy(ipvs_lab: Lab) -> None:
+    """IPVS DNATs in the input path and sends on through OUTPUT: the policy still sees the pod
+    (cali-OUTPUT for a local backend and the client's egress, FORWARD on a remote backend's node)."""
+    service_never_bypasses_a_policy(ipvs_lab)
+
+
+@pytest.mark.ipvs
+def test_ipvs_default_deny_and_egress(ipvs_lab: Lab) -> None:
+    lab = ipvs_lab
+    svc_a, svc_b = lab.ip_of("service/x/s-x-a"), lab.ip_of("service/x/s-x-b")
+    assert connects(lab, "pod/y/a", svc_a) and connects(lab, "pod/y/b", svc_b)
+    lab.apply(policy("deny", "x", policyTypes=["Ingress"]), policy("no-egress", "y", policyTypes=["Egress"]))
+    try:
+        for src in ("pod/z/a", "pod/z/b"):  # node-1 and node-2 clients, x/a on node-1, x/b on node-2
+            for svc in (svc_a, svc_b):
+                assert not connects(lab, src, svc), f"{src} reached {svc} through IPVS"
+        assert not connects(lab, "pod/y/c", lab.ip_of("service/z/s-z-a"))  # y's egress, through IPVS
+        assert connects(lab, "pod/z/b", lab.ip_of("service/z/s-z-a"))  # what no policy selects still flows
+    finally:
+        lab.delete("networkpolicy/x/deny", "networkpolicy/y/no-egress")
+    assert connects(lab, "pod/z/a", svc_a)
 
 
 def test_a_node_always_reaches_its_own_pods(lab: Lab) -> None:

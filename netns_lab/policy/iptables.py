@@ -27,6 +27,7 @@ from netns_lab.policy import endpoint_chain, policy_chain, set_name
 ACCEPT_MARK = "0x10000"
 PASS_MARK = "0x20000"
 FORWARD = "cali-FORWARD"
+OUTPUT = "cali-OUTPUT"  # ipvs mode only: IPVS forwards in the input path and sends out through OUTPUT
 FROM_DISPATCH, TO_DISPATCH = "cali-from-wl-dispatch", "cali-to-wl-dispatch"
 PREFIXES = ("cali-",)  # every chain this renderer writes starts with it (and only those)
 SET_PREFIXES = ("cali40s:", "cali40n:")
@@ -61,13 +62,28 @@ def render_sets(policy: NodePolicy) -> dict[str, tuple[str, tuple[str, ...]]]:
     return {set_name(s): ("hash:net" if s.kind == "net" else "hash:ip,port", members(s)) for s in policy.sets}
 
 
-def render(policy: NodePolicy) -> tuple[list[str], list[str]]:
-    """(chain names, rule lines) of the filter table; no lines when no pod is isolated."""
+def render(policy: NodePolicy, ipvs: bool = False) -> tuple[list[str], list[str]]:
+    """(chain names, rule lines) of the filter table; no lines when no pod is isolated.
+
+    ``ipvs``: kube-proxy's ipvs mode DNATs a Service's packets in the input path (IPVS hooks
+    LOCAL_IN) and sends them on through OUTPUT, never FORWARD. ``cali-OUTPUT`` gives those
+    packets (``-m ipvs --ipvs --vdir ORIGINAL``: the client's direction of an IPVS
+    connection) the same dispatch, so the source pod's egress and a local destination pod's
+    ingress are enforced on the pod behind the Service, as Calico does in ipvs mode. The
+    node's own traffic never matches: it is not IPVS's."""
     if policy.empty:
         return [], []
     sets = {s.name: s for s in policy.sets}
-    chains = [FORWARD, FROM_DISPATCH, TO_DISPATCH]
-    lines = [
+    chains = [FORWARD, FROM_DISPATCH, TO_DISPATCH] + ([OUTPUT] if ipvs else [])
+    if ipvs:
+        ipvs_match = "-m ipvs --ipvs --vdir ORIGINAL"
+        outs = [f"-A {OUTPUT} {ipvs_match} -j MARK --set-xmark 0x0/0xe0000",
+                f"-A {OUTPUT} {ipvs_match} -j {FROM_DISPATCH}",
+                f"-A {OUTPUT} {ipvs_match} -j {TO_DISPATCH}",
+                f"-A {OUTPUT} -m mark --mark {ACCEPT_MARK}/{ACCEPT_MARK} {_comment('Policy explicitly accepted packet.')} -j ACCEPT"]
+    else:
+        outs = []
+    lines = outs + [
         f"-A {FORWARD} -j MARK --set-xmark 0x0/0xe0000",
         f"-A {FORWARD} -j {FROM_DISPATCH}",
         f"-A {FORWARD} -j {TO_DISPATCH}",

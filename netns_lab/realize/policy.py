@@ -22,11 +22,12 @@ from netns_lab.realize.proxier import _run
 class IptablesPolicy:
     mode = "iptables"
 
-    def __init__(self, netns: str, backend: str = "nft") -> None:
-        self.netns, self.backend = netns, backend
+    def __init__(self, netns: str, backend: str = "nft", ipvs: bool = False) -> None:
+        self.netns, self.backend, self.ipvs = netns, backend, ipvs
         self.chains: set[str] = set()
         self.sets: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.hooked = False
+        self.hooks = ((("FORWARD", ipt.FORWARD), ("OUTPUT", ipt.OUTPUT)) if ipvs else (("FORWARD", ipt.FORWARD),))
 
     def _read_kernel(self) -> None:
         """What an earlier process (or a killed sync) left: this node's cali- chains and sets."""
@@ -42,7 +43,7 @@ class IptablesPolicy:
         if full:
             self._read_kernel()
         sets = ipt.render_sets(policy)
-        chains, lines = ipt.render(policy)
+        chains, lines = ipt.render(policy, self.ipvs)
         script = []
         for name, (kind, members) in sets.items():
             if self.sets.get(name) == (kind, members):
@@ -58,9 +59,9 @@ class IptablesPolicy:
         stale = self.chains - set(chains)
         rules = ["*filter", *(f":{c} - [0:0]" for c in [*chains, *sorted(stale)]), *lines]
         if chains and not self.hooked:
-            rules.append(f"-I FORWARD 1 -j {ipt.FORWARD}")
+            rules += [f"-I {hook} 1 -j {chain}" for hook, chain in self.hooks]
         elif not chains and self.hooked:
-            rules.append(f"-D FORWARD -j {ipt.FORWARD}")
+            rules += [f"-D {hook} -j {chain}" for hook, chain in self.hooks]
         rules += [f"-X {c}" for c in sorted(stale)]
         if chains or stale or self.hooked:
             _run(self.netns, [f"iptables-{self.backend}-restore", "--noflush"], "\n".join([*rules, "COMMIT"]) + "\n")
@@ -73,7 +74,7 @@ class IptablesPolicy:
 
     def adopt(self, policy: NodePolicy) -> None:
         """A process attaching to a running lab: the kernel holds what ``policy`` renders."""
-        self.chains = set(ipt.render(policy)[0])
+        self.chains = set(ipt.render(policy, self.ipvs)[0])
         self.sets = ipt.render_sets(policy)
         self.hooked = bool(self.chains)
 
@@ -81,7 +82,7 @@ class IptablesPolicy:
 class NftablesPolicy:
     mode = "nftables"
 
-    def __init__(self, netns: str, backend: str = "nft") -> None:
+    def __init__(self, netns: str, backend: str = "nft", ipvs: bool = False) -> None:
         self.netns = netns
         self.present = False
 

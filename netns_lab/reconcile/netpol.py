@@ -22,7 +22,8 @@ class NetworkPolicies:
     def _dataplanes(self, view: View) -> None:
         if not self.dataplanes:
             cls = DATAPLANES[view.objects.cluster.network_policy]
-            self.dataplanes = {n.name: cls(n.netns, self.iptables_backend) for n in view.topology.local_nodes}
+            ipvs = view.objects.cluster.proxy_mode == "ipvs"
+            self.dataplanes = {n.name: cls(n.netns, self.iptables_backend, ipvs) for n in view.topology.local_nodes}
 
     def restore(self, view: View) -> None:
         """A process attaching to a running lab: the kernel holds what the recorded objects render."""

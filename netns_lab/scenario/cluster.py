@@ -102,6 +102,9 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
         if value not in allowed:
             supported = ", ".join(f'"{a}"' for a in allowed)
             raise src.error(join(path, field), f'Unsupported value: "{value}": supported values: {supported}')
+    if policy == "nftables" and proxy_mode == "ipvs":  # as Calico's nftables dataplane requires
+        raise src.error(join(path, "networkPolicy"), 'Unsupported value: "nftables": with proxyMode ipvs the policy dataplane '
+                        'is "iptables" (IPVS forwards Services in the input path, where only the iptables layout follows it)')
     cidrs: dict[str, IPv4Network] = {}
     for field, key in (("nodeCIDR", "node_cidr"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):
         value = raw.get(field)
