@@ -498,7 +498,7 @@ def graph(source: str, out_file: str = "", out=sys.stdout) -> int:  # type: igno
         lab = Lab.attach(source)
     else:
         lab = _load(source, {})
-    dot_text = g.dot(lab.topology, lab.pods, lab.services)
+    dot_text = g.dot(lab.topology, lab.pods, lab.services, lab.objects.network_policies)
     ext = os.path.splitext(out_file)[1].lower()
     if ext in (".svg", ".png"):
         try:

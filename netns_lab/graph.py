@@ -12,7 +12,8 @@ import subprocess
 
 from netns_lab.controllers.endpoints import endpoints
 from netns_lab.controllers.topology import Topology
-from netns_lab.model import Pod, Service
+from netns_lab.netpol_view import selector_text
+from netns_lab.model import NetworkPolicy, Pod, Service
 from netns_lab.views import service_ports_text
 
 
@@ -20,7 +21,7 @@ def _id(text: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in text)
 
 
-def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
+def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], policies: tuple[NetworkPolicy, ...] = ()) -> str:
     spread = f", spread over {len(topo.hosts)} machines (trunk VXLAN VNI 2, UDP 4789)" if topo.is_spread else ""
     lines = [
         f'digraph "{topo.lab}" {{',
@@ -71,6 +72,13 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) ->
                 if ep.pod not in seen:
                     seen.add(ep.pod)
                     lines.append(f'  {_id("svc/" + svc.key)} -> {_id(ep.pod)} [color="#8060a0", label=":{ep.port}", fontsize=8];')
+    for pol in policies:  # which pods each NetworkPolicy selects (isolates), and for what
+        types = ", ".join(pol.policy_types)
+        lines.append(f'  {_id("netpol/" + pol.key)} [label="NetworkPolicy {pol.key}\\n{selector_text(pol.pod_selector)} ({types})", '
+                     'shape=octagon, fillcolor="#f9e0e0"];')
+        for p in pods:
+            if p.namespace == pol.namespace and pol.pod_selector.matches(p.labels):
+                lines.append(f'  {_id("netpol/" + pol.key)} -> {_id(p.key)} [color="#b03030", style=bold, label="selects", fontsize=8];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
