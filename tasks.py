@@ -152,13 +152,13 @@ def status(c):
     _exit(cli.status())
 
 
-@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns, changes, ingress"})
+@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns, changes, ingress, netpol"})
 def bench(c, quick=False, only=""):
     """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
     (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results);
     DNS; run-time changes (one new Service among N: rules synced, DNS answering, Python vs kernel);
     ingress controllers (endpoint changes without a reload, rule changes, requests/s)."""
-    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes", "ingress"}
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes", "ingress", "netpol"}
     quick_flag = " --quick" if quick else ""
     lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
     if lab_parts:
@@ -171,6 +171,8 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_changes.py')}{quick_flag}", pty=False)
     if "ingress" in parts:  # nginx (Lua balancer) and HAProxy (runtime API): endpoint and rule changes, requests/s
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_ingress.py')}", pty=False)
+    if "netpol" in parts:
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_netpol.py')}", pty=False)
 
 
 @task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",
