@@ -14,6 +14,7 @@ from netns_lab import cli
 cli.install_signal_handlers()  # Ctrl-C and kill: report so far, tear down, exit 130 / 143
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VM_MARKERS = "ipvs or sctp"  # the tests this kernel cannot run: the stock-kernel VM runs them
 
 
 def _exit(code: int) -> None:
@@ -175,12 +176,12 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_netpol.py')}", pty=False)
 
 
-@task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs)",
+@task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs or sctp)",
             "scenario": "run this scenario (run-scenario exit codes) instead of tests", "args": "more pytest arguments",
             "set": "with --scenario: override KEY=VALUE (repeatable), e.g. cluster.proxyMode=ipvs",
             "exec_": "run this shell command line instead (as root, from the repository, with the venv on PATH)"},
       iterable=["set"])
-def test_vm(c, k="", m="ipvs", scenario="", args="", set=None, exec_=""):  # noqa: A002
+def test_vm(c, k="", m=VM_MARKERS, scenario="", args="", set=None, exec_=""):  # noqa: A002
     """Run tests (default: the IPVS ones), a scenario, or any command as root in a VM on Debian's stock kernel."""
     from netns_lab import vm
 
@@ -210,7 +211,7 @@ def spread_vms(c, scenario, set=None):  # noqa: A002
 @task(help={"k": "pytest -k expression", "vm": "also run the IPVS tests in the stock-kernel VM (default: yes)"})
 def test(c, k="", vm=True):
     """The whole test suite, as root: pytest here, then the tests this kernel cannot run
-    (IPVS) inside a VM booted from Debian's stock kernel. Exit non-zero if either fails."""
+    (IPVS, SCTP) inside a VM booted from Debian's stock kernel. Exit non-zero if either fails."""
     import subprocess
 
     from netns_lab import vm as vmod
@@ -218,5 +219,5 @@ def test(c, k="", vm=True):
     here = subprocess.call([sys.executable, "-m", "pytest", *(["-k", k] if k else [])], cwd=HERE)
     there = 0
     if vm:
-        there = vmod.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "ipvs", *(["-k", k] if k else [])])
+        there = vmod.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", VM_MARKERS, *(["-k", k] if k else [])])
     _exit(1 if (here not in (0, 5) or there not in (0, 5)) else 0)

@@ -196,6 +196,11 @@ class Lab:
             from netns_lab.realize.ipvs import require_ipvs
 
             require_ipvs()  # before anything is built
+        if any(cp.protocol == "SCTP" for p in self.objects.pods for c in p.containers for cp in c.ports) \
+                and not os.path.exists("/proc/net/sctp"):
+            raise RealizeError("SCTP containerPort", "start", None,
+                               "this kernel has no SCTP (CONFIG_IP_SCTP) loaded; run the lab inside the CI VM with a stock "
+                               "kernel: `invoke test-vm --scenario FILE`, or in the Vagrant box")
         lock = state.acquire(self.name)
         if lock is None:
             raise state.busy_error(self.name)
@@ -436,7 +441,8 @@ class Lab:
 
     def _serving(self, pod: PodPlan) -> bool:
         node = f"node/{pod.node}"
-        return bool(self.connect(node, str(pod.ip), pod.ports[0][0], timeout=0.5).result == "ok")
+        port, proto = pod.ports[0]
+        return bool(self.connect(node, str(pod.ip), port, "sctp" if proto == "SCTP" else "tcp", timeout=0.5).result == "ok")
 
     # -- what the reconcilers realised, for probes and tests -------------------------------------
     @property

@@ -21,6 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root (network namespaces); skipped with a reason otherwise")
     config.addinivalue_line("markers", "scenario(path, **overrides): the scenario file the `lab` fixture builds")
     config.addinivalue_line("markers", "ipvs: needs IP_VS and dummy interfaces (run with `invoke test-vm`)")
+    config.addinivalue_line("markers", "sctp: needs SCTP in the kernel (run with `invoke test-vm`)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -32,6 +33,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if not ipvs_available():
             pytest.skip("needs IP_VS and dummy interfaces, which this kernel lacks: `invoke test-vm` runs these "
                         "in a VM on Debian's stock kernel (CI does)")
+    if item.get_closest_marker("sctp") and not os.path.exists("/proc/net/sctp"):
+        pytest.skip("needs SCTP, which this kernel lacks: `invoke test-vm` runs these in a VM on Debian's stock kernel (CI does)")
 
 
 @pytest.fixture(scope="session")

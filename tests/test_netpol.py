@@ -29,14 +29,17 @@ COMBOS = [("iptables", "iptables"), ("iptables", "nftables"), ("nftables", "nfta
 WORKERS = 3  # labs side by side: a blocked cell costs a 1 s probe timeout, not CPU
 
 
+SCTP_CASES = sorted(glob.glob(os.path.join(ROOT, "scenarios", "netpol", "sctp", "[0-9]*.yaml")))
+
+
 def test_every_upstream_case_is_here() -> None:
-    """42 cases of the TCP context and the UDP context's three (SCTP's need the VM's kernel)."""
-    assert len(CASES) == 45
+    """42 cases of the TCP context, the UDP context's three, the SCTP context's three (in the VM)."""
+    assert len(CASES) == 45 and len(SCTP_CASES) == 3
 
 
 def _run_case(path: str, proxy: str, dataplane: str) -> tuple[str, int, str]:
     stem = os.path.basename(path)[:-5]
-    name = f"np{stem[:2]}-{proxy[:3]}-{dataplane[:3]}"
+    name = f"np{'s' if '/sctp/' in path else ''}{stem[:2]}-{proxy[:3]}-{dataplane[:3]}"
     proc = subprocess.run([INVOKE, "run-scenario", os.path.relpath(path, ROOT), "--set", f"name={name}",
                            "--set", f"cluster.proxyMode={proxy}", "--set", f"cluster.networkPolicy={dataplane}"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -54,6 +57,18 @@ def test_upstream_cases_pass(proxy: str, dataplane: str) -> None:
     tables = sum(open(p).read().count("reachability:") for p in CASES)
     probed = sum(out.count("pairs as expected") for _s, _rc, out in results)
     assert probed == tables  # every table of every case was probed, none skipped
+
+
+@pytest.mark.sctp
+@pytest.mark.parametrize(("proxy", "dataplane"), COMBOS[::2], ids=[f"proxy-{p}-policy-{d}" for p, d in COMBOS[::2]])
+def test_upstream_sctp_cases_pass(proxy: str, dataplane: str) -> None:
+    """The SCTP context: SCTP pods (netexec's one-to-one SCTP sockets) and tables probed over SCTP,
+    in each dataplane (in the VM: emulated, so the two default pairings only)."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        results = list(pool.map(lambda p: _run_case(p, proxy, dataplane), SCTP_CASES))
+    failed = [(stem, rc, out) for stem, rc, out in results if rc != 0 or not out.strip().splitlines()[-1].endswith("(all passed)")]
+    assert not failed, "\n\n".join(f"{stem}: exit {rc}\n{out}" for stem, rc, out in failed)
+    assert sum(out.count("pairs as expected") for _s, _rc, out in results) == sum(open(p).read().count("reachability:") for p in SCTP_CASES)
 
 
 @pytest.fixture(scope="module", params=["iptables", "nftables"])

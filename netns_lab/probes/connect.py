@@ -32,7 +32,7 @@ class Probe:
     src_netns: str
     dst: str
     port: int
-    protocol: str = "tcp"  # tcp | udp | http
+    protocol: str = "tcp"  # tcp | udp | sctp | http
     path: str = "/netexec"  # for http
 
 
@@ -163,7 +163,12 @@ class _Runner:
             self.w.enter(probe.src_netns)
             self.current_ns = probe.src_netns
         udp = probe.protocol == "udp"
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        try:  # SCTP: a one-to-one socket, connected and read as TCP is
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
+                                 socket.IPPROTO_SCTP if probe.protocol == "sctp" else 0)
+        except OSError as exc:  # no SCTP in this kernel
+            self.results[i] = ProbeResult(probe, "failed", detail=f"socket: {exc.strerror}")
+            return
         sock.setblocking(False)
         act = _Active(i, probe, sock, self.timeout)
         rc = sock.connect_ex((probe.dst, probe.port))

@@ -41,7 +41,8 @@ class NodeAgents:
         assert st is not None
         health = loadbalancer.health_answers(view.objects.services, view.ports, topo)
         targets: list[dict[str, Any]] = [
-            {"netns": p.netns, "name": p.name, "ports": sorted({port for port, _ in p.ports})}
+            {"netns": p.netns, "name": p.name, "ports": sorted({port for port, proto in p.ports if proto != "SCTP"}),
+             **({"sctp": sorted({port for port, proto in p.ports if proto == "SCTP"})} if any(pr == "SCTP" for _, pr in p.ports) else {})}
             for p in topo.local_pods if p.ports and p.netexec
         ]
         targets += [

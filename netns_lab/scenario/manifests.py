@@ -68,8 +68,6 @@ def _container_port(src: Source, port: dict[str, Any], path: str) -> ContainerPo
     _fail(src, join(path, "containerPort"), k8s.port_num(number), number)
     protocol = port.get("protocol") or "TCP"
     _unsupported(src, join(path, "protocol"), protocol, PROTOCOLS)
-    if protocol == "SCTP":
-        raise src.error(join(path, "protocol"), 'Unsupported value: "SCTP": netns-lab\'s netexec serves TCP and UDP only')
     name = port.get("name")
     if name is not None:
         _fail(src, join(path, "name"), k8s.port_name(name), name)

@@ -37,8 +37,8 @@ def parse_reachability(src: Source, item: dict[str, Any], path: str, pods: dict[
             raise src.error(join(join(rpath, "pods"), i), f'Duplicate value: "{name}"')
         keys.append(key)
     protocol = raw.get("protocol") or "tcp"
-    if protocol not in ("tcp", "udp"):
-        raise src.error(join(rpath, "protocol"), f'Unsupported value: "{protocol}": supported values: "tcp", "udp"')
+    if protocol not in ("tcp", "udp", "sctp"):
+        raise src.error(join(rpath, "protocol"), f'Unsupported value: "{protocol}": supported values: "tcp", "udp", "sctp"')
     port = raw.get("port")
     if port is None:
         raise src.error(join(rpath, "port"), "Required value: a port number or a container port name")

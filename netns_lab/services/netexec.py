@@ -5,7 +5,9 @@ in every pod: it enters each namespace just long enough to bind, then serves the
 one ``epoll`` loop. Memory grows by a few sockets per pod instead of a Python interpreter per
 pod (~15 MiB each), which is what lets a 1,000-pod lab run on a laptop.
 
-Protocol, on every declared containerPort, TCP and UDP (as Kubernetes' agnhost netexec):
+Protocol, on every declared containerPort, TCP and UDP (as Kubernetes' agnhost netexec), and
+SCTP where a port is declared SCTP (one-to-one sockets, the plain TCP line protocol; a kernel
+without SCTP refuses such a lab before it is built):
 
 * HTTP ``GET /hostname`` -> the pod name; ``GET /clientip`` -> ``ip:port`` the server saw;
   ``/healthz`` -> ``ok``; any other path -> JSON naming pod, client, method, path, Host and
@@ -146,12 +148,16 @@ class Server:
         with open(self.config_path) as fh:
             config = json.load(fh)
         wanted: dict[tuple[str, int], str] = {}
+        sctp: set[tuple[str, int]] = set()
         health: dict[tuple[str, int], dict[str, object]] = {}
         self.phase = config.get("phase", "")
         self.agents = {t["netns"] for t in config["targets"] if t.get("agent")}
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]
+            for port in target.get("sctp", ()):
+                wanted[(target["netns"], port)] = target["name"]
+                sctp.add((target["netns"], port))
             for port, info in (target.get("health") or {}).items():
                 wanted[(target["netns"], int(port))] = target["name"]
                 health[(target["netns"], int(port))] = info
@@ -164,6 +170,7 @@ class Server:
                 self.sel.unregister(s)
                 s.close()
         self.inodes = inodes
+        ports_inet = {t["netns"]: set(t["ports"]) for t in config["targets"]}
         by_ns: dict[str, list[int]] = {}
         for ns, port in wanted:
             if (ns, port) not in self.targets:
@@ -172,25 +179,32 @@ class Server:
             setns.enter(f"/run/netns/{ns}")
             try:
                 for port in ports:
-                    self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port, ns, udp=(ns, port) not in health)
+                    self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port, ns, udp=(ns, port) not in health,
+                                                            inet=port in ports_inet[ns], sctp=(ns, port) in sctp)
             finally:
                 setns.enter_fd(self.home, "home")
         return len(self.targets)
 
-    def _listen(self, pod: str, port: int, ns: str, udp: bool = True) -> list[socket.socket]:
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind(("0.0.0.0", port))
-        tcp.listen(1024)
-        tcp.setblocking(False)
-        self.sel.register(tcp, selectors.EVENT_READ, ("accept", (pod, (ns, port))))
-        if not udp:  # a health check port: HTTP over TCP only, as kube-proxy serves it
-            return [tcp]
+    def _listen(self, pod: str, port: int, ns: str, udp: bool = True, inet: bool = True, sctp: bool = False) -> list[socket.socket]:
+        """TCP (and UDP unless a health port) when ``inet``; an SCTP one-to-one socket, served as
+        TCP is, when ``sctp``."""
+        out = []
+        kinds = ([(socket.SOCK_STREAM, 0)] if inet else []) + ([(socket.SOCK_STREAM, socket.IPPROTO_SCTP)] if sctp else [])
+        for kind, proto in kinds:
+            sock = socket.socket(socket.AF_INET, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("0.0.0.0", port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            self.sel.register(sock, selectors.EVENT_READ, ("accept", (pod, (ns, port))))
+            out.append(sock)
+        if not inet or not udp:  # a health check port: HTTP over TCP only, as kube-proxy serves it
+            return out
         usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         usock.bind(("0.0.0.0", port))
         usock.setblocking(False)
         self.sel.register(usock, selectors.EVENT_READ, ("udp", pod))
-        return [tcp, usock]
+        return [*out, usock]
 
     # -- event loop ---------------------------------------------------------------------
     def serve(self) -> None:
