@@ -132,6 +132,8 @@ def test_ipvs_default_deny_and_egress(ipvs_lab: Lab) -> None:
             for svc in (svc_a, svc_b):
                 assert not connects(lab, src, svc), f"{src} reached {svc} through IPVS"
         assert not connects(lab, "pod/y/c", lab.ip_of("service/z/s-z-a"))  # y's egress, through IPVS
+        assert connects(lab, "node/node-1", svc_a)  # a node reaches its own pod through a Service too
+        assert not connects(lab, "node/node-2", svc_a)  # another node's connection is x/a's ingress
         assert connects(lab, "pod/z/b", lab.ip_of("service/z/s-z-a"))  # what no policy selects still flows
     finally:
         lab.delete("networkpolicy/x/deny", "networkpolicy/y/no-egress")

@@ -1,6 +1,6 @@
 """NetworkPolicy, resolved: for each node, which of its pods are isolated, by which
 policies, and what each policy allows, with peers turned into sets of addresses. Pure (no
-kernel, no command): both dataplanes (proxy-style renderers in netns_lab.netpol) render
+kernel, no command): both dataplanes (the renderers of netns_lab.policy) render
 exactly this, so they cannot disagree on a verdict.
 
 The semantics are the API's (networking/v1 types.go) and the upstream e2e tests':
@@ -117,53 +117,55 @@ class _Resolver:
     def __init__(self, objects: Objects, topology: Topology) -> None:
         plans = {p.key: p for p in topology.pods}
         self.pods = [(p, plans[p.key]) for p in objects.pods if p.key in plans]
+        self.by_ns: dict[str, list] = {}
+        for pod, plan in self.pods:
+            self.by_ns.setdefault(pod.namespace, []).append((pod, plan))
         self.ns_labels = {n.name: n.labels for n in objects.namespaces}
         self.sets: dict[str, AddressSet] = {}
+        self.memo: dict[tuple[object, ...], list] = {}  # policies repeat their selectors: each resolved once
 
     def pods_of(self, namespace: str | None, pod_sel: LabelSelector | None, ns_sel: LabelSelector | None) -> list:
-        out = []
-        for pod, plan in self.pods:
-            if ns_sel is None:
-                if pod.namespace != namespace:
-                    continue
-            elif not ns_sel.matches(self.ns_labels.get(pod.namespace, ())):
-                continue
-            if pod_sel is not None and not pod_sel.matches(pod.labels):
-                continue
-            out.append((pod, plan))
-        return out
+        """The pods ``pod_sel`` selects in ``namespace`` (``ns_sel`` None) or in every
+        namespace ``ns_sel`` selects; None selects every pod."""
+        key = (namespace if ns_sel is None else None, pod_sel, ns_sel)
+        hit = self.memo.get(key)
+        if hit is None:
+            names = [namespace] if ns_sel is None else [n for n, labels in self.ns_labels.items() if ns_sel.matches(labels)]
+            hit = [(pod, plan) for n in names for pod, plan in self.by_ns.get(n, ()) if pod_sel is None or pod_sel.matches(pod.labels)]
+            self.memo[key] = hit
+        return hit
 
-    def add(self, key: str, kind: str, members: list[str], comment: str) -> str:
+    def add(self, key: str, kind: str, members, comment: str) -> str:  # type: ignore[no-untyped-def]
+        """The set named for ``key`` (what defines it); ``members`` (a callable) is computed only
+        the first time that set is asked for."""
         name = set_id("s:" if kind == "net" else "n:", key)
         if name not in self.sets:
-            self.sets[name] = AddressSet(name, kind, tuple(sorted(set(members), key=_member_order)), comment)
+            self.sets[name] = AddressSet(name, kind, tuple(sorted(set(members()), key=_member_order)), comment)
         return name
 
     def peer_set(self, namespace: str, peer: PolicyPeer) -> tuple[str, str | None]:
-        if peer.ip_block is not None:
+        if peer.ip_block is not None:  # the lab is IPv4: an IPv6 block matches nothing, as in a single-stack cluster
             block = peer.ip_block
-            nets = [_canonical(block.cidr)]
-            cidr = self.add(f"net:{nets[0]}", "net", nets, f"ipBlock {nets[0]}")
-            excepts = sorted({_canonical(e) for e in block.excepts})
-            return cidr, (self.add(f"net:{','.join(excepts)}", "net", excepts, f"ipBlock except {','.join(excepts)}")
+            net = ipaddress.ip_network(block.cidr, strict=False)
+            nets = [str(net)] if net.version == 4 else []
+            cidr = self.add(f"net:{net}", "net", lambda: nets, f"ipBlock {net}")
+            excepts = [str(n) for n in ipaddress.collapse_addresses(
+                ipaddress.ip_network(e, strict=False) for e in block.excepts if ipaddress.ip_network(e, strict=False).version == 4)]
+            return cidr, (self.add(f"net:{','.join(excepts)}", "net", lambda: excepts, f"ipBlock except {','.join(excepts)}")
                           if excepts else None)
         ns = None if peer.namespace_selector is not None else namespace
         key = f"pods:{ns or '*'}:{_selector_text(peer.pod_selector)}:{_selector_text(peer.namespace_selector)}"
-        members = [f"{plan.ip}/32" for _pod, plan in self.pods_of(ns, peer.pod_selector, peer.namespace_selector)]
         what = (f"pods {_selector_text(peer.pod_selector)} in " +
                 (f"namespace {namespace}" if ns else f"namespaces {_selector_text(peer.namespace_selector)}"))
-        return self.add(key, "net", members, what), None
+        return self.add(key, "net", lambda: [f"{plan.ip}/32" for _pod, plan in self.pods_of(ns, peer.pod_selector, peer.namespace_selector)],
+                        what), None
 
     def named_set(self, candidates: list, scope: str, port: PolicyPort) -> str:
         proto = port.protocol.lower()
-        members = [f"{plan.ip},{proto}:{cp.container_port}" for pod, plan in candidates
-                   for c in pod.containers for cp in c.ports if cp.name == port.port and cp.protocol == port.protocol]
-        return self.add(f"named:{scope}:{port.protocol}:{port.port}", "port", members, f"named port {port.port}/{port.protocol} of {scope}")
-
-
-def _canonical(cidr: str) -> str:
-    """The API takes host bits (``10.244.0.2/4``); the kernel's sets want the network."""
-    return str(ipaddress.ip_network(cidr, strict=False))
+        return self.add(f"named:{scope}:{port.protocol}:{port.port}", "port",
+                        lambda: [f"{plan.ip},{proto}:{cp.container_port}" for pod, plan in candidates
+                                 for c in pod.containers for cp in c.ports if cp.name == port.port and cp.protocol == port.protocol],
+                        f"named port {port.port}/{port.protocol} of {scope}")
 
 
 def _member_order(m: str) -> tuple[int, ...]:

@@ -69,8 +69,10 @@ def render(policy: NodePolicy, ipvs: bool = False) -> tuple[list[str], list[str]
     LOCAL_IN) and sends them on through OUTPUT, never FORWARD. ``cali-OUTPUT`` gives those
     packets (``-m ipvs --ipvs --vdir ORIGINAL``: the client's direction of an IPVS
     connection) the same dispatch, so the source pod's egress and a local destination pod's
-    ingress are enforced on the pod behind the Service, as Calico does in ipvs mode. The
-    node's own traffic never matches: it is not IPVS's."""
+    ingress are enforced on the pod behind the Service, as Calico does in ipvs mode. The node's
+    own connections through a Service to its own pods (source address local) skip the
+    ingress dispatch, so a node reaches its own pods in every proxy mode, as in iptables and
+    nftables mode, where that path never meets FORWARD."""
     if policy.empty:
         return [], []
     sets = {s.name: s for s in policy.sets}
@@ -79,7 +81,7 @@ def render(policy: NodePolicy, ipvs: bool = False) -> tuple[list[str], list[str]
         ipvs_match = "-m ipvs --ipvs --vdir ORIGINAL"
         outs = [f"-A {OUTPUT} {ipvs_match} -j MARK --set-xmark 0x0/0xe0000",
                 f"-A {OUTPUT} {ipvs_match} -j {FROM_DISPATCH}",
-                f"-A {OUTPUT} {ipvs_match} -j {TO_DISPATCH}",
+                f"-A {OUTPUT} {ipvs_match} -m addrtype ! --src-type LOCAL -j {TO_DISPATCH}",
                 f"-A {OUTPUT} -m mark --mark {ACCEPT_MARK}/{ACCEPT_MARK} {_comment('Policy explicitly accepted packet.')} -j ACCEPT"]
     else:
         outs = []

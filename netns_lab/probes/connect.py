@@ -8,6 +8,7 @@ source namespace only to create that probe's socket, then drives every socket fr
 from __future__ import annotations
 
 import errno
+import os
 import json
 
 import selectors
@@ -163,6 +164,9 @@ class _Runner:
             self.w.enter(probe.src_netns)
             self.current_ns = probe.src_netns
         udp = probe.protocol == "udp"
+        if probe.protocol == "sctp" and not os.path.exists("/proc/net/sctp"):  # never make the kernel load it
+            self.results[i] = ProbeResult(probe, "failed", detail="this kernel has no SCTP")
+            return
         try:  # SCTP: a one-to-one socket, connected and read as TCP is
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
                                  socket.IPPROTO_SCTP if probe.protocol == "sctp" else 0)

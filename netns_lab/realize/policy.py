@@ -19,6 +19,9 @@ from netns_lab.policy import nftables as nft
 from netns_lab.realize.proxier import _run
 
 
+TEMP = "cali4t:"  # a set being filled before it is swapped in
+
+
 class IptablesPolicy:
     mode = "iptables"
 
@@ -27,6 +30,7 @@ class IptablesPolicy:
         self.chains: set[str] = set()
         self.sets: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.hooked = False
+        self.leftovers: list[str] = []
         self.hooks = ((("FORWARD", ipt.FORWARD), ("OUTPUT", ipt.OUTPUT)) if ipvs else (("FORWARD", ipt.FORWARD),))
 
     def _read_kernel(self) -> None:
@@ -36,7 +40,8 @@ class IptablesPolicy:
         self.chains = {line[1:].split()[0] for line in out.splitlines() if line.startswith(":cali-")}
         self.hooked = f"-A FORWARD -j {ipt.FORWARD}" in out
         names = subprocess.run(["ip", "netns", "exec", self.netns, "ipset", "list", "-n"], capture_output=True, text=True).stdout
-        self.sets = {n: ("?", ()) for n in names.split() if n.startswith(ipt.SET_PREFIXES + ("cali4t:",))}
+        self.sets = {n: ("?", ()) for n in names.split() if n.startswith(ipt.SET_PREFIXES)}
+        self.leftovers = [n for n in names.split() if n.startswith(TEMP)]  # a sync killed between swap and destroy
 
     def apply(self, policy: NodePolicy, full: bool = False) -> float:
         t0 = time.monotonic()
@@ -44,14 +49,15 @@ class IptablesPolicy:
             self._read_kernel()
         sets = ipt.render_sets(policy)
         chains, lines = ipt.render(policy, self.ipvs)
-        script = []
+        script = [f"destroy {n}" for n in self.leftovers]
+        self.leftovers = []
         for name, (kind, members) in sets.items():
             if self.sets.get(name) == (kind, members):
                 continue
             if name not in self.sets:
                 script += [f"create {name} {kind}", *(f"add {name} {m}" for m in members)]
             else:  # filled aside, then swapped: the rules never see it half full
-                tmp = "cali4t:" + name[8:]
+                tmp = TEMP + name[8:]
                 script += [f"create {tmp} {kind} -exist", f"flush {tmp}", *(f"add {tmp} {m}" for m in members),
                            f"swap {tmp} {name}", f"destroy {tmp}"]
         if script:
@@ -83,6 +89,8 @@ class NftablesPolicy:
     mode = "nftables"
 
     def __init__(self, netns: str, backend: str = "nft", ipvs: bool = False) -> None:
+        """``backend`` and ``ipvs`` are the iptables dataplane's; nftables needs neither (ipvs
+        with the nftables policy dataplane is refused at load)."""
         self.netns = netns
         self.present = False
 

@@ -50,6 +50,9 @@ class NodeAgents:
              "health": health[n.name], "agent": True}
             for n in topo.local_nodes
         ]
+        if any("sctp" in t for t in targets) and not os.path.exists("/proc/net/sctp"):  # netexec would load it, or fail
+            raise RealizeError("SCTP containerPort", "serve", None, "this kernel has no SCTP (CONFIG_IP_SCTP) loaded; "
+                               "run the lab inside the CI VM: `invoke test-vm --scenario FILE`")
         return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "targets": targets}
 
     def restore(self, view: View) -> None:

@@ -54,10 +54,7 @@ class NetworkPolicies:
             t0 = time.monotonic()
             dp.apply(want, full=full)  # type: ignore[attr-defined]
             ms = (time.monotonic() - t0) * 1000
-            isolated = sum(1 for _ in want.endpoints)
-            events.append(f"network policy on {node} ({dp.mode}): {plural(isolated, 'pod')} isolated, "  # type: ignore[attr-defined]
+            events.append(f"network policy on {node} ({dp.mode}): {plural(len(want.endpoints), 'pod')} isolated, "  # type: ignore[attr-defined]
                           f"{plural(len(want.chains), 'policy chain')}, {plural(len(want.sets), 'set')} ({ms:.0f} ms)")
-            if self.applied is not None:
-                self.applied[node] = want
         self.applied = desired
         return events

@@ -10,6 +10,7 @@ in one place only.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from netns_lab.errors import ScenarioError, ScenarioErrors
@@ -96,11 +97,15 @@ def _port(errs: _Errors, raw: dict[str, Any], path: str) -> PolicyPort:
     return PolicyPort(protocol, port, end)
 
 
+_CIDR_TEXT = re.compile(r"[0-9A-Fa-f.:]+/[0-9]{1,3}")  # what Go's ParseCIDR reads: no zone, no netmask form
+
+
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """netutils.ParseCIDRSloppy: host bits may be set; None when it is no CIDR at all."""
+    """netutils.ParseCIDRSloppy: ADDRESS/PREFIX, host bits may be set; None when it is no CIDR
+    at all (Python's parser also takes zones and netmasks, which the API server does not)."""
+    if not isinstance(text, str) or not _CIDR_TEXT.fullmatch(text):
+        return None
     try:
-        if "/" not in text:
-            return None
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None

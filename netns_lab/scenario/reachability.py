@@ -45,6 +45,9 @@ def parse_reachability(src: Source, item: dict[str, Any], path: str, pods: dict[
     if isinstance(port, int):
         for msg in k8s.port_num(port):
             raise src.error(join(rpath, "port"), f"Invalid value: {port}: {msg}")
+        for key in keys if protocol == "sctp" else ():  # SCTP only where a pod serves it (and the kernel has it)
+            if not any(cp.container_port == port and cp.protocol == "SCTP" for c in pods[key].containers for cp in c.ports):
+                raise src.error(join(rpath, "port"), f'Invalid value: {port}: pod "{key}" has no SCTP container port {port}')
     else:
         for msg in k8s.port_name(port):
             raise src.error(join(rpath, "port"), f'Invalid value: "{port}": {msg}')

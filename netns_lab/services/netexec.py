@@ -180,7 +180,8 @@ class Server:
             try:
                 for port in ports:
                     self.targets[(ns, port)] = self._listen(wanted[(ns, port)], port, ns, udp=(ns, port) not in health,
-                                                            inet=port in ports_inet[ns], sctp=(ns, port) in sctp)
+                                                            inet=(ns, port) not in sctp or port in ports_inet[ns],
+                                                            sctp=(ns, port) in sctp)
             finally:
                 setns.enter_fd(self.home, "home")
         return len(self.targets)
