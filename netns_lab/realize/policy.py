@@ -70,7 +70,7 @@ class IptablesPolicy:
             rules += [f"-D {hook} -j {chain}" for hook, chain in self.hooks]
         rules += [f"-X {c}" for c in sorted(stale)]
         if chains or stale or self.hooked:
-            _run(self.netns, [f"iptables-{self.backend}-restore", "--noflush"], "\n".join([*rules, "COMMIT"]) + "\n")
+            _run(self.netns, [f"iptables-{self.backend}-restore", "-w", "5", "--noflush"], "\n".join([*rules, "COMMIT"]) + "\n")
         self.chains, self.hooked = set(chains), bool(chains)
         gone = [n for n in self.sets if n not in sets]
         if gone:
