@@ -72,6 +72,19 @@ def wait_round(lab: Lab) -> int:
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_a_node_without_local_endpoints_reaches_its_own_local_policy_lb_ip(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """kubernetes#131765: node-3 has no endpoint of web-local (externalTrafficPolicy Local); a
+    packet it sends itself to the LB IP is treated as Cluster traffic and delivered, as
+    kube-proxy does. In nftables mode that needs v1.34's base chains: the endpoint checks at
+    filter priority, after DNAT (with the older pre-DNAT check the node dropped it)."""
+    lab = lab_factory(LB, cluster__proxyMode=mode)
+    local = lab.service("web-local")
+    assert not any(p.node_name == "node-3" and dict(p.labels).get("app") == "web" for p in lab.pods)
+    served = {lab.connect("node/node-3", local.load_balancer_ips[0], 80, timeout=2.0).served_by for _ in range(6)}
+    assert served <= {"web-1", "web-2"} and served, served
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
 def test_lb_ips_come_from_the_pool_and_health_follows_local_endpoints(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
     lab = lab_factory(LB, cluster__proxyMode=mode)
     topo = lab.topology

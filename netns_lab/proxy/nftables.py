@@ -26,11 +26,11 @@ TABLE = "ip kube-proxy"
 CHAIN_NAME_MAX = 200
 
 BASE = f"""add table {TABLE} {{ comment "rules for kube-proxy" ; }}
-add chain {TABLE} filter-prerouting {{ type filter hook prerouting priority -110 ; }}
-add chain {TABLE} filter-input {{ type filter hook input priority -110 ; }}
-add chain {TABLE} filter-forward {{ type filter hook forward priority -110 ; }}
-add chain {TABLE} filter-output {{ type filter hook output priority -110 ; }}
-add chain {TABLE} filter-output-post-dnat {{ type filter hook output priority -90 ; }}
+add chain {TABLE} filter-prerouting-pre-dnat {{ type filter hook prerouting priority -110 ; }}
+add chain {TABLE} filter-output-pre-dnat {{ type filter hook output priority -110 ; }}
+add chain {TABLE} filter-input {{ type filter hook input priority 0 ; }}
+add chain {TABLE} filter-forward {{ type filter hook forward priority 0 ; }}
+add chain {TABLE} filter-output {{ type filter hook output priority 0 ; }}
 add chain {TABLE} nat-prerouting {{ type nat hook prerouting priority -100 ; }}
 add chain {TABLE} nat-output {{ type nat hook output priority -100 ; }}
 add chain {TABLE} nat-postrouting {{ type nat hook postrouting priority 100 ; }}
@@ -101,11 +101,15 @@ class Fragment:
 
 def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
     return {
-        "filter-prerouting": ["ct state new jump firewall-check"],
+        # kube-proxy v1.34's base chains: the firewall (loadBalancerSourceRanges) before DNAT,
+        # the endpoint checks after it, at filter priority: a node's own packet to an
+        # externalTrafficPolicy Local IP it has no endpoint for is DNATed to a remote endpoint
+        # before the check, so it is delivered, not dropped (kubernetes#131765)
+        "filter-prerouting-pre-dnat": ["ct state new jump firewall-check"],
+        "filter-output-pre-dnat": ["ct state new jump firewall-check"],
         "filter-input": ["ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"],
         "filter-forward": ["ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"],
-        "filter-output": ["ct state new jump service-endpoints-check", "ct state new jump firewall-check"],
-        "filter-output-post-dnat": ["ct state new jump cluster-ips-check"],
+        "filter-output": ["ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"],
         "nat-prerouting": ["jump services"],
         "nat-output": ["jump services"],
         "nat-postrouting": ["jump masquerading"],
