@@ -52,6 +52,11 @@ class ScenarioErrors(ScenarioError):
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
 
+    @staticmethod
+    def of(errors: list[ScenarioError]) -> ScenarioError:
+        """What to raise for ``errors`` (at least one): a single one as itself, several as one."""
+        return errors[0] if len(errors) == 1 else ScenarioErrors(errors)
+
 
 class RealizeError(LabError):
     """The kernel refused to create or change an object."""

@@ -196,11 +196,10 @@ class Lab:
             from netns_lab.realize.ipvs import require_ipvs
 
             require_ipvs()  # before anything is built
-        if any(cp.protocol == "SCTP" for p in self.objects.pods for c in p.containers for cp in c.ports) \
-                and not os.path.exists("/proc/net/sctp"):
-            raise RealizeError("SCTP containerPort", "start", None,
-                               "this kernel has no SCTP (CONFIG_IP_SCTP) loaded; run the lab inside the CI VM with a stock "
-                               "kernel: `invoke test-vm --scenario FILE`, or in the Vagrant box")
+        if any(cp.protocol == "SCTP" for p in self.objects.pods for c in p.containers for cp in c.ports):
+            from netns_lab.realize.hostinfo import require_sctp
+
+            require_sctp("start")  # before anything is built
         lock = state.acquire(self.name)
         if lock is None:
             raise state.busy_error(self.name)

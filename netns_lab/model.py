@@ -124,6 +124,11 @@ class Pod:
         """Every declared containerPort of every container, in manifest order."""
         return tuple(p for c in self.containers for p in c.ports)
 
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """The number of this pod's containerPort ``name`` for ``protocol`` (TCP, UDP, SCTP):
+        what a Service's named targetPort and a NetworkPolicy's named port mean on this pod."""
+        return next((p.container_port for p in self.ports if p.name == name and p.protocol == protocol), None)
+
     @property
     def label_map(self) -> dict[str, str]:
         return dict(self.labels)

@@ -33,8 +33,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if not ipvs_available():
             pytest.skip("needs IP_VS and dummy interfaces, which this kernel lacks: `invoke test-vm` runs these "
                         "in a VM on Debian's stock kernel (CI does)")
-    if item.get_closest_marker("sctp") and not os.path.exists("/proc/net/sctp"):
-        pytest.skip("needs SCTP, which this kernel lacks: `invoke test-vm` runs these in a VM on Debian's stock kernel (CI does)")
+    if item.get_closest_marker("sctp"):
+        from netns_lab.realize.hostinfo import sctp_available
+
+        if not sctp_available():
+            pytest.skip("needs SCTP, which this kernel lacks: `invoke test-vm` runs these in a VM on Debian's stock kernel (CI does)")
 
 
 @pytest.fixture(scope="session")

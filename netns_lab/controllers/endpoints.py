@@ -24,12 +24,7 @@ class Endpoint:
 
 def _target(pod: Pod, sp: ServicePort) -> int | None:
     target = sp.target
-    if isinstance(target, int):
-        return target
-    for cp in pod.ports:
-        if cp.name == target and cp.protocol == sp.protocol:
-            return cp.container_port
-    return None
+    return target if isinstance(target, int) else pod.named_port(target, sp.protocol)
 
 
 def selects(svc: Service, pod: Pod) -> bool:

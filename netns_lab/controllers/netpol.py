@@ -163,8 +163,8 @@ class _Resolver:
     def named_set(self, candidates: list, scope: str, port: PolicyPort) -> str:
         proto = port.protocol.lower()
         return self.add(f"named:{scope}:{port.protocol}:{port.port}", "port",
-                        lambda: [f"{plan.ip},{proto}:{cp.container_port}" for pod, plan in candidates
-                                 for c in pod.containers for cp in c.ports if cp.name == port.port and cp.protocol == port.protocol],
+                        lambda: [f"{plan.ip},{proto}:{number}" for pod, plan in candidates
+                                 if (number := pod.named_port(str(port.port), port.protocol)) is not None],
                         f"named port {port.port}/{port.protocol} of {scope}")
 
 

@@ -8,7 +8,6 @@ source namespace only to create that probe's socket, then drives every socket fr
 from __future__ import annotations
 
 import errno
-import os
 import json
 
 import selectors
@@ -17,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from netns_lab.realize.hostinfo import sctp_available
 from netns_lab.realize.netns import NetnsThread, in_thread
 
 UDP_RETRY = 0.5
@@ -164,7 +164,7 @@ class _Runner:
             self.w.enter(probe.src_netns)
             self.current_ns = probe.src_netns
         udp = probe.protocol == "udp"
-        if probe.protocol == "sctp" and not os.path.exists("/proc/net/sctp"):  # never make the kernel load it
+        if probe.protocol == "sctp" and not sctp_available():  # never make the kernel load it
             self.results[i] = ProbeResult(probe, "failed", detail="this kernel has no SCTP")
             return
         try:  # SCTP: a one-to-one socket, connected and read as TCP is

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from netns_lab.model import Reachability
 from netns_lab.probes.connect import Probe, run_probes
-from netns_lab.scenario.reachability import named_port
 from netns_lab.store import KINDS
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ def _probe(lab: "Lab", table: Reachability, i: int, j: int) -> Probe | None:
     port = table.port
     if isinstance(port, str):
         pod = lab.objects.get(KINDS[1], dst)
-        port = None if pod is None else named_port(pod, port, table.protocol)
+        port = None if pod is None else pod.named_port(port, table.protocol.upper())
         if port is None:
             return None  # the destination lost that port name: blocked, as no connection can be made
     return Probe(lab.topology.pod(src).netns, str(lab.topology.pod(dst).ip), port, table.protocol)

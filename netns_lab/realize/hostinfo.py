@@ -3,11 +3,12 @@ spread lab's machines), for validation and placement."""
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Address, IPv4Network
 
 from pyroute2 import IPRoute
 
-from netns_lab.errors import ScenarioError
+from netns_lab.errors import RealizeError, ScenarioError
 
 
 def host_networks() -> tuple[IPv4Network, ...]:
@@ -36,3 +37,16 @@ def machine_address(candidates: tuple[IPv4Address, ...]) -> tuple[IPv4Address, i
             )
         link = ipr.get_links(mine[found[0]])[0]
         return found[0], int(link.get_attr("IFLA_MTU"))
+
+
+def sctp_available() -> bool:
+    """The running kernel has SCTP loaded (``/proc/net/sctp``, read-only). Checked before any
+    SCTP socket is opened: opening one would make the kernel load the module, or fail."""
+    return os.path.exists("/proc/net/sctp")
+
+
+def require_sctp(action: str) -> None:
+    if not sctp_available():
+        raise RealizeError("SCTP containerPort", action, None,
+                           "this kernel has no SCTP (CONFIG_IP_SCTP) loaded; run the lab inside the CI VM with a stock "
+                           "kernel: `invoke test-vm --scenario FILE`, or in the Vagrant box")

@@ -75,7 +75,7 @@ class IptablesPolicy:
         gone = [n for n in self.sets if n not in sets]
         if gone:
             _run(self.netns, ["ipset", "restore"], "".join(f"destroy {n}\n" for n in gone))
-        self.sets = {n: v for n, v in sets.items()}
+        self.sets = sets
         return time.monotonic() - t0
 
     def adopt(self, policy: NodePolicy) -> None:
@@ -99,10 +99,8 @@ class NftablesPolicy:
         text = nft.render(policy)
         if full:
             self.present = True  # `table` before `delete table` makes the delete safe either way
-        if text:
+        if text or self.present:  # the old table goes, the new one (if any) comes, in one transaction
             _run(self.netns, ["nft", "-f", "-"], f"table {nft.FAMILY} {nft.TABLE}\ndelete table {nft.FAMILY} {nft.TABLE}\n{text}")
-        elif self.present:
-            _run(self.netns, ["nft", "-f", "-"], f"table {nft.FAMILY} {nft.TABLE}\ndelete table {nft.FAMILY} {nft.TABLE}\n")
         self.present = bool(text)
         return time.monotonic() - t0
 

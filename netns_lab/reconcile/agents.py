@@ -18,6 +18,7 @@ from netns_lab import atomic
 from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan
 from netns_lab.errors import RealizeError
+from netns_lab.realize.hostinfo import require_sctp
 from netns_lab.reconcile import Runtime, View, plural
 
 SERVE_TIMEOUT = 5.0
@@ -50,9 +51,8 @@ class NodeAgents:
              "health": health[n.name], "agent": True}
             for n in topo.local_nodes
         ]
-        if any("sctp" in t for t in targets) and not os.path.exists("/proc/net/sctp"):  # netexec would load it, or fail
-            raise RealizeError("SCTP containerPort", "serve", None, "this kernel has no SCTP (CONFIG_IP_SCTP) loaded; "
-                               "run the lab inside the CI VM: `invoke test-vm --scenario FILE`")
+        if any("sctp" in t for t in targets):  # a pod applied at run time: netexec would load SCTP, or fail
+            require_sctp("serve")
         return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "targets": targets}
 
     def restore(self, view: View) -> None:

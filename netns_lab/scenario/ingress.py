@@ -174,7 +174,7 @@ def _hosts(src: Source, spec: dict[str, Any], spath: str) -> list[ScenarioError]
 
 def _raise(errors: list[ScenarioError]) -> None:
     errors.sort(key=lambda e: e.line or 0)
-    raise errors[0] if len(errors) == 1 else ScenarioErrors(errors)
+    raise ScenarioErrors.of(errors)
 
 
 def parse_ingress(src: Source, obj: dict[str, Any], base: str) -> Ingress:

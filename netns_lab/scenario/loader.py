@@ -218,8 +218,8 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
         elif isinstance(model_obj, (Ingress, Secret, NetworkPolicy)):
-            kind, store = (("ingresses", ingresses) if isinstance(model_obj, Ingress) else ("secrets", secrets)
-                           if isinstance(model_obj, Secret) else ("networkpolicies", policies))
+            kind, store = {Ingress: ("ingresses", ingresses), Secret: ("secrets", secrets),
+                           NetworkPolicy: ("networkpolicies", policies)}[type(model_obj)]  # type: ignore[index]
             if model_obj.namespace not in namespaces:
                 raise osrc.error(join(opath, "metadata.namespace"), f'namespaces "{model_obj.namespace}" not found')
             if model_obj.key in store:

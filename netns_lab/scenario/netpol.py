@@ -16,6 +16,7 @@ from typing import Any
 from netns_lab.errors import ScenarioError, ScenarioErrors
 from netns_lab.model import IPBlock, LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from netns_lab.scenario import k8s, openapi
+from netns_lab.scenario.ingress import quoted
 from netns_lab.scenario.manifests import metadata
 from netns_lab.scenario.schema import collect
 from netns_lab.scenario.yamlsrc import Source, join
@@ -29,8 +30,6 @@ OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 def _q(value: Any) -> str:
     """A value as field.Invalid prints it: strings quoted (Go's %q), numbers bare."""
-    from netns_lab.scenario.ingress import quoted
-
     return quoted(value) if isinstance(value, str) else str(value)
 
 
@@ -170,7 +169,7 @@ def _rules(errs: _Errors, raw: Any, path: str, peers_field: str) -> tuple[Policy
 def parse_network_policy(src: Source, obj: dict[str, Any], base: str) -> NetworkPolicy:
     errors = collect(NETWORK_POLICY, src, obj, base)
     if errors:  # decoding (types, unknown fields) comes before validation, as in the API server
-        raise errors[0] if len(errors) == 1 else ScenarioErrors(errors)
+        raise ScenarioErrors.of(errors)
     errs = _Errors(src)
     try:
         name, namespace, labels = metadata(src, obj, base, namespaced=True)
@@ -195,7 +194,7 @@ def parse_network_policy(src: Source, obj: dict[str, Any], base: str) -> Network
                 errs.add(join(join(spath, "policyTypes"), i),
                          f'Unsupported value: {_q(ptype)}: supported values: "Ingress", "Egress"')
     if errs.list:
-        raise errs.list[0] if len(errs.list) == 1 else ScenarioErrors(errs.list)
+        raise ScenarioErrors.of(errs.list)
     return NetworkPolicy(name, namespace, selector, tuple(types), ingress, egress, labels)
 
 

@@ -52,7 +52,7 @@ def parse_reachability(src: Source, item: dict[str, Any], path: str, pods: dict[
         for msg in k8s.port_name(port):
             raise src.error(join(rpath, "port"), f'Invalid value: "{port}": {msg}')
         for key in keys:
-            if named_port(pods[key], port, protocol) is None:
+            if pods[key].named_port(port, protocol.upper()) is None:
                 raise src.error(join(rpath, "port"), f'Invalid value: "{port}": pod "{key}" has no {protocol.upper()} '
                                                      f'container port of that name')
     if not isinstance(item.get("expect"), str):
@@ -60,14 +60,6 @@ def parse_reachability(src: Source, item: dict[str, Any], path: str, pods: dict[
     expected = parse_table(src, join(path, "expect"), item["expect"], names)
     name = item.get("name") or f"reachability {protocol}/{port} of {len(keys)} pods"
     return Check(name, "reachability", protocol=protocol, reachability=Reachability(tuple(keys), port, protocol, expected))
-
-
-def named_port(pod: Pod, name: str, protocol: str) -> int | None:
-    for c in pod.containers:
-        for p in c.ports:
-            if p.name == name and p.protocol == protocol.upper():
-                return p.container_port
-    return None
 
 
 def parse_table(src: Source, path: str, text: str, names: list[str]) -> tuple[str, ...]:
