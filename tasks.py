@@ -61,10 +61,12 @@ def apply(c, lab, file):
     _exit(cli.apply(lab, _words(file)))
 
 
-@task(help={"lab": "lab name", "refs": "KIND/NS/NAME or KIND/NAME, comma-separated (more after --)"})
-def delete(c, lab, refs):
+@task(help={"lab": "lab name", "refs": "KIND/NS/NAME or KIND/NAME, comma-separated (more after --)",
+            "grace_period": "seconds a deleted pod stays terminating and serving (default: its "
+                            "terminationGracePeriodSeconds if set, else none; 0: at once)"})
+def delete(c, lab, refs, grace_period=None):
     """Delete objects from a running lab (kubectl delete); a namespace takes what is in it."""
-    _exit(cli.delete(lab, _words(refs) + _after_dashes(c)))
+    _exit(cli.delete(lab, _words(refs) + _after_dashes(c), cli.grace_seconds(grace_period)))
 
 
 @task(help={"lab": "lab name", "ref": "KIND/NS/NAME or KIND/NAME", "changes": "KEY=VALUE (set) or KEY- (remove), comma-separated"})

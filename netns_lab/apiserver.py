@@ -30,6 +30,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -41,7 +42,7 @@ SOCKET = "api.sock"
 LOG = "apiserver.log"
 ROLE = "apiserver"
 MAX_REQUEST = 64 * 1024 * 1024  # JSON of a few files, each within the 4 MiB a scenario may read
-IDLE_CHECK = 5.0  # seconds between checks that the lab is still up, while nobody asks anything
+IDLE_CHECK = 1.0  # seconds between looks at the record while nobody asks anything: is the lab up, is a pod's grace over
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
 
 
@@ -121,7 +122,25 @@ class Server:
 
     def lab_gone(self) -> bool:
         st = state.load(self.name)
-        return st is None or st.phase != "up" or st.instance != self.instance
+        if st is None or st.phase != "up" or st.instance != self.instance:
+            return True
+        if st.next_deletion and st.next_deletion <= time.time():
+            self.expire()
+        return False
+
+    def expire(self) -> None:
+        """Remove the terminating pods whose grace period is over: one change, as the kubelet
+        and the API server do once the pod's process has gone. A failure is logged and
+        tried again on the next look (the record still names the deadline)."""
+        from netns_lab.scenario.admission import Expire
+
+        try:
+            if self.lab is None:
+                self.warm()
+            self.lab.change([Expire(time.time())], why="grace periods over")
+        except Exception:  # noqa: BLE001 - logged; the server goes on serving requests
+            traceback.print_exc(file=sys.__stderr__)
+            self.lab = None
 
     def execute(self, request: dict[str, Any]) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) of one request, as the command line would print them.

@@ -327,10 +327,27 @@ def apply(lab_name: str, files: Sequence[str], out=sys.stdout) -> int:  # type: 
 
 
 @_guard
-def delete(lab_name: str, refs: Sequence[str], out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """``kubectl delete KIND/NS/NAME...`` (a namespace takes what is in it)."""
+def delete(lab_name: str, refs: Sequence[str], grace_period: int | None = None,
+           out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """``kubectl delete KIND/NS/NAME...`` (a namespace takes what is in it). A pod deleted with
+    a grace period (``grace_period``, else its terminationGracePeriodSeconds) stays terminating
+    and serving that long, then goes; 0 removes it at once."""
     state.check_name(lab_name, "delete")
-    return _change(lab_name, {"verb": "delete", "refs": list(refs)}, out)
+    request: dict[str, object] = {"verb": "delete", "refs": list(refs)}
+    if grace_period is not None:
+        request["gracePeriod"] = grace_period
+    return _change(lab_name, request, out)
+
+
+def grace_seconds(text: str | None) -> int | None:
+    """``--grace-period S`` as typed: a whole number, else the text, which the request's
+    validation refuses in one line (exit 2)."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text  # type: ignore[return-value]
 
 
 @_guard
@@ -401,7 +418,7 @@ def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: boo
 @_guard
 def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bool = False, output: str = "",
         out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
-    """``kubectl get pods|services|endpoints|ingress|networkpolicies`` for a running lab (reads its record: no root needed)."""
+    """``kubectl get pods|services|endpoints|endpointslices|ingress|networkpolicies`` for a running lab (reads its record: no root needed)."""
     import time as _time
 
     from netns_lab.lab import Lab
@@ -409,8 +426,8 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
 
     state.check_name(lab_name, "get")  # no root needed: it reads the record, if it may
     if kind not in KINDS:
-        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, ingress, '
-                                           'networkpolicies')
+        raise ScenarioError("get", "kind", f'Unsupported value: "{kind}": supported values: pods, services, endpoints, '
+                                           'endpointslices, ingress, networkpolicies')
     if output not in ("", "wide", "json", "yaml"):
         raise ScenarioError("get", "-o", f'Unsupported value: "{output}": supported values: wide, json, yaml')
     lab = Lab.attach(lab_name)
@@ -602,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("delete", help="delete objects from a running lab: KIND/NS/NAME or KIND/NAME")
     p.add_argument("lab")
     p.add_argument("refs", nargs="+", metavar="KIND/[NS/]NAME")
+    p.add_argument("--grace-period", dest="grace_period", default=None, metavar="SECONDS",
+                   help="a pod stays terminating and serving this long (0: at once)")
     p = sub.add_parser("label", help="set (KEY=VALUE) or remove (KEY-) labels of an object of a running lab")
     p.add_argument("lab")
     p.add_argument("ref", metavar="KIND/[NS/]NAME")
@@ -611,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("events", help="what each change to a running lab did")
     p.add_argument("lab")
     p.add_argument("--follow", "-f", action="store_true")
-    p = sub.add_parser("get", help="kubectl get pods|services|endpoints|ingress for a running lab")
+    p = sub.add_parser("get", help="kubectl get pods|services|endpoints|endpointslices|ingress|networkpolicies for a running lab")
     p.add_argument("lab")
     p.add_argument("kind")
     p.add_argument("-n", "--namespace", default="default")
@@ -662,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "apply":
         return apply(args.lab, args.files)
     if args.cmd == "delete":
-        return delete(args.lab, args.refs)
+        return delete(args.lab, args.refs, grace_seconds(args.grace_period))
     if args.cmd == "label":
         return label(args.lab, args.ref, args.changes)
     if args.cmd == "reconcile":

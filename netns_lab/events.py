@@ -19,7 +19,7 @@ FILE = "events.jsonl"
 
 def describe(action: Any) -> str:
     """``apply Service shop/web``, ``delete pod/x/b``, ``label pod/x/b a=1 c-``, ``pod-ready pod/a=false``."""
-    from netns_lab.scenario.admission import Apply, Delete, Label
+    from netns_lab.scenario.admission import Apply, Delete, Expire, Label
 
     if isinstance(action, Apply):
         m = action.manifest if isinstance(action.manifest, dict) else {}
@@ -27,7 +27,9 @@ def describe(action: Any) -> str:
         ns = "" if m.get("kind") in ("Namespace", "IngressClass") else f"{meta.get('namespace') or 'default'}/"
         return f"apply {m.get('kind')} {ns}{meta.get('name')}"
     if isinstance(action, Delete):
-        return f"delete {action.ref}"
+        return f"delete {action.ref}" + (f" --grace-period {action.grace}" if action.grace is not None else "")
+    if isinstance(action, Expire):
+        return "expire terminating pods"
     if isinstance(action, Label):
         return f"label {action.ref} " + " ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in action.labels)
     return f"pod-ready {action.ref}={'true' if action.ready else 'false'}"

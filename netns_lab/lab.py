@@ -308,9 +308,24 @@ class Lab:
                                    f"{exc.detail}; the change is recorded and unfinished: `invoke reconcile {self.name}` "
                                    "(or the next change) finishes it") from exc
             self.timings = {"attach": t1 - t0, "admission": admitted - t1, **self.timings}
-            return events
         finally:
             lock.release()
+        self._keep_time()
+        return events
+
+    def _keep_time(self) -> None:
+        """A terminating pod is removed by the lab's API server once its grace period is over
+        (it watches the record's ``next_deletion``): make sure one runs, whoever made the
+        change (a step, a test, the command line)."""
+        from netns_lab import apiclient, procs
+        from netns_lab.apiserver import ROLE
+
+        st = self.state
+        if st is None or not st.next_deletion:
+            return
+        if any(p["role"] == ROLE and procs.owned_by(p["pid"], st.instance) for p in st.processes):
+            return
+        apiclient.start(self.name)
 
     def _catch_up(self) -> None:
         """Under the lock: if another process changed the lab since this one last did (its
@@ -360,6 +375,7 @@ class Lab:
         if self.topology is not self._recorded_plan:  # the plan is immutable: serialised again only when replaced
             st.topology, self._recorded_plan = to_dict(self.topology), self.topology
         st.pending = True  # first: a kill from here on leaves a record that says "finish me"
+        st.next_deletion = min((p.deletion_deadline for p in self.objects.pods if p.deletion_deadline is not None), default=0.0)
         st.generation += 1  # another process holding an older generation starts again from the record
         st.save()
         _fault("pending")  # tests: marked pending, the objects not yet recorded
@@ -400,9 +416,11 @@ class Lab:
         """``kubectl apply``: create or replace each manifest (a dict), in order, as one change."""
         return self.change([Apply(Source("apply", m), "", m) for m in manifests])
 
-    def delete(self, *refs: str) -> list[str]:
-        """``kubectl delete KIND/NS/NAME...``"""
-        return self.change([Delete(Source("delete", r), "", r) for r in refs])
+    def delete(self, *refs: str, grace_period: int | None = None) -> list[str]:
+        """``kubectl delete KIND/NS/NAME... [--grace-period S]``: a pod with a grace period
+        stays terminating (and serving) that long; the lab's API server removes it then."""
+        now = time.time()
+        return self.change([Delete(Source("delete", r), "", r, grace=grace_period, now=now) for r in refs])
 
     def label(self, ref: str, **labels: str | None) -> list[str]:
         """``kubectl label KIND/NS/NAME key=value key-`` (None removes)."""

@@ -113,6 +113,17 @@ class Pod:
     enable_service_links: bool = True
     # Service environment variables, fixed when the pod starts (kubelet's envvars)
     service_env: tuple[tuple[str, str], ...] = ()
+    # spec.terminationGracePeriodSeconds as written (None: not set): how long the pod stays
+    # terminating, still serving, when deleted without --grace-period (its process is taken to
+    # delay its shutdown that long, as agnhost netexec's --delay-shutdown does)
+    termination_grace_period: int | None = None
+    # metadata.deletionTimestamp, in seconds since the epoch: set when the pod was deleted with a
+    # grace period; it is terminating until then, then removed
+    deletion_deadline: float | None = None
+
+    @property
+    def terminating(self) -> bool:
+        return self.deletion_deadline is not None
 
     @property
     def key(self) -> str:
@@ -176,6 +187,9 @@ class Service:
     load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip (allocated)
     load_balancer_source_ranges: tuple[str, ...] = ()
     health_check_node_port: int | None = None  # LoadBalancer + externalTrafficPolicy Local
+    # spec.publishNotReadyAddresses: every selected pod is a ready endpoint (DNS and proxies),
+    # whatever its readiness, terminating or not (StatefulSet peers finding each other)
+    publish_not_ready_addresses: bool = False
 
     @property
     def key(self) -> str:

@@ -43,6 +43,9 @@ class LabState:
     ipvs_legacy_ping: bool = False
     pending: bool = False  # a change was recorded in ``objects`` and is not yet fully realised
     generation: int = 0  # moves on with every sync: a process whose copy is older reloads the record
+    # when the first terminating pod's grace period is over (0: none is terminating): the lab's
+    # API server removes it then (it reads this small record every second, not the objects)
+    next_deletion: float = 0.0
     # Who built it: a refused ``up`` names it, and a "building" record whose owner is dead is
     # the remains of a killed build (a PID alone could be recycled: the start time tells).
     owner_pid: int = 0

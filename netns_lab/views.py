@@ -2,12 +2,16 @@
 
 Columns follow kubectl's default printers: pods (NAME READY STATUS RESTARTS AGE, wide adds
 IP NODE), services (NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE, wide adds SELECTOR) and
-endpoints (NAME ENDPOINTS AGE, at most three addresses then "+ N more...").
+endpoints (NAME ENDPOINTS AGE, at most three addresses then "+ N more...") and
+endpointslices (NAME ADDRESSTYPE PORTS ENDPOINTS AGE; ``-o yaml`` shows each endpoint's
+ready / serving / terminating conditions, as kube-proxy reads them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from typing import Any
 
 import yaml
@@ -19,7 +23,8 @@ from netns_lab.model import Ingress, NetworkPolicy, Pod, Service
 
 KINDS = {"pods": "pods", "pod": "pods", "po": "pods", "services": "services", "service": "services", "svc": "services",
          "endpoints": "endpoints", "ep": "endpoints", "ingress": "ingress", "ingresses": "ingress", "ing": "ingress",
-         "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies", "netpol": "networkpolicies"}
+         "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies", "netpol": "networkpolicies",
+         "endpointslices": "endpointslices", "endpointslice": "endpointslices"}
 
 
 def age(seconds: float) -> str:
@@ -86,8 +91,8 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
                 continue
             plan = topo.pod(p.key)
             n = len(p.containers)
-            ready = f"{n if p.ready else 0}/{n}"
-            row = [p.name, ready, "Running", "0", age_text] + ([str(plan.ip), plan.node] if wide else [])
+            ready = f"{n if p.ready and not p.terminating else 0}/{n}"
+            row = [p.name, ready, "Terminating" if p.terminating else "Running", "0", age_text] + ([str(plan.ip), plan.node] if wide else [])
             out.append(([p.namespace] if namespace is None else []) + row)
     elif kind == "services":
         out.append(ns_col + ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"] + (["SELECTOR"] if wide else []))
@@ -97,6 +102,14 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
             cluster_ip = "<none>" if s.type == "ExternalName" else (s.cluster_ip or "None")
             row = [s.name, s.type, cluster_ip, external_ip_text(s), service_ports_text(s), age_text]
             out.append(([s.namespace] if namespace is None else []) + row + ([_selector(s.selector)] if wide else []))
+    elif kind == "endpointslices":
+        out.append(ns_col + ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"])
+        for sl in endpoint_slices(services, pods, topo, namespace):
+            meta = sl["metadata"]
+            ports = ",".join(str(p["port"]) for p in sl["ports"]) or "<unset>"
+            addrs = [e["addresses"][0] for e in sl["endpoints"]]
+            text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<unset>"
+            out.append(([meta["namespace"]] if namespace is None else []) + [meta["name"], "IPv4", ports, text, age_text])
     else:
         out.append(ns_col + ["NAME", "ENDPOINTS", "AGE"])
         for s in services:
@@ -107,6 +120,44 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
                 addrs += [f"{e.ip}:{e.port}" for e in eps if f"{e.ip}:{e.port}" not in addrs]
             text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<none>"
             out.append(([s.namespace] if namespace is None else []) + [s.name, text, age_text])
+    return out
+
+
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def endpoint_slices(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology,
+                    namespace: str | None) -> list[dict[str, Any]]:
+    """The EndpointSlices the controller keeps: per Service with a selector, every selected
+    pod with its conditions (ready = ready and not terminating, serving = ready, terminating),
+    one slice per set of resolved port numbers (a named targetPort may differ per pod)."""
+    out: list[dict[str, Any]] = []
+    for s in services:
+        if (namespace is not None and s.namespace != namespace) or s.selector is None or s.type == "ExternalName":
+            continue
+        groups: dict[tuple[tuple[Any, ...], ...], list[Any]] = {}
+        per_port = endpoints(s, pods, topo, conditions=True)
+        by_pod: dict[str, dict[Any, Any]] = {}
+        for sp, eps in per_port.items():
+            for e in eps:
+                by_pod.setdefault(e.pod, {})[sp] = e
+        for pod_key, ports in by_pod.items():
+            sig = tuple((sp.name or "", sp.protocol, e.port) for sp, e in ports.items())
+            groups.setdefault(sig, []).append(next(iter(ports.values())))
+        for sig, eps in groups.items() or {(): []}.items():
+            digest = hashlib.sha256(f"{s.key}|{sig}".encode()).hexdigest()[:5]
+            items = []
+            for e in eps:
+                pod = next(p for p in pods if p.key == e.pod)
+                items.append({"addresses": [e.ip], "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+                              "nodeName": e.node, "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace}})
+            out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                        "metadata": {"name": f"{s.name}-{digest}", "namespace": s.namespace,
+                                     "labels": {"kubernetes.io/service-name": s.name,
+                                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                        "addressType": "IPv4", "endpoints": items,
+                        "ports": [{**({"name": n} if n else {}), "port": port, "protocol": proto} for n, proto, port in sig]})
     return out
 
 
@@ -142,18 +193,21 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                 items.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": i.name, "namespace": i.namespace},
                               "spec": spec, "status": {"loadBalancer": {"ingress": [{"ip": address}] if address else []}}})
         return {"apiVersion": "v1", "kind": "List", "items": items}
+    if kind == "endpointslices":
+        return {"apiVersion": "v1", "kind": "List", "items": endpoint_slices(services, pods, topo, namespace)}
     if kind == "pods":
         for p in pods:
             if namespace is None or p.namespace == namespace:
                 plan = topo.pod(p.key)
+                deleting = {} if p.deletion_deadline is None else {"deletionTimestamp": _rfc3339(p.deletion_deadline)}
                 items.append({
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels)},
+                    "metadata": {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels), **deleting},
                     "spec": {"nodeName": plan.node, "containers": [{"name": c.name, "image": c.image,
                              "ports": [{"containerPort": cp.container_port, "protocol": cp.protocol, **({"name": cp.name} if cp.name else {})} for cp in c.ports]}
                              for c in p.containers]},
                     "status": {"phase": "Running", "podIP": str(plan.ip),
-                               "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]},
+                               "conditions": [{"type": "Ready", "status": "True" if p.ready and not p.terminating else "False"}]},
                 })
     elif kind == "services":
         for s in services:
@@ -175,6 +229,8 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                         spec["loadBalancerSourceRanges"] = list(s.load_balancer_source_ranges)
                     if s.health_check_node_port is not None:
                         spec["healthCheckNodePort"] = s.health_check_node_port
+                    if s.publish_not_ready_addresses:
+                        spec["publishNotReadyAddresses"] = True
                 status: dict[str, Any] = {"loadBalancer": {}}
                 if s.load_balancer_ips:
                     status["loadBalancer"]["ingress"] = [{"ip": ip, "ipMode": "VIP"} for ip in s.load_balancer_ips]

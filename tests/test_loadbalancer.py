@@ -169,3 +169,101 @@ def test_external_ips_in_nftables_mode() -> None:
         assert lab.scenario is not None
         outcomes = run_checks(lab, lab.scenario.checks)
         assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_a_node_port_answers_on_localhost_in_iptables_mode_only(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """kube-proxy's localhostNodePorts (iptables mode, default true): 127.0.0.1:<nodePort> on a
+    node reaches the Service (route_localnet=1 lets the kernel route the DNATed packet, the
+    masquerade rule gives it the node's address); nftables mode never serves NodePorts on
+    localhost, as upstream."""
+    lab = lab_factory(LB, cluster__proxyMode=mode)
+    node_port = lab.service("web").ports[0].node_port
+    results = [lab.connect("node/node-3", "127.0.0.1", node_port, timeout=1.0) for _ in range(4)]
+    if mode == "iptables":
+        assert all(r.result == "ok" for r in results), results
+        assert {r.served_by for r in results} <= {"web-1", "web-2"}
+        # masqueraded to an address of node-3 (the interface toward the pod), never 127.0.0.1
+        out = subprocess.run(["ip", "-n", lab.topology.node("node-3").netns, "-j", "addr"], capture_output=True, text=True, check=True).stdout
+        own = {a["local"] for link in json.loads(out) for a in link.get("addr_info", []) if not a["local"].startswith("127.")}
+        assert {r.client_ip for r in results} <= own, (results, own)
+    else:
+        assert all(r.result != "ok" for r in results), results
+
+
+def _frame_to_localhost(lab: Lab, pod: str, port: int) -> bytes:
+    """A TCP SYN from ``pod`` to 127.0.0.1:``port``, addressed at Ethernet level to its
+    node's bridge: what a neighbour would send to reach the node's localhost services."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    plan = lab.topology.pod(pod)
+    node = lab.topology.node(plan.node)
+
+    def mac(netns: str, dev: str) -> str:
+        out = subprocess.run(["ip", "-n", netns, "-j", "link", "show", dev], capture_output=True, text=True, check=True).stdout
+        return str(json.loads(out)[0]["address"])
+
+    frame = Ether(src=mac(plan.netns, "eth0"), dst=mac(node.netns, "cni0")) / IP(src=str(plan.ip), dst="127.0.0.1") / TCP(
+        sport=41234, dport=port, flags="S", seq=1000)
+    return bytes(frame)
+
+
+def _localnet_drops(lab: Lab, node: str) -> int:
+    out = subprocess.run(["ip", "netns", "exec", lab.topology.node(node).netns, f"iptables-{lab.state.iptables_backend}",
+                          "-t", "filter", "-L", "KUBE-FIREWALL", "-v", "-x", "-n"], capture_output=True, text=True, check=True).stdout
+    rows = [ln.split() for ln in out.splitlines() if "127.0.0.0/8" in ln and "DROP" in ln]
+    assert len(rows) == 1, out
+    return int(rows[0][0])
+
+
+def test_kube_firewall_drops_a_neighbours_packet_to_localhost(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """route_localnet=1 (for localhost NodePorts) would let a neighbour reach the node's
+    127.0.0.1 services (CVE-2020-8558); KUBE-FIREWALL drops such packets. A pod sends a real
+    SYN to 127.0.0.1 at its node's MAC: the rule counts it and nothing answers."""
+    import socket
+
+    from netns_lab.probes.capture import Capture
+    from netns_lab.realize.netns import run_in
+
+    lab = lab_factory(LB, cluster__proxyMode="iptables")
+    plan = lab.topology.pod("web-1")
+    frame = _frame_to_localhost(lab, "web-1", 10256)  # kube-proxy's healthz port: a real listener on the node
+
+    def send() -> None:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind(("eth0", 0))
+            s.send(frame)
+
+    before = _localnet_drops(lab, plan.node)
+    with Capture(plan.netns, "eth0") as cap:
+        for _ in range(3):
+            run_in(plan.netns, send)
+            time.sleep(0.2)
+    assert _localnet_drops(lab, plan.node) - before >= 3
+    from scapy.layers.inet import IP, TCP
+
+    answers = [p for p in cap.packets() if p.haslayer(TCP) and p[IP].src == "127.0.0.1" and p[TCP].dport == 41234]
+    assert not answers, answers
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_health_check_fails_on_a_node_whose_endpoints_are_all_terminating(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """Services should fail health check node port if there are only terminating endpoints:
+    kube-proxy counts ready local endpoints only, so the cloud load balancer stops sending
+    new connections to a node whose last pod is shutting down, while that pod still serves."""
+    lab = lab_factory(LB, cluster__proxyMode=mode, name=f"lb-terminating-{mode[:3]}")
+    local = lab.service("web-local")
+    topo = lab.topology
+
+    def health() -> dict[str, int | None]:
+        probes = [Probe(topo.lb_netns, str(n.ip), local.health_check_node_port, "http", "/healthz") for n in topo.nodes]
+        return {n.name: r.status for n, r in zip(topo.nodes, run_probes(probes, timeout=2))}
+
+    assert health() == {"node-1": 200, "node-2": 200, "node-3": 503}
+    lab.delete("pod/web-1", grace_period=120)
+    assert health() == {"node-1": 503, "node-2": 200, "node-3": 503}
+    node1 = str(topo.node("node-1").ip)
+    r = lab.connect("node/node-3", node1, local.ports[0].node_port, timeout=1.0)  # node-1's local fallback still serves
+    lab.delete("pod/web-1", grace_period=0)  # nothing left to expire in the background
+    assert (r.result, r.served_by) == ("ok", "web-1"), r

@@ -304,3 +304,31 @@ def test_a_mistake_that_needs_no_lab_is_refused_before_looking_for_one(args: lis
     done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "invoke"), *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+
+
+def test_delete_with_a_grace_period_from_the_command_line(lab: Lab) -> None:
+    """`delete --grace-period S`: the pod is terminating (get pods says so, the EndpointSlice
+    shows ready false / serving true / terminating true); the Service's other pods are ready,
+    so new connections avoid it; after S seconds the lab's API server removes it. A malformed
+    value is one line, exit 2."""
+    import yaml
+
+    bad = cli("delete", NAME, "pod/web-2", "--grace-period", "soon")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--grace-period" in bad.stderr, bad.stderr
+    cli("apply", NAME, os.path.join(ROOT, "tests", "scenarios", "runtime-extra-pod.yaml"))
+    done = cli("delete", NAME, "pod/web-3", "--grace-period", "3")
+    assert done.returncode == 0, done.stderr
+    pods = cli("get", NAME, "pods").stdout
+    assert re.search(r"^web-3\s+0/1\s+Terminating\s", pods, re.M), pods
+    slices = yaml.safe_load(cli("get", NAME, "endpointslices", "-o", "yaml").stdout)["items"]
+    conds = {e["targetRef"]["name"]: e["conditions"] for sl in slices if sl["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
+             for e in sl["endpoints"]}
+    assert conds["web-3"] == {"ready": False, "serving": True, "terminating": True}, conds
+    assert conds["web-1"] == {"ready": True, "serving": True, "terminating": False}, conds
+    web = lab.service("web").cluster_ip
+    served = {lab.connect("pod/client", web, 80, timeout=1.0).served_by for _ in range(20)}
+    assert served == {"web-1", "web-2"}, served  # the terminating pod takes no new connection
+    deadline = time.monotonic() + 15
+    while "web-3" in cli("get", NAME, "pods").stdout:
+        assert time.monotonic() < deadline, "web-3 was not removed after its grace period"
+        time.sleep(0.3)

@@ -93,7 +93,7 @@ def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str)
         from netns_lab.controllers.endpoints import selects
 
         for pod in pods:
-            if pod.ready and selects(svc, pod):
+            if (svc.publish_not_ready_addresses or (pod.ready and not pod.terminating)) and selects(svc, pod):
                 ip = str(topo.pod(pod.key).ip)
                 host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
                 hosts[ip] = f"{host}.{base}"

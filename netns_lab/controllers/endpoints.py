@@ -1,8 +1,13 @@
 """The endpoints controller: which pods back which Service port, as EndpointSlices say.
 
-A pod is an endpoint of a Service when it is in the Service's namespace, matches its
-selector and is ready; ``targetPort`` is resolved per pod (a named port may be a different
-number on each pod, and a pod without that name is not an endpoint of that port).
+A pod is an endpoint of a Service when it is in the Service's namespace and matches its
+selector; ``targetPort`` is resolved per pod (a named port may be a different number on each
+pod, and a pod without that name is not an endpoint of that port). Its conditions are the
+EndpointSlice controller's: ``ready`` = the pod is ready and not terminating, ``serving`` =
+the pod is ready, ``terminating`` = it is being deleted (kube-proxy falls back to serving
+terminating endpoints when a Service has no ready one left). A Service with
+``publishNotReadyAddresses`` has every selected pod as a ready endpoint, as the controller
+publishes them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ class Endpoint:
     port: int
     node: str
     ready: bool = True
+    serving: bool = True
+    terminating: bool = False
 
 
 def _target(pod: Pod, sp: ServicePort) -> int | None:
@@ -34,15 +41,18 @@ def selects(svc: Service, pod: Pod) -> bool:
     return all(labels.get(k) == v for k, v in svc.selector)
 
 
-def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology) -> dict[ServicePort, tuple[Endpoint, ...]]:
-    """Ready endpoints per Service port, in pod order (stable, so rule diffs stay small)."""
+def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology,
+              conditions: bool = False) -> dict[ServicePort, tuple[Endpoint, ...]]:
+    """Ready endpoints per Service port, in pod order (stable, so rule diffs stay small);
+    ``conditions``: every selected pod, with its conditions, as an EndpointSlice lists them."""
     out: dict[ServicePort, list[Endpoint]] = {sp: [] for sp in svc.ports}
     for pod in pods:
-        if not pod.ready or not selects(svc, pod):
+        ready = svc.publish_not_ready_addresses or (pod.ready and not pod.terminating)
+        if not (ready or conditions) or not selects(svc, pod):
             continue
         plan = topo.pod(pod.key)
         for sp in svc.ports:
             port = _target(pod, sp)
             if port is not None:
-                out[sp].append(Endpoint(pod.key, str(plan.ip), port, plan.node))
+                out[sp].append(Endpoint(pod.key, str(plan.ip), port, plan.node, ready, pod.ready, pod.terminating))
     return {sp: tuple(eps) for sp, eps in out.items()}

@@ -15,6 +15,7 @@ from netns_lab.model import Service
 from netns_lab.proxy.types import ServicePortInfo
 
 KUBE_PROXY_HEALTHZ_PORT = 10256
+KUBE_PROXY_STATUS_PORT = 10249  # kube-proxy's /proxyMode (and metrics), on every node
 MARK_BASE = 0x100  # the cloud LB marks packets for node i with MARK_BASE + i (policy routing)
 
 
@@ -29,14 +30,17 @@ def health_answers(services: tuple[Service, ...], ports: tuple[ServicePortInfo, 
     if not checked:
         return out
     wanted = {(svc.namespace, svc.name) for svc in checked}
-    by_service: dict[tuple[str, str], ServicePortInfo] = {}
+    by_service: dict[tuple[str, str], list[ServicePortInfo]] = {}
     for sp in ports:
         if (sp.namespace, sp.name) in wanted:
-            by_service.setdefault((sp.namespace, sp.name), sp)  # kube-proxy counts the first port's endpoints
+            by_service.setdefault((sp.namespace, sp.name), []).append(sp)
     for svc in checked:
-        sp = by_service.get((svc.namespace, svc.name))
+        sps = by_service.get((svc.namespace, svc.name), [])
         for node in topo.nodes:
-            count = len(sp.local_endpoints(node.name)) if sp else 0
+            # kube-proxy's LocalReadyEndpoints: ready (not terminating) local endpoints, summed
+            # over the Service's ports, so a node whose last pod is terminating fails the check
+            # and the load balancer stops sending it new connections
+            count = sum(1 for sp in sps for e in sp.local_endpoints(node.name) if e.ready)
             out[node.name][str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name, "localEndpoints": count}
     return out
 

@@ -28,12 +28,14 @@ from netns_lab.proxy.types import (
 
 TABLES = ("filter", "nat")
 # Chains every sync rewrites whole (they list every Service), and the fixed ones.
-SHARED = {"filter": ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"), "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
-FIXED = {"filter": ("KUBE-FORWARD",), "nat": ("KUBE-POSTROUTING", "KUBE-MARK-MASQ")}
+SHARED = {"filter": ("KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL"),
+          "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS")}
+FIXED = {"filter": ("KUBE-FORWARD", "KUBE-FIREWALL"), "nat": ("KUBE-POSTROUTING", "KUBE-MARK-MASQ")}
 SHARED_ORDER = tuple((t, c) for t in TABLES for c in SHARED[t])
 # Jumps from the built-in chains, installed once (kube-proxy's iptablesJumpChains).
 JUMPS = {
     "filter": [
+        '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
         *(f'-A {c} -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL'
           for c in ("INPUT", "OUTPUT", "FORWARD")),
         "-A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES",
@@ -48,8 +50,20 @@ JUMPS = {
         "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
     ],
 }
-NODEPORTS_JUMP = ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
-                  'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
+# kubelet's own jumps, which kube-proxy also makes (iptablesKubeletJumpChains): KUBE-FIREWALL drops
+# packets to 127/8 that did not come from 127/8 (CVE-2020-8558: route_localnet=1 would let a
+# neighbour reach the node's localhost services, NodePorts included)
+KUBELET_JUMPS = ["-A INPUT -j KUBE-FIREWALL", "-A OUTPUT -j KUBE-FIREWALL"]
+LOCALNET_DROP = ('-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 '
+                 '! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP')
+
+
+def nodeports_jump(ctx: NodeContext) -> str:
+    """The last rule of nat KUBE-SERVICES: NodePorts on every local address (and on 127/8
+    only with localhostNodePorts)."""
+    loopback = "" if ctx.localhost_node_ports else " ! -d 127.0.0.0/8"
+    return ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
+            f'rule in this chain" -m addrtype --dst-type LOCAL{loopback} -j KUBE-NODEPORTS')
 
 
 def svc_chain(sp: ServicePortInfo) -> str:
@@ -92,16 +106,19 @@ class Fragment:
 
 
 def fixed_chains(ctx: NodeContext) -> dict[tuple[str, str], list[str]]:
+    invalid = " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" if ctx.nfacct else ""
     return {
+        ("filter", "KUBE-FIREWALL"): [LOCALNET_DROP] if ctx.localhost_node_ports else [],
         ("filter", "KUBE-FORWARD"): [
-            "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+            f"-A KUBE-FORWARD -m conntrack --ctstate INVALID{invalid} -j DROP",
             f"-A KUBE-FORWARD {_c('kubernetes forwarding rules')} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
             f"-A KUBE-FORWARD {_c('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         ],
         ("nat", "KUBE-POSTROUTING"): [
             f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
             f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
-            f"-A KUBE-POSTROUTING {_c('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully",
+            f"-A KUBE-POSTROUTING {_c('kubernetes service traffic requiring SNAT')} -j MASQUERADE"
+            + (" --random-fully" if ctx.random_fully else ""),
         ],
         ("nat", "KUBE-MARK-MASQ"): [f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}"],
     }
@@ -112,29 +129,30 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
     f = Fragment()
     name = sp.port_name_string
     match = f"-m {sp.proto} -p {sp.proto}"
-    dst = f"-d {sp.cluster_ip}/32 --dport {sp.port}"
+    dst = f"-d {sp.cluster_ip} --dport {sp.port}"
     tp = traffic_policy(sp, ctx.node)
-    local, all_eps, internal_eps, external_eps = tp.local, tp.all, tp.internal, tp.external
+    local, cluster_eps, internal_eps, external_eps = tp.local, tp.cluster, tp.internal, tp.external
+    has_eps = tp.has_any
     external, uses_svc, uses_svl = tp.is_external, tp.uses_cluster_chain, tp.uses_local_chain
     internal_chain = svl_chain(sp) if sp.internal_local else svc_chain(sp)
     external_chain = svl_chain(sp) if sp.external_local else svc_chain(sp)
 
     if internal_eps:
         f.add("nat", "KUBE-SERVICES", f"{_c(name + ' cluster IP')} {match} {dst} -j {internal_chain}")
-    elif not all_eps:
+    elif not has_eps:
         f.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no endpoints')} {match} {dst} -j REJECT")
     else:
         f.add("filter", "KUBE-SERVICES", f"{_c(name + ' has no local endpoints')} {match} {dst} -j DROP")
 
     if external:
         ext = ext_chain(sp)
-        _external_destinations(f, sp, tp)
-        if all_eps:
+        _external_destinations(f, ctx, sp, tp)
+        if has_eps:
             f.own("nat", ext)
             if not sp.external_local:
                 f.add("nat", ext, _c(f"masquerade traffic for {name} external destinations") + " -j KUBE-MARK-MASQ")
             else:
-                f.add("nat", ext, f"-s {ctx.cluster_cidr} " + _c(f"pod traffic for {name} external destinations") + f" -j {svc_chain(sp)}")
+                f.add("nat", ext, _c(f"pod traffic for {name} external destinations") + f" -s {ctx.cluster_cidr} -j {svc_chain(sp)}")
                 f.add("nat", ext, _c(f"masquerade LOCAL traffic for {name} external destinations") + " -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ")
                 f.add("nat", ext, _c(f"route LOCAL traffic for {name} external destinations") + f" -m addrtype --src-type LOCAL -j {svc_chain(sp)}")
             if external_eps:
@@ -144,34 +162,30 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         chain = svc_chain(sp)
         f.own("nat", chain)
         f.add("nat", chain, f"{_c(name + ' cluster IP')} {match} {dst} ! -s {ctx.cluster_cidr} -j KUBE-MARK-MASQ")
-        _endpoint_jumps(f, chain, sp, all_eps)
+        _endpoint_jumps(f, chain, sp, cluster_eps)
     if uses_svl:
         _endpoint_jumps(f, svl_chain(sp), sp, local)
     if uses_svc or uses_svl:
-        for ep in all_eps:
+        for ep in tp.reachable:
             _sep(f, sp, ep.ip, ep.port)
     return f
 
 
-def _external_destinations(f: Fragment, sp: ServicePortInfo, tp: TrafficPolicy) -> None:
+def _external_destinations(f: Fragment, ctx: NodeContext, sp: ServicePortInfo, tp: TrafficPolicy) -> None:
     """NodePort, externalIPs and load-balancer IPs: each jumps to KUBE-EXT (through KUBE-FW when
     loadBalancerSourceRanges are set), or is rejected / dropped in the filter table when there
     is no endpoint (on this node, for Local policies) to send it to."""
     name = sp.port_name_string
     match = f"-m {sp.proto} -p {sp.proto}"
     ext = ext_chain(sp)
-    has_eps = bool(tp.all)
+    has_eps = tp.has_any
     fw = has_eps and bool(sp.source_ranges) and bool(sp.lb_ips)
     no_eps = "" if tp.external else (f"{_c(name + ' has no endpoints')}" if not has_eps else f"{_c(name + ' has no local endpoints')}")
     verdict = "REJECT" if not has_eps else "DROP"
-    if sp.node_port is not None:
-        np = f"{match} --dport {sp.node_port}"
-        if has_eps:
-            f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
-        if no_eps:
-            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} -m addrtype --dst-type LOCAL {np} -j {verdict}")
+    if sp.health_check_node_port is not None:  # kube-proxy's health check server answers the cloud LB
+        f.add("filter", "KUBE-NODEPORTS", f"{_c(name + ' health check node port')} -m tcp -p tcp --dport {sp.health_check_node_port} -j ACCEPT")
     for ip, lb in [(ip, False) for ip in sp.external_ips] + [(ip, True) for ip in sp.lb_ips]:
-        dst = f"{match} -d {ip}/32 --dport {sp.port}"
+        dst = f"{match} -d {ip} --dport {sp.port}"
         if has_eps:
             what, target = ("loadbalancer IP", fw_chain(sp) if fw else ext) if lb else ("external IP", ext)
             f.add("nat", "KUBE-SERVICES", f"{_c(f'{name} {what}')} {dst} -j {target}")
@@ -179,6 +193,15 @@ def _external_destinations(f: Fragment, sp: ServicePortInfo, tp: TrafficPolicy) 
             f.add("filter", "KUBE-PROXY-FIREWALL", f"{_c(f'{name} traffic not accepted by {fw_chain(sp)}')} {dst} -j DROP")
         if no_eps:
             f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} {dst} -j {verdict}")
+    if sp.node_port is not None:
+        np = f"{match} --dport {sp.node_port}"
+        if has_eps:
+            if ctx.localhost_node_ports and ctx.nfacct:  # counted on its own (kube-proxy's localhost_nps_accepted_pkts)
+                f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {match} -d 127.0.0.0/8 --dport {sp.node_port} "
+                                               f"-m nfacct --nfacct-name localhost_nps_accepted_pkts -j {ext}")
+            f.add("nat", "KUBE-NODEPORTS", f"{_c(name)} {np} -j {ext}")
+        if no_eps:
+            f.add("filter", "KUBE-EXTERNAL-SERVICES", f"{no_eps} -m addrtype --dst-type LOCAL {np} -j {verdict}")
     if fw:
         chain = fw_chain(sp)
         f.own("nat", chain)
@@ -210,7 +233,7 @@ def _sep(f: Fragment, sp: ServicePortInfo, ip: str, port: int) -> None:
         return
     name = sp.port_name_string
     f.own("nat", chain)
-    f.add("nat", chain, f"{_c(name)} -s {ip}/32 -j KUBE-MARK-MASQ")
+    f.add("nat", chain, f"{_c(name)} -s {ip} -j KUBE-MARK-MASQ")
     recent = f"-m recent --name {chain} --set " if sp.affinity_timeout is not None else ""
     f.add("nat", chain, f"{_c(name)} {recent}-m {sp.proto} -p {sp.proto} -j DNAT --to-destination {ip}:{port}")
 
@@ -243,12 +266,13 @@ class IptablesSync:
             self.shared.setdefault(key, {})[sp] = "\n".join(rules)
 
     def restore_input(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
-                      existing: set[tuple[str, str]] | None = None, jumps: bool = False,
+                      existing: set[tuple[str, str]] | None = None, jumps: bool | frozenset[str] = False,
                       delta: tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None = None) -> str:
         """``iptables-restore --noflush`` input for ``ports``; ``full`` rewrites everything.
 
         ``existing`` are KUBE chains read from the kernel (a full sync by a new process);
-        ``jumps`` adds the hooks from the built-in chains (first sync only). ``delta`` (ports
+        ``jumps`` adds the hooks from the built-in chains (True: in both tables; or the tables
+        that lack them: a full sync puts back what was deleted by hand). ``delta`` (ports
         gone, ports new since the last sync) spares looking at every port: the work is what
         changed, plus joining the shared chains (KUBE-SERVICES...), written whole either way,
         as kube-proxy writes them.
@@ -271,17 +295,16 @@ class IptablesSync:
         stale = ((self.chains | (existing or set())) - now_chains - keep) if full else (self.chains - now_chains)
         decl: dict[str, list[str]] = {t: [] for t in TABLES}
         out: dict[str, list[str]] = {t: [] for t in TABLES}
-        if full:
-            for (table, chain), rules in fixed_chains(self.ctx).items():
-                decl[table].append(f":{chain} - [0:0]")
-                out[table].extend(rules)
+        for (table, chain), rules in fixed_chains(self.ctx).items():  # every sync, as kube-proxy writes them
+            decl[table].append(f":{chain} - [0:0]")
+            out[table].extend(rules)
         for table, chain in SHARED_ORDER:
             decl[table].append(f":{chain} - [0:0]")
             lines = self.shared.get((table, chain), {})
             if lines:
                 out[table].append("\n".join(lines.values()))
             if (table, chain) == ("nat", "KUBE-SERVICES"):
-                out[table].append(NODEPORTS_JUMP)
+                out[table].append(nodeports_jump(self.ctx))
         seen: set[tuple[str, str]] = set(SHARED_ORDER)
         for f in written:
             for (table, chain), rules in f.chains.items():
@@ -297,8 +320,10 @@ class IptablesSync:
             text.extend(f":{c} - [0:0]" for c in gone_chains)
             text.extend(out[table])
             text.extend(f"-X {c}" for c in gone_chains)
-            if jumps:
+            if jumps is True or (jumps and table in jumps):
                 text.extend(JUMPS[table])
+                if table == "filter" and self.ctx.localhost_node_ports:
+                    text.extend(KUBELET_JUMPS)
             text.append("COMMIT")
         self.chains = now_chains
         self.synced = True

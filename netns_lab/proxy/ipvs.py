@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
+from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, TrafficPolicy, traffic_policy
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq")
 DUMMY = "kube-ipvs0"
@@ -25,14 +26,36 @@ SET_TYPES = {
     "KUBE-NODE-PORT-UDP": "bitmap:port",
     "KUBE-NODE-PORT-LOCAL-TCP": "bitmap:port",
     "KUBE-NODE-PORT-LOCAL-UDP": "bitmap:port",
+    "KUBE-NODE-PORT-SCTP-HASH": "hash:ip,port",
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "hash:ip,port",
     "KUBE-IPVS-IPS": "hash:ip",
     "KUBE-LOAD-BALANCER": "hash:ip,port",
     "KUBE-LOAD-BALANCER-LOCAL": "hash:ip,port",
     "KUBE-LOAD-BALANCER-FW": "hash:ip,port",
+    "KUBE-LOAD-BALANCER-SOURCE-IP": "hash:ip,port,ip",
     "KUBE-LOAD-BALANCER-SOURCE-CIDR": "hash:ip,port,net",
     "KUBE-EXTERNAL-IP": "hash:ip,port",
     "KUBE-EXTERNAL-IP-LOCAL": "hash:ip,port",
     "KUBE-HEALTH-CHECK-NODE-PORT": "bitmap:port",
+}
+# kube-proxy's set comments (pkg/proxy/ipvs/ipset.go), which the iptables rules carry
+COMMENT = {
+    "KUBE-CLUSTER-IP": "Kubernetes service cluster ip + port for masquerade purpose",
+    "KUBE-LOOP-BACK": "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
+    "KUBE-EXTERNAL-IP": "Kubernetes service external ip + port for masquerade and filter purpose",
+    "KUBE-EXTERNAL-IP-LOCAL": "Kubernetes service external ip + port with externalTrafficPolicy=local",
+    "KUBE-LOAD-BALANCER": "Kubernetes service lb portal",
+    "KUBE-LOAD-BALANCER-LOCAL": "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+    "KUBE-LOAD-BALANCER-FW": "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+    "KUBE-LOAD-BALANCER-SOURCE-IP": "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+    "KUBE-LOAD-BALANCER-SOURCE-CIDR": "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+    "KUBE-NODE-PORT-TCP": "Kubernetes nodeport TCP port for masquerade purpose",
+    "KUBE-NODE-PORT-LOCAL-TCP": "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+    "KUBE-NODE-PORT-UDP": "Kubernetes nodeport UDP port for masquerade purpose",
+    "KUBE-NODE-PORT-LOCAL-UDP": "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+    "KUBE-NODE-PORT-SCTP-HASH": "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+    "KUBE-HEALTH-CHECK-NODE-PORT": "Kubernetes health check node port",
 }
 
 
@@ -40,7 +63,7 @@ SET_TYPES = {
 class VirtualServer:
     addr: str
     port: int
-    protocol: str  # TCP | UDP
+    protocol: str  # TCP | UDP | SCTP
     scheduler: str
     persistence: int | None  # seconds (ClientIP affinity)
     reals: tuple[tuple[str, int], ...]
@@ -52,109 +75,179 @@ class VirtualServer:
 
 @dataclass
 class IpvsPlan:
-    vips: set[str] = field(default_factory=set)
+    vips: set[str] = field(default_factory=set)  # addresses on kube-ipvs0 (= KUBE-IPVS-IPS)
     services: dict[tuple[str, int, str], VirtualServer] = field(default_factory=dict)
     sets: dict[str, set[str]] = field(default_factory=lambda: {name: set() for name in SET_TYPES})
+    # LB entries ("ip,proto,port") with source ranges that do not hold the node's IP: the node
+    # itself may not reach them through IPVS (KUBE-IPVS-OUT-FILTER, kubernetes#119656)
+    lb_no_node_access: set[tuple[str, str, int]] = field(default_factory=set)
+
+
+def _reals(sp: ServicePortInfo, tp: TrafficPolicy, local_only: bool) -> tuple[tuple[str, int], ...]:
+    """kube-proxy's syncEndpoint: the Cluster endpoints, or with a Local policy the local ones,
+    falling back to the Cluster ones when the node has none (kubernetes#97081: pods on the node
+    still reach the Service; outside traffic's replies are lost, as upstream)."""
+    if not tp.has_any:
+        return ()
+    eps = tp.local if local_only and tp.local else tp.cluster
+    return tuple(sorted({(e.ip, e.port) for e in eps}, key=lambda r: f"{r[0]}:{r[1]}"))
 
 
 def render(ctx: NodeContext, ports: tuple[ServicePortInfo, ...], scheduler: str = "rr") -> IpvsPlan:
+    """kube-proxy's ipvs syncProxyRules for node ``ctx.node``: virtual servers, ipsets and the
+    addresses of kube-ipvs0 (pure)."""
     plan = IpvsPlan()
+    node_ips = set(ctx.node_ips)
     for sp in ports:
         tp = traffic_policy(sp, ctx.node)
         proto = sp.proto
         persistence = sp.affinity_timeout
         plan.vips.add(sp.cluster_ip)
-        plan.sets["KUBE-IPVS-IPS"].add(sp.cluster_ip)
         plan.sets["KUBE-CLUSTER-IP"].add(f"{sp.cluster_ip},{proto}:{sp.port}")
-        reals = tuple((e.ip, e.port) for e in tp.internal)
-        vs = VirtualServer(sp.cluster_ip, sp.port, sp.protocol, scheduler, persistence, reals)
+        vs = VirtualServer(sp.cluster_ip, sp.port, sp.protocol, scheduler, persistence, _reals(sp, tp, sp.internal_local))
         plan.services[vs.key] = vs
-        for e in sp.endpoints:
-            plan.sets["KUBE-LOOP-BACK"].add(f"{e.ip},{proto}:{e.port},{e.ip}")
-        ext_reals = tuple((e.ip, e.port) for e in tp.external)
-        if sp.node_port is not None:
-            plan.sets[f"KUBE-NODE-PORT-{sp.protocol}"].add(str(sp.node_port))
+        for e in sp.endpoints:  # hairpin: every local endpoint, whatever its state
+            if e.node == ctx.node:
+                plan.sets["KUBE-LOOP-BACK"].add(f"{e.ip},{proto}:{e.port},{e.ip}")
+        ext_reals = _reals(sp, tp, sp.external_local)
+        for ip in sp.external_ips:
+            entry = f"{ip},{proto}:{sp.port}"
+            plan.sets["KUBE-EXTERNAL-IP-LOCAL" if sp.external_local else "KUBE-EXTERNAL-IP"].add(entry)
+            if ip not in node_ips:  # an address the node has already needs no binding
+                plan.vips.add(ip)
+            evs = VirtualServer(ip, sp.port, sp.protocol, scheduler, persistence, ext_reals)
+            plan.services[evs.key] = evs
+        for ip in sp.lb_ips:
+            entry = f"{ip},{proto}:{sp.port}"
+            plan.sets["KUBE-LOAD-BALANCER"].add(entry)
             if sp.external_local:
-                plan.sets[f"KUBE-NODE-PORT-LOCAL-{sp.protocol}"].add(str(sp.node_port))
+                plan.sets["KUBE-LOAD-BALANCER-LOCAL"].add(entry)
+            if sp.source_ranges:
+                plan.sets["KUBE-LOAD-BALANCER-FW"].add(entry)
+                allow_from_node = False
+                for cidr in sp.source_ranges:
+                    plan.sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].add(f"{entry},{cidr}")
+                    if ctx.node_ips and ip_address(ctx.node_ips[0]) in ip_network(cidr, strict=False):
+                        allow_from_node = True
+                if allow_from_node:  # a node's request to its own VIP loops back from the VIP
+                    plan.sets["KUBE-LOAD-BALANCER-SOURCE-IP"].add(f"{entry},{ip}")
+                else:
+                    plan.lb_no_node_access.add((ip, proto, sp.port))
+            if ip not in node_ips:
+                plan.vips.add(ip)
+            lvs = VirtualServer(ip, sp.port, sp.protocol, scheduler, persistence, ext_reals)
+            plan.services[lvs.key] = lvs
+        if sp.node_port is not None and ctx.node_ips:
+            if sp.protocol == "SCTP":  # a hash of node IP and port, not a port bitmap
+                for ip in ctx.node_ips:
+                    plan.sets["KUBE-NODE-PORT-SCTP-HASH"].add(f"{ip},sctp:{sp.node_port}")
+                    if sp.external_local:
+                        plan.sets["KUBE-NODE-PORT-LOCAL-SCTP-HASH"].add(f"{ip},sctp:{sp.node_port}")
+            else:
+                plan.sets[f"KUBE-NODE-PORT-{sp.protocol}"].add(str(sp.node_port))
+                if sp.external_local:
+                    plan.sets[f"KUBE-NODE-PORT-LOCAL-{sp.protocol}"].add(str(sp.node_port))
             for ip in ctx.node_ips:
                 nvs = VirtualServer(ip, sp.node_port, sp.protocol, scheduler, persistence, ext_reals)
                 plan.services[nvs.key] = nvs
-        for ip in (*sp.external_ips, *sp.lb_ips):
-            # externalIPs and LB IPs are VIPs on kube-ipvs0 too, served with the external policy
-            entry = f"{ip},{proto}:{sp.port}"
-            kind = "KUBE-EXTERNAL-IP" if ip in sp.external_ips else "KUBE-LOAD-BALANCER"
-            plan.vips.add(ip)
-            plan.sets["KUBE-IPVS-IPS"].add(ip)
-            plan.sets[kind].add(entry)
-            if sp.external_local:
-                plan.sets[f"{kind}-LOCAL"].add(entry)
-            if kind == "KUBE-LOAD-BALANCER" and sp.source_ranges:
-                plan.sets["KUBE-LOAD-BALANCER-FW"].add(entry)
-                for cidr in sp.source_ranges:
-                    plan.sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].add(f"{entry},{cidr}")
-            evs = VirtualServer(ip, sp.port, sp.protocol, scheduler, persistence, ext_reals)
-            plan.services[evs.key] = evs
+        if sp.health_check_node_port is not None:
+            plan.sets["KUBE-HEALTH-CHECK-NODE-PORT"].add(str(sp.health_check_node_port))
+    plan.sets["KUBE-IPVS-IPS"] = set(plan.vips)
     return plan
 
 
-def iptables_glue(ctx: NodeContext, legacy_ping: bool = False, jumps: bool = False) -> str:
-    """kube-proxy's fixed ipvs-mode rules, as ``iptables-restore --noflush`` input."""
-    c = '-m comment --comment'
-    nat = [
-        "*nat",
-        ":KUBE-SERVICES - [0:0]", ":KUBE-POSTROUTING - [0:0]", ":KUBE-NODE-PORT - [0:0]", ":KUBE-MARK-MASQ - [0:0]",
-        ":KUBE-LOAD-BALANCER - [0:0]",
-        f'-A KUBE-POSTROUTING {c} "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE',
-        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
-        f'-A KUBE-POSTROUTING {c} "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
-        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}",
-        f'-A KUBE-SERVICES {c} "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst ! -s {ctx.cluster_cidr} -j KUBE-MARK-MASQ',
-        f'-A KUBE-SERVICES {c} "Kubernetes service external ip + port with externalTrafficPolicy=local" -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j ACCEPT',
-        f'-A KUBE-SERVICES {c} "Kubernetes service external ip + port for masquerade and filter purpose" -m set --match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ',
-        f'-A KUBE-SERVICES {c} "Kubernetes service lb portal" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER',
-        f'-A KUBE-LOAD-BALANCER {c} "Kubernetes service load balancer ip + port with externalTrafficPolicy=local" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN',
+def iptables_glue(ctx: NodeContext, plan: IpvsPlan | None = None, legacy_ping: bool = False, jumps: bool = False) -> str:
+    """kube-proxy's ipvs-mode iptables rules (writeIptablesRules), as ``iptables-restore
+    --noflush`` input. A rule that matches a set is written only when the set has entries, as
+    kube-proxy does; their number never grows with the number of Services."""
+    plan = plan or IpvsPlan()
+    c = "-m comment --comment"
+
+    def has(name: str) -> bool:
+        return bool(plan.sets[name])
+
+    def match(name: str, how: str) -> str:
+        return f'{c} "{COMMENT[name]}" -m set --match-set {name} {how}'
+
+    nat = ["*nat", *(f":{n} - [0:0]" for n in ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ"))]
+    filt = ["*filter", *(f":{n} - [0:0]" for n in ("KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL",
+                                                   "KUBE-SOURCE-RANGES-FIREWALL", "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER"))]
+    nat.append("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN")
+    # the sets with a chain of their own (ipsetWithIptablesChain), in kube-proxy's order
+    for name, how, table, chain, target, proto in (
+        ("KUBE-LOAD-BALANCER", "dst,dst", nat, "KUBE-SERVICES", "KUBE-LOAD-BALANCER", ""),
+        ("KUBE-LOAD-BALANCER-FW", "dst,dst", filt, "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL", ""),
+        ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "dst,dst,src", filt, "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", ""),
+        ("KUBE-LOAD-BALANCER-SOURCE-IP", "dst,dst,src", filt, "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", ""),
+        ("KUBE-LOAD-BALANCER-LOCAL", "dst,dst", nat, "KUBE-LOAD-BALANCER", "RETURN", ""),
+        ("KUBE-NODE-PORT-LOCAL-TCP", "dst", nat, "KUBE-NODE-PORT", "RETURN", "tcp"),
+        ("KUBE-NODE-PORT-TCP", "dst", nat, "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "tcp"),
+        ("KUBE-NODE-PORT-LOCAL-UDP", "dst", nat, "KUBE-NODE-PORT", "RETURN", "udp"),
+        ("KUBE-NODE-PORT-UDP", "dst", nat, "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "udp"),
+        ("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "dst,dst", nat, "KUBE-NODE-PORT", "RETURN", "sctp"),
+        ("KUBE-NODE-PORT-SCTP-HASH", "dst,dst", nat, "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "sctp"),
+    ):
+        if has(name):
+            table.append(f"-A {chain} {f'-p {proto} ' if proto else ''}{match(name, how)} -j {target}")
+    if has("KUBE-CLUSTER-IP"):  # off-cluster sources to a ClusterIP are masqueraded
+        nat.append(f"-A KUBE-SERVICES {match('KUBE-CLUSTER-IP', 'dst,dst')} ! -s {ctx.cluster_cidr} -j KUBE-MARK-MASQ")
+    if has("KUBE-EXTERNAL-IP"):
+        nat.append(f"-A KUBE-SERVICES {match('KUBE-EXTERNAL-IP', 'dst,dst')} -j KUBE-MARK-MASQ")
+        nat += _external_ip_accepts(match("KUBE-EXTERNAL-IP", "dst,dst"))
+    if has("KUBE-EXTERNAL-IP-LOCAL"):
+        nat += _external_ip_accepts(match("KUBE-EXTERNAL-IP-LOCAL", "dst,dst"))
+    nat += [
         "-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ",
         "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
-        "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
     ]
-    for proto in ("TCP", "UDP"):
-        p = proto.lower()
-        nat += [
-            f"-A KUBE-NODE-PORT -p {p} {c} \"Kubernetes nodeport {proto} port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-{proto} dst -j RETURN",
-            f"-A KUBE-NODE-PORT -p {p} {c} \"Kubernetes nodeport {proto} port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-{proto} dst -j KUBE-MARK-MASQ",
-        ]
-    filt = [
-        "*filter",
-        ":KUBE-FORWARD - [0:0]", ":KUBE-NODE-PORT - [0:0]", ":KUBE-IPVS-FILTER - [0:0]", ":KUBE-IPVS-OUT-FILTER - [0:0]",
-        ":KUBE-PROXY-FIREWALL - [0:0]", ":KUBE-SOURCE-RANGES-FIREWALL - [0:0]",
-        f'-A KUBE-PROXY-FIREWALL {c} "Kubernetes service load balancer ip + port for load balancer with sourceRange" -m set --match-set KUBE-LOAD-BALANCER-FW dst,dst -j KUBE-SOURCE-RANGES-FIREWALL',
-        f'-A KUBE-SOURCE-RANGES-FIREWALL {c} "Kubernetes service load balancer ip + port + source cidr for packet filter purpose" -m set --match-set KUBE-LOAD-BALANCER-SOURCE-CIDR dst,dst,src -j RETURN',
-        "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP",
-        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+    for name in ("KUBE-CLUSTER-IP", "KUBE-LOAD-BALANCER"):  # kube-proxy's acceptIPVSTraffic
+        if has(name):
+            nat.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
+    filt += [
         f'-A KUBE-FORWARD {c} "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT',
         f'-A KUBE-FORWARD {c} "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
-        f'-A KUBE-NODE-PORT {c} "Kubernetes health check node port" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT',
+        f"-A KUBE-NODE-PORT {match('KUBE-HEALTH-CHECK-NODE-PORT', 'dst')} -j ACCEPT",
+        "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP",
     ]
     if not legacy_ping:  # since 2022 (kubernetes#108460): a VIP answers only on its Service's ports
         filt += [
             "-A KUBE-IPVS-FILTER -m set --match-set KUBE-LOAD-BALANCER dst,dst -j RETURN",
             "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN",
             "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP dst,dst -j RETURN",
+            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j RETURN",
             "-A KUBE-IPVS-FILTER -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j RETURN",
             "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
         ]
-    if jumps:
+    for ip, proto, port in sorted(plan.lb_no_node_access):
+        filt.append(f"-A KUBE-IPVS-OUT-FILTER -s {ip} -m ipvs --vaddr {ip} --vproto {proto} --vport {port} -j DROP")
+    post = [f"-A KUBE-POSTROUTING {match('KUBE-LOOP-BACK', 'dst,dst,src')} -j MASQUERADE"] if has("KUBE-LOOP-BACK") else []
+    nat += post + [
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
+        f'-A KUBE-POSTROUTING {c} "kubernetes service traffic requiring SNAT" -j MASQUERADE' + (" --random-fully" if ctx.random_fully else ""),
+        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}",
+    ]
+    if jumps:  # kube-proxy's iptablesJumpChain
         nat += [
             f'-A PREROUTING {c} "kubernetes service portals" -j KUBE-SERVICES',
             f'-A OUTPUT {c} "kubernetes service portals" -j KUBE-SERVICES',
             f'-A POSTROUTING {c} "kubernetes postrouting rules" -j KUBE-POSTROUTING',
         ]
         filt += [
-            f'-A INPUT -m conntrack --ctstate NEW {c} "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
-            f'-A INPUT {c} "kubernetes health check service ports" -j KUBE-NODE-PORT',
             f'-A INPUT {c} "kubernetes ipvs access filter" -j KUBE-IPVS-FILTER',
+            f'-A INPUT {c} "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL',
+            f'-A INPUT {c} "kubernetes health check rules" -j KUBE-NODE-PORT',
+            f'-A FORWARD {c} "kube-proxy firewall rules" -j KUBE-PROXY-FIREWALL',
             f'-A FORWARD {c} "kubernetes forwarding rules" -j KUBE-FORWARD',
             f'-A OUTPUT {c} "kubernetes ipvs access filter" -j KUBE-IPVS-OUT-FILTER',
         ]
     return "\n".join(nat + ["COMMIT"] + filt + ["COMMIT"]) + "\n"
+
+
+def _external_ip_accepts(matched: str) -> list[str]:
+    """kube-proxy's externalIPRules: an externalIP's traffic is accepted by iptables (IPVS takes
+    it in INPUT) when it came from outside the node, not bridged, or was meant for the node."""
+    return [
+        f"-A KUBE-SERVICES {matched} -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT",
+        f"-A KUBE-SERVICES {matched} -m addrtype --dst-type LOCAL -j ACCEPT",
+    ]

@@ -19,6 +19,7 @@ import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
 
 from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
 
@@ -41,6 +42,7 @@ add map {TABLE} service-nodeports {{ type inet_proto . inet_service : verdict ; 
 add map {TABLE} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }}
 add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }}
 add map {TABLE} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }}
+add chain {TABLE} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}
 """
 MAPS = ("cluster-ips", "nodeport-ips", "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
         "firewall-ips")
@@ -118,7 +120,7 @@ def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
         "masquerading": [f"mark and {MASQ_MARK} == 0 return", f"mark set mark xor {MASQ_MARK}", "masquerade fully-random"],
         "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
                      "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"],
-        "reject-chain": ['reject comment "helper for @no-endpoint-services / @no-endpoint-nodeports"'],
+        "reject-chain": ["reject"],
         "cluster-ips-check": ['ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
                               f'ip daddr {{ {ctx.service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'],
         "nodeport-endpoints-check": ["ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
@@ -127,85 +129,100 @@ def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
 
 
 def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
-    """kube-proxy's nftables objects for one Service port on node ``ctx.node`` (pure)."""
+    """kube-proxy's nftables objects for one Service port on node ``ctx.node`` (pure), in the
+    order its syncProxyRules writes them (the order of rules within a chain matters)."""
     f = Fragment()
     key = f"{sp.cluster_ip} . {sp.proto} . {sp.port}"
     f.element("cluster-ips", sp.cluster_ip)
     tp = traffic_policy(sp, ctx.node)
-    local, all_eps, internal_eps, external_eps = tp.local, tp.all, tp.internal, tp.external
-    external, uses_svc, uses_local = tp.is_external, tp.uses_cluster_chain, tp.uses_local_chain
+    has_eps, internal_eps, external_eps = tp.has_any, tp.internal, tp.external
     internal_chain = local_chain(sp) if sp.internal_local else service_chain(sp)
     external_policy = local_chain(sp) if sp.external_local else service_chain(sp)
+    comment = f'comment "{sp.port_name_string}"'
 
     if internal_eps:
         f.element("service-ips", f"{key} : goto {internal_chain}")
-    elif not all_eps:
-        f.element("no-endpoint-services", f"{key} : goto reject-chain")
-    else:
-        f.element("no-endpoint-services", f"{key} : drop")
-
-    if external:
-        _external_destinations(f, sp, bool(all_eps), bool(external_eps))
-        if all_eps:
-            ext = external_chain(sp)
-            if not sp.external_local:
-                f.add(ext, "jump mark-for-masquerade")
-            else:
-                f.add(ext, f'ip saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
-                f.add(ext, 'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"')
-                f.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
-            if external_eps:
-                f.add(ext, f"goto {external_policy}")
-
-    if uses_svc:
-        chain = service_chain(sp)
-        f.add(chain, f"ip daddr {sp.cluster_ip} {sp.proto} dport {sp.port} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
-        _endpoint_dispatch(f, chain, sp, all_eps)
-    if uses_local:
-        _endpoint_dispatch(f, local_chain(sp), sp, local)
-    if uses_svc or uses_local:
-        for ep in all_eps:
-            chain = endpoint_chain(sp, ep.ip, ep.port)
-            if chain in f.chains:
-                continue
-            f.add(chain, f"ip saddr {ep.ip} jump mark-for-masquerade")
-            if sp.affinity_timeout is not None:
-                aff = affinity_set(sp, ep.ip, ep.port)
-                f.affinity_sets[aff] = sp.affinity_timeout
-                f.add(chain, f"update @{aff} {{ ip saddr }}")
-            f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
+    else:  # no endpoint anywhere: reject; none for internal traffic (Local, none here): drop
+        f.element("no-endpoint-services", f"{key} {comment} : {'drop' if has_eps else 'goto reject-chain'}")
+    if tp.is_external:
+        _external_destinations(f, ctx, sp, has_eps, bool(external_eps))
+    if internal_eps:  # masquerade off-cluster sources (a route to the Service range via a node)
+        f.add(internal_chain, f"ip daddr {sp.cluster_ip} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
+    if has_eps and tp.is_external:
+        ext = external_chain(sp)
+        f.chains.setdefault(ext, [])
+        if not sp.external_local:
+            f.add(ext, "jump mark-for-masquerade")
+        else:
+            f.add(ext, f'ip saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
+            f.add(ext, 'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"')
+            f.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
+        if external_eps:
+            f.add(ext, f"goto {external_policy}")
+    if sp.source_ranges and sp.lb_ips:
+        sources = list(sp.source_ranges)
+        if any(_contains(cidr, ctx.node_ips[0]) for cidr in sp.source_ranges if ctx.node_ips):
+            sources += sp.lb_ips  # a node's request to a VIP that is local to it loops back from the VIP
+        f.add(firewall_chain(sp), f"ip saddr != {{ {' , '.join(sources)} }} drop")
+    if sp.affinity_timeout is not None:
+        for ep in tp.reachable:
+            f.affinity_sets[affinity_set(sp, ep.ip, ep.port)] = sp.affinity_timeout
+    if tp.uses_cluster_chain:
+        _endpoint_dispatch(f, service_chain(sp), sp, tp.cluster)
+    if tp.uses_local_chain:
+        _endpoint_dispatch(f, local_chain(sp), sp, tp.local)
+    for ep in tp.reachable:
+        chain = endpoint_chain(sp, ep.ip, ep.port)
+        f.add(chain, f"ip saddr {ep.ip} jump mark-for-masquerade")
+        if sp.affinity_timeout is not None:
+            f.add(chain, f"update @{affinity_set(sp, ep.ip, ep.port)} {{ ip saddr }}")
+        f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
     return f
 
 
-def _external_destinations(f: Fragment, sp: ServicePortInfo, has_eps: bool, has_external_eps: bool) -> None:
-    """NodePort, externalIPs and load-balancer IPs go to the ``external-`` chain (LB IPs with
-    source ranges first pass their ``firewall-`` chain), or to a no-endpoint drop / reject."""
-    verdict = "goto reject-chain" if not has_eps else "drop"
+def _contains(cidr: str, ip: str) -> bool:
+    try:
+        return ip_address(ip) in ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def _external_destinations(f: Fragment, ctx: NodeContext, sp: ServicePortInfo, has_eps: bool, has_external_eps: bool) -> None:
+    """externalIPs, load-balancer IPs and the NodePort go to the ``external-`` chain (LB IPs
+    with source ranges first pass their ``firewall-`` chain, looked up before DNAT), or, with
+    no endpoint for them, to a drop (Local policy, none on this node) or a reject (none at all)."""
+    verdict = "drop" if has_eps else "goto reject-chain"
+    comment = f'comment "{sp.port_name_string}"'
     ext = external_chain(sp)
+    for ip in sp.external_ips:
+        key = f"{ip} . {sp.proto} . {sp.port}"
+        if has_eps:
+            f.element("service-ips", f"{key} : goto {ext}")
+        if not has_external_eps:
+            f.element("no-endpoint-services", f"{key} {comment} : {verdict}")
+    firewalled = bool(sp.source_ranges)
+    for ip in sp.lb_ips:
+        key = f"{ip} . {sp.proto} . {sp.port}"
+        if has_eps:
+            f.element("service-ips", f"{key} : goto {ext}")
+        if firewalled:
+            f.element("firewall-ips", f"{key} : goto {firewall_chain(sp)}")
+    if not has_external_eps:
+        for ip in sp.lb_ips:
+            f.element("no-endpoint-services", f"{ip} . {sp.proto} . {sp.port} {comment} : {verdict}")
     if sp.node_port is not None:
         np_key = f"{sp.proto} . {sp.node_port}"
         if has_eps:
             f.element("service-nodeports", f"{np_key} : goto {ext}")
         if not has_external_eps:
-            f.element("no-endpoint-nodeports", f"{np_key} : {verdict}")
-    for ip in (*sp.external_ips, *sp.lb_ips):
-        key = f"{ip} . {sp.proto} . {sp.port}"
-        if has_eps:
-            f.element("service-ips", f"{key} : goto {ext}")
-        if not has_external_eps:
-            f.element("no-endpoint-services", f"{key} : {verdict}")
-    if sp.source_ranges and sp.lb_ips and has_eps:
-        fw = firewall_chain(sp)
-        f.add(fw, f"ip saddr != {{ {', '.join(sp.source_ranges)} }} drop")
-        for ip in sp.lb_ips:
-            f.element("firewall-ips", f"{ip} . {sp.proto} . {sp.port} : goto {fw}")
+            f.element("no-endpoint-nodeports", f"{np_key} {comment} : {verdict}")
 
 
 def _endpoint_dispatch(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
     if sp.affinity_timeout is not None:
         for ep in eps:
             f.add(chain, f"ip saddr @{affinity_set(sp, ep.ip, ep.port)} goto {endpoint_chain(sp, ep.ip, ep.port)}")
-    targets = ", ".join(f"{i} : goto {endpoint_chain(sp, ep.ip, ep.port)}" for i, ep in enumerate(eps))
+    targets = " , ".join(f"{i} : goto {endpoint_chain(sp, ep.ip, ep.port)}" for i, ep in enumerate(eps))
     f.add(chain, f"numgen random mod {len(eps)} vmap {{ {targets} }}")
 
 
@@ -312,7 +329,7 @@ class NftSync:
                 m, e = key
                 now = self.elements[key] > 0
                 if before_elements[key] and not now:
-                    gone.setdefault(m, []).append(e.split(" : ")[0])
+                    gone.setdefault(m, []).append(e.split(" : ")[0].split(" comment ")[0])  # the key alone
                 elif not before_elements[key] and now:
                     fresh.setdefault(m, []).append(e)
         for m in MAPS:

@@ -17,6 +17,8 @@ from netns_lab.controllers.topology import Topology
 from netns_lab.model import Pod, Service
 
 MASQ_MARK = "0x4000"
+SERVICE_PROXY_NAME = "service.kubernetes.io/service-proxy-name"
+HEADLESS = "service.kubernetes.io/headless"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class NodeContext:
     cluster_cidr: IPv4Network  # podCIDR: "is this source a pod?" (kube-proxy's local detector)
     service_cidr: IPv4Network
     node_ips: tuple[str, ...]
+    # iptables mode: kube-proxy's --iptables-localhost-nodeports (default true): NodePorts also
+    # answer on 127.0.0.1, with route_localnet=1 and KUBE-FIREWALL against spoofed 127/8
+    localhost_node_ports: bool = True
+    nfacct: bool = False  # iptables mode: kube-proxy counts with nfacct where the kernel has it (not here)
+    random_fully: bool = True  # iptables' MASQUERADE --random-fully (kube-proxy uses it when iptables has it)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class ServicePortInfo:
     external_ips: tuple[str, ...] = ()  # spec.externalIPs
     lb_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip
     source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges
+    health_check_node_port: int | None = None  # LoadBalancer with externalTrafficPolicy Local
 
     def __hash__(self) -> int:
         # Cached: proxiers key their rendered fragments by Service port, and with 10,000
@@ -53,7 +61,7 @@ class ServicePortInfo:
         if cached is None:
             cached = hash((self.namespace, self.name, self.port_name, self.protocol, self.cluster_ip, self.port,
                            self.node_port, self.affinity_timeout, self.external_local, self.internal_local, self.endpoints,
-                           self.external_ips, self.lb_ips, self.source_ranges))
+                           self.external_ips, self.lb_ips, self.source_ranges, self.health_check_node_port))
             object.__setattr__(self, "_hash", cached)
         return cached
 
@@ -73,11 +81,16 @@ class ServicePortInfo:
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """Which endpoints serve which traffic on one node (kube-proxy's UsesClusterEndpoints /
-    UsesLocalEndpoints logic), shared by every proxier so the modes cannot disagree."""
+    """Which endpoints serve which traffic on one node: kube-proxy's ``CategorizeEndpoints``
+    (pkg/proxy/topology.go), shared by every proxier so the modes cannot disagree. Ready
+    endpoints serve; when a Service (or, for a Local policy, the node) has no ready one left,
+    its serving terminating endpoints do instead, so connections are not dropped while pods
+    shut down."""
 
-    all: tuple[Endpoint, ...]
-    local: tuple[Endpoint, ...]
+    cluster: tuple[Endpoint, ...]  # for Cluster policies: ready, else serving-terminating
+    local: tuple[Endpoint, ...]  # this node's: ready, else serving-terminating
+    reachable: tuple[Endpoint, ...]  # every endpoint some policy chain may use (its endpoint chains)
+    has_any: bool  # any ready or serving-terminating endpoint anywhere
     internal: tuple[Endpoint, ...]  # for ClusterIP traffic (internalTrafficPolicy)
     external: tuple[Endpoint, ...]  # for NodePort, externalIP and LB traffic (externalTrafficPolicy)
     is_external: bool  # has a NodePort, an externalIP or a load-balancer IP
@@ -85,17 +98,39 @@ class TrafficPolicy:
     uses_local_chain: bool
 
 
+def _serving_terminating(e: Endpoint) -> bool:
+    return e.serving and e.terminating
+
+
 def traffic_policy(sp: ServicePortInfo, node: str) -> TrafficPolicy:
-    local = sp.local_endpoints(node)
     external = sp.node_port is not None or bool(sp.external_ips) or bool(sp.lb_ips)
+    uses_cluster = not sp.internal_local or (external and not sp.external_local)
+    uses_local = sp.internal_local or (external and sp.external_local)
+    cluster: tuple[Endpoint, ...] = ()
+    if uses_cluster:
+        cluster = tuple(e for e in sp.endpoints if e.ready) or tuple(e for e in sp.endpoints if _serving_terminating(e))
+    has_any = bool(cluster) or any(e.ready or _serving_terminating(e) for e in sp.endpoints)
+    local: tuple[Endpoint, ...] = ()
+    if uses_local:
+        mine = [e for e in sp.endpoints if e.node == node]
+        local = tuple(e for e in mine if e.ready) or tuple(e for e in mine if _serving_terminating(e))
+    if not uses_local:
+        reachable = cluster
+    elif not uses_cluster:
+        reachable = local
+    else:  # cluster endpoints, then the local ones (maybe terminating) that are not among them
+        seen = set(cluster)
+        reachable = cluster + tuple(e for e in local if e not in seen)
     return TrafficPolicy(
-        all=sp.endpoints,
+        cluster=cluster,
         local=local,
-        internal=local if sp.internal_local else sp.endpoints,
-        external=local if sp.external_local else sp.endpoints,
+        reachable=reachable,
+        has_any=has_any,
+        internal=local if sp.internal_local else cluster,
+        external=local if sp.external_local else cluster,
         is_external=external,
-        uses_cluster_chain=bool(sp.endpoints) and (not sp.internal_local or (external and not sp.external_local)),
-        uses_local_chain=bool(local) and (sp.internal_local or (external and sp.external_local)),
+        uses_cluster_chain=bool(cluster) and uses_cluster,
+        uses_local_chain=bool(local) and uses_local,
     )
 
 
@@ -113,12 +148,18 @@ def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
 
 
 def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology) -> tuple[ServicePortInfo, ...]:
-    """Every proxied Service port with its ready endpoints (headless Services are skipped)."""
+    """Every proxied Service port with its endpoints and their conditions (headless Services
+    are skipped); :func:`traffic_policy` picks which of them serve."""
     out: list[ServicePortInfo] = []
     for svc in services:
         if svc.headless or svc.type not in ("ClusterIP", "NodePort", "LoadBalancer"):
             continue
-        eps = endpoints(svc, pods, topo)
+        labels = dict(svc.labels)
+        if SERVICE_PROXY_NAME in labels:  # another proxy's Service: kube-proxy's informers never see it
+            continue
+        # the EndpointSlice controller copies the Service's labels to its slices, and kube-proxy
+        # does not watch slices labelled headless: the Service is proxied with no endpoint
+        eps = {} if HEADLESS in labels else endpoints(svc, pods, topo, conditions=True)
         for sp in svc.ports:
             out.append(
                 ServicePortInfo(
@@ -136,6 +177,7 @@ def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: To
                     external_ips=svc.external_ips,
                     lb_ips=svc.load_balancer_ips,
                     source_ranges=svc.load_balancer_source_ranges,
+                    health_check_node_port=svc.health_check_node_port if svc.external_traffic_policy == "Local" else None,
                 )
             )
     return tuple(out)

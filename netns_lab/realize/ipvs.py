@@ -23,7 +23,7 @@ from netns_lab.realize.rtnl import Batch, Rtnl
 DUMMY_INDEX = 5
 NETLINK_NETFILTER, NETLINK_GENERIC = 12, 16
 IP_VS_SVC_F_PERSISTENT = 0x1
-PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP}
+PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": socket.IPPROTO_SCTP}
 SYSCTLS = {
     "net/ipv4/vs/conntrack": 1,  # kube-proxy: keep conntrack for IPVS traffic (needed for SNAT)
     "net/ipv4/vs/expire_nodest_conn": 1,
@@ -115,7 +115,7 @@ class IpvsProxier(Proxier):
         full = full or self.applied is None
         t1 = time.perf_counter()
         in_thread(lambda w: self._apply(w, plan, full))
-        glue = render_ipvs.iptables_glue(self.ctx, self.legacy_ping, jumps=full and not self._hooked())
+        glue = render_ipvs.iptables_glue(self.ctx, plan, self.legacy_ping, jumps=full and not self._hooked())
         _run(self.netns, [f"iptables-{self.backend}-restore", "--noflush"], glue)
         t2 = time.perf_counter()
         self.applied = plan

@@ -15,9 +15,11 @@ import time
 from dataclasses import dataclass
 
 from netns_lab.errors import RealizeError
+from netns_lab.proxy import conntrack
 from netns_lab.proxy import iptables as ipt
 from netns_lab.proxy import nftables as nft
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
+from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
 
 
 Delta = tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]]  # (ports gone, ports new)
@@ -86,24 +88,32 @@ class IptablesProxier(Proxier):
     def _cmd(self, tool: str) -> str:
         return f"iptables-{self.backend}-{tool}"
 
-    def _existing(self) -> tuple[set[tuple[str, str]], bool]:
+    def _existing(self) -> tuple[set[tuple[str, str]], frozenset[str]]:
+        """KUBE chains in the kernel, and the tables whose built-in chains have no hook to
+        kube-proxy's (kube-proxy makes sure of its jump rules on every full sync)."""
         out = subprocess.run(["ip", "netns", "exec", self.netns, self._cmd("save")], capture_output=True, text=True).stdout
         chains: set[tuple[str, str]] = set()
+        hooked: set[str] = set()
         table = ""
         for line in out.splitlines():
             if line.startswith("*"):
                 table = line[1:]
             elif line.startswith(":KUBE-") and table in ipt.TABLES:
                 chains.add((table, line[1:].split()[0]))
-        return chains, "-j KUBE-SERVICES" in out
+            elif line.startswith(("-A PREROUTING ", "-A FORWARD ")) and line.endswith(("-j KUBE-SERVICES", "-j KUBE-FORWARD")):
+                hooked.add(table)
+        return chains, frozenset(ipt.TABLES) - hooked
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:
         t0 = time.perf_counter()
-        existing, jumps = None, False
+        existing, jumps = None, frozenset[str]()
         full = full or not self.plan.synced
         if full:
-            existing, hooked = self._existing()
-            jumps = not hooked
+            existing, jumps = self._existing()
+            if jumps and self.ctx.localhost_node_ports:
+                # kube-proxy's EnsureSysctl: 127.0.0.1:<nodePort> is DNATed to a pod, which the
+                # kernel routes only with route_localnet (KUBE-FIREWALL keeps 127/8 local)
+                in_thread(lambda w: _route_localnet(w, self.netns))
         text = self.plan.restore_input(ports, full, existing, jumps, delta)
         t1 = time.perf_counter()
         _run(self.netns, [self._cmd("restore"), "--noflush"], text)
@@ -115,6 +125,14 @@ class IptablesProxier(Proxier):
 
     def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
         self.plan.restore_input(ports, True, None, False)
+
+
+def _route_localnet(w: NetnsThread, netns: str) -> None:
+    w.enter(netns)
+    try:
+        write_sysctl("net/ipv4/conf/all/route_localnet", 1)
+    finally:
+        w.go_home()
 
 
 class NftablesProxier(Proxier):
@@ -168,19 +186,15 @@ def make_proxier(mode: str, netns: str, ctx: NodeContext, iptables_backend: str 
     raise RealizeError(f"proxyMode {mode}", "start", None, f"supported here: {', '.join(PROXIERS)}")
 
 
-def delete_stale_udp(netns: str, cluster_ip: str, port: int, endpoint_ip: str) -> None:
-    """kube-proxy's stale-UDP fix: forget conntrack entries that still point a ClusterIP flow
-    at an endpoint that is gone, so the client's next datagram is load-balanced afresh."""
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "conntrack", "-D", "-p", "udp", "--orig-dst", cluster_ip,
-         "--orig-port-dst", str(port), "--reply-src", endpoint_ip],
-        capture_output=True, text=True,
-    )
-
-
-def delete_stale_udp_nodeport(netns: str, node_port: int, endpoint_ip: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", netns, "conntrack", "-D", "-p", "udp", "--orig-port-dst", str(node_port),
-         "--reply-src", endpoint_ip],
-        capture_output=True, text=True,
-    )
+def clean_stale_udp(netns: str, ports: tuple[ServicePortInfo, ...], deleted_ips: frozenset[str] = frozenset()) -> int:
+    """kube-proxy's stale-UDP cleanup on one node (see :mod:`netns_lab.proxy.conntrack`):
+    list the node's UDP entries, delete those a Service's current endpoints no longer
+    explain. Returns how many filters were applied."""
+    listing = subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-L", "-p", "udp"],
+                             capture_output=True, text=True).stdout
+    doomed = conntrack.stale(conntrack.parse(listing), ports, deleted_ips)
+    for kind, what, reply_src in doomed:
+        match = ["--orig-dst", what] if kind == "ip" else ["--orig-port-dst", what]
+        subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-D", "-p", "udp", *match, "--reply-src", reply_src],
+                       capture_output=True, text=True)
+    return len(doomed)

@@ -1,8 +1,9 @@
-"""Pod resolver configuration, as kubelet writes it, where ``ip netns exec`` finds it.
+"""Pod resolver configuration and hosts file, as kubelet writes them, where ``ip netns exec``
+finds them.
 
-``ip netns exec NS`` bind-mounts ``/etc/netns/NS/resolv.conf`` over ``/etc/resolv.conf``, so
+``ip netns exec NS`` bind-mounts each file of ``/etc/netns/NS/`` over the one of ``/etc/``, so
 any real program run in the pod (getent, dig, curl, python) uses the cluster DNS with the
-pod's search path. The directories are listed in the lab's ownership record first and
+pod's search path, and kubelet's managed ``/etc/hosts`` (the pod's own names). The directories are listed in the lab's ownership record first and
 removed by it, like everything else the lab creates.
 
 resolv.conf is line- and word-based: a newline in a search domain or an option would add a
@@ -59,19 +60,39 @@ def resolv_conf(pod: Pod, dns_ip: str, zone: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+HOSTS_HEADER = ("# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                "fe00::0\tip6-localnet", "fe00::0\tip6-mcastprefix", "fe00::1\tip6-allnodes", "fe00::2\tip6-allrouters")
+
+
+def hosts_file(pod: Pod, ip: str, zone: str) -> str:
+    """kubelet's managed /etc/hosts (managedHostsFileContent): localhost, then the pod's IP
+    with its hostname, fully qualified first when it has a subdomain."""
+    hostname = _word(pod.hostname or pod.name, "hostname", pod)[:63]
+    ip = str(ipaddress.ip_address(ip))
+    if pod.subdomain:
+        fqdn = f"{hostname}.{_word(pod.subdomain, 'subdomain', pod)}.{_word(pod.namespace, 'namespace', pod)}.svc.{_word(zone, 'zone', pod)}"
+        own = f"{ip}\t{fqdn}\t{hostname}"
+    else:
+        own = f"{ip}\t{hostname}"
+    return "\n".join((*HOSTS_HEADER, own)) + "\n"
+
+
 def config_dir(netns_name: str) -> str:
     return os.path.join(ETC_NETNS, netns_name)
 
 
-def write(netns_name: str, content: str) -> None:
+def write(netns_name: str, content: str, name: str = "resolv.conf") -> None:
     d = config_dir(netns_name)
     os.makedirs(d, exist_ok=True)
-    atomic.write(os.path.join(d, "resolv.conf"), content)
+    atomic.write(os.path.join(d, name), content)
 
 
-def write_all(pods: tuple[Pod, ...], netns_of: dict[str, str], cluster_dns_ip: str, zone: str) -> None:
+def write_all(pods: tuple[Pod, ...], netns_of: dict[str, str], cluster_dns_ip: str, zone: str,
+              ip_of: dict[str, str] | None = None) -> None:
     for pod in pods:
         write(netns_of[pod.key], resolv_conf(pod, cluster_dns_ip, zone))
+        if ip_of is not None:
+            write(netns_of[pod.key], hosts_file(pod, ip_of[pod.key], zone), "hosts")
 
 
-__all__ = ["resolv_conf", "write", "write_all", "config_dir"]
+__all__ = ["resolv_conf", "hosts_file", "write", "write_all", "config_dir"]

@@ -47,13 +47,14 @@ class NodeAgents:
             for p in topo.local_pods if p.ports and p.netexec
         ]
         targets += [
-            {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT],
+            {"netns": n.netns, "name": n.name, "ports": [NODE_AGENT_PORT, loadbalancer.KUBE_PROXY_HEALTHZ_PORT,
+                                                      loadbalancer.KUBE_PROXY_STATUS_PORT],
              "health": health[n.name], "agent": True}
             for n in topo.local_nodes
         ]
         if any("sctp" in t for t in targets):  # a pod applied at run time: netexec would load SCTP, or fail
             require_sctp("serve")
-        return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "targets": targets}
+        return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "proxyMode": st.proxy_mode, "targets": targets}
 
     def restore(self, view: View) -> None:
         self.config = self.desired(view)

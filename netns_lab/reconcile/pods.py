@@ -83,6 +83,7 @@ class PodSandboxes:
 
 
 def write_resolv_confs(pods: tuple[Pod, ...], topo: Topology) -> None:
-    """kubelet's resolv.conf for each local pod (``/etc/netns/NETNS/resolv.conf``)."""
+    """kubelet's resolv.conf and hosts file for each local pod (``/etc/netns/NETNS/``)."""
     local = {p.key: p.netns for p in topo.local_pods}
-    resolvconf.write_all(tuple(p for p in pods if p.key in local), local, str(topo.dns_ip), topo.cluster_domain)
+    ips = {p.key: str(p.ip) for p in topo.local_pods}
+    resolvconf.write_all(tuple(p for p in pods if p.key in local), local, str(topo.dns_ip), topo.cluster_domain, ips)

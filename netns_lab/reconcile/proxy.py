@@ -1,6 +1,6 @@
 """kube-proxy: every local node's Service rules (iptables, nftables or IPVS) follow the
-Service ports and their endpoints; UDP conntrack entries of removed endpoints are deleted,
-as kube-proxy does, so a client's next datagram reaches a live backend."""
+Service ports and their endpoints; UDP conntrack entries that no current endpoint explains
+are deleted, as kube-proxy does, so a client's next datagram reaches a live backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from netns_lab.controllers.topology import Topology
 from netns_lab.faults import fault
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
-from netns_lab.realize.proxier import Proxier, delete_stale_udp, delete_stale_udp_nodeport, make_proxier
+from netns_lab.realize.proxier import Proxier, clean_stale_udp, make_proxier
 from netns_lab.reconcile import View, plural
 
 
@@ -72,16 +72,14 @@ class KubeProxy:
         return events
 
     def _forget_stale_udp(self, old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...], topo: Topology) -> None:
-        now = {(p.namespace, p.name, p.port_name, p.protocol): {e.ip for e in p.endpoints} for p in new}
-        for p in old:
-            if p.protocol != "UDP":
-                continue
-            gone = {e.ip for e in p.endpoints} - now.get((p.namespace, p.name, p.port_name, p.protocol), set())
-            for ip in gone:
-                for node in topo.local_nodes:
-                    delete_stale_udp(node.netns, p.cluster_ip, p.port, ip)
-                    if p.node_port is not None:
-                        delete_stale_udp_nodeport(node.netns, p.node_port, ip)
+        """After a sync that changed a UDP Service port: kube-proxy's cleanup on every node
+        (a flow to a gone endpoint, or to a Service that had none yet, is forgotten)."""
+        if not any(p.protocol == "UDP" for p in (*old, *new)):
+            return
+        still = {(p.namespace, p.name, p.port_name, p.protocol) for p in new}
+        deleted = frozenset(p.cluster_ip for p in old if p.protocol == "UDP" and (p.namespace, p.name, p.port_name, p.protocol) not in still)
+        for node in topo.local_nodes:
+            clean_stale_udp(node.netns, self.ports, deleted)
 
 
 def endpoint_changes(old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...]) -> list[str]:

@@ -46,11 +46,26 @@ class Apply:
 
 @dataclass(frozen=True, eq=False)
 class Delete:
-    """``KIND/NS/NAME`` or ``KIND/NAME`` (namespace default, or a cluster-scoped object)."""
+    """``KIND/NS/NAME`` or ``KIND/NAME`` (namespace default, or a cluster-scoped object).
+
+    A pod with a grace period (``grace``, else its ``terminationGracePeriodSeconds``) is not
+    removed: it becomes terminating until ``now`` + grace (its deletionTimestamp), still
+    serving, and the lab's API server removes it then (:class:`Expire`)."""
 
     src: Source
     path: str
     ref: str
+    grace: int | None = None  # seconds; 0: at once (kubectl delete --grace-period 0 --force)
+    now: float = 0.0  # when the deletion was asked (seconds since the epoch)
+
+
+@dataclass(frozen=True, eq=False)
+class Expire:
+    """Remove every terminating pod whose grace period is over at ``now`` (the kubelet, once
+    the pod's process is gone). Decided on the objects of the change itself, so a pod made
+    again under the same name, or already gone, is left alone."""
+
+    now: float
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +88,7 @@ class SetReady:
     ready: bool
 
 
-Action = Apply | Delete | Label | SetReady
+Action = Apply | Delete | Expire | Label | SetReady
 FORBIDDEN_POD_UPDATE = ("Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
                         "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
                         "existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)")
@@ -164,7 +179,7 @@ def _apply_pod(objects: Objects, pod: Pod, old: Pod | None, a: Apply) -> Objects
         raise a.src.error(join(spath, "nodeName"), f'Not found: "{pod.node_name}": no such node in the cluster')
     if old is not None:
         kept = replace(pod, labels=old.labels, node_name=old.node_name if pod.node_name is None else pod.node_name,
-                       ready=old.ready, service_env=old.service_env,
+                       ready=old.ready, service_env=old.service_env, deletion_deadline=old.deletion_deadline,
                        containers=tuple(replace(c, image=o.image) for c, o in zip(pod.containers, old.containers)))
         if kept != old:  # labels (and images, which change nothing here) are all a pod may change
             raise a.src.error(spath, FORBIDDEN_POD_UPDATE)
@@ -241,12 +256,27 @@ def _ingresses_intact(objects: Objects, src: Source, path: str) -> Objects:
 def _delete(objects: Objects, d: Delete) -> Objects:
     kind, obj = _existing(objects, d.src, d.path, d.ref)
     _not_system(objects, kind, obj.key, d.src, d.path)
+    if isinstance(obj, Pod):
+        grace = d.grace if d.grace is not None else obj.termination_grace_period or 0
+        if grace > 0:  # terminating: still there, still serving, out of the ready endpoints
+            deadline = d.now + grace
+            if obj.deletion_deadline is not None:  # a second delete may only shorten it
+                deadline = min(deadline, obj.deletion_deadline)
+            return objects.put(replace(obj, deletion_deadline=deadline))
     if kind.name == "Namespace":
         if obj.name in BUILTIN_NAMESPACES:
             raise d.src.error(d.path, f'Forbidden: namespaces "{obj.name}" is forbidden: this namespace may not be deleted')
         for inner_kind, inner in objects.in_namespace(obj.name):
             objects = objects.remove(inner_kind, inner.key)
     return _ingresses_intact(objects.remove(kind, obj.key), d.src, d.path)
+
+
+def _expire(objects: Objects, e: Expire) -> Objects:
+    pod_kind = kind_named("Pod")
+    for pod in objects.pods:
+        if pod.deletion_deadline is not None and pod.deletion_deadline <= e.now:
+            objects = objects.remove(pod_kind, pod.key)
+    return objects
 
 
 def _label(objects: Objects, lab: Label) -> Objects:
@@ -277,4 +307,5 @@ def _set_ready(objects: Objects, r: SetReady) -> Objects:
 
 _CLASS: dict[str, type] = {"Namespace": Namespace, "Pod": Pod, "Service": Service, "Secret": Secret, "Ingress": Ingress,
                            "IngressClass": IngressClass, "NetworkPolicy": NetworkPolicy}
-_ADMIT: dict[type, Callable[[Objects, Any], Objects]] = {Apply: _apply, Delete: _delete, Label: _label, SetReady: _set_ready}
+_ADMIT: dict[type, Callable[[Objects, Any], Objects]] = {Apply: _apply, Delete: _delete, Expire: _expire, Label: _label,
+                                                         SetReady: _set_ready}

@@ -136,7 +136,13 @@ def parse_pod(src: Source, obj: dict[str, Any], base: str) -> Pod:
         dns_policy=policy,
         dns_config=dns_config,
         enable_service_links=spec.get("enableServiceLinks", True) is not False,
+        termination_grace_period=_grace(spec.get("terminationGracePeriodSeconds")),
     )
+
+
+def _grace(value: int | None) -> int | None:
+    """A negative grace period is read as 1 s, as the API server does (kubernetes#98866)."""
+    return None if value is None else max(int(value), 1) if value < 0 else int(value)
 
 
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 32

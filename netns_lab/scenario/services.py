@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netns_lab.controllers.topology import outside_addresses
-from netns_lab.controllers.loadbalancer import KUBE_PROXY_HEALTHZ_PORT
+from netns_lab.controllers.loadbalancer import KUBE_PROXY_HEALTHZ_PORT, KUBE_PROXY_STATUS_PORT
 from netns_lab.controllers.topology import NODE_AGENT_PORT
 from netns_lab.model import DEFAULT_AFFINITY_TIMEOUT, ClusterConfig, Service, ServicePort
 from netns_lab.store import Allocations
@@ -37,6 +37,7 @@ CLUSTER_FAMILY = "IPv4"  # the lab's Service range is single-stack IPv4 (cluster
 NODE_AGENT_PORTS = {
     NODE_AGENT_PORT: "the lab's node agent listens on it on every node (kubelet's port)",
     KUBE_PROXY_HEALTHZ_PORT: "kube-proxy's health check (healthz) answers on it on every node, and the cloud load balancer probes it",
+    KUBE_PROXY_STATUS_PORT: "kube-proxy's status port (/proxyMode) answers on it on every node",
 }
 
 
@@ -129,6 +130,7 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         external_ips=external_ips,
         load_balancer_source_ranges=lb["ranges"],
         health_check_node_port=lb["hcnp"],
+        publish_not_ready_addresses=spec.get("publishNotReadyAddresses") is True,
     )
     return ParsedService(service, src, base, requested, lb["ip"], lb["allocate"])
 

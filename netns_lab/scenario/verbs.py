@@ -12,6 +12,7 @@ when it builds actions: the command line never needs them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from netns_lab.scenario.admission import Action
 
 VERBS = ("apply", "delete", "label", "pod-ready", "reconcile")
+MAX_GRACE = 86400  # seconds: a day of terminating is more than any lab needs
 
 
 def label_pairs(ref: str, changes: Sequence[str]) -> tuple[tuple[str, str | None], ...]:
@@ -68,6 +70,9 @@ def check(request: dict[str, Any]) -> None:
     elif verb == "delete":
         if not _strings(request, "refs"):
             raise ScenarioError("delete", "", "Required value: at least one KIND/NAME or KIND/NAMESPACE/NAME")
+        grace = request.get("gracePeriod")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= MAX_GRACE):
+            raise ScenarioError("delete", "--grace-period", f"Invalid value: {grace!r}: must be a number of seconds from 0 to {MAX_GRACE}")
     elif verb == "label":
         label_pairs(_string(request, "ref"), _strings(request, "changes"))
     elif verb == "pod-ready":
@@ -98,7 +103,8 @@ def actions(request: dict[str, Any]) -> list[Action]:
             raise ScenarioError(files[0][0], "", "Required value: the file holds no manifest")
         return out
     if verb == "delete":
-        return [Delete(Source(f"delete {r}", r), "", r) for r in request["refs"]]
+        now = time.time()
+        return [Delete(Source(f"delete {r}", r), "", r, grace=request.get("gracePeriod"), now=now) for r in request["refs"]]
     if verb == "label":
         ref = request["ref"]
         return [Label(Source(f"label {ref}", ref), "", ref, label_pairs(ref, request["changes"]))]

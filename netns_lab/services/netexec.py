@@ -47,6 +47,7 @@ from netns_lab.services.ready import say_ready
 SILENCE_TIMEOUT = 1.0
 MAX_REQUEST = 64 * 1024
 PHASE_PATH = b"/netns-lab/phase"
+PROXY_HEALTHZ_PORT, PROXY_STATUS_PORT = 10256, 10249  # kube-proxy's /healthz and /proxyMode, on every node
 _HTTP_START = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
@@ -81,6 +82,19 @@ def health_reply(info: dict[str, object]) -> bytes:
     status = "200 OK" if count > 0 else "503 Service Unavailable"
     return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def kube_proxy_reply(port: int, request: bytes, mode: str, node: str) -> bytes:
+    """kube-proxy's own URLs on a node: ``:10256/healthz`` (its JSON: when the rules were
+    last synced) and ``:10249/proxyMode`` (the mode it runs); the rest is 404, as there."""
+    path = request.split(b" ", 2)[1].split(b"?", 1)[0]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if port == PROXY_HEALTHZ_PORT and path in (b"/healthz", b"/livez"):
+        body = json.dumps({"lastUpdated": now, "currentTime": now, "nodeEligible": True})
+        return text_reply(body, node, "application/json")
+    if port == PROXY_STATUS_PORT and path == b"/proxyMode":
+        return text_reply(mode, node)
+    return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
@@ -132,6 +146,7 @@ class Server:
         self.inodes: dict[str, int | None] = {}  # netns name -> the inode its sockets were opened in
         self.health: dict[tuple[str, int], dict[str, object]] = {}  # healthCheckNodePort answers
         self.agents: set[str] = set()  # node namespaces: they answer the lab's phase
+        self.proxy_mode = ""  # what a node's kube-proxy says on :10249/proxyMode
         self.phase = ""
         self.pending: deque[Conn] = deque()  # in accept order: silence deadlines are monotonic
         self.reload = False
@@ -152,6 +167,7 @@ class Server:
         health: dict[tuple[str, int], dict[str, object]] = {}
         self.phase = config.get("phase", "")
         self.agents = {t["netns"] for t in config["targets"] if t.get("agent")}
+        self.proxy_mode = str(config.get("proxyMode", ""))
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]
@@ -285,6 +301,8 @@ class Server:
                     reply = health_reply(info)
                 elif conn.where[0] in self.agents and buf.split(b" ", 2)[1] == PHASE_PATH:
                     reply = text_reply(self.phase, conn.pod)
+                elif conn.where[0] in self.agents and conn.where[1] in (PROXY_HEALTHZ_PORT, PROXY_STATUS_PORT):
+                    reply = kube_proxy_reply(conn.where[1], buf, self.proxy_mode, conn.pod)
                 else:
                     reply = http_reply(conn.pod, conn.peer, buf)
                 self._respond(conn, reply)

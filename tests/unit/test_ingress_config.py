@@ -173,6 +173,8 @@ ELSEWHERE = {
     "Secret.type": "never written", "Secret.data": "PEM text, written to the certificate files, never into nginx.conf",
     "Ingress.labels": "never written (selectors and kubectl read them)", "Secret.labels": "never written",
     "Endpoint.port": "an int, checked", "Endpoint.node": "never written", "Endpoint.ready": "a bool",
+    "Endpoint.serving": "a bool (not written: the controller gets ready endpoints)",
+    "Endpoint.terminating": "a bool (not written: the controller gets ready endpoints)",
     "Endpoint.pod": "never written (the backends carry address and port)",
     "Ingress.load_balance": "into the backends only, one of LOAD_BALANCERS (checked again there), never nginx.conf",
 }

@@ -140,7 +140,8 @@ def test_nftables_element_changes_are_diffs() -> None:
     emptied = (replace(PORTS[0], endpoints=()), *PORTS[1:])
     text = sync.transaction(emptied)
     assert "delete element ip kube-proxy service-ips { 10.96.0.2 . tcp . 80 }" in text
-    assert "add element ip kube-proxy no-endpoint-services { 10.96.0.2 . tcp . 80 : goto reject-chain }" in text
+    name = PORTS[0].port_name_string  # kube-proxy comments no-endpoint elements with the port's name
+    assert f'add element ip kube-proxy no-endpoint-services {{ 10.96.0.2 . tcp . 80 comment "{name}" : goto reject-chain }}' in text
     assert "cluster-ips" not in text  # still one Service port on that VIP: the element stays
 
 

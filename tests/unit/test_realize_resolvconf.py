@@ -40,3 +40,18 @@ def test_ordinary_values_still_render() -> None:
     lines = _lines(pod)
     assert lines[1:] == ["search default.svc.cluster.local svc.cluster.local cluster.local a.example",
                          "nameserver 10.96.0.10", "nameserver 192.0.2.1", "options ndots:2 edns0 attempts:"]
+
+
+def test_hosts_file_is_kubelets() -> None:
+    from netns_lab.model import Pod
+    from netns_lab.realize.resolvconf import hosts_file
+
+    plain = hosts_file(Pod("web-1", "shop"), "10.244.1.5", "cluster.local").splitlines()
+    assert plain[0] == "# Kubernetes-managed hosts file." and plain[1] == "127.0.0.1\tlocalhost"
+    assert plain[-1] == "10.244.1.5\tweb-1"
+    named = hosts_file(Pod("p", "shop", hostname="h1", subdomain="sub"), "10.244.1.6", "cluster.local").splitlines()
+    assert named[-1] == "10.244.1.6\th1.sub.shop.svc.cluster.local\th1"
+    import pytest
+
+    with pytest.raises(ValueError):
+        hosts_file(Pod("p", "shop", hostname="h1\n8.8.8.8 evil"), "10.244.1.6", "cluster.local")

@@ -92,3 +92,25 @@ def test_get_ingress_columns() -> None:
     assert a["spec"]["tls"] == [{"hosts": ["a.example.com"], "secretName": "a-tls"}]
     assert a["spec"]["rules"][0]["http"]["paths"][2] == {"path": "/a2/exact", "pathType": "Exact",
                                                         "backend": {"service": {"name": "a1", "port": {"number": 80}}}}
+
+
+def test_endpointslices_show_each_endpoints_conditions() -> None:
+    """A terminating pod stays in the slice: ready false, serving as its readiness says,
+    terminating true (what kube-proxy's fallback reads); a not-ready pod is listed not ready."""
+    from dataclasses import replace
+
+    s, t = _load("clusterip")
+    web = [p for p in s.pods if dict(p.labels).get("app") == "web"]
+    assert len(web) >= 2
+    pods = tuple(replace(p, deletion_deadline=1.0e9) if p.key == web[0].key else replace(p, ready=False) if p.key == web[1].key
+                 else p for p in s.pods)
+    doc = yaml.safe_load(render("endpointslices", pods, s.services, t, "default", "yaml"))
+    [sl] = [i for i in doc["items"] if i["metadata"]["labels"]["kubernetes.io/service-name"] == "my-service"]
+    conds = {e["targetRef"]["name"]: e["conditions"] for e in sl["endpoints"]}
+    assert conds[web[0].name] == {"ready": False, "serving": True, "terminating": True}
+    assert conds[web[1].name] == {"ready": False, "serving": False, "terminating": False}
+    assert all(c == {"ready": True, "serving": True, "terminating": False} for n, c in conds.items() if n not in (web[0].name, web[1].name))
+    table = rows("endpointslices", pods, s.services, t, "default", False, "1s")
+    assert table[0] == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    pod_rows = rows("pods", pods, s.services, t, "default", False, "1s")
+    assert next(r for r in pod_rows if r[0] == web[0].name)[1:3] == ["0/1", "Terminating"]
