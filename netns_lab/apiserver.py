@@ -35,7 +35,7 @@ import traceback
 from typing import Any
 
 from netns_lab import state
-from netns_lab.errors import LabError, ScenarioError
+from netns_lab.errors import BusyError, LabError, ScenarioError
 from netns_lab.faults import ENV as FAULT_ENV
 
 SOCKET = "api.sock"
@@ -43,6 +43,7 @@ LOG = "apiserver.log"
 ROLE = "apiserver"
 MAX_REQUEST = 64 * 1024 * 1024  # JSON of a few files, each within the 4 MiB a scenario may read
 IDLE_CHECK = 1.0  # seconds between looks at the record while nobody asks anything: is the lab up, is a pod's grace over
+MAX_BACKOFF = 60.0  # seconds: the longest wait before trying a failed expiry again
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send its request
 
 
@@ -101,6 +102,8 @@ class Server:
         self.name = lab_name
         self.instance = instance  # the lab's token when we started: another `up` of the name is another lab
         self.lab: Any = None  # netns_lab.lab.Lab, read on the first request (and again after a failure)
+        self.backoff = 0.0  # seconds between tries of a grace-period expiry that failed
+        self.retry_at = 0.0
 
     def warm(self) -> None:
         """Read the lab and learn what the kernel holds, under the lab's lock (the process that
@@ -120,27 +123,37 @@ class Server:
         finally:
             lock.release()
 
-    def lab_gone(self) -> bool:
+    def tick(self) -> bool:
+        """Between requests: False once the lab is gone (the server stops); otherwise removes
+        the terminating pods whose grace period is over (the record names the first deadline)."""
         st = state.load(self.name)
         if st is None or st.phase != "up" or st.instance != self.instance:
-            return True
-        if st.next_deletion and st.next_deletion <= time.time():
+            return False
+        now = time.time()
+        if st.next_deletion and st.next_deletion <= now and now >= self.retry_at:
             self.expire()
-        return False
+        return True
 
     def expire(self) -> None:
         """Remove the terminating pods whose grace period is over: one change, as the kubelet
-        and the API server do once the pod's process has gone. A failure is logged and
-        tried again on the next look (the record still names the deadline)."""
+        and the API server do once the pod's process has gone. The lab busy with another
+        change: tried again a second later; any other failure is logged and tried again
+        later and later (up to a minute apart), so a lab that cannot change does not fill the
+        log once a second."""
         from netns_lab.scenario.admission import Expire
 
         try:
             if self.lab is None:
                 self.warm()
             self.lab.change([Expire(time.time())], why="grace periods over")
+            self.backoff = 0.0
+        except BusyError:
+            pass
         except Exception:  # noqa: BLE001 - logged; the server goes on serving requests
             traceback.print_exc(file=sys.__stderr__)
             self.lab = None
+            self.backoff = min(max(2 * self.backoff, IDLE_CHECK), MAX_BACKOFF)
+            self.retry_at = time.time() + self.backoff
 
     def execute(self, request: dict[str, Any]) -> tuple[int, str, str]:
         """(exit code, stdout, stderr) of one request, as the command line would print them.
@@ -193,7 +206,7 @@ class Server:
             try:
                 conn, _ = sock.accept()
             except TimeoutError:
-                if self.lab_gone():
+                if not self.tick():
                     return
                 continue
             with conn:
@@ -201,7 +214,7 @@ class Server:
                     self.handle(conn)
                 except OSError:  # the client went away: its change is made all the same
                     pass
-            if self.lab_gone():
+            if not self.tick():
                 return
 
 

@@ -23,6 +23,10 @@ class LabError(Exception):
     """Base of every error netns-lab raises on purpose."""
 
 
+class BusyError(LabError):
+    """Another process holds the lab's lock (a change, a build, a removal): try again later."""
+
+
 class ScenarioError(LabError):
     """Invalid scenario input: names the file, the field path and the rule broken.
 

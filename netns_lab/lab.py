@@ -23,12 +23,12 @@ from netns_lab import cleanup, interrupts, procs, state
 from netns_lab.controllers import spread
 from netns_lab.controllers.serviceports import ServicePorts
 from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
-from netns_lab.errors import LabError, RealizeError
+from netns_lab.errors import LabError, RealizeError, ScenarioError
 from netns_lab.events import describe_all, log_events, object_changes
 from netns_lab.faults import ENV
 from netns_lab.objectlog import ObjectLog
 from netns_lab.faults import fault as _fault
-from netns_lab.model import ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
+from netns_lab.model import MAX_GRACE_PERIOD, ClusterConfig, Ingress, ObjectRef, Pod, Scenario, Secret, Service, find_service
 from netns_lab.proxy.types import ServicePortInfo
 from netns_lab.realize import network, resolvconf
 from netns_lab.realize.netns import exists as netns_exists
@@ -310,22 +310,26 @@ class Lab:
             self.timings = {"attach": t1 - t0, "admission": admitted - t1, **self.timings}
         finally:
             lock.release()
-        self._keep_time()
-        return events
+        return events + self._keep_time()
 
-    def _keep_time(self) -> None:
+    def _keep_time(self) -> list[str]:
         """A terminating pod is removed by the lab's API server once its grace period is over
         (it watches the record's ``next_deletion``): make sure one runs, whoever made the
-        change (a step, a test, the command line)."""
+        change (a step, a test, the command line). The change is made either way: a server
+        that does not start is a warning, and the next command starts one."""
         from netns_lab import apiclient, procs
         from netns_lab.apiserver import ROLE
 
         st = self.state
         if st is None or not st.next_deletion:
-            return
+            return []
         if any(p["role"] == ROLE and procs.owned_by(p["pid"], st.instance) for p in st.processes):
-            return
-        apiclient.start(self.name)
+            return []
+        try:
+            apiclient.start(self.name)
+        except LabError as exc:
+            return [f"warning: terminating pods are not removed on time: {exc}"]
+        return []
 
     def _catch_up(self) -> None:
         """Under the lock: if another process changed the lab since this one last did (its
@@ -419,6 +423,8 @@ class Lab:
     def delete(self, *refs: str, grace_period: int | None = None) -> list[str]:
         """``kubectl delete KIND/NS/NAME... [--grace-period S]``: a pod with a grace period
         stays terminating (and serving) that long; the lab's API server removes it then."""
+        if grace_period is not None and not (isinstance(grace_period, int) and 0 <= grace_period <= MAX_GRACE_PERIOD):
+            raise ScenarioError("delete", "grace_period", f"Invalid value: {grace_period!r}: must be a number of seconds from 0 to {MAX_GRACE_PERIOD}")
         now = time.time()
         return self.change([Delete(Source("delete", r), "", r, grace=grace_period, now=now) for r in refs])
 

@@ -151,6 +151,7 @@ class Pod:
 
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+MAX_GRACE_PERIOD = 86400  # seconds a pod may stay terminating in a lab (a day is more than any lab needs)
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, as the API server defaults it
 
 

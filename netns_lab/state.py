@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from netns_lab.errors import LabError, ScenarioError
+from netns_lab.errors import BusyError, ScenarioError
 
 STATE_DIR = os.path.abspath(os.environ.get("NETNS_LAB_STATE_DIR", "/run/netns-lab"))  # absolute: the API server works from /
 MAX_NAME = 40  # the lab's name prefixes every namespace and interface name it creates
@@ -44,7 +44,7 @@ class LabState:
     pending: bool = False  # a change was recorded in ``objects`` and is not yet fully realised
     generation: int = 0  # moves on with every sync: a process whose copy is older reloads the record
     # when the first terminating pod's grace period is over (0: none is terminating): the lab's
-    # API server removes it then (it reads this small record every second, not the objects)
+    # API server removes it then (it reads this record every second, not the objects' log)
     next_deletion: float = 0.0
     # Who built it: a refused ``up`` names it, and a "building" record whose owner is dead is
     # the remains of a killed build (a PID alone could be recycled: the start time tells).
@@ -221,8 +221,8 @@ def holder(lab: str) -> int:
         return 0
 
 
-def busy_error(lab: str, doing: str = "being built or removed") -> LabError:
+def busy_error(lab: str, doing: str = "being built or removed") -> BusyError:
     """The one line for a command refused because another one holds the lab's lock."""
     pid = holder(lab)
     by = f"by process {pid}" if pid else "by another process"
-    return LabError(f"lab {lab} is {doing} {by}: wait for it to finish (or stop it), then retry")
+    return BusyError(f"lab {lab} is {doing} {by}: wait for it to finish (or stop it), then retry")

@@ -91,7 +91,7 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
                 continue
             plan = topo.pod(p.key)
             n = len(p.containers)
-            ready = f"{n if p.ready and not p.terminating else 0}/{n}"
+            ready = f"{n if p.ready else 0}/{n}"  # containers keep their readiness while terminating
             row = [p.name, ready, "Terminating" if p.terminating else "Running", "0", age_text] + ([str(plan.ip), plan.node] if wide else [])
             out.append(([p.namespace] if namespace is None else []) + row)
     elif kind == "services":
@@ -207,7 +207,7 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                              "ports": [{"containerPort": cp.container_port, "protocol": cp.protocol, **({"name": cp.name} if cp.name else {})} for cp in c.ports]}
                              for c in p.containers]},
                     "status": {"phase": "Running", "podIP": str(plan.ip),
-                               "conditions": [{"type": "Ready", "status": "True" if p.ready and not p.terminating else "False"}]},
+                               "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]},
                 })
     elif kind == "services":
         for s in services:

@@ -74,7 +74,8 @@ def test_scenario_checks_pass_in_ipvs_mode(lab_factory, path: str) -> None:  # t
 def test_ipvsadm_shows_exactly_the_model(ipvs_lab: Lab) -> None:
     for node in ipvs_lab.topology.nodes:
         table = _ipvsadm(ipvs_lab, node.name)
-        expected = {f"{p.protocol} {p.cluster_ip}:{p.port}": {f"{e.ip}:{e.port}" for e in p.endpoints} for p in ipvs_lab.service_ports()}
+        expected = {f"{p.protocol} {p.cluster_ip}:{p.port}": {f"{e.ip}:{e.port}" for e in p.endpoints if e.ready}
+                    for p in ipvs_lab.service_ports()}
         assert table == expected
         addrs = ipvs_lab.exec(f"node/{node.name}", ["ip", "-4", "-o", "addr", "show", "dev", "kube-ipvs0"], check=True).stdout
         assert {p.cluster_ip for p in ipvs_lab.service_ports()} == set(re.findall(r"inet (\S+)/32", addrs))

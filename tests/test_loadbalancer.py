@@ -267,3 +267,22 @@ def test_health_check_fails_on_a_node_whose_endpoints_are_all_terminating(lab_fa
     r = lab.connect("node/node-3", node1, local.ports[0].node_port, timeout=1.0)  # node-1's local fallback still serves
     lab.delete("pod/web-1", grace_period=0)  # nothing left to expire in the background
     assert (r.result, r.served_by) == ("ok", "web-1"), r
+
+
+def test_health_check_node_port_is_open_on_a_node_that_drops_input(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """iptables mode: kube-proxy accepts its health-check node ports in the filter table
+    (KUBE-NODEPORTS, jumped to from INPUT), so the cloud load balancer still gets its answer
+    from a node whose INPUT policy drops everything else (a locked-down node)."""
+    lab = lab_factory(LB, cluster__proxyMode="iptables", name="lb-input-drop")
+    local = lab.service("web-local")
+    topo = lab.topology
+    node = topo.node("node-1")
+    tool = f"iptables-{lab.state.iptables_backend}"
+    subprocess.run(["ip", "netns", "exec", node.netns, tool, "-w", "5", "-P", "INPUT", "DROP"], check=True)
+    try:
+        health, agent = run_probes([Probe(topo.lb_netns, str(node.ip), local.health_check_node_port, "http", "/healthz"),
+                                    Probe(topo.lb_netns, str(node.ip), 10250, "tcp")], timeout=1.5)
+    finally:
+        subprocess.run(["ip", "netns", "exec", node.netns, tool, "-w", "5", "-P", "INPUT", "ACCEPT"], check=True)
+    assert health.status == 200, health  # accepted by kube-proxy's rule
+    assert agent.result == "timeout", agent  # the node's other ports are dropped: the policy is in force

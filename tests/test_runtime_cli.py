@@ -319,7 +319,7 @@ def test_delete_with_a_grace_period_from_the_command_line(lab: Lab) -> None:
     done = cli("delete", NAME, "pod/web-3", "--grace-period", "3")
     assert done.returncode == 0, done.stderr
     pods = cli("get", NAME, "pods").stdout
-    assert re.search(r"^web-3\s+0/1\s+Terminating\s", pods, re.M), pods
+    assert re.search(r"^web-3\s+1/1\s+Terminating\s", pods, re.M), pods
     slices = yaml.safe_load(cli("get", NAME, "endpointslices", "-o", "yaml").stdout)["items"]
     conds = {e["targetRef"]["name"]: e["conditions"] for sl in slices if sl["metadata"]["labels"]["kubernetes.io/service-name"] == "web"
              for e in sl["endpoints"]}

@@ -36,12 +36,17 @@ def conditions(lab: Lab) -> dict[str, dict[str, bool]]:
 
 
 def wait_gone(name: str, pod: str, seconds: float) -> Lab:
-    """The lab as its record says once ``pod`` is gone (removed by the API server)."""
+    """The lab as its record says once ``pod`` is gone (removed by the API server) and that
+    change is realised (the record is written before the rules: ``pending`` until they are)."""
+    from netns_lab import state
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        lab = Lab.attach(name)
-        if all(p.name != pod for p in lab.pods):
-            return lab
+        st = state.load(name)
+        if st is not None and not st.pending:
+            lab = Lab.attach(name)
+            if all(p.name != pod for p in lab.pods) and not lab.state.pending:  # type: ignore[union-attr]
+                return lab
         time.sleep(0.2)
     raise AssertionError(f"{pod} still there after {seconds}s")
 
@@ -72,11 +77,11 @@ def test_terminating_pods_serve_only_as_the_fallback_then_go(lab_factory, mode: 
     lab.delete("pod/web-2", grace_period=0)
     assert "web-2" not in {p.name for p in lab.pods}
     t0 = time.monotonic()
-    lab.delete("pod/web-3", grace_period=2)
+    lab.delete("pod/web-3", grace_period=6)
     assert served(lab, 4) == ({"web-3"}, {"ok"})
-    lab = wait_gone(lab.name, "web-3", 15)
+    lab = wait_gone(lab.name, "web-3", 20)
     gone_after = time.monotonic() - t0
-    assert gone_after >= 2.0, gone_after
+    assert gone_after >= 6.0, gone_after
     # no serving endpoint left (web-1 terminating and not ready): the ClusterIP rejects
     assert served(lab, 4) == (set(), {"refused"})
     lab.delete("pod/web-1", grace_period=0)  # nothing left to expire in the background

@@ -90,10 +90,10 @@ def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str)
             host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ep.ip)
             hosts[ep.ip] = f"{host}.{base}"
     if not svc.ports and svc.selector is not None:  # a headless Service without ports still lists its pods
-        from netns_lab.controllers.endpoints import selects
+        from netns_lab.controllers.endpoints import is_ready, selects
 
         for pod in pods:
-            if (svc.publish_not_ready_addresses or (pod.ready and not pod.terminating)) and selects(svc, pod):
+            if is_ready(svc, pod) and selects(svc, pod):
                 ip = str(topo.pod(pod.key).ip)
                 host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
                 hosts[ip] = f"{host}.{base}"

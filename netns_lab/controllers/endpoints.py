@@ -34,6 +34,12 @@ def _target(pod: Pod, sp: ServicePort) -> int | None:
     return target if isinstance(target, int) else pod.named_port(target, sp.protocol)
 
 
+def is_ready(svc: Service, pod: Pod) -> bool:
+    """The EndpointSlice controller's ``ready``: the pod is ready and not terminating, or the
+    Service publishes not-ready addresses."""
+    return svc.publish_not_ready_addresses or (pod.ready and not pod.terminating)
+
+
 def selects(svc: Service, pod: Pod) -> bool:
     if svc.selector is None or pod.namespace != svc.namespace:
         return False
@@ -47,7 +53,7 @@ def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology,
     ``conditions``: every selected pod, with its conditions, as an EndpointSlice lists them."""
     out: dict[ServicePort, list[Endpoint]] = {sp: [] for sp in svc.ports}
     for pod in pods:
-        ready = svc.publish_not_ready_addresses or (pod.ready and not pod.terminating)
+        ready = is_ready(svc, pod)
         if not (ready or conditions) or not selects(svc, pod):
             continue
         plan = topo.pod(pod.key)

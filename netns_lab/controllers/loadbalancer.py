@@ -37,10 +37,10 @@ def health_answers(services: tuple[Service, ...], ports: tuple[ServicePortInfo, 
     for svc in checked:
         sps = by_service.get((svc.namespace, svc.name), [])
         for node in topo.nodes:
-            # kube-proxy's LocalReadyEndpoints: ready (not terminating) local endpoints, summed
-            # over the Service's ports, so a node whose last pod is terminating fails the check
-            # and the load balancer stops sending it new connections
-            count = sum(1 for sp in sps for e in sp.local_endpoints(node.name) if e.ready)
+            # kube-proxy's LocalReadyEndpoints: distinct ready (not terminating) local
+            # endpoints (ip:port) over the Service's ports, so a node whose last pod is
+            # terminating fails the check and the load balancer stops sending it new connections
+            count = len({(e.ip, e.port) for sp in sps for e in sp.local_endpoints(node.name) if e.ready})
             out[node.name][str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name, "localEndpoints": count}
     return out
 

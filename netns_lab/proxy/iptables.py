@@ -14,6 +14,7 @@ ports that changed, in one ``iptables-restore --noflush`` input.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from netns_lab.proxy.types import (
@@ -107,8 +108,7 @@ class Fragment:
 
 def fixed_chains(ctx: NodeContext) -> dict[tuple[str, str], list[str]]:
     invalid = " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" if ctx.nfacct else ""
-    return {
-        ("filter", "KUBE-FIREWALL"): [LOCALNET_DROP] if ctx.localhost_node_ports else [],
+    chains = {
         ("filter", "KUBE-FORWARD"): [
             f"-A KUBE-FORWARD -m conntrack --ctstate INVALID{invalid} -j DROP",
             f"-A KUBE-FORWARD {_c('kubernetes forwarding rules')} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
@@ -122,6 +122,17 @@ def fixed_chains(ctx: NodeContext) -> dict[tuple[str, str], list[str]]:
         ],
         ("nat", "KUBE-MARK-MASQ"): [f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}"],
     }
+    if ctx.localhost_node_ports:  # kube-proxy writes the chain only then (kubelet has it anyway)
+        chains[("filter", "KUBE-FIREWALL")] = [LOCALNET_DROP]
+    return chains
+
+
+def jump_rules(ctx: NodeContext) -> list[tuple[str, str]]:
+    """(table, ``-A CHAIN ...``) of every hook from a built-in chain kube-proxy makes sure of."""
+    out = [(t, rule) for t in TABLES for rule in JUMPS[t]]
+    if ctx.localhost_node_ports:
+        out += [("filter", rule) for rule in KUBELET_JUMPS]
+    return out
 
 
 def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
@@ -266,13 +277,14 @@ class IptablesSync:
             self.shared.setdefault(key, {})[sp] = "\n".join(rules)
 
     def restore_input(self, ports: tuple[ServicePortInfo, ...], full: bool = False,
-                      existing: set[tuple[str, str]] | None = None, jumps: bool | frozenset[str] = False,
+                      existing: set[tuple[str, str]] | None = None, jumps: bool | Collection[tuple[str, str]] = False,
                       delta: tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None = None) -> str:
         """``iptables-restore --noflush`` input for ``ports``; ``full`` rewrites everything.
 
         ``existing`` are KUBE chains read from the kernel (a full sync by a new process);
-        ``jumps`` adds the hooks from the built-in chains (True: in both tables; or the tables
-        that lack them: a full sync puts back what was deleted by hand). ``delta`` (ports
+        ``jumps`` adds the hooks from the built-in chains (True: all of :func:`jump_rules`; or
+        the (table, rule) pairs the kernel lacks: a full sync puts back what was deleted by
+        hand, as kube-proxy's EnsureRule does). ``delta`` (ports
         gone, ports new since the last sync) spares looking at every port: the work is what
         changed, plus joining the shared chains (KUBE-SERVICES...), written whole either way,
         as kube-proxy writes them.
@@ -320,10 +332,8 @@ class IptablesSync:
             text.extend(f":{c} - [0:0]" for c in gone_chains)
             text.extend(out[table])
             text.extend(f"-X {c}" for c in gone_chains)
-            if jumps is True or (jumps and table in jumps):
-                text.extend(JUMPS[table])
-                if table == "filter" and self.ctx.localhost_node_ports:
-                    text.extend(KUBELET_JUMPS)
+            wanted = jump_rules(self.ctx) if jumps is True else list(jumps or ())
+            text.extend(rule for t, rule in wanted if t == table)
             text.append("COMMIT")
         self.chains = now_chains
         self.synced = True

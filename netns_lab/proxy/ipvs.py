@@ -87,8 +87,6 @@ def _reals(sp: ServicePortInfo, tp: TrafficPolicy, local_only: bool) -> tuple[tu
     """kube-proxy's syncEndpoint: the Cluster endpoints, or with a Local policy the local ones,
     falling back to the Cluster ones when the node has none (kubernetes#97081: pods on the node
     still reach the Service; outside traffic's replies are lost, as upstream)."""
-    if not tp.has_any:
-        return ()
     eps = tp.local if local_only and tp.local else tp.cluster
     return tuple(sorted({(e.ip, e.port) for e in eps}, key=lambda r: f"{r[0]}:{r[1]}"))
 

@@ -155,11 +155,11 @@ def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: To
         if svc.headless or svc.type not in ("ClusterIP", "NodePort", "LoadBalancer"):
             continue
         labels = dict(svc.labels)
-        if SERVICE_PROXY_NAME in labels:  # another proxy's Service: kube-proxy's informers never see it
+        # kube-proxy's informers (Services and EndpointSlices alike) select objects without
+        # either label: another proxy's Service, or one that says it is headless, gets no rules
+        if SERVICE_PROXY_NAME in labels or HEADLESS in labels:
             continue
-        # the EndpointSlice controller copies the Service's labels to its slices, and kube-proxy
-        # does not watch slices labelled headless: the Service is proxied with no endpoint
-        eps = {} if HEADLESS in labels else endpoints(svc, pods, topo, conditions=True)
+        eps = endpoints(svc, pods, topo, conditions=True)
         for sp in svc.ports:
             out.append(
                 ServicePortInfo(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -88,29 +89,32 @@ class IptablesProxier(Proxier):
     def _cmd(self, tool: str) -> str:
         return f"iptables-{self.backend}-{tool}"
 
-    def _existing(self) -> tuple[set[tuple[str, str]], frozenset[str]]:
-        """KUBE chains in the kernel, and the tables whose built-in chains have no hook to
-        kube-proxy's (kube-proxy makes sure of its jump rules on every full sync)."""
+    def _existing(self) -> tuple[set[tuple[str, str]], list[tuple[str, str]]]:
+        """KUBE chains in the kernel (a full sync deletes those no Service needs), and the
+        hooks from built-in chains it lacks (a full sync puts back one deleted by hand, as
+        kube-proxy's EnsureRule does): one iptables-save, rules told apart by table, chain,
+        target and comment (iptables-save orders a rule's matches its own way)."""
         out = subprocess.run(["ip", "netns", "exec", self.netns, self._cmd("save")], capture_output=True, text=True).stdout
         chains: set[tuple[str, str]] = set()
-        hooked: set[str] = set()
+        hooks: set[tuple[str, str, str, str]] = set()
         table = ""
         for line in out.splitlines():
             if line.startswith("*"):
                 table = line[1:]
             elif line.startswith(":KUBE-") and table in ipt.TABLES:
                 chains.add((table, line[1:].split()[0]))
-            elif line.startswith(("-A PREROUTING ", "-A FORWARD ")) and line.endswith(("-j KUBE-SERVICES", "-j KUBE-FORWARD")):
-                hooked.add(table)
-        return chains, frozenset(ipt.TABLES) - hooked
+            elif line.startswith("-A ") and "-j KUBE-" in line:
+                hooks.add(_hook_key(table, line))
+        missing = [(t, rule) for t, rule in ipt.jump_rules(self.ctx) if _hook_key(t, rule) not in hooks]
+        return chains, missing
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:
         t0 = time.perf_counter()
-        existing, jumps = None, frozenset[str]()
+        existing, jumps = None, list[tuple[str, str]]()
         full = full or not self.plan.synced
         if full:
             existing, jumps = self._existing()
-            if jumps and self.ctx.localhost_node_ports:
+            if self.ctx.localhost_node_ports:
                 # kube-proxy's EnsureSysctl: 127.0.0.1:<nodePort> is DNATed to a pod, which the
                 # kernel routes only with route_localnet (KUBE-FIREWALL keeps 127/8 local)
                 in_thread(lambda w: _route_localnet(w, self.netns))
@@ -125,6 +129,13 @@ class IptablesProxier(Proxier):
 
     def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
         self.plan.restore_input(ports, True, None, False)
+
+
+def _hook_key(table: str, rule: str) -> tuple[str, str, str, str]:
+    """(table, chain, target, comment) of an ``-A CHAIN ... -j TARGET`` line."""
+    words = shlex.split(rule)
+    comment = words[words.index("--comment") + 1] if "--comment" in words else ""
+    return table, words[1], words[words.index("-j") + 1], comment
 
 
 def _route_localnet(w: NetnsThread, netns: str) -> None:

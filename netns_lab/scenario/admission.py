@@ -18,6 +18,7 @@ the lab refuses instead, so its nginx configuration is always complete).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,7 +57,7 @@ class Delete:
     path: str
     ref: str
     grace: int | None = None  # seconds; 0: at once (kubectl delete --grace-period 0 --force)
-    now: float = 0.0  # when the deletion was asked (seconds since the epoch)
+    now: float | None = None  # when the deletion was asked (seconds since the epoch); None: when admitted
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,7 +260,8 @@ def _delete(objects: Objects, d: Delete) -> Objects:
     if isinstance(obj, Pod):
         grace = d.grace if d.grace is not None else obj.termination_grace_period or 0
         if grace > 0:  # terminating: still there, still serving, out of the ready endpoints
-            deadline = d.now + grace
+            # a scenario step's delete is admitted when the step runs: its clock starts then
+            deadline = (time.time() if d.now is None else d.now) + grace
             if obj.deletion_deadline is not None:  # a second delete may only shorten it
                 deadline = min(deadline, obj.deletion_deadline)
             return objects.put(replace(obj, deletion_deadline=deadline))

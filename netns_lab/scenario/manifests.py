@@ -11,7 +11,7 @@ from collections.abc import Callable
 import ipaddress
 from typing import Any
 
-from netns_lab.model import PROTOCOLS, Container, ContainerPort, DnsConfig, Namespace, Pod
+from netns_lab.model import MAX_GRACE_PERIOD, PROTOCOLS, Container, ContainerPort, DnsConfig, Namespace, Pod
 from netns_lab.scenario import k8s
 from netns_lab.scenario import openapi
 from netns_lab.scenario.openapi import OBJECT_META
@@ -136,13 +136,18 @@ def parse_pod(src: Source, obj: dict[str, Any], base: str) -> Pod:
         dns_policy=policy,
         dns_config=dns_config,
         enable_service_links=spec.get("enableServiceLinks", True) is not False,
-        termination_grace_period=_grace(spec.get("terminationGracePeriodSeconds")),
+        termination_grace_period=_grace(src, join(spath, "terminationGracePeriodSeconds"), spec.get("terminationGracePeriodSeconds")),
     )
 
 
-def _grace(value: int | None) -> int | None:
-    """A negative grace period is read as 1 s, as the API server does (kubernetes#98866)."""
-    return None if value is None else max(int(value), 1) if value < 0 else int(value)
+def _grace(src: Source, path: str, value: int | None) -> int | None:
+    """A negative grace period is read as 1 s, as the API server does (kubernetes#98866); the
+    lab's limit is a day (the pod would stay terminating, serving, that long)."""
+    if value is None:
+        return None
+    if value > MAX_GRACE_PERIOD:
+        raise src.error(path, f"Invalid value: {value}: must be at most {MAX_GRACE_PERIOD} seconds in netns-lab")
+    return max(int(value), 1) if value < 0 else int(value)
 
 
 MAX_NAMESERVERS, MAX_SEARCHES = 3, 32

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from netns_lab.errors import ScenarioError
+from netns_lab.model import MAX_GRACE_PERIOD
 
 if TYPE_CHECKING:
     from netns_lab.scenario.admission import Action
 
 VERBS = ("apply", "delete", "label", "pod-ready", "reconcile")
-MAX_GRACE = 86400  # seconds: a day of terminating is more than any lab needs
 
 
 def label_pairs(ref: str, changes: Sequence[str]) -> tuple[tuple[str, str | None], ...]:
@@ -71,8 +71,8 @@ def check(request: dict[str, Any]) -> None:
         if not _strings(request, "refs"):
             raise ScenarioError("delete", "", "Required value: at least one KIND/NAME or KIND/NAMESPACE/NAME")
         grace = request.get("gracePeriod")
-        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= MAX_GRACE):
-            raise ScenarioError("delete", "--grace-period", f"Invalid value: {grace!r}: must be a number of seconds from 0 to {MAX_GRACE}")
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= MAX_GRACE_PERIOD):
+            raise ScenarioError("delete", "--grace-period", f"Invalid value: {grace!r}: must be a number of seconds from 0 to {MAX_GRACE_PERIOD}")
     elif verb == "label":
         label_pairs(_string(request, "ref"), _strings(request, "changes"))
     elif verb == "pod-ready":

@@ -126,7 +126,7 @@ def _ports(data: dict[str, Any]) -> list[ServicePortInfo]:
 
 def _endpoints(slices: list[dict[str, Any]], ns: str, svc: str, port_name: str, protocol: str) -> tuple[Endpoint, ...]:
     """The Service port's endpoints from its EndpointSlices, with kube-proxy's reading of the
-    conditions (ready: nil is true; serving: nil means as ready; terminating: nil is false)."""
+    conditions (ready: nil is true; serving: nil is true; terminating: nil is false)."""
     out: list[Endpoint] = []
     seen: set[str] = set()
     for sl in slices:
@@ -142,7 +142,7 @@ def _endpoints(slices: list[dict[str, Any]], ns: str, svc: str, port_name: str, 
         for ep in sl.get("endpoints") or []:
             cond = ep.get("conditions") or {}
             ready = cond.get("ready", True) is not False
-            serving = cond.get("serving", ready) is not False
+            serving = cond.get("serving", True) is not False
             terminating = cond.get("terminating", False) is True
             ip = sloppy_ip(ep["addresses"][0])
             key = f"{ip}:{numbers[0]}"

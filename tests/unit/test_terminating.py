@@ -82,6 +82,19 @@ def test_delete_with_a_grace_period_marks_the_pod_then_expire_removes_it() -> No
     assert not any(p.name == "web-1" for p in _delete(objects, "pod/web-1", None, now=1000.0).pods)  # no grace in its spec
 
 
+def test_a_scenario_steps_delete_starts_its_clock_when_admitted() -> None:
+    """A step's Delete carries no time (it is built when the file is loaded): its grace period
+    starts when the change is admitted, not at the epoch."""
+    import time
+
+    from netns_lab.scenario.admission import Delete as D
+
+    before = time.time()
+    after = admit(_objects(), [D(Source("t", "pod/web-1"), "", "pod/web-1", grace=30)])
+    deadline = next(p for p in after.pods if p.name == "web-1").deletion_deadline
+    assert deadline is not None and before + 30 <= deadline <= time.time() + 30
+
+
 def test_a_pod_made_again_under_the_same_name_is_not_expired() -> None:
     objects = _objects()
     after = _delete(_delete(objects, "pod/web-1", 30, now=1000.0), "pod/web-1", 0, now=1001.0)
@@ -98,9 +111,15 @@ def _apply_web1():  # type: ignore[no-untyped-def]
 
 
 def test_negative_grace_in_a_spec_is_one_second() -> None:
+    import pytest
+
+    from netns_lab.errors import ScenarioError
     from netns_lab.scenario.manifests import _grace
 
-    assert (_grace(-5), _grace(0), _grace(None), _grace(7)) == (1, 0, None, 7)
+    src = Source("pod.yaml", {})
+    assert [_grace(src, "spec.terminationGracePeriodSeconds", v) for v in (-5, 0, None, 7)] == [1, 0, None, 7]
+    with pytest.raises(ScenarioError, match="must be at most 86400 seconds"):
+        _grace(src, "spec.terminationGracePeriodSeconds", 10**12)
 
 
 def test_a_bad_grace_period_is_one_line_and_exit_2() -> None:

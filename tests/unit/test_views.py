@@ -113,4 +113,4 @@ def test_endpointslices_show_each_endpoints_conditions() -> None:
     table = rows("endpointslices", pods, s.services, t, "default", False, "1s")
     assert table[0] == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
     pod_rows = rows("pods", pods, s.services, t, "default", False, "1s")
-    assert next(r for r in pod_rows if r[0] == web[0].name)[1:3] == ["0/1", "Terminating"]
+    assert next(r for r in pod_rows if r[0] == web[0].name)[1:3] == ["1/1", "Terminating"]  # still ready, as kubectl shows
