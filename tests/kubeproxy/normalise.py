@@ -18,6 +18,10 @@ from __future__ import annotations
 import re
 
 # Every allowed difference between the lab's rules and kube-proxy's expected text: (what, why).
+# Not differences: what depends on the machine kube-proxy runs on (nfacct counters in iptables
+# rules, MASQUERADE --random-fully, the node's addresses) is an input of the lab's renderers
+# (NodeContext), set from each fixture's `proxier:` block as kube-proxy's fake proxier sets it;
+# on a lab node the renderer uses what the node has (no nfacct, --random-fully).
 DIFFERENCES = (
     ("nftables: chains of a deleted Service port or endpoint that kube-proxy keeps, flushed, "
      "until they age out (sync-proxy-rules-repeated-3, -7, -9)",
