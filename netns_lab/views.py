@@ -133,6 +133,7 @@ def endpoint_slices(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: 
     pod with its conditions (ready = ready and not terminating, serving = ready, terminating),
     one slice per set of resolved port numbers (a named targetPort may differ per pod)."""
     out: list[dict[str, Any]] = []
+    by_key = {p.key: p for p in pods}
     for s in services:
         if (namespace is not None and s.namespace != namespace) or s.selector is None or s.type == "ExternalName":
             continue
@@ -149,7 +150,7 @@ def endpoint_slices(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: 
             digest = hashlib.sha256(f"{s.key}|{sig}".encode()).hexdigest()[:5]
             items = []
             for e in eps:
-                pod = next(p for p in pods if p.key == e.pod)
+                pod = by_key[e.pod]
                 items.append({"addresses": [e.ip], "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
                               "nodeName": e.node, "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace}})
             out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
 
 from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, TrafficPolicy, traffic_policy
 
@@ -122,12 +121,9 @@ def render(ctx: NodeContext, ports: tuple[ServicePortInfo, ...], scheduler: str 
                 plan.sets["KUBE-LOAD-BALANCER-LOCAL"].add(entry)
             if sp.source_ranges:
                 plan.sets["KUBE-LOAD-BALANCER-FW"].add(entry)
-                allow_from_node = False
                 for cidr in sp.source_ranges:
                     plan.sets["KUBE-LOAD-BALANCER-SOURCE-CIDR"].add(f"{entry},{cidr}")
-                    if ctx.node_ips and ip_address(ctx.node_ips[0]) in ip_network(cidr, strict=False):
-                        allow_from_node = True
-                if allow_from_node:  # a node's request to its own VIP loops back from the VIP
+                if sp.ranges_hold(ctx):  # a node's request to its own VIP loops back from the VIP
                     plan.sets["KUBE-LOAD-BALANCER-SOURCE-IP"].add(f"{entry},{ip}")
                 else:
                     plan.lb_no_node_access.add((ip, proto, sp.port))

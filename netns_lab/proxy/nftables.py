@@ -19,7 +19,6 @@ import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
 
 from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
 
@@ -150,7 +149,6 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         f.add(internal_chain, f"ip daddr {sp.cluster_ip} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
     if has_eps and tp.is_external:
         ext = external_chain(sp)
-        f.chains.setdefault(ext, [])
         if not sp.external_local:
             f.add(ext, "jump mark-for-masquerade")
         else:
@@ -161,7 +159,7 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
             f.add(ext, f"goto {external_policy}")
     if sp.source_ranges and sp.lb_ips:
         sources = list(sp.source_ranges)
-        if any(_contains(cidr, ctx.node_ips[0]) for cidr in sp.source_ranges if ctx.node_ips):
+        if sp.ranges_hold(ctx):
             sources += sp.lb_ips  # a node's request to a VIP that is local to it loops back from the VIP
         f.add(firewall_chain(sp), f"ip saddr != {{ {' , '.join(sources)} }} drop")
     if sp.affinity_timeout is not None:
@@ -178,13 +176,6 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
             f.add(chain, f"update @{affinity_set(sp, ep.ip, ep.port)} {{ ip saddr }}")
         f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
     return f
-
-
-def _contains(cidr: str, ip: str) -> bool:
-    try:
-        return ip_address(ip) in ip_network(cidr, strict=False)
-    except ValueError:
-        return False
 
 
 def _external_destinations(f: Fragment, ctx: NodeContext, sp: ServicePortInfo, has_eps: bool, has_external_eps: bool) -> None:

@@ -10,7 +10,7 @@ import base64
 import functools
 import hashlib
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, ip_address, ip_network
 
 from netns_lab.controllers.endpoints import Endpoint, endpoints
 from netns_lab.controllers.topology import Topology
@@ -74,6 +74,14 @@ class ServicePortInfo:
     @property
     def proto(self) -> str:
         return self.protocol.lower()
+
+    def ranges_hold(self, ctx: "NodeContext") -> bool:
+        """A loadBalancerSourceRange holds the node's IP (kube-proxy's allowFromNode): the
+        node's own requests to its LB IPs, which loop back from the VIP, are let in too."""
+        if not ctx.node_ips:
+            return False
+        node = ip_address(ctx.node_ips[0])
+        return any(node in ip_network(cidr, strict=False) for cidr in self.source_ranges)
 
     def local_endpoints(self, node: str) -> tuple[Endpoint, ...]:
         return tuple(e for e in self.endpoints if e.node == node)
