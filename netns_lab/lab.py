@@ -587,26 +587,29 @@ class Lab:
             return self.topology.pod(f"{r.namespace}/{r.name}").netns
         raise LabError(f"{r} has no network namespace")
 
-    def ip_of(self, ref: str | ObjectRef) -> str:
+    def ip_of(self, ref: str | ObjectRef, family: int | None = None) -> str:
+        """The object's address: of the primary family, or of IP version ``family`` (4 or 6;
+        a dual-stack lab's pods, nodes and external clients have both)."""
         r = parse_ref(ref)
         if r.kind == "ip":
             return r.name
-        if r.kind == "node":
-            return str(self.topology.node(r.name).ip)
-        if r.kind == "pod":
-            return str(self.topology.pod(f"{r.namespace}/{r.name}").ip)
-        if r.kind == "external":
-            return str(self._client(r.name).ip)
+        if r.kind in ("node", "pod", "external"):
+            plan = (self.topology.node(r.name) if r.kind == "node" else self._client(r.name) if r.kind == "external"
+                    else self.topology.pod(f"{r.namespace}/{r.name}"))
+            ip = plan.ip6 if family == 6 else plan.ip
+            if ip is None:
+                raise LabError(f"{r} has no IPv{family} address: lab {self.name} is single-stack (cluster.ipFamily)")
+            return str(ip)
         if r.kind == "loadbalancer":
             svc = self.service(f"{r.namespace}/{r.name}")
             if not svc.load_balancer_ips:
                 raise LabError(f"{r}: service {svc.key} has no load-balancer IP (type {svc.type})")
-            return svc.load_balancer_ips[0]
+            return _of_family(r, svc.load_balancer_ips, family, "load-balancer IP")
         if r.kind == "service":
             svc = self.service(f"{r.namespace}/{r.name}")
             if svc.cluster_ip is None:
                 raise LabError(f"{r} is headless: it has no clusterIP")
-            return svc.cluster_ip
+            return _of_family(r, svc.cluster_ips or (svc.cluster_ip,), family, "clusterIP")
         raise LabError(f"{r}: no IP for this kind of object yet")
 
     def _client(self, name: str):  # type: ignore[no-untyped-def]
@@ -624,9 +627,10 @@ class Lab:
             raise LabError(f"no service {key} in lab {self.name}")
         return found
 
-    def addresses(self, ref: str | ObjectRef) -> list[str]:
-        """The IPv4 addresses the object's namespace shows for itself (its own `ip addr`)."""
-        return addresses(self.netns_of(ref))
+    def addresses(self, ref: str | ObjectRef, family: int = 4) -> list[str]:
+        """The addresses of IP version ``family`` the object's namespace shows for itself (its
+        own `ip addr`)."""
+        return addresses(self.netns_of(ref), family)
 
     # -- doing things inside ---------------------------------------------------------------
     def exec(self, ref: str | ObjectRef, cmd: list[str], check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -645,18 +649,29 @@ class Lab:
             env.update(self.pod(f"{r.namespace}/{r.name}").service_env)
         return env
 
-    def connect(self, src: str | ObjectRef, dst: str | ObjectRef, port: int, protocol: str = "tcp", timeout: float = 2.0):  # type: ignore[no-untyped-def]
+    def connect(self, src: str | ObjectRef, dst: str | ObjectRef, port: int, protocol: str = "tcp", timeout: float = 2.0,
+                family: int | None = None):  # type: ignore[no-untyped-def]
         from netns_lab.probes.connect import probe_one
 
-        return probe_one(self.netns_of(src), self.ip_of(dst), port, protocol, timeout)
+        return probe_one(self.netns_of(src), self.ip_of(dst, family), port, protocol, timeout)
 
-    def ping(self, src: str | ObjectRef, dst: str | ObjectRef, timeout: float = 1.0):  # type: ignore[no-untyped-def]
+    def ping(self, src: str | ObjectRef, dst: str | ObjectRef, timeout: float = 1.0, family: int | None = None):  # type: ignore[no-untyped-def]
         from netns_lab.probes.icmp import ping
 
-        return ping(self.netns_of(src), self.ip_of(dst), timeout)
+        return ping(self.netns_of(src), self.ip_of(dst, family), timeout)
 
     def matrix(self, kind: str = "pod-to-pod", protocol: str = "tcp"):  # type: ignore[no-untyped-def]
         """Every source to every target of ``kind`` (see :mod:`netns_lab.probes.promises`)."""
         from netns_lab.probes.promises import matrix
 
         return matrix(self.topology, kind, protocol)
+
+
+def _of_family(ref: ObjectRef, ips: tuple[str, ...], family: int | None, what: str) -> str:
+    """The first of ``ips`` (primary first) of IP version ``family``; the first when None."""
+    if family is None:
+        return ips[0]
+    for ip in ips:
+        if (":" in ip) == (family == 6):
+            return ip
+    raise LabError(f"{ref} has no IPv{family} {what} (spec.ipFamilies)")

@@ -7,11 +7,12 @@ controllers, the renderers and the realizer without anyone changing it under the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 NETWORK_MODES = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+IP_FAMILIES = ("ipv4", "dual")  # cluster.ipFamily; kind's "ipv6" (IPv6-only) is not built yet
 POLICY_DATAPLANES = ("iptables", "nftables")  # cluster.networkPolicy: Calico's two layouts
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
@@ -30,6 +31,12 @@ class ClusterConfig:
     node_cidr: IPv4Network = IPv4Network("10.0.0.0/24")
     pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    # cluster.ipFamily: "dual" adds an IPv6 range to each of the three (the second value of
+    # nodeCIDR/podCIDR/serviceCIDR; kind's IPv6 defaults), IPv4 staying the primary family
+    ip_family: str = "ipv4"
+    node_cidr6: IPv6Network | None = None
+    pod_cidr6: IPv6Network | None = None
+    service_cidr6: IPv6Network | None = None
     cluster_domain: str = "cluster.local"
     dns_ip: IPv4Address = IPv4Address("10.96.0.10")
     node_port_range: tuple[int, int] = (30000, 32767)
@@ -39,6 +46,24 @@ class ClusterConfig:
     ingress_service_type: str = "LoadBalancer"  # how ingress-nginx/ingress-nginx is exposed
     network_policy: str = "iptables"  # the NetworkPolicy dataplane: one of POLICY_DATAPLANES
     external: ExternalConfig = field(default_factory=lambda: ExternalConfig())
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ip_family == "dual"
+
+    @property
+    def ip_families(self) -> tuple[str, ...]:
+        """The families Services may have here, in Kubernetes' spelling, primary first (the
+        order of kube-apiserver's --service-cluster-ip-range values)."""
+        return ("IPv4", "IPv6") if self.dual_stack else ("IPv4",)
+
+
+DUAL_DEFAULTS = {  # cluster.ipFamily dual: the IPv6 half of each range when not written
+    "node_cidr6": IPv6Network("fd00:10::/64"),  # kind's docker network is a ULA /64 too
+    "pod_cidr6": IPv6Network("fd00:10:244::/56"),  # kind: a /64 per node
+    "service_cidr6": IPv6Network("fd00:10:96::/112"),  # kind
+    "external_cidr6": IPv6Network("2001:db8:203:113::/64"),  # documentation prefix: never a real address
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,7 @@ class ExternalConfig:
     """
 
     cidr: IPv4Network = IPv4Network("203.0.113.0/24")  # TEST-NET-3: never a real address
+    cidr6: IPv6Network | None = None  # dual-stack labs: 2001:db8::/32 (documentation) by default
     clients: tuple[str, ...] = ("external",)  # the first one is what ``external`` means in checks
     load_balancer_pool: IPv4Network = IPv4Network("198.51.100.0/24")  # TEST-NET-2
     health_check_interval: float = 1.0  # seconds between the cloud LB's health-check rounds
@@ -178,6 +204,11 @@ class Service:
     selector: tuple[tuple[str, str], ...] | None = None  # None: no selector, no endpoints managed
     ports: tuple[ServicePort, ...] = ()
     cluster_ip: str | None = None  # None for headless (clusterIP: None)
+    # spec.clusterIPs / ipFamilies / ipFamilyPolicy after the API server's defaulting: one
+    # cluster IP per family, primary first (clusterIP is clusterIPs[0]); () for ExternalName
+    cluster_ips: tuple[str, ...] = ()
+    ip_families: tuple[str, ...] = ()
+    ip_family_policy: str | None = None
     session_affinity: str = "None"  # None | ClientIP
     affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
     external_traffic_policy: str = "Cluster"
@@ -191,6 +222,14 @@ class Service:
     # spec.publishNotReadyAddresses: every selected pod is a ready endpoint (DNS and proxies),
     # whatever its readiness, terminating or not (StatefulSet peers finding each other)
     publish_not_ready_addresses: bool = False
+
+    def __post_init__(self) -> None:
+        # A Service made with clusterIP only (the lab's kube-dns, tests, kube-proxy's fixtures)
+        # is single-stack in that IP's family, as the API server defaults an old client's one.
+        if self.cluster_ip and not self.cluster_ips:
+            object.__setattr__(self, "cluster_ips", (self.cluster_ip,))
+            object.__setattr__(self, "ip_families", ("IPv6" if ":" in self.cluster_ip else "IPv4",))
+            object.__setattr__(self, "ip_family_policy", self.ip_family_policy or "SingleStack")
 
     @property
     def key(self) -> str:
@@ -409,6 +448,7 @@ class Check:
     # a step (action apply | delete | label): the admission actions it runs (scenario.admission)
     change: tuple[object, ...] = ()
     reachability: Reachability | None = None
+    family: int | None = None  # 4 or 6: every object in the check means its address of that family (None: primary)
 
     @property
     def is_step(self) -> bool:

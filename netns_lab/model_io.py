@@ -7,6 +7,7 @@ process than the one that built it, so the live model is stored with the ownersh
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import functools
 from typing import Any
 
@@ -67,7 +68,7 @@ def load_pod(d: dict[str, Any]) -> Pod:
 
 
 def load_service(d: dict[str, Any]) -> Service:
-    lists = {k: tuple(d.get(k) or ()) for k in ("external_ips", "load_balancer_ips", "load_balancer_source_ranges")}
+    lists = {k: tuple(d.get(k) or ()) for k in ("external_ips", "load_balancer_ips", "load_balancer_source_ranges", "cluster_ips", "ip_families")}
     return Service(**{**d, **lists, "labels": _pairs(d["labels"]) or (), "selector": _pairs(d["selector"]),
                       "ports": tuple(ServicePort(**p) for p in d["ports"])})
 
@@ -139,6 +140,10 @@ def load_cluster(d: dict[str, Any]) -> ClusterConfig:
                 value = typed(type(like), value)
             elif isinstance(like, tuple):
                 value = tuple(value)
+            elif value is None:
+                pass  # an optional field left unset (the IPv6 ranges of an IPv4 lab)
+            elif like is None:  # optional address or range: its type is the text's
+                value = ipaddress.ip_network(value)
             elif not isinstance(like, (str, int, float, bool)):
                 value = type(like)(value)  # IPv4Network, IPv4Address
             out[f.name] = value

@@ -75,11 +75,13 @@ class Allocations:
 
 
 def _int(ip: str) -> int:
+    if ":" in ip:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
     return int.from_bytes(socket.inet_aton(ip), "big")
 
 
 def _held(services: tuple[Service, ...]) -> tuple[set[str], set[tuple[int, str]], set[str]]:
-    ips = {s.cluster_ip for s in services if s.cluster_ip}
+    ips = {ip for s in services for ip in (s.cluster_ips or ((s.cluster_ip,) if s.cluster_ip else ()))}
     ports = {(p.node_port, p.protocol) for s in services for p in s.ports if p.node_port}
     ports |= {(s.health_check_node_port, "TCP") for s in services if s.health_check_node_port}
     return ips, ports, {ip for s in services for ip in s.load_balancer_ips}  # type: ignore[misc]

@@ -109,7 +109,7 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
             ports = ",".join(str(p["port"]) for p in sl["ports"]) or "<unset>"
             addrs = [e["addresses"][0] for e in sl["endpoints"]]
             text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<unset>"
-            out.append(([meta["namespace"]] if namespace is None else []) + [meta["name"], "IPv4", ports, text, age_text])
+            out.append(([meta["namespace"]] if namespace is None else []) + [meta["name"], sl["addressType"], ports, text, age_text])
     else:
         out.append(ns_col + ["NAME", "ENDPOINTS", "AGE"])
         for s in services:
@@ -131,34 +131,43 @@ def endpoint_slices(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: 
                     namespace: str | None) -> list[dict[str, Any]]:
     """The EndpointSlices the controller keeps: per Service with a selector, every selected
     pod with its conditions (ready = ready and not terminating, serving = ready, terminating),
-    one slice per set of resolved port numbers (a named targetPort may differ per pod)."""
+    one slice per address family of the Service (its spec.ipFamilies) and set of resolved port
+    numbers (a named targetPort may differ per pod)."""
     out: list[dict[str, Any]] = []
     by_key = {p.key: p for p in pods}
     for s in services:
         if (namespace is not None and s.namespace != namespace) or s.selector is None or s.type == "ExternalName":
             continue
-        groups: dict[tuple[tuple[Any, ...], ...], list[Any]] = {}
-        per_port = endpoints(s, pods, topo, conditions=True)
-        by_pod: dict[str, dict[Any, Any]] = {}
-        for sp, eps in per_port.items():
-            for e in eps:
-                by_pod.setdefault(e.pod, {})[sp] = e
-        for pod_key, ports in by_pod.items():
-            sig = tuple((sp.name or "", sp.protocol, e.port) for sp, e in ports.items())
-            groups.setdefault(sig, []).append(next(iter(ports.values())))
-        for sig, eps in groups.items() or {(): []}.items():
-            digest = hashlib.sha256(f"{s.key}|{sig}".encode()).hexdigest()[:5]
-            items = []
-            for e in eps:
-                pod = by_key[e.pod]
-                items.append({"addresses": [e.ip], "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
-                              "nodeName": e.node, "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace}})
-            out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                        "metadata": {"name": f"{s.name}-{digest}", "namespace": s.namespace,
-                                     "labels": {"kubernetes.io/service-name": s.name,
-                                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
-                        "addressType": "IPv4", "endpoints": items,
-                        "ports": [{**({"name": n} if n else {}), "port": port, "protocol": proto} for n, proto, port in sig]})
+        for family in s.ip_families or ("IPv4",):
+            out += _slices(s, family, pods, by_key, topo)
+    return out
+
+
+def _slices(s: Service, family: str, pods: tuple[Pod, ...], by_key: dict[str, Pod], topo: Topology) -> list[dict[str, Any]]:
+    """The EndpointSlices of one address family of ``s`` (the controller's getAddressTypesForService)."""
+    out: list[dict[str, Any]] = []
+    groups: dict[tuple[tuple[Any, ...], ...], list[Any]] = {}
+    per_port = endpoints(s, pods, topo, conditions=True, family=6 if family == "IPv6" else 4)
+    by_pod: dict[str, dict[Any, Any]] = {}
+    for sp, eps in per_port.items():
+        for e in eps:
+            by_pod.setdefault(e.pod, {})[sp] = e
+    for pod_key, ports in by_pod.items():
+        sig = tuple((sp.name or "", sp.protocol, e.port) for sp, e in ports.items())
+        groups.setdefault(sig, []).append(next(iter(ports.values())))
+    for sig, eps in groups.items() or {(): []}.items():
+        digest = hashlib.sha256(f"{s.key}|{sig}".encode() + (b"|IPv6" if family == "IPv6" else b"")).hexdigest()[:5]
+        items = []
+        for e in eps:
+            pod = by_key[e.pod]
+            items.append({"addresses": [e.ip], "conditions": {"ready": e.ready, "serving": e.serving, "terminating": e.terminating},
+                          "nodeName": e.node, "targetRef": {"kind": "Pod", "name": pod.name, "namespace": pod.namespace}})
+        out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"{s.name}-{digest}", "namespace": s.namespace,
+                                 "labels": {"kubernetes.io/service-name": s.name,
+                                            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+                    "addressType": family, "endpoints": items,
+                    "ports": [{**({"name": n} if n else {}), "port": port, "protocol": proto} for n, proto, port in sig]})
     return out
 
 
@@ -207,7 +216,9 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                     "spec": {"nodeName": plan.node, "containers": [{"name": c.name, "image": c.image,
                              "ports": [{"containerPort": cp.container_port, "protocol": cp.protocol, **({"name": cp.name} if cp.name else {})} for cp in c.ports]}
                              for c in p.containers]},
-                    "status": {"phase": "Running", "podIP": str(plan.ip),
+                    "status": {"phase": "Running", "hostIP": str(topo.node(plan.node).ip),
+                               "hostIPs": [{"ip": str(ip)} for ip in topo.node(plan.node).ips],
+                               "podIP": str(plan.ip), "podIPs": [{"ip": str(ip)} for ip in plan.ips],
                                "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}]},
                 })
     elif kind == "services":
@@ -218,6 +229,9 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
                     spec["externalName"] = s.external_name
                 else:
                     spec["clusterIP"] = s.cluster_ip or "None"
+                    spec["clusterIPs"] = list(s.cluster_ips) or ["None"]
+                    spec["ipFamilies"] = list(s.ip_families)
+                    spec["ipFamilyPolicy"] = s.ip_family_policy
                     spec["ports"] = [{k: v for k, v in {"name": p.name, "protocol": p.protocol, "port": p.port,
                                       "targetPort": p.target, "nodePort": p.node_port}.items() if v is not None} for p in s.ports]
                     if s.selector is not None:

@@ -503,7 +503,8 @@ def test_rules_deleted_by_hand_come_back(lab: Lab) -> None:
 
 def _udp_stream(lab: Lab, src: str, dst: str, port: int) -> Any:
     """A client that sends one datagram every 100 ms from one source port (one conntrack
-    flow, as the upstream test's `nc -u` loop) and collects who answered."""
+    flow, as the upstream test's `nc -u` loop) and collects who answered (IPv4 or IPv6, as
+    ``dst`` is; tests/test_dual_stack_services.py uses it too)."""
     import socket
     import threading
 
@@ -517,8 +518,9 @@ def _udp_stream(lab: Lab, src: str, dst: str, port: int) -> Any:
         w = NetnsThread()
         try:
             w.enter(lab.netns_of(src))
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("0.0.0.0", 42424))
+            v6 = ":" in dst
+            with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("::" if v6 else "0.0.0.0", 42424))
                 s.settimeout(0.1)
                 while not stop.is_set():
                     try:  # refused or dropped while the Service has no endpoint: the flow goes on

@@ -44,11 +44,19 @@ def test_discovery_scenarios_pass(name: str) -> None:
     assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
 
 
+@pytest.mark.parametrize("network", ["vxlan", "host-gw"])
+def test_dual_stack_scenario_passes_in_both_network_modes(network: str) -> None:
+    proc = _run("run-scenario", "dual-stack", "--set", f"cluster.network={network}", "--set", f"name=dual-{network}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pod-to-pod matrix (IPv6): 12/12 pairs connected, source IP preserved in 12/12" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
 def test_every_shipped_scenario_is_run_by_a_test() -> None:
     shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "scenarios")) if f.endswith(".yaml")}
     assert shipped == {"basic", "underlay", "clusterip", "nodeport", "loadbalancer", "external-ips", "dns", "headless",
                        "externalname", "ingress", "ingress-haproxy", "spread", "changes",
-                       "conformance"}  # spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
+                       "conformance", "dual-stack"}  # spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,9 @@ naming rule here is unit-tested without a socket.
   ``hostname`` when its ``subdomain`` names the Service, else the dashed IP, as CoreDNS does);
   SRV per endpoint x named port; PTR for those pod IPs. No ready endpoint: NXDOMAIN.
 * ExternalName Service: CNAME. ``a-b-c-d.ns.pod.zone``: A (CoreDNS ``pods insecure``).
+* Dual-stack: AAAA beside A for each IPv6 cluster IP and headless endpoint (the dashed name of
+  an IPv6 endpoint turns ``:`` into ``-``: ``fd00-10-244--5``), ``ip6.arpa`` PTRs, and
+  ``fd00-10-244--5.ns.pod.zone`` AAAA, as CoreDNS answers them.
 * ``dns-version.zone`` TXT "1.1.0". Other names in the zone: NXDOMAIN; outside: REFUSED.
 """
 
@@ -52,16 +55,31 @@ class Records:
 
 
 def reverse_name(ip: str) -> str:
+    """``d.c.b.a.in-addr.arpa.``, or the 32 nibbles of an IPv6 address under ``ip6.arpa.``."""
+    if ":" in ip:
+        return ipaddress.IPv6Address(ip).reverse_pointer + "."
     return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
 
 
 def dashed(ip: str) -> str:
-    return ip.replace(".", "-")
+    """CoreDNS's endpointHostname for an endpoint without a hostname: ``10-244-1-5``,
+    ``fd00-10-244-1--5``."""
+    return ip.replace(".", "-").replace(":", "-")
+
+
+def address_type(ip: str) -> str:
+    return "AAAA" if ":" in ip else "A"
+
+
+def reverse_nets(topo: Topology) -> list[str]:
+    """The ranges whose reverse names this server owns (NXDOMAIN, not REFUSED, for the rest)."""
+    nets = [topo.service_cidr, topo.pod_cidr, topo.service_cidr6, topo.pod_cidr6]
+    return [str(n) for n in nets if n is not None]
 
 
 def build(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, zone: str) -> Records:
     z = zone.lower().rstrip(".") + "."
-    rec = Records(z, reverse_nets=[str(topo.service_cidr), str(topo.pod_cidr)])
+    rec = Records(z, reverse_nets=reverse_nets(topo))
     rec.namespaces = namespaces_of(services, pods)
     rec.add(f"dns-version.{z}", "TXT", SCHEMA_VERSION)
     for svc in services:
@@ -79,9 +97,22 @@ def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str)
     """Every record one Service contributes to the zone (``z``: the zone with its dot)."""
     if not svc.headless or svc.type == "ExternalName":
         return list(_fixed_records(svc, z))
-    # headless: the ready endpoints themselves
+    # headless: the ready endpoints themselves, of each of the Service's families
+    out: list[tuple[str, str, Any]] = []
+    for family in _families(svc, topo):
+        out += _headless_records(svc, pods, topo, z, family)
+    return out
+
+
+def _families(svc: Service, topo: Topology) -> tuple[int, ...]:
+    """Which families' endpoints a headless Service lists: its ipFamilies, those the lab has."""
+    wanted = svc.ip_families or ("IPv4",)
+    return tuple(f for f in (4, 6) if f"IPv{f}" in wanted and (f == 4 or topo.dual_stack))
+
+
+def _headless_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str, family: int) -> list[tuple[str, str, Any]]:
     base = f"{svc.name}.{svc.namespace}.svc.{z}"
-    per_port = endpoints(svc, pods, topo)
+    per_port = endpoints(svc, pods, topo, family=family)
     by_pod = {p.key: p for p in pods}
     hosts: dict[str, str] = {}
     for eps in per_port.values():
@@ -94,12 +125,14 @@ def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str)
 
         for pod in pods:
             if is_ready(svc, pod) and selects(svc, pod):
-                ip = str(topo.pod(pod.key).ip)
+                plan = topo.pod(pod.key)
+                ip = str(plan.ip6 if family == 6 else plan.ip)
                 host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
                 hosts[ip] = f"{host}.{base}"
     out: list[tuple[str, str, Any]] = []
+    rtype = "AAAA" if family == 6 else "A"
     for ip, fqdn in sorted(hosts.items()):
-        out += [(base, "A", ip), (fqdn, "A", ip), (reverse_name(ip), "PTR", fqdn)]
+        out += [(base, rtype, ip), (fqdn, rtype, ip), (reverse_name(ip), "PTR", fqdn)]
     for sp, eps in per_port.items():
         if not sp.name:
             continue
@@ -116,7 +149,9 @@ def _fixed_records(svc: Service, z: str) -> tuple[tuple[str, str, Any], ...]:
     base = f"{svc.name}.{svc.namespace}.svc.{z}"
     if svc.type == "ExternalName":
         return ((base, "CNAME", svc.external_name.rstrip(".") + "." if svc.external_name else ""),)
-    out: list[tuple[str, str, Any]] = [(base, "A", svc.cluster_ip), (reverse_name(svc.cluster_ip or ""), "PTR", base)]
+    out: list[tuple[str, str, Any]] = []
+    for ip in svc.cluster_ips:  # A and AAAA for a dual-stack Service, primary first
+        out += [(base, address_type(ip), ip), (reverse_name(ip), "PTR", base)]
     for sp in svc.ports:
         if sp.name:
             out.append((f"_{sp.name}._{sp.protocol.lower()}.{base}", "SRV", (0, 100, sp.port, base)))
@@ -130,7 +165,7 @@ def _in_zone(name: str, zone: str) -> bool:
 def answer(rec: Records, qname: str, qtype: str, _depth: int = 0) -> tuple[int, list[tuple[str, str, Any]]]:
     """(rcode, [(owner name, type, rdata)]) for one question; names compared lower-case."""
     name = qname.lower() if qname.endswith(".") else qname.lower() + "."
-    if name.endswith(".in-addr.arpa."):
+    if name.endswith((".in-addr.arpa.", ".ip6.arpa.")):
         return _reverse(rec, name, qtype)
     if not _in_zone(name, rec.zone):
         return REFUSED, []
@@ -139,7 +174,7 @@ def answer(rec: Records, qname: str, qtype: str, _depth: int = 0) -> tuple[int, 
         pod_ip = _pod_record(rec, name)
         if pod_ip is None:
             return NXDOMAIN, []
-        entry = {"A": [pod_ip]}
+        entry = {address_type(pod_ip): [pod_ip]}
     if "CNAME" in entry and qtype != "CNAME":
         # CoreDNS follows a CNAME that stays inside the cluster zone and adds the target's
         # records, so a stub resolver (glibc) gets its address in one answer.
@@ -155,13 +190,20 @@ def answer(rec: Records, qname: str, qtype: str, _depth: int = 0) -> tuple[int, 
 
 
 def _pod_record(rec: Records, name: str) -> str | None:
-    """``a-b-c-d.ns.pod.zone`` -> a.b.c.d, for any namespace that exists (``pods insecure``)."""
+    """``a-b-c-d.ns.pod.zone`` -> a.b.c.d, for any namespace that exists (``pods insecure``);
+    a name with other than three dashes, or with ``--``, is an IPv6 address with its colons
+    dashed (CoreDNS's parsing): ``fd00-10-244--5`` -> fd00:10:244::5."""
     suffix = f".pod.{rec.zone}"
     if not name.endswith(suffix):
         return None
     labels = name[: -len(suffix)].split(".")
     if len(labels) != 2 or labels[1] not in rec.namespaces:
         return None
+    if labels[0].count("-") != 3 or "--" in labels[0]:
+        try:
+            return str(ipaddress.IPv6Address(labels[0].replace("-", ":")))
+        except ValueError:
+            return None
     m = _POD_NAME.match(labels[0])
     if not m or any(int(x) > 255 for x in m.groups()):
         return None
@@ -172,11 +214,22 @@ def _reverse(rec: Records, name: str, qtype: str) -> tuple[int, list[tuple[str, 
     entry = rec.names.get(name)
     if entry is not None:
         return NOERROR, [(name, qtype, d) for d in entry.get(qtype, [])]
-    parts = name[: -len(".in-addr.arpa.")].split(".")
-    try:
-        ip = ipaddress.IPv4Address(".".join(reversed(parts)))
-    except ValueError:
+    ip = _from_reverse(name)
+    if ip is None:
         return REFUSED, []
-    if any(ip in ipaddress.IPv4Network(n) for n in rec.reverse_nets):
+    if any(ip in ipaddress.ip_network(n) for n in rec.reverse_nets):  # False across families
         return NXDOMAIN, []
     return REFUSED, []
+
+
+def _from_reverse(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        if name.endswith(".ip6.arpa."):
+            nibbles = name[: -len(".ip6.arpa.")].split(".")
+            if len(nibbles) != 32 or not all(len(n) == 1 for n in nibbles):
+                return None
+            digits = "".join(reversed(nibbles))
+            return ipaddress.IPv6Address(":".join(digits[i : i + 4] for i in range(0, 32, 4)))
+        return ipaddress.IPv4Address(".".join(reversed(name[: -len(".in-addr.arpa.")].split("."))))
+    except ValueError:
+        return None

@@ -48,17 +48,21 @@ def selects(svc: Service, pod: Pod) -> bool:
 
 
 def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology,
-              conditions: bool = False) -> dict[ServicePort, tuple[Endpoint, ...]]:
+              conditions: bool = False, family: int = 4) -> dict[ServicePort, tuple[Endpoint, ...]]:
     """Ready endpoints per Service port, in pod order (stable, so rule diffs stay small);
-    ``conditions``: every selected pod, with its conditions, as an EndpointSlice lists them."""
+    ``conditions``: every selected pod, with its conditions, as an EndpointSlice lists them.
+    ``family`` 6: the pods' IPv6 addresses (a dual-stack Service's IPv6 EndpointSlice)."""
     out: dict[ServicePort, list[Endpoint]] = {sp: [] for sp in svc.ports}
     for pod in pods:
         ready = is_ready(svc, pod)
         if not (ready or conditions) or not selects(svc, pod):
             continue
         plan = topo.pod(pod.key)
+        ip = plan.ip6 if family == 6 else plan.ip
+        if ip is None:
+            continue  # an IPv4 lab has no IPv6 endpoints
         for sp in svc.ports:
             port = _target(pod, sp)
             if port is not None:
-                out[sp].append(Endpoint(pod.key, str(plan.ip), port, plan.node, ready, pod.ready, pod.terminating))
+                out[sp].append(Endpoint(pod.key, str(ip), port, plan.node, ready, pod.ready, pod.terminating))
     return {sp: tuple(eps) for sp, eps in out.items()}

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+import ipaddress
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from netns_lab import kernelnames
 from netns_lab.errors import ScenarioError
@@ -41,6 +42,17 @@ class NodePlan:
     mac: str  # eth0, on the node network
     bridge_mac: str  # cni0
     host: int = 0  # which machine builds this node (spread labs; see spread())
+    # dual-stack labs: the same host numbers in the IPv6 ranges (10.0.0.3 -> fd00:10::3;
+    # pod subnet 10.244.2.0/24 -> fd00:10:244:2::/64, gateway ::1, flannel.1 its ::/128)
+    ip6: IPv6Address | None = None
+    pod_subnet6: IPv6Network | None = None
+    gateway6: IPv6Address | None = None
+    vtep_ip6: IPv6Address | None = None
+
+    @property
+    def ips(self) -> tuple[IPv4Address | IPv6Address, ...]:
+        """status.addresses' InternalIPs: one per family, primary first."""
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,12 @@ class PodPlan:
     ports: tuple[tuple[int, str], ...]  # (containerPort, protocol)
     mac: str  # the pod's eth0
     netexec: bool = True  # served by netexec (every pod but the cluster DNS server)
+    ip6: IPv6Address | None = None  # dual-stack labs: its IPv6 address (same host number)
+
+    @property
+    def ips(self) -> tuple[IPv4Address | IPv6Address, ...]:
+        """status.podIPs: one per family, primary first."""
+        return (self.ip,) if self.ip6 is None else (self.ip, self.ip6)
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class ClientPlan:
     netns: str
     ip: IPv4Address
     mac: str
+    ip6: IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,19 @@ class Topology:
     # A spread lab (see spread()): the machines, and which of them this process builds.
     hosts: tuple[HostPlan, ...] = ()
     host: int = 0
+    # cluster.ipFamily dual: the IPv6 ranges and the outside's IPv6 addresses (None: IPv4 lab)
+    ip_family: str = "ipv4"
+    node_cidr6: IPv6Network | None = None
+    pod_cidr6: IPv6Network | None = None
+    service_cidr6: IPv6Network | None = None
+    external_cidr6: IPv6Network | None = None
+    router_ip6: IPv6Address | None = None
+    router_ext_ip6: IPv6Address | None = None
+    lb_ip6: IPv6Address | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        return self.ip_family == "dual"
 
     @property
     def is_spread(self) -> bool:
@@ -204,6 +236,12 @@ def mac_for(ip: IPv4Address) -> str:
     return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
+def mirror(ip: IPv4Address, net: IPv4Network, net6: IPv6Network | None) -> IPv6Address | None:
+    """``ip``'s host number in ``net6`` (None without one): a dual-stack host's IPv6 address
+    (10.0.0.3 in 10.0.0.0/24 -> fd00:10::3 in fd00:10::/64), so the two read alike."""
+    return None if net6 is None else net6.network_address + (int(ip) - int(net.network_address))
+
+
 def _veth_name(key: str, taken: set[str]) -> str:
     """``veth`` + 8 hex digits of the pod key, as CNI plugins name host-side veths (15 chars max)."""
     salt = 0
@@ -249,9 +287,11 @@ def plan(scenario: Scenario) -> Topology:
     lab = scenario.name
     node_hosts = _Hosts(cluster.node_cidr)
     subnets = cluster.pod_cidr.subnets(new_prefix=24)
+    subnets6 = cluster.pod_cidr6.subnets(new_prefix=64) if cluster.pod_cidr6 is not None else None
     nodes: list[NodePlan] = []
     for i, name in enumerate(cluster.nodes):
         subnet = next(subnets)
+        subnet6 = next(subnets6) if subnets6 is not None else None
         nodes.append(
             NodePlan(
                 name=name,
@@ -265,6 +305,10 @@ def plan(scenario: Scenario) -> Topology:
                 uplink=f"uplink{i}",
                 mac=mac_for(node_hosts[i + 1]),
                 bridge_mac=mac_for(subnet.network_address + 1),
+                ip6=mirror(node_hosts[i + 1], cluster.node_cidr, cluster.node_cidr6),
+                pod_subnet6=subnet6,
+                gateway6=None if subnet6 is None else subnet6.network_address + 1,
+                vtep_ip6=None if subnet6 is None else subnet6.network_address,
             )
         )
     by_name = {n.name: n for n in nodes}
@@ -297,6 +341,10 @@ def plan(scenario: Scenario) -> Topology:
         service_cidr=cluster.service_cidr,
         cluster_domain=cluster.cluster_domain,
         dns_ip=cluster.dns_ip,
+        ip_family=cluster.ip_family,
+        node_cidr6=cluster.node_cidr6,
+        pod_cidr6=cluster.pod_cidr6,
+        service_cidr6=cluster.service_cidr6,
         **_outside(lab, scenario),
     )
 
@@ -332,12 +380,15 @@ def outside_addresses(node_cidr: IPv4Network, external_cidr: IPv4Network, client
 
 def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
     """Addresses of the world outside the cluster (see Topology)."""
-    ext = scenario.cluster.external
-    where = outside_addresses(scenario.cluster.node_cidr, ext.cidr, len(ext.clients))
+    ext, node_cidr, node_cidr6 = scenario.cluster.external, scenario.cluster.node_cidr, scenario.cluster.node_cidr6
+    where = outside_addresses(node_cidr, ext.cidr, len(ext.clients))
     clients = tuple(
-        ClientPlan(name, client_netns(lab, name), ip, mac_for(ip)) for name, ip in zip(ext.clients, where.clients)
+        ClientPlan(name, client_netns(lab, name), ip, mac_for(ip), mirror(ip, ext.cidr, ext.cidr6))
+        for name, ip in zip(ext.clients, where.clients)
     )
     return {
+        "external_cidr6": ext.cidr6, "router_ip6": mirror(where.router_ip, node_cidr, node_cidr6),
+        "router_ext_ip6": mirror(where.router_ext_ip, ext.cidr, ext.cidr6), "lb_ip6": mirror(where.lb_ip, node_cidr, node_cidr6),
         "external_cidr": ext.cidr, "wan_netns": f"{lab}__wan", "router_netns": f"{lab}__router",
         "router_ip": where.router_ip, "router_ext_ip": where.router_ext_ip, "lb_netns": f"{lab}__lb", "lb_ip": where.lb_ip,
         "lb_pool": ext.load_balancer_pool, "health_check_interval": ext.health_check_interval, "clients": clients,
@@ -347,6 +398,7 @@ def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
 def _pod_plan(lab: str, pod: Pod, node: NodePlan, ordinal: int, taken: set[str]) -> PodPlan:
     ip = node.pod_subnet.network_address + 1 + ordinal
     return PodPlan(
+        ip6=mirror(ip, node.pod_subnet, node.pod_subnet6),
         key=pod.key,
         name=pod.name,
         namespace=pod.namespace,
@@ -366,7 +418,7 @@ def to_dict(topo: Topology) -> dict[str, object]:
     import dataclasses
 
     def conv(v: object) -> object:
-        if isinstance(v, (IPv4Address, IPv4Network)):
+        if isinstance(v, (IPv4Address, IPv4Network, IPv6Address, IPv6Network)):
             return str(v)
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
@@ -391,10 +443,12 @@ def from_dict(data: dict[str, object]) -> Topology:
             if isinstance(v, tuple):
                 kw[f.name] = v
                 continue
-            if t == "IPv4Address":
-                v = IPv4Address(v)  # type: ignore[arg-type]
-            elif t == "IPv4Network":
-                v = IPv4Network(v)  # type: ignore[arg-type]
+            if v is None:
+                pass
+            elif t.startswith(("IPv4Address", "IPv6Address")):
+                v = ipaddress.ip_address(v)  # type: ignore[arg-type]
+            elif t.startswith(("IPv4Network", "IPv6Network")):
+                v = ipaddress.ip_network(v)  # type: ignore[arg-type]
             elif f.name == "ports":
                 v = tuple(tuple(x) for x in v)  # type: ignore[union-attr]
             kw[f.name] = v
@@ -426,7 +480,7 @@ def add_pod_plan(topo: Topology, pod: Pod, node: str | None = None, avoid: froze
                     + [(f"pod/{pod.key}", pod_netns(topo.lab, pod.namespace, pod.name))])
     new = PodPlan(
         key=pod.key, name=pod.name, namespace=pod.namespace, node=node,
-        netns=pod_netns(topo.lab, pod.namespace, pod.name), ip=free,
+        netns=pod_netns(topo.lab, pod.namespace, pod.name), ip=free, ip6=mirror(free, target.pod_subnet, target.pod_subnet6),
         host_veth=_veth_name(pod.key, taken), ports=tuple((p.container_port, p.protocol) for p in pod.ports),
         mac=mac_for(free), netexec=pod.runs_netexec,
     )

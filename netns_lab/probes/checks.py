@@ -30,24 +30,26 @@ def _target_ip(lab: Lab, check: Check) -> tuple[str | None, str]:
     resolver and resolv.conf (``getent ahostsv4`` under ``ip netns exec``)."""
     assert check.target and check.source
     if check.target.kind != "name":
-        return lab.ip_of(check.target), ""
-    out = lab.exec(check.source, ["getent", "ahostsv4", check.target.name], timeout=10)
+        return lab.ip_of(check.target, check.family), ""
+    out = lab.exec(check.source, ["getent", "ahostsv6" if check.family == 6 else "ahostsv4", check.target.name], timeout=10)
     first = out.stdout.split()
     if out.returncode != 0 or not first:
         return None, f"{check.target.name} does not resolve in {check.source}"
     return first[0], f"{check.target.name} -> {first[0]}; "
 
 
-def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef) -> set[str]:
+def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef, family: int | None = None) -> set[str]:
     if ref.kind == "self":
-        return set(lab.addresses(source))
+        return set(lab.addresses(source, family or 4))
     if ref.kind == "node":  # a node may use any of its addresses as source (cni0, flannel.1)
         node = lab.topology.node(ref.name)
         if node.netns in lab.topology.namespaces:
-            return set(lab.addresses(ref))
+            return set(lab.addresses(ref, family or 4))
         # on another machine of a spread lab: the addresses the plan gave it
+        if family == 6:
+            return {str(node.ip6), str(node.gateway6), *([str(node.vtep_ip6)] if lab.topology.network == "vxlan" else [])}
         return {str(node.ip), str(node.gateway), *([str(node.vtep_ip)] if lab.topology.network == "vxlan" else [])}
-    return {lab.ip_of(ref)}
+    return {lab.ip_of(ref, family)}
 
 
 def _server_problems(lab: Lab, check: Check, served: Counter[str | None], ok_results: list) -> list[str]:  # type: ignore[type-arg]
@@ -61,7 +63,7 @@ def _server_problems(lab: Lab, check: Check, served: Counter[str | None], ok_res
                 problems.append(f"served by {pod} ({n}x), expected one of {sorted(allowed)}")
     if want.client_ip is not None:
         assert check.source is not None
-        expected = _expected_client_ips(lab, want.client_ip, check.source)
+        expected = _expected_client_ips(lab, want.client_ip, check.source, check.family)
         for r in ok_results:
             if r.client_ip not in expected:
                 problems.append(f"server saw client {r.client_ip}, expected {sorted(expected)}")
@@ -117,7 +119,7 @@ def _ping(lab: Lab, check: Check) -> CheckOutcome:
 
 def _matrix(lab: Lab, check: Check) -> CheckOutcome:
     assert check.matrix
-    report = matrix(lab.topology, check.matrix, "tcp" if check.protocol == "http" else check.protocol)
+    report = matrix(lab.topology, check.matrix, "tcp" if check.protocol == "http" else check.protocol, family=check.family or 4)
     if not report.pairs:
         return CheckOutcome(check, False, "no pairs to test (do the pods declare containerPorts?)")
     return CheckOutcome(check, report.ok, report.summary(), [p.describe() for p in report.failures[:10]])
@@ -138,8 +140,8 @@ def _reachability(lab: Lab, check: Check) -> CheckOutcome:
     return CheckOutcome(check, False, f"{wrong} of {probed} pairs not as expected", details)
 
 
-def _value_text(lab: Lab, ref: ObjectRef) -> str:
-    return normalize(ref.name) if ref.kind == "value" else lab.ip_of(ref)
+def _value_text(lab: Lab, ref: ObjectRef, family: int | None = None) -> str:
+    return normalize(ref.name) if ref.kind == "value" else lab.ip_of(ref, family)
 
 
 def _resolve(lab: Lab, check: Check) -> CheckOutcome:
@@ -151,7 +153,8 @@ def _resolve(lab: Lab, check: Check) -> CheckOutcome:
     if want.result != res.result and not (want.result == "failed" and res.result != "ok"):
         return CheckOutcome(check, False, f"expected {want.result}, got {text}")
     if want.answers is not None:
-        expected = sorted(_value_text(lab, a) for a in want.answers)
+        family = 6 if check.record_type == "AAAA" else None  # an object in an AAAA answer: its IPv6 address
+        expected = sorted(_value_text(lab, a, family) for a in want.answers)
         if expected != got:
             return CheckOutcome(check, False, f"expected answers {expected}, got {got or 'none'} ({res.detail})")
     return CheckOutcome(check, True, text)

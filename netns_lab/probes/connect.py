@@ -54,10 +54,20 @@ def parse_line(data: bytes) -> tuple[str, str, int] | None:
     """netexec's plain reply: ``<pod> <ip>:<port>``."""
     try:
         pod, addr = data.decode().strip().split(" ", 1)
-        ip, port = addr.rsplit(":", 1)
+        ip, port = split_hostport(addr)
         return pod, ip, int(port)
     except ValueError:
         return None
+
+
+def split_hostport(text: str) -> tuple[str, str]:
+    """``10.244.1.2:5000`` or ``[fd00::2]:5000`` -> (address, port), as Go's SplitHostPort."""
+    host, _, port = text.rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 def parse_http(data: bytes) -> tuple[int, dict[str, str], str] | None:
@@ -112,7 +122,7 @@ def _finish(act: _Active) -> ProbeResult:
             pod, client = doc.get("pod", pod), doc.get("client")
         except ValueError:
             pass
-        ip, port = (client.rsplit(":", 1) if client else (None, None))
+        ip, port = (split_hostport(client) if client else (None, None))
         return ProbeResult(probe, "ok", pod, ip, int(port) if port else None, f"HTTP {status}", elapsed, status, body)
     parsed_line = parse_line(data)
     if parsed_line is None:
@@ -168,7 +178,7 @@ class _Runner:
             self.results[i] = ProbeResult(probe, "failed", detail="this kernel has no SCTP")
             return
         try:  # SCTP: a one-to-one socket, connected and read as TCP is
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
+            sock = socket.socket(family_of(probe.dst), socket.SOCK_DGRAM if udp else socket.SOCK_STREAM,
                                  socket.IPPROTO_SCTP if probe.protocol == "sctp" else 0)
         except OSError as exc:  # no SCTP in this kernel
             self.results[i] = ProbeResult(probe, "failed", detail=f"socket: {exc.strerror}")

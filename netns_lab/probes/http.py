@@ -13,6 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from netns_lab.probes.connect import split_hostport
 from netns_lab.realize.netns import run_in
 
 
@@ -89,7 +90,7 @@ def get(netns: str, url: str, address: str, port: int | None = None, ca_pem: str
             out.served_by = doc.get("pod", out.served_by)
             got = {k.lower(): v for k, v in (doc.get("headers") or {}).items()}
             real = got.get("x-real-ip") or str(got.get("x-forwarded-for") or "").split(",")[0].strip()
-            out.client_ip = real or str(doc.get("client", "")).rsplit(":", 1)[0] or None
+            out.client_ip = real or split_hostport(str(doc.get("client", "")))[0] or None
         except (ValueError, AttributeError):
             pass
         return out

@@ -19,6 +19,8 @@ IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 IP_MTU = 14
 IP_UDP_HEADERS = 28
+IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO, IPV6_MTU = 23, 2, 24
+IPV6_UDP_HEADERS = 48  # IPv6 header 40 + UDP 8: IPv6 routers never fragment, the sender is told
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,19 @@ class MtuResult:
 
 
 def _probe(dst: str, port: int, size: int, timeout: float) -> MtuResult:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    v6 = ":" in dst
+    level, mtu_opt = (socket.IPPROTO_IPV6, IPV6_MTU) if v6 else (socket.IPPROTO_IP, IP_MTU)
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(level, IPV6_MTU_DISCOVER if v6 else IP_MTU_DISCOVER, IPV6_PMTUDISC_DO if v6 else IP_PMTUDISC_DO)
         sock.connect((dst, port))
-        payload = b"x" * (size - IP_UDP_HEADERS)
+        payload = b"x" * (size - (IPV6_UDP_HEADERS if v6 else IP_UDP_HEADERS))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 sock.send(payload)
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
-                    mtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+                    mtu = sock.getsockopt(level, mtu_opt)
                     return MtuResult(size, "refused", f"EMSGSIZE: path MTU is {mtu}", mtu)
                 return MtuResult(size, "refused", errno.errorcode.get(exc.errno or 0, str(exc)))
             ready, _, _ = select.select([sock], [], [], 0.5)
@@ -49,8 +53,8 @@ def _probe(dst: str, port: int, size: int, timeout: float) -> MtuResult:
                     reply = sock.recv(65535)
                 except OSError as exc:
                     if exc.errno == errno.EMSGSIZE:  # ICMP fragmentation-needed came back
-                        mtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
-                        return MtuResult(size, "refused", f"ICMP fragmentation needed: path MTU {mtu}", mtu)
+                        mtu = sock.getsockopt(level, mtu_opt)
+                        return MtuResult(size, "refused", f"ICMP {'packet too big' if v6 else 'fragmentation needed'}: path MTU {mtu}", mtu)
                     return MtuResult(size, "refused", errno.errorcode.get(exc.errno or 0, str(exc)))
                 return MtuResult(size, "ok", reply.decode(errors="replace").strip())
         return MtuResult(size, "timeout", f"no reply within {timeout:g}s")

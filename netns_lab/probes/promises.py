@@ -66,8 +66,9 @@ class MatrixReport:
         return f"{reached}/{len(self.pairs)} pairs connected, source IP preserved in {kept}/{len(self.pairs)}"
 
 
-def own_addresses(namespaces: list[str]) -> dict[str, frozenset[str]]:
-    """IPv4 addresses each namespace shows for itself (all but loopback), read via netlink."""
+def own_addresses(namespaces: list[str], family: int = 4) -> dict[str, frozenset[str]]:
+    """The addresses of IP version ``family`` each namespace shows for itself (all but
+    loopback and IPv6 link-local), read via netlink."""
     from pyroute2 import IPRoute
 
     def job(w):  # type: ignore[no-untyped-def]
@@ -75,16 +76,27 @@ def own_addresses(namespaces: list[str]) -> dict[str, frozenset[str]]:
         for ns in namespaces:
             w.enter(ns)
             with IPRoute() as ipr:
-                out[ns] = frozenset(
-                    m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2) if not m.get_attr("IFA_ADDRESS").startswith("127.")
-                )
+                if family == 6:
+                    out[ns] = frozenset(m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=10) if m["scope"] == 0)
+                else:
+                    out[ns] = frozenset(m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2)
+                                        if not m.get_attr("IFA_ADDRESS").startswith("127."))
         return out
 
     return in_thread(job)
 
 
-def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", timeout: float = 3.0) -> MatrixReport:
-    """Connect every source to every target of ``kind`` at once; judge reach and NAT."""
+def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", timeout: float = 3.0, family: int = 4) -> MatrixReport:
+    """Connect every source to every target of ``kind`` at once; judge reach and NAT. With
+    ``family`` 6 (a dual-stack lab) the targets' IPv6 addresses, judged against the sources'
+    own IPv6 addresses."""
+
+    def ip(obj: object) -> str:
+        addr = getattr(obj, "ip6") if family == 6 else getattr(obj, "ip")
+        if addr is None:
+            raise ValueError(f"{getattr(obj, 'name')} has no IPv{family} address (cluster.ipFamily)")
+        return str(addr)
+
     pods = list(topo.workload_pods)
     targets_pods = [p for p in pods if p.ports]
     specs: list[tuple[str, str, str, str, int]] = []  # (src label, src ns, dst label, ip, port)
@@ -92,21 +104,21 @@ def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", time
         for s in pods:
             for d in targets_pods:
                 if d is not s:
-                    specs.append((f"pod/{s.key}", s.netns, f"pod/{d.key}", str(d.ip), d.ports[0][0]))
+                    specs.append((f"pod/{s.key}", s.netns, f"pod/{d.key}", ip(d), d.ports[0][0]))
     elif kind == "node-to-pod":
         for n in topo.nodes:
             for d in targets_pods:
-                specs.append((f"node/{n.name}", n.netns, f"pod/{d.key}", str(d.ip), d.ports[0][0]))
+                specs.append((f"node/{n.name}", n.netns, f"pod/{d.key}", ip(d), d.ports[0][0]))
     elif kind == "pod-to-node":
         for s in pods:
             for n in topo.nodes:
-                specs.append((f"pod/{s.key}", s.netns, f"node/{n.name}", str(n.ip), NODE_AGENT_PORT))
+                specs.append((f"pod/{s.key}", s.netns, f"node/{n.name}", ip(n), NODE_AGENT_PORT))
     else:
         raise ValueError(f"unknown matrix {kind!r}; one of {', '.join(MATRICES)}")
     local = set(topo.namespaces)  # a spread lab probes from this machine's sources only
     specs = [s for s in specs if s[1] in local]
     sources = sorted({s[1] for s in specs})
-    own = own_addresses(sources)
+    own = own_addresses(sources, family)
     results = run_probes([Probe(ns, ip, port, protocol) for _, ns, _, ip, port in specs], timeout=timeout)
     pairs = tuple(Pair(s[0], s[2], r, own[s[1]]) for s, r in zip(specs, results))
     return MatrixReport(kind, pairs)

@@ -23,6 +23,7 @@ from netns_lab.proxy.types import (
     ServicePortInfo,
     TrafficPolicy,
     endpoint_hash,
+    hostport,
     port_proto_hash,
     traffic_policy,
 )
@@ -62,7 +63,8 @@ LOCALNET_DROP = ('-A KUBE-FIREWALL -m comment --comment "block incoming localnet
 def nodeports_jump(ctx: NodeContext) -> str:
     """The last rule of nat KUBE-SERVICES: NodePorts on every local address (and on 127/8
     only with localhostNodePorts)."""
-    loopback = "" if ctx.localhost_node_ports else " ! -d 127.0.0.0/8"
+    # IPv6 (ip6tables): never on ::1, "for IPv6 they never work" (kube-proxy)
+    loopback = " ! -d ::1/128" if ctx.family == 6 else "" if ctx.localhost_node_ports else " ! -d 127.0.0.0/8"
     return ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
             f'rule in this chain" -m addrtype --dst-type LOCAL{loopback} -j KUBE-NODEPORTS')
 
@@ -84,7 +86,7 @@ def fw_chain(sp: ServicePortInfo) -> str:
 
 
 def sep_chain(sp: ServicePortInfo, ip: str, port: int) -> str:
-    return "KUBE-SEP-" + endpoint_hash(sp.port_name_string, sp.proto, f"{ip}:{port}")
+    return "KUBE-SEP-" + endpoint_hash(sp.port_name_string, sp.proto, hostport(ip, port))
 
 
 def _c(text: str) -> str:
@@ -227,11 +229,11 @@ def _endpoint_jumps(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) ->
     if sp.affinity_timeout is not None:
         for ep in eps:
             sep = sep_chain(sp, ep.ip, ep.port)
-            f.add("nat", chain, f"{_c(f'{name} -> {ep.ip}:{ep.port}')} -m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
+            f.add("nat", chain, f"{_c(f'{name} -> {hostport(ep.ip, ep.port)}')} -m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
     n = len(eps)
     for i, ep in enumerate(eps):
         sep = sep_chain(sp, ep.ip, ep.port)
-        comment = _c(f"{name} -> {ep.ip}:{ep.port}")
+        comment = _c(f"{name} -> {hostport(ep.ip, ep.port)}")
         if i < n - 1:
             f.add("nat", chain, f"{comment} -m statistic --mode random --probability {1.0 / (n - i):0.10f} -j {sep}")
         else:
@@ -246,7 +248,7 @@ def _sep(f: Fragment, sp: ServicePortInfo, ip: str, port: int) -> None:
     f.own("nat", chain)
     f.add("nat", chain, f"{_c(name)} -s {ip} -j KUBE-MARK-MASQ")
     recent = f"-m recent --name {chain} --set " if sp.affinity_timeout is not None else ""
-    f.add("nat", chain, f"{_c(name)} {recent}-m {sp.proto} -p {sp.proto} -j DNAT --to-destination {ip}:{port}")
+    f.add("nat", chain, f"{_c(name)} {recent}-m {sp.proto} -p {sp.proto} -j DNAT --to-destination {hostport(ip, port)}")
 
 
 class IptablesSync:

@@ -20,29 +20,37 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
+from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, hostport, traffic_policy
 
 TABLE = "ip kube-proxy"
 CHAIN_NAME_MAX = 200
 
-BASE = f"""add table {TABLE} {{ comment "rules for kube-proxy" ; }}
-add chain {TABLE} filter-prerouting-pre-dnat {{ type filter hook prerouting priority -110 ; }}
-add chain {TABLE} filter-output-pre-dnat {{ type filter hook output priority -110 ; }}
-add chain {TABLE} filter-input {{ type filter hook input priority 0 ; }}
-add chain {TABLE} filter-forward {{ type filter hook forward priority 0 ; }}
-add chain {TABLE} filter-output {{ type filter hook output priority 0 ; }}
-add chain {TABLE} nat-prerouting {{ type nat hook prerouting priority -100 ; }}
-add chain {TABLE} nat-output {{ type nat hook output priority -100 ; }}
-add chain {TABLE} nat-postrouting {{ type nat hook postrouting priority 100 ; }}
-add set {TABLE} cluster-ips {{ type ipv4_addr ; comment "Active ClusterIPs" ; }}
-add set {TABLE} nodeport-ips {{ type ipv4_addr ; comment "IPs that accept NodePort traffic" ; }}
-add map {TABLE} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }}
-add map {TABLE} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}
-add map {TABLE} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }}
-add map {TABLE} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }}
-add map {TABLE} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }}
-add chain {TABLE} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}
+
+def base(table: str = TABLE, addr: str = "ipv4_addr") -> str:
+    """The table and its fixed objects (``ip6 kube-proxy`` with ipv6_addr keys for IPv6)."""
+    return f"""add table {table} {{ comment "rules for kube-proxy" ; }}
+add chain {table} filter-prerouting-pre-dnat {{ type filter hook prerouting priority -110 ; }}
+add chain {table} filter-output-pre-dnat {{ type filter hook output priority -110 ; }}
+add chain {table} filter-input {{ type filter hook input priority 0 ; }}
+add chain {table} filter-forward {{ type filter hook forward priority 0 ; }}
+add chain {table} filter-output {{ type filter hook output priority 0 ; }}
+add chain {table} nat-prerouting {{ type nat hook prerouting priority -100 ; }}
+add chain {table} nat-output {{ type nat hook output priority -100 ; }}
+add chain {table} nat-postrouting {{ type nat hook postrouting priority 100 ; }}
+add set {table} cluster-ips {{ type {addr} ; comment "Active ClusterIPs" ; }}
+add set {table} nodeport-ips {{ type {addr} ; comment "IPs that accept NodePort traffic" ; }}
+add map {table} service-ips {{ type {addr} . inet_proto . inet_service : verdict ; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }}
+add map {table} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}
+add map {table} no-endpoint-services {{ type {addr} . inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to services with no endpoints" ; }}
+add map {table} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; comment "vmap to drop or reject packets to service nodeports with no endpoints" ; }}
+add map {table} firewall-ips {{ type {addr} . inet_proto . inet_service : verdict ; comment "destinations that are subject to LoadBalancerSourceRanges" ; }}
+add chain {table} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}
 """
+
+
+BASE = base()
+
+
 MAPS = ("cluster-ips", "nodeport-ips", "service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
         "firewall-ips")
 
@@ -60,7 +68,8 @@ def _base(sp: ServicePortInfo) -> str:
 
 
 def _ep_base(sp: ServicePortInfo, ip: str, port: int) -> str:
-    return hash_and_truncate(f"{sp.namespace}/{sp.name}/{sp.proto}/{sp.port_name or ''}__{ip}/{port}")
+    # an IPv6 address's colons become dots, as kube-proxy's servicePortEndpointChainNameBase writes them
+    return hash_and_truncate(f"{sp.namespace}/{sp.name}/{sp.proto}/{sp.port_name or ''}__{ip.replace(':', '.')}/{port}")
 
 
 def service_chain(sp: ServicePortInfo) -> str:
@@ -100,7 +109,13 @@ class Fragment:
         self.elements.setdefault(m, []).append(text)
 
 
+def table_name(ctx: NodeContext) -> str:
+    """``ip kube-proxy`` or, for a dual-stack node's IPv6 proxier, ``ip6 kube-proxy``."""
+    return f"{ctx.nft_family} kube-proxy"
+
+
 def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
+    ip = ctx.nft_family
     return {
         # kube-proxy v1.34's base chains: the firewall (loadBalancerSourceRanges) before DNAT,
         # the endpoint checks after it, at filter priority: a node's own packet to an
@@ -114,16 +129,16 @@ def fixed_chains(ctx: NodeContext) -> dict[str, list[str]]:
         "nat-prerouting": ["jump services"],
         "nat-output": ["jump services"],
         "nat-postrouting": ["jump masquerading"],
-        "firewall-check": ["ip daddr . meta l4proto . th dport vmap @firewall-ips"],
+        "firewall-check": [f"{ip} daddr . meta l4proto . th dport vmap @firewall-ips"],
         "mark-for-masquerade": [f"mark set mark or {MASQ_MARK}"],
         "masquerading": [f"mark and {MASQ_MARK} == 0 return", f"mark set mark xor {MASQ_MARK}", "masquerade fully-random"],
-        "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
-                     "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"],
+        "services": [f"{ip} daddr . meta l4proto . th dport vmap @service-ips",
+                     f"{ip} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"],
         "reject-chain": ["reject"],
-        "cluster-ips-check": ['ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
-                              f'ip daddr {{ {ctx.service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'],
-        "nodeport-endpoints-check": ["ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
-        "service-endpoints-check": ["ip daddr . meta l4proto . th dport vmap @no-endpoint-services"],
+        "cluster-ips-check": [f'{ip} daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
+                              f'{ip} daddr {{ {ctx.service_cidr} }} drop comment "Drop traffic to unallocated ClusterIPs"'],
+        "nodeport-endpoints-check": [f"{ip} daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
+        "service-endpoints-check": [f"{ip} daddr . meta l4proto . th dport vmap @no-endpoint-services"],
     }
 
 
@@ -131,6 +146,7 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
     """kube-proxy's nftables objects for one Service port on node ``ctx.node`` (pure), in the
     order its syncProxyRules writes them (the order of rules within a chain matters)."""
     f = Fragment()
+    ip = ctx.nft_family
     key = f"{sp.cluster_ip} . {sp.proto} . {sp.port}"
     f.element("cluster-ips", sp.cluster_ip)
     tp = traffic_policy(sp, ctx.node)
@@ -146,13 +162,13 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
     if tp.is_external:
         _external_destinations(f, ctx, sp, has_eps, bool(external_eps))
     if internal_eps:  # masquerade off-cluster sources (a route to the Service range via a node)
-        f.add(internal_chain, f"ip daddr {sp.cluster_ip} ip saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
+        f.add(internal_chain, f"{ip} daddr {sp.cluster_ip} {ip} saddr != {ctx.cluster_cidr} jump mark-for-masquerade")
     if has_eps and tp.is_external:
         ext = external_chain(sp)
         if not sp.external_local:
             f.add(ext, "jump mark-for-masquerade")
         else:
-            f.add(ext, f'ip saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
+            f.add(ext, f'{ip} saddr {ctx.cluster_cidr} goto {service_chain(sp)} comment "short-circuit pod traffic"')
             f.add(ext, 'fib saddr type local jump mark-for-masquerade comment "masquerade local traffic"')
             f.add(ext, f'fib saddr type local goto {service_chain(sp)} comment "short-circuit local traffic"')
         if external_eps:
@@ -161,20 +177,20 @@ def render_port(ctx: NodeContext, sp: ServicePortInfo) -> Fragment:
         sources = list(sp.source_ranges)
         if sp.ranges_hold(ctx):
             sources += sp.lb_ips  # a node's request to a VIP that is local to it loops back from the VIP
-        f.add(firewall_chain(sp), f"ip saddr != {{ {' , '.join(sources)} }} drop")
+        f.add(firewall_chain(sp), f"{ip} saddr != {{ {' , '.join(sources)} }} drop")
     if sp.affinity_timeout is not None:
         for ep in tp.reachable:
             f.affinity_sets[affinity_set(sp, ep.ip, ep.port)] = sp.affinity_timeout
     if tp.uses_cluster_chain:
-        _endpoint_dispatch(f, service_chain(sp), sp, tp.cluster)
+        _endpoint_dispatch(f, service_chain(sp), sp, tp.cluster, ip)
     if tp.uses_local_chain:
-        _endpoint_dispatch(f, local_chain(sp), sp, tp.local)
+        _endpoint_dispatch(f, local_chain(sp), sp, tp.local, ip)
     for ep in tp.reachable:
         chain = endpoint_chain(sp, ep.ip, ep.port)
-        f.add(chain, f"ip saddr {ep.ip} jump mark-for-masquerade")
+        f.add(chain, f"{ip} saddr {ep.ip} jump mark-for-masquerade")
         if sp.affinity_timeout is not None:
-            f.add(chain, f"update @{affinity_set(sp, ep.ip, ep.port)} {{ ip saddr }}")
-        f.add(chain, f"meta l4proto {sp.proto} dnat to {ep.ip}:{ep.port}")
+            f.add(chain, f"update @{affinity_set(sp, ep.ip, ep.port)} {{ {ip} saddr }}")
+        f.add(chain, f"meta l4proto {sp.proto} dnat to {hostport(ep.ip, ep.port)}")
     return f
 
 
@@ -209,10 +225,10 @@ def _external_destinations(f: Fragment, ctx: NodeContext, sp: ServicePortInfo, h
             f.element("no-endpoint-nodeports", f"{np_key} {comment} : {verdict}")
 
 
-def _endpoint_dispatch(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple) -> None:  # type: ignore[type-arg]
+def _endpoint_dispatch(f: Fragment, chain: str, sp: ServicePortInfo, eps: tuple, ip: str = "ip") -> None:  # type: ignore[type-arg]
     if sp.affinity_timeout is not None:
         for ep in eps:
-            f.add(chain, f"ip saddr @{affinity_set(sp, ep.ip, ep.port)} goto {endpoint_chain(sp, ep.ip, ep.port)}")
+            f.add(chain, f"{ip} saddr @{affinity_set(sp, ep.ip, ep.port)} goto {endpoint_chain(sp, ep.ip, ep.port)}")
     targets = " , ".join(f"{i} : goto {endpoint_chain(sp, ep.ip, ep.port)}" for i, ep in enumerate(eps))
     f.add(chain, f"numgen random mod {len(eps)} vmap {{ {targets} }}")
 
@@ -230,6 +246,7 @@ class NftSync:
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
+        self.table = table_name(ctx)
         self.fragments: dict[ServicePortInfo, Fragment] = {}
         self.elements: Counter[tuple[str, str]] = Counter()  # (map, element) -> fragments holding it
         self.chains: Counter[str] = Counter()
@@ -290,26 +307,26 @@ class NftSync:
                 self._count(f, 1, touched, before_elements)
         out: list[str] = []
         if full:
-            out.append(BASE.rstrip())
+            out.append(base(self.table, self.ctx.addr_type).rstrip())
             fixed = fixed_chains(self.ctx)
-            out.extend(f"add chain {TABLE} {c}" for c in fixed)
+            out.extend(f"add chain {self.table} {c}" for c in fixed)
             for c, rules in fixed.items():
-                out.append(f"flush chain {TABLE} {c}")
-                out.extend(f"add rule {TABLE} {c} {r}" for r in rules)
+                out.append(f"flush chain {self.table} {c}")
+                out.extend(f"add rule {self.table} {c} {r}" for r in rules)
         for f in added:
             for name, timeout in f.affinity_sets.items():
-                out.append(f"add set {TABLE} {name} {{ type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ; }}")
+                out.append(f"add set {self.table} {name} {{ type {self.ctx.addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}")
         for f in added:
-            out.extend(f"add chain {TABLE} {c}" for c in f.chains)
+            out.extend(f"add chain {self.table} {c}" for c in f.chains)
         for f in added:
             for c, rules in f.chains.items():
-                out.append(f"flush chain {TABLE} {c}")
-                out.extend(f"add rule {TABLE} {c} {r}" for r in rules)
+                out.append(f"flush chain {self.table} {c}")
+                out.extend(f"add rule {self.table} {c} {r}" for r in rules)
         gone: dict[str, list[str]] = {}
         fresh: dict[str, list[str]] = {}
         if full:
             for m in MAPS:
-                out.append(f"flush {_kind(m)} {TABLE} {m}")
+                out.append(f"flush {_kind(m)} {self.table} {m}")
             for ip in self.ctx.node_ips:
                 self.elements[("nodeport-ips", ip)] += 1
             for (m, e), n in self.elements.items():
@@ -325,10 +342,10 @@ class NftSync:
                     fresh.setdefault(m, []).append(e)
         for m in MAPS:
             if gone.get(m):
-                out.append(f"delete element {TABLE} {m} {{ {', '.join(sorted(gone[m]))} }}")
+                out.append(f"delete element {self.table} {m} {{ {', '.join(sorted(gone[m]))} }}")
         for m in MAPS:
             if fresh.get(m):
-                out.append(f"add element {TABLE} {m} {{ {', '.join(sorted(fresh[m]))} }}")
+                out.append(f"add element {self.table} {m} {{ {', '.join(sorted(fresh[m]))} }}")
         fixed_names = set(fixed_chains(self.ctx))
         if full:
             stale_chains = sorted(((before_chains or set()) | (existing_chains or set())) - {c for c, n in self.chains.items() if n > 0} - fixed_names)
@@ -336,9 +353,9 @@ class NftSync:
         else:
             stale_chains = sorted(c for c in touched["chains"] if self.chains[c] <= 0)
             stale_sets = sorted(s for s in touched["sets"] if self.sets[s] <= 0)
-        out.extend(f"flush chain {TABLE} {c}" for c in stale_chains)
-        out.extend(f"delete chain {TABLE} {c}" for c in stale_chains)
-        out.extend(f"delete set {TABLE} {s}" for s in stale_sets)
+        out.extend(f"flush chain {self.table} {c}" for c in stale_chains)
+        out.extend(f"delete chain {self.table} {c}" for c in stale_chains)
+        out.extend(f"delete set {self.table} {s}" for s in stale_sets)
         for counter in (self.elements, self.chains, self.sets):
             for k in [k for k in touched["elements" if counter is self.elements else "chains" if counter is self.chains else "sets"] if counter[k] <= 0]:
                 del counter[k]

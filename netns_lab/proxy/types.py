@@ -10,7 +10,7 @@ import base64
 import functools
 import hashlib
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from netns_lab.controllers.endpoints import Endpoint, endpoints
 from netns_lab.controllers.topology import Topology
@@ -26,14 +26,32 @@ class NodeContext:
     """What a node's kube-proxy knows about itself (``--cluster-cidr``, node IPs)."""
 
     node: str
-    cluster_cidr: IPv4Network  # podCIDR: "is this source a pod?" (kube-proxy's local detector)
-    service_cidr: IPv4Network
+    cluster_cidr: IPv4Network | IPv6Network  # podCIDR: "is this source a pod?" (kube-proxy's local detector)
+    service_cidr: IPv4Network | IPv6Network
     node_ips: tuple[str, ...]
     # iptables mode: kube-proxy's --iptables-localhost-nodeports (default true): NodePorts also
     # answer on 127.0.0.1, with route_localnet=1 and KUBE-FIREWALL against spoofed 127/8
     localhost_node_ports: bool = True
     nfacct: bool = False  # iptables mode: kube-proxy counts with nfacct where the kernel has it (not here)
     random_fully: bool = True  # iptables' MASQUERADE --random-fully (kube-proxy uses it when iptables has it)
+    # 6: the node's IPv6 proxier (a dual-stack lab runs one per family, as kube-proxy's
+    # metaproxier does): ip6 table, ip6tables, the family's ranges and node address
+    family: int = 4
+
+    @property
+    def nft_family(self) -> str:
+        """The nftables family (and address match keyword): ``ip`` or ``ip6``."""
+        return "ip6" if self.family == 6 else "ip"
+
+    @property
+    def addr_type(self) -> str:
+        return "ipv6_addr" if self.family == 6 else "ipv4_addr"
+
+
+def hostport(ip: str, port: int) -> str:
+    """``ip:port``, an IPv6 address in brackets (Go's net.JoinHostPort, as kube-proxy writes
+    endpoints in comments, DNAT targets and chain-name hashes)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 @dataclass(frozen=True)
@@ -155,19 +173,29 @@ def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
     return base64.b32encode(digest).decode()[:16]
 
 
-def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology) -> tuple[ServicePortInfo, ...]:
+def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, family: int = 4) -> tuple[ServicePortInfo, ...]:
     """Every proxied Service port with its endpoints and their conditions (headless Services
-    are skipped); :func:`traffic_policy` picks which of them serve."""
+    are skipped); :func:`traffic_policy` picks which of them serve. ``family``: what one
+    family's proxier sees (kube-proxy's per-family trackers): the Services with a cluster IP
+    of that family, their addresses and endpoints of that family only."""
     out: list[ServicePortInfo] = []
+    v6 = family == 6
+
+    def mine(ips: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(ip for ip in ips if (":" in ip) == v6)
+
     for svc in services:
         if svc.headless or svc.type not in ("ClusterIP", "NodePort", "LoadBalancer"):
             continue
+        cluster_ip = next(iter(mine(svc.cluster_ips)), None)
+        if cluster_ip is None:
+            continue  # a single-stack Service of the other family
         labels = dict(svc.labels)
         # kube-proxy's informers (Services and EndpointSlices alike) select objects without
         # either label: another proxy's Service, or one that says it is headless, gets no rules
         if SERVICE_PROXY_NAME in labels or HEADLESS in labels:
             continue
-        eps = endpoints(svc, pods, topo, conditions=True)
+        eps = endpoints(svc, pods, topo, conditions=True, family=family)
         for sp in svc.ports:
             out.append(
                 ServicePortInfo(
@@ -175,16 +203,16 @@ def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: To
                     name=svc.name,
                     port_name=sp.name,
                     protocol=sp.protocol,
-                    cluster_ip=svc.cluster_ip or "",
+                    cluster_ip=cluster_ip,
                     port=sp.port,
                     node_port=sp.node_port if svc.type in ("NodePort", "LoadBalancer") else None,
                     affinity_timeout=svc.affinity_timeout if svc.session_affinity == "ClientIP" else None,
                     external_local=svc.external_traffic_policy == "Local",
                     internal_local=svc.internal_traffic_policy == "Local",
                     endpoints=eps.get(sp, ()),
-                    external_ips=svc.external_ips,
-                    lb_ips=svc.load_balancer_ips,
-                    source_ranges=svc.load_balancer_source_ranges,
+                    external_ips=mine(svc.external_ips),
+                    lb_ips=mine(svc.load_balancer_ips),
+                    source_ranges=mine(svc.load_balancer_source_ranges),
                     health_check_node_port=svc.health_check_node_port if svc.external_traffic_policy == "Local" else None,
                 )
             )

@@ -4,23 +4,25 @@ spread lab's machines), for validation and placement."""
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from pyroute2 import IPRoute
 
 from netns_lab.errors import RealizeError, ScenarioError
 
 
-def host_networks() -> tuple[IPv4Network, ...]:
-    """IPv4 prefixes configured on the host, loopback excluded. Reads, never writes."""
-    nets: set[IPv4Network] = set()
+def host_networks() -> tuple[IPv4Network | IPv6Network, ...]:
+    """IPv4 and global IPv6 prefixes configured on the host, loopback and link-local
+    excluded (a dual-stack lab's ranges are checked against both). Reads, never writes."""
+    nets: set[IPv4Network | IPv6Network] = set()
     with IPRoute() as ipr:
-        for msg in ipr.get_addr(family=2):
-            addr = msg.get_attr("IFA_ADDRESS")
-            net = IPv4Network(f"{addr}/{msg['prefixlen']}", strict=False)
-            if not net.is_loopback:
-                nets.add(net)
-    return tuple(sorted(nets))
+        for family, cls in ((2, IPv4Network), (10, IPv6Network)):
+            for msg in ipr.get_addr(family=family):
+                addr = msg.get_attr("IFA_ADDRESS")
+                net = cls(f"{addr}/{msg['prefixlen']}", strict=False)
+                if not (net.is_loopback or net.is_link_local):
+                    nets.add(net)
+    return tuple(sorted(nets, key=lambda n: (n.version, n)))
 
 
 def machine_address(candidates: tuple[IPv4Address, ...]) -> tuple[IPv4Address, int]:

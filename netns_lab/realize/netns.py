@@ -182,13 +182,16 @@ def read_sysctl(key: str) -> str:
         return fh.read().strip()
 
 
-def addresses(name: str) -> list[str]:
-    """The IPv4 addresses namespace ``name`` shows for itself (``ip addr``, loopback aside)."""
+def addresses(name: str, family: int = 4) -> list[str]:
+    """The addresses of IP version ``family`` namespace ``name`` shows for itself (``ip
+    addr``: loopback and, for IPv6, link-local aside)."""
 
     def read() -> list[str]:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
+            if family == 6:  # RT_SCOPE_UNIVERSE only: not ::1, not fe80::
+                return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=10) if m["scope"] == 0]
             return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=2) if m.get_attr("IFA_LABEL") != "lo"]
 
     return run_in(name, read)

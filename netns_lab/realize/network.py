@@ -49,8 +49,22 @@ NODE_SYSCTLS = {
 }
 
 
-def _ipv4_only() -> None:
-    """The lab is IPv4: without this every new link sends IPv6 DAD/RS noise into captures."""
+IPV6_SYSCTLS = {  # a dual-stack lab: addresses come from the plan, never from router adverts
+    "net/ipv6/conf/all/accept_dad": 0,  # and are unique by construction (no DAD delay)
+    "net/ipv6/conf/default/accept_dad": 0,
+    "net/ipv6/conf/all/accept_ra": 0,
+    "net/ipv6/conf/default/accept_ra": 0,
+}
+IPV6_FORWARDING = {"net/ipv6/conf/all/forwarding": 1}  # nodes, the router, the cloud LB
+
+
+def ip_sysctls(dual_stack: bool) -> None:
+    """An IPv4 lab disables IPv6 (else every new link sends DAD/RS noise into captures); a
+    dual-stack lab keeps it, without DAD or autoconfiguration. Called in a fresh namespace."""
+    if dual_stack:
+        for key, value in IPV6_SYSCTLS.items():
+            write_sysctl(key, value)
+        return
     for key in ("net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/default/disable_ipv6"):
         if os.path.exists("/proc/sys/" + key):
             write_sysctl(key, 1)
@@ -104,7 +118,8 @@ def forget_pod(topo: Topology, pod: PodPlan) -> None:
         w.enter(node.netns)
         with Rtnl(node.netns) as nl:
             w.go_home()
-            nl.neigh_del(f"{node.netns}/cni0 neighbour {pod.ip}", CNI0, str(pod.ip))
+            for ip in pod.ips:
+                nl.neigh_del(f"{node.netns}/cni0 neighbour {ip}", CNI0, str(ip))
             nl.commit()
 
     in_thread(job)
@@ -133,7 +148,7 @@ class _Builder:
         """Create ``name``, configure its sysctls and return a netlink channel inside it."""
         self.w.create(name)
         try:
-            _ipv4_only()
+            ip_sysctls(self.topo.dual_stack)
             for key, value in (sysctls or {}).items():
                 write_sysctl(key, value)
             nl = Rtnl(name)
@@ -151,7 +166,8 @@ class _Builder:
             if topo.is_spread:
                 self._trunk(under)
             for node in topo.local_nodes:
-                self.node_nl[node.name] = self._new_namespace(node.netns, NODE_SYSCTLS)
+                self.node_nl[node.name] = self._new_namespace(
+                    node.netns, {**NODE_SYSCTLS, **(IPV6_FORWARDING if topo.dual_stack else {})})
                 fd = netns.open_fd(node.netns)
                 try:
                     under.link_add(
@@ -211,6 +227,12 @@ class _Builder:
                 ]},
             )
             nl.addr_add(f"{node.netns}/flannel.1 {node.vtep_ip}", VXLAN, str(node.vtep_ip), 32)
+        if node.ip6 is not None and node.pod_subnet6 is not None and topo.node_cidr6 is not None:
+            # IPv6 on the same links; flannel.1 carries it over the IPv4 underlay
+            nl.addr_add(f"{node.netns}/eth0 {node.ip6}", ETH0, str(node.ip6), topo.node_cidr6.prefixlen)
+            nl.addr_add(f"{node.netns}/cni0 {node.gateway6}", CNI0, str(node.gateway6), node.pod_subnet6.prefixlen)
+            if topo.network == "vxlan":
+                nl.addr_add(f"{node.netns}/flannel.1 {node.vtep_ip6}", VXLAN, str(node.vtep_ip6), 128)
         nl.commit()
 
     # -- pods --------------------------------------------------------------------------
@@ -247,6 +269,8 @@ class _Builder:
         )
         nl.bridge_port_hairpin(f"{node.netns}/{pod.host_veth} hairpin", index)
         nl.neigh_add(f"{node.netns}/cni0 neighbour {pod.ip}", CNI0, str(pod.ip), pod.mac)
+        if pod.ip6 is not None:
+            nl.neigh_add(f"{node.netns}/cni0 neighbour {pod.ip6}", CNI0, str(pod.ip6), pod.mac)
 
     def _pod_side(self, pod: PodPlan, nl: Rtnl) -> None:
         node = self.topo.node(pod.node)
@@ -254,6 +278,10 @@ class _Builder:
         nl.addr_add(f"{pod.netns}/eth0 {pod.ip}", ETH0, str(pod.ip), node.pod_subnet.prefixlen)
         nl.neigh_add(f"{pod.netns}/eth0 gateway neighbour", ETH0, str(node.gateway), node.bridge_mac)
         nl.route_add(f"{pod.netns} default route", "0.0.0.0", 0, str(node.gateway), ETH0)
+        if pod.ip6 is not None and node.pod_subnet6 is not None:
+            nl.addr_add(f"{pod.netns}/eth0 {pod.ip6}", ETH0, str(pod.ip6), node.pod_subnet6.prefixlen)
+            nl.neigh_add(f"{pod.netns}/eth0 gateway neighbour (IPv6)", ETH0, str(node.gateway6), node.bridge_mac)
+            nl.route_add(f"{pod.netns} default route (IPv6)", "::", 0, str(node.gateway6), ETH0)
         nl.commit()
 
     # -- routes between nodes ------------------------------------------------------------
@@ -266,20 +294,29 @@ class _Builder:
             nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.router_ip}", ETH0, str(topo.router_ip), mac_for(topo.router_ip))
             nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.lb_ip}", ETH0, str(topo.lb_ip), mac_for(topo.lb_ip))
             nl.route_add(f"{node.netns} default route", "0.0.0.0", 0, str(topo.router_ip), ETH0)
+            if topo.router_ip6 is not None and topo.lb_ip6 is not None:
+                nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.router_ip6}", ETH0, str(topo.router_ip6), mac_for(topo.router_ip))
+                nl.neigh_add(f"{node.netns}/eth0 neighbour {topo.lb_ip6}", ETH0, str(topo.lb_ip6), mac_for(topo.lb_ip))
+                nl.route_add(f"{node.netns} default route (IPv6)", "::", 0, str(topo.router_ip6), ETH0)
             for peer in topo.nodes:
                 if peer is node:
                     continue
                 where = f"{node.netns} -> {peer.name}"
                 nl.neigh_add(f"{where}: eth0 neighbour {peer.ip}", ETH0, str(peer.ip), peer.mac)
-                subnet = str(peer.pod_subnet.network_address)
-                prefix = peer.pod_subnet.prefixlen
                 if topo.network == "vxlan":
                     # flannel's static wiring: ARP and FDB answered from the plan, no multicast.
-                    nl.neigh_add(f"{where}: flannel.1 neighbour", VXLAN, str(peer.vtep_ip), peer.vtep_mac)
                     nl.fdb_append(f"{where}: flannel.1 fdb", VXLAN, peer.vtep_mac, str(peer.ip))
-                    nl.route_add(f"{where}: route {peer.pod_subnet}", subnet, prefix, str(peer.vtep_ip), VXLAN, onlink=True)
-                else:
-                    nl.route_add(f"{where}: route {peer.pod_subnet}", subnet, prefix, str(peer.ip), ETH0)
+                for subnet, vtep, ip in ((peer.pod_subnet, peer.vtep_ip, peer.ip), (peer.pod_subnet6, peer.vtep_ip6, peer.ip6)):
+                    if subnet is None or vtep is None or ip is None:
+                        continue  # an IPv4 lab
+                    if ip.version == 6:
+                        nl.neigh_add(f"{where}: eth0 neighbour {ip}", ETH0, str(ip), peer.mac)
+                    net, prefix = str(subnet.network_address), subnet.prefixlen
+                    if topo.network == "vxlan":
+                        nl.neigh_add(f"{where}: flannel.1 neighbour {vtep}", VXLAN, str(vtep), peer.vtep_mac)
+                        nl.route_add(f"{where}: route {subnet}", net, prefix, str(vtep), VXLAN, onlink=True)
+                    else:
+                        nl.route_add(f"{where}: route {subnet}", net, prefix, str(ip), ETH0)
             nl.commit()
 
 

@@ -61,9 +61,10 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
     mtu = topo.underlay_mtu
     node_prefix, ext_prefix = topo.node_cidr.prefixlen, topo.external_cidr.prefixlen
     router_mac, router_ext_mac, lb_mac = mac_for(topo.router_ip), mac_for(topo.router_ext_ip), mac_for(topo.lb_ip)
+    v6 = {"net/ipv6/conf/all/forwarding": 1} if topo.dual_stack else {}
     with new_namespace(topo.wan_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as wan, \
-            new_namespace(topo.router_netns, ROUTER_SYSCTLS) as router, \
-            new_namespace(topo.lb_netns, FORWARDER_SYSCTLS) as lb:
+            new_namespace(topo.router_netns, {**ROUTER_SYSCTLS, **v6}) as router, \
+            new_namespace(topo.lb_netns, {**FORWARDER_SYSCTLS, **v6}) as lb:
         wan.link_add(f"{topo.wan_netns}/br0", index=WAN_BRIDGE, ifname="br0", kind="bridge", mtu=mtu, up=True)
         wan.commit()
         _veth(under, f"{topo.router_netns}/eth0", ROUTER_UPLINK, "uplink-rtr", under_bridge, topo.router_netns, ETH0, router_mac, mtu)
@@ -80,6 +81,14 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
         router.neigh_add(f"{r}/eth0 neighbour {topo.lb_ip}", ETH0, str(topo.lb_ip), lb_mac)
         for c in topo.clients:
             router.neigh_add(f"{r}/eth1 neighbour {c.ip}", ETH1, str(c.ip), c.mac)
+        if topo.router_ip6 is not None and topo.router_ext_ip6 is not None and topo.lb_ip6 is not None:
+            router.addr_add(f"{r}/eth0 {topo.router_ip6}", ETH0, str(topo.router_ip6), _prefix(topo.node_cidr6))
+            router.addr_add(f"{r}/eth1 {topo.router_ext_ip6}", ETH1, str(topo.router_ext_ip6), _prefix(topo.external_cidr6))
+            for node in topo.nodes:
+                router.neigh_add(f"{r}/eth0 neighbour {node.ip6}", ETH0, str(node.ip6), node.mac)
+            router.neigh_add(f"{r}/eth0 neighbour {topo.lb_ip6}", ETH0, str(topo.lb_ip6), lb_mac)
+            for c in topo.clients:
+                router.neigh_add(f"{r}/eth1 neighbour {c.ip6}", ETH1, str(c.ip6), c.mac)
         pool = topo.lb_pool
         router.route_add(f"{r} route {pool} via the cloud load balancer", str(pool.network_address), pool.prefixlen, str(topo.lb_ip), ETH0)
         router.commit()
@@ -89,6 +98,10 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
         lb.addr_add(f"{b}/eth0 {topo.lb_ip}", ETH0, str(topo.lb_ip), node_prefix)
         lb.neigh_add(f"{b}/eth0 neighbour {topo.router_ip}", ETH0, str(topo.router_ip), router_mac)
         lb.route_add(f"{b} default route", "0.0.0.0", 0, str(topo.router_ip), ETH0)
+        if topo.lb_ip6 is not None and topo.router_ip6 is not None:
+            lb.addr_add(f"{b}/eth0 {topo.lb_ip6}", ETH0, str(topo.lb_ip6), _prefix(topo.node_cidr6))
+            lb.neigh_add(f"{b}/eth0 neighbour {topo.router_ip6}", ETH0, str(topo.router_ip6), router_mac)
+            lb.route_add(f"{b} default route (IPv6)", "::", 0, str(topo.router_ip6), ETH0)
         for node in topo.nodes:
             lb.neigh_add(f"{b}/eth0 neighbour {node.ip}", ETH0, str(node.ip), node.mac)
             table = TABLE_BASE + node.index
@@ -103,7 +116,16 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
                 cl.addr_add(f"{c.netns}/eth0 {c.ip}", ETH0, str(c.ip), ext_prefix)
                 cl.neigh_add(f"{c.netns}/eth0 gateway neighbour", ETH0, str(topo.router_ext_ip), router_ext_mac)
                 cl.route_add(f"{c.netns} default route", "0.0.0.0", 0, str(topo.router_ext_ip), ETH0)
+                if c.ip6 is not None and topo.router_ext_ip6 is not None:
+                    cl.addr_add(f"{c.netns}/eth0 {c.ip6}", ETH0, str(c.ip6), _prefix(topo.external_cidr6))
+                    cl.neigh_add(f"{c.netns}/eth0 gateway neighbour (IPv6)", ETH0, str(topo.router_ext_ip6), router_ext_mac)
+                    cl.route_add(f"{c.netns} default route (IPv6)", "::", 0, str(topo.router_ext_ip6), ETH0)
                 cl.commit()
+
+
+def _prefix(net: object) -> int:
+    assert net is not None  # a dual-stack plan has every IPv6 range
+    return net.prefixlen  # type: ignore[attr-defined]
 
 
 def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ...] = ()) -> None:

@@ -87,7 +87,8 @@ class IptablesProxier(Proxier):
         self.plan = ipt.IptablesSync(ctx)
 
     def _cmd(self, tool: str) -> str:
-        return f"iptables-{self.backend}-{tool}"
+        """``iptables-nft-restore``..., ``ip6tables-...`` for a node's IPv6 proxier."""
+        return f"{'ip6tables' if self.ctx.family == 6 else 'iptables'}-{self.backend}-{tool}"
 
     def _existing(self) -> tuple[set[tuple[str, str]], list[tuple[str, str]]]:
         """KUBE chains in the kernel (a full sync deletes those no Service needs), and the
@@ -157,7 +158,7 @@ class NftablesProxier(Proxier):
         self.plan.transaction(ports, True, None, None)
 
     def _existing(self) -> tuple[set[str], set[str]]:
-        out = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", "ip", "kube-proxy"],
+        out = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", self.ctx.nft_family, "kube-proxy"],
                              capture_output=True, text=True).stdout
         chains = set(re.findall(r"^\s*chain (\S+) \{", out, re.M))
         sets = {s for s in re.findall(r"^\s*set (\S+) \{", out, re.M) if s.startswith("affinity-")}
@@ -197,15 +198,16 @@ def make_proxier(mode: str, netns: str, ctx: NodeContext, iptables_backend: str 
     raise RealizeError(f"proxyMode {mode}", "start", None, f"supported here: {', '.join(PROXIERS)}")
 
 
-def clean_stale_udp(netns: str, ports: tuple[ServicePortInfo, ...], deleted_ips: frozenset[str] = frozenset()) -> int:
+def clean_stale_udp(netns: str, ports: tuple[ServicePortInfo, ...], deleted_ips: frozenset[str] = frozenset(),
+                    family: int = 4) -> int:
     """kube-proxy's stale-UDP cleanup on one node (see :mod:`netns_lab.proxy.conntrack`):
-    list the node's UDP entries, delete those a Service's current endpoints no longer
-    explain. Returns how many filters were applied."""
-    listing = subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-L", "-p", "udp"],
+    list the node's UDP entries of IP version ``family``, delete those a Service's current
+    endpoints no longer explain. Returns how many filters were applied."""
+    listing = subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-L", "-f", f"ipv{family}", "-p", "udp"],
                              capture_output=True, text=True).stdout
     doomed = conntrack.stale(conntrack.parse(listing), ports, deleted_ips)
     for kind, what, reply_src in doomed:
         match = ["--orig-dst", what] if kind == "ip" else ["--orig-port-dst", what]
-        subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-D", "-p", "udp", *match, "--reply-src", reply_src],
+        subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-D", "-f", f"ipv{family}", "-p", "udp", *match, "--reply-src", reply_src],
                        capture_output=True, text=True)
     return len(doomed)

@@ -167,10 +167,14 @@ class Rtnl(Batch):
 
     def _addr(self, kind: int, flags: int, what: str, index: int, address: str, prefixlen: int) -> None:
         msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = family_of(address)
         msg["prefixlen"] = prefixlen
         msg["index"] = index
         msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+        if msg["family"] == socket.AF_INET6:
+            # The plan gives every address once, so duplicate address detection has nothing to
+            # find; without NODAD an address stays "tentative" (unusable) for about a second.
+            msg["attrs"] = [("IFA_ADDRESS", address), ("IFA_FLAGS", IFA_F_NODAD)]
         self.queue(msg, kind, flags, what)
 
     def addr_add(self, what: str, index: int, address: str, prefixlen: int) -> None:
@@ -206,7 +210,9 @@ class Rtnl(Batch):
 
     def _route(self, what: str, dst: str, dst_len: int, table: int, attrs: list[tuple[str, Any]], flags: int) -> None:
         msg = rtmsg()
-        msg["family"] = socket.AF_INET
+        gateways = [v for k, v in attrs if k == "RTA_GATEWAY"] + [
+            a[1] for k, v in attrs if k == "RTA_MULTIPATH" for nh in v for a in nh["attrs"] if a[0] == "RTA_GATEWAY"]
+        msg["family"] = family_of(dst if dst_len else gateways[0])
         msg["dst_len"] = dst_len
         msg["table"] = table if table < 256 else 252
         msg["proto"] = 4  # static
@@ -219,7 +225,7 @@ class Rtnl(Batch):
     def route_del(self, what: str, dst: str, dst_len: int, table: int = 254) -> None:
         """``ip route del DST/LEN`` in ``table`` (whatever its next hops)."""
         msg = rtmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = family_of(dst)
         msg["dst_len"] = dst_len
         msg["table"] = table
         msg["attrs"] = [("RTA_DST", dst), ("RTA_TABLE", table)]
@@ -234,9 +240,10 @@ class Rtnl(Batch):
         msg["attrs"] = [("FRA_TABLE", table), ("FRA_FWMARK", fwmark), ("FRA_FWMASK", 0xFFFFFFFF), ("FRA_PRIORITY", priority)]
         self.queue(msg, RTM_NEWRULE, CREATE, what)
 
-    def neigh_add(self, what: str, index: int, dst: str, lladdr: str, family: int = socket.AF_INET, flags: int = 0, append: bool = False) -> None:
+    def neigh_add(self, what: str, index: int, dst: str, lladdr: str, family: int | None = None, flags: int = 0, append: bool = False) -> None:
+        """A permanent ARP (IPv4) or neighbour-discovery (IPv6) entry; AF_BRIDGE: an FDB entry."""
         msg = ndmsg()
-        msg["family"] = family
+        msg["family"] = family_of(dst) if family is None else family
         msg["ifindex"] = index
         msg["state"] = NUD_PERMANENT
         msg["flags"] = flags
@@ -248,7 +255,7 @@ class Rtnl(Batch):
 
     def neigh_del(self, what: str, index: int, dst: str) -> None:
         msg = ndmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = family_of(dst)
         msg["ifindex"] = index
         msg["attrs"] = [("NDA_DST", dst)]
         self.queue(msg, RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK, what)
@@ -256,6 +263,15 @@ class Rtnl(Batch):
     def fdb_append(self, what: str, index: int, lladdr: str, dst: str) -> None:
         """A VXLAN forwarding entry (``bridge fdb append LLADDR dev X dst IP self permanent``)."""
         self.neigh_add(what, index, dst, lladdr, family=socket.AF_BRIDGE, flags=NTF_SELF, append=True)
+
+IFA_F_NODAD = 0x02
+
+
+def family_of(address: str) -> int:
+    """AF_INET6 for an IPv6 address, AF_INET otherwise: requests take their family from the
+    address they carry, so one call serves both families of a dual-stack lab."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
 
 def _ifinf(fields: dict[str, Any]) -> ifinfmsg:
     msg = ifinfmsg()

@@ -54,7 +54,8 @@ class NodeAgents:
         ]
         if any("sctp" in t for t in targets):  # a pod applied at run time: netexec would load SCTP, or fail
             require_sctp("serve")
-        return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "proxyMode": st.proxy_mode, "targets": targets}
+        return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "proxyMode": st.proxy_mode,
+                **({"dualStack": True} if topo.dual_stack else {}), "targets": targets}
 
     def restore(self, view: View) -> None:
         self.config = self.desired(view)

@@ -167,7 +167,7 @@ class ClusterDNS:
         open(os.path.join(workdir, self.journal), "w").close()
         topo = view.topology
         data = {"journal": self.journal, "zone": _zone(topo.cluster_domain), "names": self.names, "namespaces": self.namespaces,
-                "reverse_nets": [str(topo.service_cidr), str(topo.pod_cidr)]}
+                "reverse_nets": dns_records.reverse_nets(topo)}
         atomic.write(self.path, json.dumps(data, separators=(",", ":")))
         self.lines = 0
         if previous:

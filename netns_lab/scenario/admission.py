@@ -31,6 +31,8 @@ from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace
 from netns_lab.scenario import k8s
 from netns_lab.scenario.ingress import check_ingress_refs
 from netns_lab.scenario.manifests import parse_object
+from netns_lab.scenario.families import FamilyRequest
+from netns_lab.scenario.netpol import DUAL_STACK_REFUSAL
 from netns_lab.scenario.services import ParsedService, allocate
 from netns_lab.scenario.yamlsrc import Source, join
 from netns_lab.store import KINDS, Kind, Objects, kind_named
@@ -160,6 +162,8 @@ def _apply(objects: Objects, a: Apply) -> Objects:
     if kind.namespaced and objects.get(KINDS[0], obj.namespace) is None:
         raise a.src.error(join(mpath, "namespace"), f'Not found: namespaces "{obj.namespace}" not found')
     old = objects.get(kind, obj.key)
+    if isinstance(obj, NetworkPolicy) and objects.cluster.dual_stack:
+        raise a.src.error(join(a.path, "kind"), DUAL_STACK_REFUSAL)
     if isinstance(parsed, ParsedService):
         return _ingresses_intact(_apply_service(objects, parsed, old), a.src, a.path)
     if isinstance(obj, Pod):
@@ -202,12 +206,12 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
     spath = join(ps.path, "spec")
     held = objects.allocations() if old is None else objects.allocations().without(old)
     if old is not None and old.type != "ExternalName" and new.type != "ExternalName":
-        was = old.cluster_ip or "None"
-        if ps.requested_ip is None:
-            ps.requested_ip = was
-        elif ps.requested_ip != was:
+        was = old.cluster_ips or ("None",)
+        if ps.requested_ip is not None and ps.requested_ip != was[0]:
             # v1.34's wording (validateServiceUpdate), headless <-> ClusterIP included
             raise ps.src.error(join(spath, "clusterIPs[0]"), f'Invalid value: ["{ps.requested_ip}"]: may not change once set')
+        ps.families = _updated_families(ps.families, old, was)
+        ps.requested_ip = was[0]
         if old.type in ("NodePort", "LoadBalancer") and new.type in ("NodePort", "LoadBalancer"):
             used = {p.node_port for p in new.ports if p.node_port}
             by_name = {p.name: p.node_port for p in old.ports}
@@ -222,6 +226,18 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
     ps.service = new
     (svc,) = allocate([ps], objects.cluster, held=held)
     return objects.put(svc)
+
+
+def _updated_families(req: FamilyRequest, old: Service, was: tuple[str, ...]) -> FamilyRequest:
+    """An update keeps what it does not say (the API server's patchAllocatedValues and
+    initIPFamilyFields on update): the cluster IPs, the families, the policy. A policy turned
+    PreferDualStack/RequireDualStack gets the second family; SingleStack releases it."""
+    policy = req.policy or old.ip_family_policy
+    ips = req.cluster_ips or was
+    families = req.families or old.ip_families
+    if policy == "SingleStack":
+        ips, families = ips[:1], families[:1]
+    return FamilyRequest(ips, families, policy)
 
 
 def _with_ingress_controllers(objects: Objects) -> Objects:

@@ -43,6 +43,7 @@ CHECK = Obj(
         "address": STR,
         "ca": STR,
         "insecure": BOOL,
+        "family": STR,
         "apply": ANY,  # steps (scenario/steps.py): listed so a misspelling gets its "did you mean"
         "delete": ANY,
         "label": ANY,
@@ -60,13 +61,14 @@ _URL = re.compile(r'(https?)://([^/:?#]+)(?::([^/]*))?(/[!-"$-~]*)?')
 # What each kind of check reads besides name, from and its own key: anything else set on it
 # could not change what is probed or judged, so it is refused rather than silently ignored.
 OPTIONS = {
-    "connect": ("protocol", "count", "expect"),
-    "ping": ("count", "expect"),
-    "matrix": ("protocol",),
+    "connect": ("protocol", "count", "expect", "family"),
+    "ping": ("count", "expect", "family"),
+    "matrix": ("protocol", "family"),
     "resolve": ("type", "protocol", "expect"),
     "env": (),
-    "http": ("address", "ca", "insecure", "count", "expect"),
+    "http": ("address", "ca", "insecure", "count", "expect", "family"),
 }
+FAMILIES = {"ipv4": 4, "ipv6": 6}
 RESOLVE_RESULTS = ("ok", "nxdomain", "refused", "servfail", "timeout", "failed")
 RECORD_TYPES = ("A", "AAAA", "SRV", "CNAME", "PTR", "TXT")
 CONNECT_RESULTS = ("ok", "refused", "timeout", "unreachable", "failed")
@@ -83,6 +85,7 @@ class Refs:
 
     def __init__(self, cluster: ClusterConfig, pods: tuple[Pod, ...], services: tuple[Service, ...] = (),
                  secrets: tuple[str, ...] = ()) -> None:
+        self.cluster = cluster
         self.nodes = set(cluster.nodes)
         self.secrets = set(secrets)
         self.pods = {p.key for p in pods}
@@ -94,7 +97,7 @@ class Refs:
               allow_name: bool = False, query_name: bool = False) -> ObjectRef:
         if allow_name and "/" not in text and text != "external":
             try:
-                return ObjectRef("ip", str(ipaddress.IPv4Address(text)))
+                return ObjectRef("ip", str(ipaddress.ip_address(text)))
             except ValueError:
                 pass
             if query_name:  # any DNS question name: SRV labels have underscores
@@ -110,8 +113,7 @@ class Refs:
             return ObjectRef("name", text)
         if allow_ip:
             try:
-                ip = ipaddress.IPv4Address(text)
-                return ObjectRef("ip", str(ip))
+                return ObjectRef("ip", str(ipaddress.ip_address(text)))
             except ValueError:
                 pass
         if text == "external" and "external" in kinds:
@@ -122,7 +124,7 @@ class Refs:
                 raise src.error(path, f'Not found: "{text}": no external client "{rest}" (cluster.external.clients)')
             return ObjectRef("external", rest)
         if not sep or kind not in kinds or not rest:
-            want = " or ".join(f"{k}/NAME" for k in kinds) + (" or an IPv4 address" if allow_ip else "")
+            want = " or ".join(f"{k}/NAME" for k in kinds) + (" or an IP address" if allow_ip else "")
             hint = ""
             if not sep and allow_ip:
                 hint = " (names are looked up by cluster DNS, which this lab does not run yet: use service/NAME)"
@@ -210,7 +212,10 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
             host, sep, port_s = item["connect"].rpartition(":")
             port = _port(port_s) if sep else None
             if port is None:
-                raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": must be HOST:PORT with PORT 1-65535')
+                raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": must be HOST:PORT with PORT 1-65535 '
+                                                        '(an IPv6 address in brackets: [fd00:10:244::5]:8080)')
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
             target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True, allow_name=True)
         elif action == "ping":
             target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True, allow_name=True)
@@ -253,10 +258,41 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
                 raise src.error(join(cpath, "from"), "Invalid value: env checks run in a pod")
             env = _env(src, item["env"], join(cpath, "env"), refs)
         expect = _expect(src, item.get("expect") or {}, join(cpath, "expect"), action, refs)
+        family = _family(src, item, cpath, refs, (target, expect.client_ip))
         if not name:
             name = f"{source} GET {url}" if action == "http" else _default_name(action, source, target, port, protocol, matrix)
-        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure))
+            name += f" (IPv{family})" if family else ""
+
+        out.append(Check(name, action, source, target, port, protocol, count, matrix, expect, record_type, env, url, ca, insecure,
+                         family=family))
     return tuple(out)
+
+
+def _family(src: Source, item: dict[str, Any], path: str, refs: Refs, objects: tuple[ObjectRef | None, ...]) -> int | None:
+    """``family: ipv4 | ipv6``: which address of each object the check means. IPv6 needs a
+    dual-stack cluster, a Service with an IPv6 cluster IP, a literal address of that family."""
+    raw = item.get("family")
+    if raw is None:
+        return None
+    fpath = join(path, "family")
+    if raw not in FAMILIES:
+        raise src.error(fpath, f'Unsupported value: "{raw}": supported values: "ipv4", "ipv6"')
+    family = FAMILIES[raw]
+    if family == 6 and not refs.cluster.dual_stack:
+        raise src.error(fpath, f'Invalid value: "{raw}": cluster.ipFamily is {refs.cluster.ip_family}: nothing in this cluster '
+                               'has an IPv6 address (set cluster.ipFamily: dual)')
+    for ref in objects:
+        if ref is None:
+            continue
+        if ref.kind == "ip" and ipaddress.ip_address(ref.name).version != family:
+            raise src.error(fpath, f'Invalid value: "{raw}": the check names the IPv{6 if family == 4 else 4} address {ref.name}')
+        if ref.kind in ("service", "loadbalancer"):
+            svc = refs.services.get(f"{ref.namespace}/{ref.name}")
+            families = svc.ip_families if svc is not None and svc.ip_families else ("IPv4",)
+            if f"IPv{family}" not in families:
+                raise src.error(fpath, f'Invalid value: "{raw}": {ref} has no IPv{family} cluster IP '
+                                       f'(its spec.ipFamilies: {", ".join(families)})')
+    return family
 
 
 def _port(text: str) -> int | None:

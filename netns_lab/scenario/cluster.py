@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import fields
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
-from netns_lab.model import NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig, ExternalConfig
+from netns_lab.model import (DUAL_DEFAULTS, IP_FAMILIES, NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig,
+                             ExternalConfig)
 from netns_lab.scenario import k8s
 from netns_lab.scenario.schema import ANY, BOOL, INT, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
@@ -21,6 +22,7 @@ CLUSTER = Obj(
     {
         "nodes": ANY,
         "network": STR,
+        "ipFamily": STR,
         "proxyMode": STR,
         "networkPolicy": STR,
         "nodeCIDR": STR,
@@ -42,19 +44,48 @@ CLUSTER = Obj(
 MAX_NODES = 250  # the node network plan and the benchmark's largest run fit well inside this
 RESERVED_NODE_NAMES = ("net",)
 NODE_SUBNET_PREFIX = 24
+NODE_SUBNET_PREFIX6 = 64  # a dual-stack node's IPv6 pod subnet, as kube-controller-manager's --node-cidr-mask-size-ipv6
+MAX_SERVICE_PREFIX6 = 108  # kube-apiserver refuses a larger IPv6 Service range (its allocator's bitmap)
+HostNet = IPv4Network | IPv6Network
 _DEFAULTS = {f.name: f.default for f in fields(ClusterConfig)}
 
 
-def _cidr(src: Source, path: str, value: str) -> IPv4Network:
+def _cidr(src: Source, path: str, value: str, version: int = 4) -> Any:
+    """One CIDR of IP ``version``, written as its network address."""
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise src.error(path, f'Invalid value: "{value}": must be a valid CIDR (e.g. 10.0.0.0/24)') from None
-    if not isinstance(net, IPv4Network):
-        raise src.error(path, f'Invalid value: "{value}": only IPv4 is supported')
-    if str(net.network_address) != value.split("/")[0]:
+    if net.version != version:
+        raise src.error(path, f'Invalid value: "{value}": expected IPv{version} CIDR for IPv{version} family')
+    if str(net.network_address) != str(ipaddress.ip_address(value.split("/")[0])):
         raise src.error(path, f'Invalid value: "{value}": must be a network address, e.g. "{net}"')
     return net
+
+
+def _cidrs(src: Source, path: str, value: str, ip_family: str) -> tuple[IPv4Network, IPv6Network | None]:
+    """``A`` (ipv4) or ``A,B`` (dual: IPv4 first, then IPv6), as kind's networking subnets."""
+    parts = [p.strip() for p in value.split(",")]
+    if ip_family != "dual":
+        if len(parts) > 1:
+            raise src.error(path, f'Invalid value: "{value}": only one CIDR allowed for single-stack networking '
+                                  '(cluster.ipFamily is ipv4; "dual" takes an IPv4 and an IPv6 CIDR)')
+        return _cidr(src, path, parts[0]), None
+    if len(parts) != 2:
+        raise src.error(path, f'Invalid value: "{value}": expected two CIDRs, one from each family, for dual-stack '
+                              'networking (IPv4 first, e.g. "10.244.0.0/16,fd00:10:244::/56")')
+    v4, v6 = (ipaddress.ip_network(p, strict=False) if _parses(p) else None for p in parts)
+    if v4 is not None and v6 is not None and (v4.version, v6.version) == (6, 4):
+        raise src.error(path, f'Invalid value: "{value}": the IPv4 CIDR comes first: dual-stack labs are IPv4-primary')
+    return _cidr(src, path, parts[0]), _cidr(src, path, parts[1], 6)
+
+
+def _parses(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _nodes(src: Source, path: str, value: Any) -> tuple[str, ...]:
@@ -84,7 +115,7 @@ def _nodes(src: Source, path: str, value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Network, ...] = ()) -> ClusterConfig:
+def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet, ...] = ()) -> ClusterConfig:
     """Validate the ``cluster:`` mapping and return a :class:`ClusterConfig`.
 
     ``host_networks`` are the host's own address prefixes: the lab never touches the host,
@@ -105,22 +136,44 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     if policy == "nftables" and proxy_mode == "ipvs":  # as Calico's nftables dataplane requires
         raise src.error(join(path, "networkPolicy"), 'Unsupported value: "nftables": with proxyMode ipvs the policy dataplane '
                         'is "iptables" (IPVS forwards Services in the input path, where only the iptables layout follows it)')
+    ip_family = raw.get("ipFamily", _DEFAULTS["ip_family"])
+    if ip_family not in IP_FAMILIES:
+        supported = ", ".join(f'"{a}"' for a in IP_FAMILIES)
+        extra = " (IPv6-only clusters are not built yet; \"dual\" gives every pod, node and Service an IPv6 address too)"
+        raise src.error(join(path, "ipFamily"), f'Unsupported value: "{ip_family}": supported values: {supported}'
+                        + (extra if ip_family == "ipv6" else ""))
+    dual = ip_family == "dual"
+    if dual and proxy_mode == "ipvs":
+        raise src.error(join(path, "proxyMode"), 'Unsupported value: "ipvs": with ipFamily dual the proxy modes are "iptables" '
+                        'and "nftables" (IPVS with IPv6 virtual servers is not built yet)')
     cidrs: dict[str, IPv4Network] = {}
+    cidrs6: dict[str, IPv6Network] = {}
     for field, key in (("nodeCIDR", "node_cidr"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):
         value = raw.get(field)
-        cidrs[field] = _cidr(src, join(path, field), value) if value is not None else _DEFAULTS[key]
-    names = list(cidrs)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if cidrs[a].overlaps(cidrs[b]):
-                raise src.error(join(path, b), f'Invalid value: "{cidrs[b]}": overlaps {a} {cidrs[a]}')
-    for field, net in cidrs.items():
-        for host_net in host_networks:
-            if net.overlaps(host_net):
-                raise src.error(
-                    join(path, field),
-                    f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use',
-                )
+        if value is None:
+            cidrs[field] = _DEFAULTS[key]
+            if dual:
+                cidrs6[field] = DUAL_DEFAULTS[key + "6"]
+            continue
+        v4, v6 = _cidrs(src, join(path, field), value, ip_family)
+        cidrs[field] = v4
+        if v6 is not None:
+            cidrs6[field] = v6
+    for family_cidrs in (cidrs, cidrs6):
+        names = list(family_cidrs)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if family_cidrs[a].overlaps(family_cidrs[b]):
+                    raise src.error(join(path, b), f'Invalid value: "{family_cidrs[b]}": overlaps {a} {family_cidrs[a]}')
+        for field, net in family_cidrs.items():
+            for host_net in host_networks:
+                if net.overlaps(host_net):  # type: ignore[arg-type]  (False across families)
+                    raise src.error(
+                        join(path, field),
+                        f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use',
+                    )
+    if dual:
+        _check_ipv6_plan(src, path, cidrs, cidrs6, len(nodes))
     pod_cidr, node_cidr = cidrs["podCIDR"], cidrs["nodeCIDR"]
     if pod_cidr.prefixlen > NODE_SUBNET_PREFIX:
         raise src.error(
@@ -166,7 +219,7 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     if scheduler not in SCHEDULERS:
         supported = ", ".join(f'"{x}"' for x in SCHEDULERS)
         raise src.error(join(path, "ipvsScheduler"), f'Unsupported value: "{scheduler}": supported values: {supported}')
-    external = _external(src, join(path, "external"), raw.get("external"), cidrs, host_networks)
+    external = _external(src, join(path, "external"), raw.get("external"), cidrs, cidrs6, host_networks, ip_family)
     ingress_type = raw.get("ingressServiceType", _DEFAULTS["ingress_service_type"])
     if ingress_type not in ("LoadBalancer", "NodePort"):
         raise src.error(join(path, "ingressServiceType"), f'Unsupported value: "{ingress_type}": supported values: "LoadBalancer", "NodePort"')
@@ -177,6 +230,10 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
         ipvs_legacy_ping=bool(raw.get("ipvsLegacyPing", False)),
         nodes=nodes,
         network=network,
+        ip_family=ip_family,
+        node_cidr6=cidrs6.get("nodeCIDR"),
+        pod_cidr6=cidrs6.get("podCIDR"),
+        service_cidr6=cidrs6.get("serviceCIDR"),
         proxy_mode=proxy_mode,
         network_policy=policy,
         node_cidr=node_cidr,
@@ -189,15 +246,44 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[IPv4Net
     )
 
 
+def _check_ipv6_plan(src: Source, path: str, cidrs: dict[str, IPv4Network], cidrs6: dict[str, IPv6Network], nodes: int) -> None:
+    """The IPv6 ranges of a dual-stack lab: a /64 pod subnet per node, a Service range the
+    API server accepts, and a node network that holds every IPv4 host number (a host's IPv6
+    address mirrors its IPv4 one: 10.0.0.3 is fd00:10::3)."""
+    pod6 = cidrs6["podCIDR"]
+    if pod6.prefixlen > NODE_SUBNET_PREFIX6:
+        raise src.error(join(path, "podCIDR"), f'Invalid value: "{pod6}": must be /{NODE_SUBNET_PREFIX6} or larger: '
+                                                f'each node gets a /{NODE_SUBNET_PREFIX6} IPv6 pod subnet')
+    capacity = 2 ** min(NODE_SUBNET_PREFIX6 - pod6.prefixlen, 32)
+    if nodes > capacity:
+        raise src.error(join(path, "podCIDR"), f'Invalid value: "{pod6}": has room for {capacity} node pod subnets '
+                                                f'(/{NODE_SUBNET_PREFIX6}), the cluster has {nodes} nodes')
+    svc6 = cidrs6["serviceCIDR"]
+    if svc6.prefixlen < MAX_SERVICE_PREFIX6:
+        raise src.error(join(path, "serviceCIDR"), f'Invalid value: "{svc6}": too large: for 128-bit addresses, the mask '
+                                                    f'must be >= {MAX_SERVICE_PREFIX6} (as kube-apiserver\'s --service-cluster-ip-range)')
+    _mirrors(src, join(path, "nodeCIDR"), cidrs["nodeCIDR"], cidrs6["nodeCIDR"])
+
+
+def _mirrors(src: Source, path: str, v4: IPv4Network, v6: IPv6Network) -> None:
+    if v6.num_addresses < v4.num_addresses:
+        raise src.error(path, f'Invalid value: "{v4},{v6}": the IPv6 range must be at least as large as the IPv4 one '
+                              f'(/{128 - (32 - v4.prefixlen)} or larger): each host\'s IPv6 address has its IPv4 host number')
+
+
 MIN_CLIENT = 10  # clients get .10, .11...; .1 is the router
 
 
-def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Network],
-              host_networks: tuple[IPv4Network, ...]) -> ExternalConfig:
+def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Network], cluster_cidrs6: dict[str, IPv6Network],
+              host_networks: tuple[HostNet, ...], ip_family: str) -> ExternalConfig:
     """``cluster.external``: its ranges must not overlap the cluster's (the router joins them)."""
     raw = {} if raw is None else raw  # checked (and nulls dropped) as part of CLUSTER
     default = ExternalConfig()
-    cidr = _cidr(src, join(path, "cidr"), raw["cidr"]) if raw.get("cidr") is not None else default.cidr
+    cidr6: IPv6Network | None = DUAL_DEFAULTS["external_cidr6"] if ip_family == "dual" else None
+    if raw.get("cidr") is not None:
+        cidr, cidr6 = _cidrs(src, join(path, "cidr"), raw["cidr"], ip_family)
+    else:
+        cidr = default.cidr
     pool = (_cidr(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"])
             if raw.get("loadBalancerPool") is not None else default.load_balancer_pool)
     for field, net in (("cidr", cidr), ("loadBalancerPool", pool)):
@@ -205,8 +291,16 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
             if net.overlaps(onet):
                 raise src.error(join(path, field), f'Invalid value: "{net}": overlaps {other} {onet}')
         for host_net in host_networks:
-            if net.overlaps(host_net):
+            if net.overlaps(host_net):  # type: ignore[arg-type]
                 raise src.error(join(path, field), f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use')
+    if cidr6 is not None:
+        for other, onet6 in cluster_cidrs6.items():
+            if cidr6.overlaps(onet6):
+                raise src.error(join(path, "cidr"), f'Invalid value: "{cidr6}": overlaps {other} {onet6}')
+        for host_net in host_networks:
+            if cidr6.overlaps(host_net):  # type: ignore[arg-type]
+                raise src.error(join(path, "cidr"), f'Invalid value: "{cidr6}": overlaps the host network {host_net}; choose a range the host does not use')
+        _mirrors(src, join(path, "cidr"), cidr, cidr6)
     clients = list(default.clients)
     for i, name in enumerate(raw.get("clients") or []):
         cpath = join(join(path, "clients"), i)
@@ -221,7 +315,7 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
     interval = raw.get("healthCheckIntervalSeconds", default.health_check_interval)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
         raise src.error(join(path, "healthCheckIntervalSeconds"), f"Invalid value: {interval!r}: must be a number of seconds between 0.1 and 60")
-    return ExternalConfig(cidr=cidr, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
+    return ExternalConfig(cidr=cidr, cidr6=cidr6, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
 
 
 def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import itertools
 import json
 import os
 from dataclasses import replace
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 from netns_lab.errors import ScenarioError
@@ -155,7 +155,7 @@ def manifests_of(file: str, budget: Budget | None = None, text: str | None = Non
 def load_scenario(
     path: str,
     overrides: dict[str, Any] | None = None,
-    host_networks: tuple[IPv4Network, ...] = (),
+    host_networks: tuple[IPv4Network | IPv6Network, ...] = (),
 ) -> Scenario:
     """Read, validate and freeze one scenario file; raise :class:`ScenarioError` on bad input."""
     budget = Budget()  # bytes and YAML nodes, for this file and every file it includes
@@ -218,6 +218,8 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
         elif isinstance(model_obj, (Ingress, Secret, NetworkPolicy)):
+            if isinstance(model_obj, NetworkPolicy) and cluster.dual_stack:
+                raise osrc.error(join(opath, "kind"), netpol.DUAL_STACK_REFUSAL)
             kind, store = {Ingress: ("ingresses", ingresses), Secret: ("secrets", secrets),
                            NetworkPolicy: ("networkpolicies", policies)}[type(model_obj)]  # type: ignore[index]
             if model_obj.namespace not in namespaces:

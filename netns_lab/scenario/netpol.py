@@ -166,6 +166,10 @@ def _rules(errs: _Errors, raw: Any, path: str, peers_field: str) -> tuple[Policy
     return tuple(out)
 
 
+DUAL_STACK_REFUSAL = ('Unsupported value: "NetworkPolicy": not built for dual-stack labs yet (the policy dataplane '
+                      'filters IPv4 only: IPv6 traffic would pass); use cluster.ipFamily ipv4')
+
+
 def parse_network_policy(src: Source, obj: dict[str, Any], base: str) -> NetworkPolicy:
     errors = collect(NETWORK_POLICY, src, obj, base)
     if errors:  # decoding (types, unknown fields) comes before validation, as in the API server

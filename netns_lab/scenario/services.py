@@ -9,7 +9,7 @@ scenario always gets the same addresses.
 from __future__ import annotations
 
 import ipaddress
-import socket
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +21,7 @@ from netns_lab.store import Allocations
 from netns_lab.scenario import k8s
 from netns_lab.scenario.manifests import _fail, _unsupported, metadata
 from netns_lab.scenario import openapi
+from netns_lab.scenario.families import FamilyRequest, decide, family_of, validate as validate_families
 from netns_lab.scenario.yamlsrc import Source, join
 
 SERVICE = openapi.kind("io.k8s.api.core.v1.Service")
@@ -29,9 +30,6 @@ LB_ONLY = "may only be used when `type` is 'LoadBalancer'"
 # Kubernetes v1.34 (PreferSameTrafficDistribution beta, on by default): validateServiceTrafficDistribution
 # accepts these three, in this order in its message. Earlier versions accept PreferClose only.
 TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameZone", "PreferSameNode")
-IP_FAMILIES = ("IPv4", "IPv6")
-IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
-CLUSTER_FAMILY = "IPv4"  # the lab's Service range is single-stack IPv4 (cluster.serviceCIDR)
 # Ports the lab serves on every node, so no NodePort may take them (kube-proxy would capture
 # them and the node's own server would never see its traffic).
 NODE_AGENT_PORTS = {
@@ -51,6 +49,7 @@ class ParsedService:
     requested_ip: str | None  # as written (None: allocate; "None": headless)
     requested_lb_ip: str | None = None  # spec.loadBalancerIP
     allocate_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts
+    families: FamilyRequest = FamilyRequest()  # clusterIPs, ipFamilies, ipFamilyPolicy as written
 
 
 def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
@@ -69,26 +68,10 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         return _external_name(src, spec, spath, base, name, namespace, labels)
     if spec.get("externalName"):
         raise src.error(join(spath, "externalName"), "Forbidden: may only be set when `type` is 'ExternalName'")
-    requested = spec.get("clusterIP")
-    ips = spec.get("clusterIPs")
-    if ips:
-        if requested is not None and ips[0] != requested:
-            raise src.error(join(spath, "clusterIPs"), f'Invalid value: {ips}: must match clusterIP "{requested}"')
-        if len(ips) > 1:
-            raise src.error(join(spath, "clusterIPs"), f"Invalid value: {ips}: only one IPv4 clusterIP is supported")
-        requested = ips[0]
-    if requested == "":
-        requested = None
-    headless = requested == "None"
-    if headless and stype != "ClusterIP":
-        raise src.error(join(spath, "clusterIPs[0]"), f"Invalid value: \"None\": may not be set to 'None' for {stype} services")
-    if requested is not None and not headless:
-        try:
-            ipaddress.IPv4Address(requested)
-        except ValueError:
-            raise src.error(join(spath, "clusterIPs[0]"), f'Invalid value: "{requested}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
+    fams = validate_families(src, spec, spath, stype)
+    requested = fams.cluster_ips[0] if fams.cluster_ips else None
+    headless = fams.headless
     selector = spec.get("selector")
-    _ip_families(src, spec, spath, requested, headless and not selector)
     if selector is not None:
         for key, value in selector.items():
             sel_path = join(join(spath, "selector"), key)
@@ -132,41 +115,7 @@ def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
         health_check_node_port=lb["hcnp"],
         publish_not_ready_addresses=spec.get("publishNotReadyAddresses") is True,
     )
-    return ParsedService(service, src, base, requested, lb["ip"], lb["allocate"])
-
-
-def _ip_families(src: Source, spec: dict[str, Any], spath: str, requested: str | None, headless_selectorless: bool) -> None:
-    """``ipFamilies`` and ``ipFamilyPolicy`` as the API server checks them on a single-stack
-    IPv4 cluster (ValidateServiceClusterIPsRelatedFields, then the allocator's
-    initIPFamilyFields), then dropped: every Service of the lab is IPv4 only.
-
-    PreferDualStack is accepted and gets one family, as on any single-stack cluster; a
-    headless Service without a selector may name any families (it never gets an IP).
-    """
-    families = spec.get("ipFamilies") or []
-    fpath = join(spath, "ipFamilies")
-    for i, family in enumerate(families):
-        if family not in IP_FAMILIES:
-            _unsupported(src, join(fpath, i), family, IP_FAMILIES)
-        if family in families[:i]:
-            raise src.error(join(fpath, i), f'Duplicate value: "{family}"')
-    policy = spec.get("ipFamilyPolicy")
-    ppath = join(spath, "ipFamilyPolicy")
-    if policy is not None and policy not in IP_FAMILY_POLICIES:
-        _unsupported(src, ppath, policy, IP_FAMILY_POLICIES)
-    if requested not in (None, "None") and families and families[0] != CLUSTER_FAMILY:
-        raise src.error(join(spath, "clusterIPs[0]"), f'Invalid value: "{requested}": expected an {families[0]} value as indicated by `ipFamilies[0]`')
-    if policy is None:  # the allocator's default on create
-        policy = "RequireDualStack" if headless_selectorless else "SingleStack"
-    if policy == "SingleStack" and len(families) == 2:
-        raise src.error(ppath, 'Invalid value: "SingleStack": must be \'RequireDualStack\' or \'PreferDualStack\' when multiple IP families are specified')
-    if headless_selectorless:
-        return
-    if policy == "RequireDualStack":
-        raise src.error(ppath, 'Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services')
-    for i, family in enumerate(families):
-        if family != CLUSTER_FAMILY:
-            raise src.error(join(fpath, i), f'Invalid value: "{family}": not configured on this cluster')
+    return ParsedService(service, src, base, requested, lb["ip"], lb["allocate"], fams)
 
 
 def _not_agent_port(src: Source, path: str, port: int) -> None:
@@ -342,6 +291,9 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
     edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
     taken_lb: set[str] = set(held.lbs)
     machines = lab_machine_addresses(cluster)
+    nets = {"IPv4": net, **({"IPv6": cluster.service_cidr6} if cluster.service_cidr6 is not None else {})}
+    decided = {id(ps): decide(ps.src, join(ps.path, "spec"), ps.families, cluster.ip_families, ps.service.selector is None)
+               for ps in parsed if ps.service.type != "ExternalName"}
     for ps in parsed:
         for i, ip in enumerate(ps.service.external_ips):
             if ip in machines:
@@ -363,14 +315,16 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
             if (hcnp, "TCP") in taken_ports:
                 raise ps.src.error(where, f"Invalid value: {hcnp}: provided port is already allocated")
             taken_ports.add((hcnp, "TCP"))
-        ip = ps.requested_ip
-        if ip is not None and ip != "None" and ps.service.type != "ExternalName":
-            where = join(ps.path, "spec.clusterIPs")
-            if ipaddress.IPv4Address(ip) not in net or ip in (str(net.network_address), str(net.broadcast_address)):
-                raise ps.src.error(where, f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {net}')
-            if ip in taken_ips:
-                raise ps.src.error(where, f'Invalid value: ["{ip}"]: failed to allocate IP {ip}: provided IP is already allocated')
-            taken_ips.add(ip)
+        written = () if ps.families.headless or ps.service.type == "ExternalName" else ps.families.cluster_ips
+        for ip in written:
+            where, value = join(ps.path, "spec.clusterIPs"), json.dumps(list(written))
+            addr = ipaddress.ip_address(ip)
+            fnet = nets[family_of(ip)]
+            if addr not in fnet or addr == fnet.network_address or (addr.version == 4 and addr == fnet.broadcast_address):
+                raise ps.src.error(where, f'Invalid value: {value}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {fnet}')
+            if str(addr) in taken_ips:
+                raise ps.src.error(where, f'Invalid value: {value}: failed to allocate IP {ip}: provided IP is already allocated')
+            taken_ips.add(str(addr))
         for i, port in enumerate(ps.service.ports):
             if port.node_port is None:
                 continue
@@ -381,10 +335,12 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
                 raise ps.src.error(where, f"Invalid value: {port.node_port}: provided port is already allocated")
             taken_ports.add((port.node_port, port.protocol))
     next_ip = int(net.network_address) + 2
+    next_ip6 = int(cluster.service_cidr6.network_address) + 1 if cluster.service_cidr6 is not None else 0
     taken_ints: set[int] | None = None
     next_port = lo
     out = [] if not whole else [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),),
-                                       cluster_ip=kubernetes_ip, labels=(("component", "apiserver"), ("provider", "kubernetes")))]
+                                       cluster_ip=kubernetes_ip, cluster_ips=(kubernetes_ip,), ip_families=("IPv4",),
+                                       ip_family_policy="SingleStack", labels=(("component", "apiserver"), ("provider", "kubernetes")))]
     for ps in parsed:
         svc = ps.service
         if svc.key == "default/kubernetes":
@@ -392,17 +348,27 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
         if svc.type == "ExternalName":
             out.append(svc)
             continue
-        ip = ps.requested_ip
-        if ip is None:
+        fams = decided[id(ps)]
+        ips: list[str] = [] if ps.families.headless else [str(ipaddress.ip_address(ip)) for ip in ps.families.cluster_ips]
+        for family in fams.families[len(ips):] if not ps.families.headless else ():
             if taken_ints is None:  # integers: walking 10,000 taken addresses as IPv4Address objects costs ~30 ms
-                taken_ints = set(held.ip_ints) | {int.from_bytes(socket.inet_aton(t), "big") for t in taken_ips - held.ips}
-            while next_ip in taken_ints:
-                next_ip += 1
-            if next_ip >= int(net.broadcast_address):
-                raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net})")
-            ip = str(ipaddress.IPv4Address(next_ip))
-            taken_ips.add(ip)
-            taken_ints.add(next_ip)
+                taken_ints = set(held.ip_ints) | {int(ipaddress.ip_address(t)) for t in taken_ips - held.ips}
+            if family == "IPv6":
+                net6 = nets["IPv6"]
+                while next_ip6 in taken_ints:
+                    next_ip6 += 1
+                if next_ip6 > int(net6.broadcast_address):
+                    raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net6})")
+                ips.append(str(ipaddress.IPv6Address(next_ip6)))
+                taken_ints.add(next_ip6)
+            else:
+                while next_ip in taken_ints:
+                    next_ip += 1
+                if next_ip >= int(net.broadcast_address):
+                    raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net})")
+                ips.append(str(ipaddress.IPv4Address(next_ip)))
+                taken_ints.add(next_ip)
+            taken_ips.add(ips[-1])
         ports = list(svc.ports)
 
         def free_port(protocol: str, where: str) -> int:
@@ -430,5 +396,6 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
             extra["load_balancer_ips"] = (lb_ip,)
             if svc.external_traffic_policy == "Local" and svc.health_check_node_port is None:
                 extra["health_check_node_port"] = free_port("TCP", "spec.healthCheckNodePort")
-        out.append(replace(svc, cluster_ip=None if ip == "None" else ip, ports=tuple(ports), **extra))  # type: ignore[arg-type]
+        out.append(replace(svc, cluster_ip=ips[0] if ips else None, cluster_ips=tuple(ips), ip_families=fams.families,
+                           ip_family_policy=fams.policy, ports=tuple(ports), **extra))  # type: ignore[arg-type]
     return tuple(out)

@@ -18,7 +18,7 @@ import socket
 import struct
 import sys
 
-from dnslib import CNAME, PTR, QTYPE, RCODE, RR, SRV, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SRV, TXT, A, DNSRecord
 
 from netns_lab.controllers.dns import TTL, Records, answer
 from netns_lab.services import setns
@@ -26,6 +26,7 @@ from netns_lab.services.ready import say_ready
 
 _RDATA = {
     "A": lambda d: A(d),
+    "AAAA": lambda d: AAAA(d),
     "CNAME": lambda d: CNAME(d),
     "PTR": lambda d: PTR(d),
     "TXT": lambda d: TXT(d),

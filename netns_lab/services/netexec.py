@@ -36,6 +36,7 @@ import re
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -70,8 +71,14 @@ class Conn:
     done: bool = False
 
 
+def hostport(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """``10.244.1.2:5000`` or ``[fd00:10:244:1::2]:5000``, as Go's net.JoinHostPort (what
+    agnhost's /clientip returns)."""
+    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+
+
 def line_reply(pod: str, peer: tuple[str, int]) -> bytes:
-    return f"{pod} {peer[0]}:{peer[1]}\n".encode()
+    return f"{pod} {hostport(peer)}\n".encode()
 
 
 def health_reply(info: dict[str, object]) -> bytes:
@@ -111,7 +118,7 @@ def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
     if path == "/hostname":
         body = pod
     elif path == "/clientip":
-        body = f"{peer[0]}:{peer[1]}"
+        body = hostport(peer)
     elif path == "/healthz":
         body = "ok"
     else:
@@ -119,7 +126,7 @@ def http_reply(pod: str, peer: tuple[str, int], request: bytes) -> bytes:
         body = json.dumps(
             {
                 "pod": pod,
-                "client": f"{peer[0]}:{peer[1]}",
+                "client": hostport(peer),
                 "method": method,
                 "path": target,
                 "host": next((v for k, v in headers.items() if k.lower() == "host"), ""),
@@ -147,6 +154,7 @@ class Server:
         self.health: dict[tuple[str, int], dict[str, object]] = {}  # healthCheckNodePort answers
         self.agents: set[str] = set()  # node namespaces: they answer the lab's phase
         self.proxy_mode = ""  # what a node's kube-proxy says on :10249/proxyMode
+        self.families: tuple[int, ...] = (socket.AF_INET,)  # a dual-stack lab: AF_INET6 too
         self.phase = ""
         self.pending: deque[Conn] = deque()  # in accept order: silence deadlines are monotonic
         self.reload = False
@@ -168,6 +176,7 @@ class Server:
         self.phase = config.get("phase", "")
         self.agents = {t["netns"] for t in config["targets"] if t.get("agent")}
         self.proxy_mode = str(config.get("proxyMode", ""))
+        self.families = (socket.AF_INET, socket.AF_INET6) if config.get("dualStack") else (socket.AF_INET,)
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]
@@ -207,21 +216,17 @@ class Server:
         TCP is, when ``sctp``."""
         out = []
         kinds = ([(socket.SOCK_STREAM, 0)] if inet else []) + ([(socket.SOCK_STREAM, socket.IPPROTO_SCTP)] if sctp else [])
-        for kind, proto in kinds:
-            sock = socket.socket(socket.AF_INET, kind, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("0.0.0.0", port))
-            sock.listen(1024)
-            sock.setblocking(False)
-            self.sel.register(sock, selectors.EVENT_READ, ("accept", (pod, (ns, port))))
-            out.append(sock)
-        if not inet or not udp:  # a health check port: HTTP over TCP only, as kube-proxy serves it
-            return out
-        usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        usock.bind(("0.0.0.0", port))
-        usock.setblocking(False)
-        self.sel.register(usock, selectors.EVENT_READ, ("udp", pod))
-        return [*out, usock]
+        for family in self.families:  # one socket per family (IPv6 ones v6-only): peers read as written
+            for kind, proto in kinds:
+                sock = _bound(family, kind, proto, port)
+                sock.listen(1024)
+                self.sel.register(sock, selectors.EVENT_READ, ("accept", (pod, (ns, port))))
+                out.append(sock)
+            if inet and udp:  # not a health check port: those are HTTP over TCP only, as kube-proxy serves them
+                usock = _bound(family, socket.SOCK_DGRAM, 0, port)
+                self.sel.register(usock, selectors.EVENT_READ, ("udp", pod))
+                out.append(usock)
+        return out
 
     # -- event loop ---------------------------------------------------------------------
     def serve(self) -> None:
@@ -269,15 +274,18 @@ class Server:
             self.pending.append(conn)
 
     def _udp(self, sock: socket.socket, pod: str) -> None:
+        """Answer each datagram from the address it was sent to (the packet-info the kernel
+        hands with it): a node has several addresses, and a reply from another one than the
+        client asked would be dropped by the client's connected socket."""
         for _ in range(64):
             try:
-                _, peer = sock.recvfrom(MAX_REQUEST)
+                _, ancillary, _flags, peer = sock.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(32))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             try:
-                sock.sendto(line_reply(pod, peer), peer)
+                sock.sendmsg([line_reply(pod, peer)], _reply_from(ancillary), 0, peer)
             except OSError:
                 pass
 
@@ -346,6 +354,36 @@ class Server:
             conn = self.pending.popleft()
             if not conn.done:  # a client that says nothing still gets its line (nc, telnet)
                 self._respond(conn, line_reply(conn.pod, conn.peer))
+
+
+IP_PKTINFO = 8  # Linux; not in Python's socket module
+
+
+def _reply_from(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The packet-info to send a reply with: source = the request's destination address."""
+    out = []
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            _ifindex, _spec_dst, addr = struct.unpack("=I4s4s", data[:12])
+            out.append((level, kind, struct.pack("=I4s4s", 0, addr, b"\0" * 4)))
+        elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+            out.append((level, kind, data[:16] + struct.pack("=I", 0)))
+    return out
+
+
+def _bound(family: int, kind: int, proto: int, port: int) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if kind == socket.SOCK_DGRAM:  # learn each datagram's destination address (see Server._udp)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    sock.setblocking(False)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:
