@@ -134,12 +134,12 @@ def gen_cert(c, hosts, out="certs", name="", namespace="default"):
 
 
 @task(help={"lab": "the lab (default: the only one up)", "from_": "pod/NAME, node/NAME or external[/NAME]",
-            "to": "SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT or IP:PORT", "protocol": "tcp or udp",
-            "json": "machine-readable output"})
-def trace(c, from_, to, lab="", protocol="tcp", json=False):  # noqa: A002
+            "to": "SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT, IP:PORT or [IPv6]:PORT", "protocol": "tcp or udp",
+            "json": "machine-readable output", "family": "ipv4 or ipv6: which address of each object (dual-stack labs)"})
+def trace(c, from_, to, lab="", protocol="tcp", json=False, family=""):  # noqa: A002
     """Send one real packet and print its way hop by hop: netfilter/nft rules it matched (nftrace),
     routing decisions, VXLAN encapsulation, conntrack's NAT, and what the server saw."""
-    _exit(cli.trace(lab, from_, to, protocol, json))
+    _exit(cli.trace(lab, from_, to, protocol, json, family=family))
 
 
 @task(help={"source": "scenario file, name in scenarios/, or a running lab's name",

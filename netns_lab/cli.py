@@ -439,7 +439,8 @@ def get(lab_name: str, kind: str, namespace: str = "default", all_namespaces: bo
 
 
 @_guard
-def trace(lab_name: str, source: str, target: str, protocol: str = "tcp", as_json: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+def trace(lab_name: str, source: str, target: str, protocol: str = "tcp", as_json: bool = False, out=sys.stdout,  # type: ignore[no-untyped-def]
+          family: str = "") -> int:
     """Send one packet and print its way: rules, routes, VXLAN, NAT, what the server saw."""
     from netns_lab.lab import Lab
     from netns_lab.probes import trace as tracer
@@ -448,7 +449,9 @@ def trace(lab_name: str, source: str, target: str, protocol: str = "tcp", as_jso
         state.check_name(lab_name, "trace")
     _need_privileges("trace")
     lab = Lab.attach(lab_name or _only_lab())
-    t = tracer.trace(lab, lab_ref(source), target, protocol)
+    if family not in ("", "ipv4", "ipv6"):
+        raise LabError(f"--family {family!r}: ipv4 or ipv6")
+    t = tracer.trace(lab, lab_ref(source), target, protocol, family={"ipv4": 4, "ipv6": 6}.get(family))
     print(json.dumps(t.to_json(), indent=2) if as_json else tracer.render(t), file=out)
     return EXIT_OK if t.result == "ok" else EXIT_CHECK_FAILED
 
@@ -656,6 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--from", dest="source", required=True, help="pod/NAME, node/NAME, external[/NAME]")
     p.add_argument("--to", dest="target", required=True, help="SERVICE:PORT, service/NS/NAME:PORT, pod/NAME:PORT, IP:PORT")
     p.add_argument("--protocol", default="tcp", choices=("tcp", "udp"))
+    p.add_argument("--family", default="", choices=("", "ipv4", "ipv6"), help="which address of each object (dual-stack labs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
     p.add_argument("lab")
@@ -668,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "gen-cert":
         return gen_cert(args.hosts, args.out, args.name, args.namespace)
     if args.cmd == "trace":
-        return trace(args.lab, args.source, args.target, args.protocol, args.json)
+        return trace(args.lab, args.source, args.target, args.protocol, args.json, family=args.family)
     if args.cmd == "capture":
         return capture(args.lab, args.where, args.filter, args.count, args.seconds, args.out)
     if args.cmd == "get":

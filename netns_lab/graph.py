@@ -17,6 +17,11 @@ from netns_lab.model import NetworkPolicy, Pod, Service
 from netns_lab.views import service_ports_text
 
 
+def _both(primary: object, secondary: object | None) -> str:
+    """``10.0.0.2`` or, in a dual-stack lab, ``10.0.0.2, fd00:10::2``."""
+    return f"{primary}" if secondary is None else f"{primary}, {secondary}"
+
+
 def _id(text: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in text)
 
@@ -28,28 +33,29 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
         "  rankdir=LR; compound=true; fontname=Helvetica;",
         '  node [fontname=Helvetica, fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
         f'  label="lab {topo.lab}: {len(topo.nodes)} nodes, {topo.network}, pod MTU {topo.pod_mtu}{spread}"; labelloc=t;',
-        f'  {_id("underlay")} [label="node network {topo.node_cidr}\\nbridge br0 ({topo.underlay_netns})", shape=cylinder, fillcolor="#e8eef7"];',
-        f'  {_id("wan")} [label="external network {topo.external_cidr}\\nbridge br0 ({topo.wan_netns})", shape=cylinder, fillcolor="#f7efe8"];',
-        f'  {_id("router")} [label="router\\n{topo.router_ip} | {topo.router_ext_ip}", shape=diamond, fillcolor="#f7efe8"];',
+        f'  {_id("underlay")} [label="node network {_both(topo.node_cidr, topo.node_cidr6)}\\nbridge br0 ({topo.underlay_netns})", shape=cylinder, fillcolor="#e8eef7"];',
+        f'  {_id("wan")} [label="external network {_both(topo.external_cidr, topo.external_cidr6)}\\nbridge br0 ({topo.wan_netns})", shape=cylinder, fillcolor="#f7efe8"];',
+        f'  {_id("router")} [label="router\\n{_both(topo.router_ip, topo.router_ip6)} | {_both(topo.router_ext_ip, topo.router_ext_ip6)}", shape=diamond, fillcolor="#f7efe8"];',
         f'  {_id("router")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
         f'  {_id("router")} -> {_id("wan")} [dir=both, arrowsize=0.6];',
-        f'  {_id("cloudlb")} [label="cloud load balancer\\n{topo.lb_ip}, pool {topo.lb_pool}", shape=invhouse, fillcolor="#f7efe8"];',
+        f'  {_id("cloudlb")} [label="cloud load balancer\\n{_both(topo.lb_ip, topo.lb_ip6)}, pool {_both(topo.lb_pool, topo.lb_pool6)}", shape=invhouse, fillcolor="#f7efe8"];',
         f'  {_id("cloudlb")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
     ]
     for c in topo.clients:
         label = "external" if c.name == "external" else f"external/{c.name}"
-        lines.append(f'  {_id("client/" + c.name)} [label="{label}\\n{c.ip}", shape=oval, fillcolor="#f7efe8"];')
+        lines.append(f'  {_id("client/" + c.name)} [label="{label}\\n{_both(c.ip, c.ip6)}", shape=oval, fillcolor="#f7efe8"];')
         lines.append(f'  {_id("client/" + c.name)} -> {_id("wan")} [dir=both, arrowsize=0.6];')
     for node in topo.nodes:
         lines.append(f'  subgraph "cluster_{node.name}" {{')
         where = f"\\non {topo.hosts[node.host].name} ({topo.hosts[node.host].ip})" if topo.is_spread else ""
-        lines.append(f'    label="{node.name}  eth0 {node.ip}\\ncni0 {node.gateway}/{node.pod_subnet.prefixlen}{where}"; style="rounded,filled"; fillcolor="#f4f4f4";')
+        gw6 = None if node.gateway6 is None or node.pod_subnet6 is None else f"{node.gateway6}/{node.pod_subnet6.prefixlen}"
+        lines.append(f'    label="{node.name}  eth0 {_both(node.ip, node.ip6)}\\ncni0 {_both(f"{node.gateway}/{node.pod_subnet.prefixlen}", gw6)}{where}"; style="rounded,filled"; fillcolor="#f4f4f4";')
         anchor = _id(f"{node.name}/cni0")
-        lines.append(f'    {anchor} [label="cni0 bridge\\n{node.pod_subnet}", shape=hexagon, fillcolor="#eef7e8"];')
+        lines.append(f'    {anchor} [label="cni0 bridge\\n{_both(node.pod_subnet, node.pod_subnet6)}", shape=hexagon, fillcolor="#eef7e8"];')
         if topo.network == "vxlan":
             lines.append(f'    {_id(node.name + "/vx")} [label="flannel.1 VXLAN\\nVNI 1, {node.vtep_ip}/32", shape=hexagon, fillcolor="#f7f3e8"];')
         for p in topo.pods_on(node.name):
-            lines.append(f'    {_id(p.key)} [label="{p.key}\\n{p.ip}"];')
+            lines.append(f'    {_id(p.key)} [label="{p.key}\\n{_both(p.ip, p.ip6)}"];')
             lines.append(f"    {_id(p.key)} -> {anchor} [arrowhead=none];")
         lines.append("  }")
         lines.append(f'  {anchor} -> {_id("underlay")} [ltail="cluster_{node.name}", label="eth0 {node.ip}", fontsize=8, arrowhead=none];')
@@ -61,7 +67,7 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
         if svc.type == "ExternalName":
             lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key}\\nExternalName -> {svc.external_name}", shape=note, fillcolor="#fdf6d8"];')
             continue
-        vip = svc.cluster_ip or "None (headless)"
+        vip = ", ".join(svc.cluster_ips) or "None (headless)"
         outside = "".join(f"\\nLB {ip}" for ip in svc.load_balancer_ips) + "".join(f"\\nexternalIP {ip}" for ip in svc.external_ips)
         lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key} ({svc.type})\\n{vip}  {service_ports_text(svc)}{outside}", shape=component, fillcolor="#fdf6d8"];')
         if svc.load_balancer_ips:
@@ -84,20 +90,21 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
 
 
 def mermaid(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:
-    lines = ["flowchart LR", f'  underlay[("node network {topo.node_cidr}")]', f'  wan[("external network {topo.external_cidr}")]',
+    lines = ["flowchart LR", f'  underlay[("node network {_both(topo.node_cidr, topo.node_cidr6)}")]',
+             f'  wan[("external network {_both(topo.external_cidr, topo.external_cidr6)}")]',
              f'  router{{"router {topo.router_ip}"}} --- underlay', "  router --- wan",
              f'  cloudlb[/"cloud load balancer {topo.lb_ip}"\\] --- underlay']
     for c in topo.clients:
         lines.append(f'  {_id("client/" + c.name)}(["{"external" if c.name == "external" else "external/" + c.name} {c.ip}"]) --- wan')
     for node in topo.nodes:
-        lines.append(f'  subgraph {_id(node.name)}["{node.name} {node.ip}"]')
+        lines.append(f'  subgraph {_id(node.name)}["{node.name} {_both(node.ip, node.ip6)}"]')
         lines.append(f'    {_id(node.name + "/cni0")}{{{{"cni0 {node.pod_subnet}"}}}}')
         for p in topo.pods_on(node.name):
-            lines.append(f'    {_id(p.key)}["{p.key}<br/>{p.ip}"] --- {_id(node.name + "/cni0")}')
+            lines.append(f'    {_id(p.key)}["{p.key}<br/>{_both(p.ip, p.ip6)}"] --- {_id(node.name + "/cni0")}')
         lines.append("  end")
         lines.append(f"  {_id(node.name)} --- underlay")
     for svc in services:
-        label = f"Service {svc.key}<br/>{svc.cluster_ip or ('ExternalName ' + str(svc.external_name) if svc.type == 'ExternalName' else 'None')}"
+        label = f"Service {svc.key}<br/>{', '.join(svc.cluster_ips) or ('ExternalName ' + str(svc.external_name) if svc.type == 'ExternalName' else 'None')}"
         label += "".join(f"<br/>LB {ip}" for ip in svc.load_balancer_ips) + "".join(f"<br/>externalIP {ip}" for ip in svc.external_ips)
         lines.append(f'  {_id("svc/" + svc.key)}[/"{label}"/]')
         for eps in endpoints(svc, pods, topo).values() if svc.type != "ExternalName" else ():

@@ -63,6 +63,7 @@ DUAL_DEFAULTS = {  # cluster.ipFamily dual: the IPv6 half of each range when not
     "pod_cidr6": IPv6Network("fd00:10:244::/56"),  # kind: a /64 per node
     "service_cidr6": IPv6Network("fd00:10:96::/112"),  # kind
     "external_cidr6": IPv6Network("2001:db8:203:113::/64"),  # documentation prefix: never a real address
+    "load_balancer_pool6": IPv6Network("2001:db8:198:51::/120"),  # documentation prefix too
 }
 
 
@@ -79,6 +80,7 @@ class ExternalConfig:
     cidr6: IPv6Network | None = None  # dual-stack labs: 2001:db8::/32 (documentation) by default
     clients: tuple[str, ...] = ("external",)  # the first one is what ``external`` means in checks
     load_balancer_pool: IPv4Network = IPv4Network("198.51.100.0/24")  # TEST-NET-2
+    load_balancer_pool6: IPv6Network | None = None  # dual-stack labs: the IPv6 load-balancer IPs
     health_check_interval: float = 1.0  # seconds between the cloud LB's health-check rounds
 
 

@@ -218,3 +218,38 @@ def test_single_stack_to_dual_and_back(lab: Lab, cleanup: list[str]) -> None:
     shrunk = service(lab, "grow", {"ipFamilyPolicy": "SingleStack"})
     assert shrunk.cluster_ips == (first.cluster_ip,)
     assert served(lab, "pod/client-1", grown.cluster_ips[1], 80, n=2)[1] != {"ok"}
+
+
+def test_load_balancer_and_external_ips_over_ipv6_from_outside(lab: Lab, cleanup: list[str]) -> None:
+    """A dual-stack LoadBalancer: an LB IP from each pool, both served from outside through
+    the cloud load balancer (externalTrafficPolicy Local keeps the client's IPv6 address); an
+    IPv6 externalIP routed by the router to the nodes' IPv6 addresses."""
+    cleanup += ["service/lb6", "service/ext6"]
+    lb = service(lab, "lb6", {"type": "LoadBalancer", "ipFamilyPolicy": "RequireDualStack", "externalTrafficPolicy": "Local"})
+    assert len(lb.load_balancer_ips) == 2 and ":" in lb.load_balancer_ips[1]
+    import time
+
+    deadline = time.monotonic() + 10  # the cloud LB's health checks put the nodes in service
+    while time.monotonic() < deadline and served(lab, "external", lb.load_balancer_ips[1], 80, n=1)[1] != {"ok"}:
+        time.sleep(0.3)
+    for ip in lb.load_balancer_ips:
+        rs = run_probes([Probe(lab.netns_of("external"), ip, 80, "tcp") for _ in range(10)], timeout=1.0, parallel=1)
+        assert {r.result for r in rs} == {"ok"} and {r.served_by for r in rs} <= WEB, (ip, rs[:2])
+        assert {r.client_ip for r in rs} == {lab.ip_of("external", 6 if ":" in ip else 4)}  # Local: the client's own address
+    ext = "2001:db8:5::10"
+    service(lab, "ext6", {"ipFamilyPolicy": "PreferDualStack", "externalIPs": [ext]})
+    who, results = served(lab, "external", ext, 80, n=10)
+    assert results == {"ok"} and who == WEB, (who, results)
+
+
+def test_trace_follows_an_ipv6_packet(lab: Lab) -> None:
+    """`invoke trace --family ipv6`: the IPv6 packet's way through the ip6 rules (nftables'
+    ip6 kube-proxy table, or ip6tables-nft's chains) to a DNAT to a pod's IPv6 address."""
+    from netns_lab.probes.trace import trace
+
+    t = trace(lab, "pod/client-1", "web:80", family=6)
+    assert t.result == "ok", t
+    assert t.source_addr.startswith(f"[{lab.ip_of('pod/client-1', 6)}]:")
+    assert t.dnat is not None and t.dnat.startswith("[fd00:10:244:"), t.dnat
+    assert t.served_by in WEB and t.server_saw is not None and t.server_saw.startswith(f"[{lab.ip_of('pod/client-1', 6)}]")
+    assert any(s.table.startswith("ip6 ") for s in t.steps), [s.table for s in t.steps][:5]

@@ -132,6 +132,7 @@ class Topology:
     router_ip6: IPv6Address | None = None
     router_ext_ip6: IPv6Address | None = None
     lb_ip6: IPv6Address | None = None
+    lb_pool6: IPv6Network | None = None
 
     @property
     def dual_stack(self) -> bool:
@@ -389,6 +390,7 @@ def _outside(lab: str, scenario: Scenario) -> dict[str, object]:
     return {
         "external_cidr6": ext.cidr6, "router_ip6": mirror(where.router_ip, node_cidr, node_cidr6),
         "router_ext_ip6": mirror(where.router_ext_ip, ext.cidr, ext.cidr6), "lb_ip6": mirror(where.lb_ip, node_cidr, node_cidr6),
+        "lb_pool6": ext.load_balancer_pool6,
         "external_cidr": ext.cidr, "wan_netns": f"{lab}__wan", "router_netns": f"{lab}__router",
         "router_ip": where.router_ip, "router_ext_ip": where.router_ext_ip, "lb_netns": f"{lab}__lb", "lb_ip": where.lb_ip,
         "lb_pool": ext.load_balancer_pool, "health_check_interval": ext.health_check_interval, "clients": clients,

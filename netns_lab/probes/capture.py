@@ -83,6 +83,7 @@ class Capture:
 
     def packets(self) -> list[Any]:
         import scapy.layers.inet  # noqa: F401  (registers IP/TCP/UDP/ICMP for decoding)
+        import scapy.layers.inet6  # noqa: F401  (and IPv6/ICMPv6: a dual-stack lab's other half)
         import scapy.layers.vxlan  # noqa: F401  (VXLAN on flannel's port 8472)
         from scapy.layers.l2 import Ether
 

@@ -27,6 +27,8 @@ from typing import Any
 from netns_lab.errors import LabError
 from netns_lab.lab import Lab
 from netns_lab.probes.capture import Capture
+from netns_lab.probes.connect import split_hostport
+from netns_lab.proxy.types import hostport
 from netns_lab.scenario.k8s import ascii_int
 from netns_lab.realize.netns import run_in
 
@@ -84,7 +86,7 @@ class Trace:
     def dnat(self) -> str | None:
         """The destination chosen: by the DNAT rule the packet met, or by IPVS (its real server)."""
         for s in self.steps:
-            m = re.search(r"dnat to (\d+\.\d+\.\d+\.\d+:\d+)", s.text)
+            m = re.search(r"dnat (?:ip6? )?to (\d+\.\d+\.\d+\.\d+:\d+|\[[0-9a-f:]+\]:\d+)", s.text)
             if s.kind == "rule" and m:
                 return m.group(1)
         for conn in self.ipvs.values():
@@ -125,7 +127,7 @@ def parse_monitor(node: str, text: str) -> list[Step]:
 
 
 def _packet_summary(text: str) -> str:
-    want = ("iif", "oif", "ip saddr", "ip daddr", "tcp sport", "tcp dport", "udp sport", "udp dport", "tcp flags")
+    want = ("iif", "oif", "ip saddr", "ip daddr", "ip6 saddr", "ip6 daddr", "tcp sport", "tcp dport", "udp sport", "udp dport", "tcp flags")
     parts = []
     for key in want:
         m = re.search(rf"(?:^| ){key} (?:== )?(\S+)", text)
@@ -134,32 +136,38 @@ def _packet_summary(text: str) -> str:
     return " ".join(parts)
 
 
-def _target(lab: Lab, text: str) -> tuple[str, str, int]:
-    """``my-service:80``, ``service/NS/NAME:80``, ``loadbalancer/NAME:80``, ``pod/X:9376``, ``IP:PORT``."""
+def _target(lab: Lab, text: str, family: int | None = None) -> tuple[str, str, int]:
+    """``my-service:80``, ``service/NS/NAME:80``, ``loadbalancer/NAME:80``, ``pod/X:9376``,
+    ``IP:PORT``, ``[IPv6]:PORT``; an object's address of ``family`` (4, 6; None: primary)."""
     host, sep, port = text.rpartition(":")
     number = ascii_int(port)  # not "٨٠"
     if not sep or number is None or not 1 <= number <= 65535:
-        raise LabError(f"--to {text!r}: must be HOST:PORT (a Service name, service/..., pod/..., node/... or an IP)")
-    if "/" not in host and not re.match(r"^\d+\.\d+\.\d+\.\d+$", host):
+        raise LabError(f"--to {text!r}: must be HOST:PORT (a Service name, service/..., pod/..., node/... or an IP; [IPv6]:PORT)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if "/" not in host and not re.match(r"^\d+\.\d+\.\d+\.\d+$", host) and ":" not in host:
         host = f"service/{host}"
-    return host, lab.ip_of(host), number
+    return host, lab.ip_of(host, family), number
 
 
-def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: float = 2.0) -> Trace:
-    """Send one packet from ``source`` to ``target`` and report its way through the lab."""
+def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: float = 2.0, family: int | None = None) -> Trace:
+    """Send one packet from ``source`` to ``target`` and report its way through the lab
+    (over IPv6 with ``family`` 6 in a dual-stack lab, or to an IPv6 address)."""
     if protocol not in ("tcp", "udp"):
         raise LabError(f"--protocol {protocol!r}: tcp or udp")
     if lab.proxy_mode != "nftables" and lab.iptables_backend != "nft":
         raise LabError("trace reads the kernel's nftables trace, which sees iptables rules only with the nft backend "
                        "(iptables-nft); this lab uses iptables-legacy")
     src_ns = lab.netns_of(source)
-    src_ip = lab.ip_of(source)
-    host, dst_ip, dport = _target(lab, target)
+    host, dst_ip, dport = _target(lab, target, family)
+    v6 = ":" in dst_ip
+    src_ip = lab.ip_of(source, 6 if v6 else family)
     sport = random.randint(40000, 60999)
     topo = lab.topology
-    result = Trace(source, f"{src_ip}:{sport}", f"{host}:{dport}", f"{dst_ip}:{dport}", protocol, lab.proxy_mode)
-    match = f"ip saddr {src_ip} {protocol} sport {sport}" + (" tcp flags syn" if protocol == "tcp" else "")
-    ruleset = (f"table ip {TABLE} {{\n"
+    result = Trace(source, hostport(src_ip, sport), f"{host}:{dport}", hostport(dst_ip, dport), protocol, lab.proxy_mode)
+    nft_family = "ip6" if v6 else "ip"
+    match = f"{nft_family} saddr {src_ip} {protocol} sport {sport}" + (" tcp flags syn" if protocol == "tcp" else "")
+    ruleset = (f"table {nft_family} {TABLE} {{\n"
                f"  chain pre {{ type filter hook prerouting priority -350 ; {match} meta nftrace set 1 ; }}\n"
                f"  chain out {{ type filter hook output priority -350 ; {match} meta nftrace set 1 ; }}\n}}\n")
     monitors: dict[str, subprocess.Popen[str]] = {}
@@ -173,7 +181,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(0.3)  # let the monitors subscribe before the packet leaves
         # On each node's port of the node network (a bridge device itself sees only its own frames)
-        bpf = f"udp port 8472 and udp[42:4] = 0x{_hex(src_ip)}"
+        bpf = f"udp port 8472 and {_inner_source_filter(src_ip)}"
         caps = [Capture(topo.underlay_netns, n.uplink, limit=20, bpf=bpf) for n in topo.local_nodes] if topo.network == "vxlan" else []
         with contextlib.ExitStack() as stack:
             for cap in caps:
@@ -188,18 +196,18 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
             out, _ = proc.communicate(timeout=5)
             result.steps += parse_monitor(name, out)
         for ns in installed:
-            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "ip", TABLE], capture_output=True)
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", nft_family, TABLE], capture_output=True)
     nodes_seen = list(dict.fromkeys(s.node for s in result.steps))
     for name in nodes_seen:
         ns = topo.node(name).netns
         first = next((s for s in result.steps if s.node == name and s.kind == "packet"), None)
         iif = re.search(r"iif (\S+)", first.text).group(1).strip('"') if first and "iif" in first.text else None  # type: ignore[union-attr]
-        dst = (result.dnat or f"{dst_ip}:{dport}").split(":")[0]
+        dst = split_hostport(result.dnat)[0] if result.dnat else dst_ip
         cmd = ["ip", "-n", ns, "route", "get", dst] + (["from", src_ip, "iif", iif] if iif else [])
         route = subprocess.run(cmd, capture_output=True, text=True)
         result.routes[name] = " ".join((route.stdout or route.stderr).split())
-        ct = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-L", "-p", protocol, "--orig-src", src_ip, "--sport", str(sport)],
-                            capture_output=True, text=True)
+        ct = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-L", "-f", "ipv6" if v6 else "ipv4", "-p", protocol,
+                             "--orig-src", src_ip, "--sport", str(sport)], capture_output=True, text=True)
         lines = [l for l in ct.stdout.splitlines() if l.strip()]
         if lines:
             result.conntrack[name] = " ".join(lines[0].split())
@@ -209,7 +217,7 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
             conns = subprocess.run(["ip", "netns", "exec", node.netns, "ipvsadm", "-Lnc"], capture_output=True, text=True).stdout
             for line in conns.splitlines():
                 parts = line.split()  # PRO EXPIRE STATE SOURCE VIRTUAL DESTINATION
-                if len(parts) == 6 and parts[3] == f"{src_ip}:{sport}":
+                if len(parts) == 6 and parts[3] == hostport(src_ip, sport):
                     result.ipvs[node.name] = f"{parts[0]} {parts[2]} {parts[3]} {parts[4]} -> {parts[5]}"
     return result
 
@@ -245,13 +253,22 @@ def _hex(ip: str) -> str:
     return "".join(f"{int(b):02x}" for b in ip.split("."))
 
 
+def _inner_source_filter(ip: str) -> str:
+    """A BPF test on the source address of the packet inside a VXLAN datagram (UDP 8 + VXLAN 8
+    + Ethernet 14 bytes in): IPv4's at +12, IPv6's 16 bytes at +8, compared 4 bytes at a time."""
+    if ":" not in ip:
+        return f"udp[42:4] = 0x{_hex(ip)}"
+    raw = socket.inet_pton(socket.AF_INET6, ip)
+    return " and ".join(f"udp[{38 + i}:4] = 0x{raw[i:i + 4].hex()}" for i in range(0, 16, 4))
+
+
 def _send(ns: str, src_ip: str, sport: int, dst_ip: str, dport: int, protocol: str, timeout: float, out: Trace) -> None:
     """One connection (TCP) or datagram (UDP) from a fixed source port; netexec answers
     ``<pod> <client-ip>:<port>``."""
 
     def go() -> None:
         kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(socket.AF_INET6 if ":" in src_ip else socket.AF_INET, kind) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((src_ip, sport))
             s.settimeout(timeout)
@@ -276,6 +293,7 @@ def _send(ns: str, src_ip: str, sport: int, dst_ip: str, dport: int, protocol: s
 
 def _decode_underlay(packets: list[Any], src_ip: str, sport: int) -> list[dict[str, Any]]:
     from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.vxlan import VXLAN
 
     out = []
@@ -283,13 +301,14 @@ def _decode_underlay(packets: list[Any], src_ip: str, sport: int) -> list[dict[s
         if VXLAN not in p:
             continue
         outer, inner = p[IP], p[VXLAN].payload
-        if IP not in inner or inner[IP].src != src_ip:
+        layer = IPv6 if ":" in src_ip else IP
+        if layer not in inner or inner[layer].src != src_ip:
             continue
         l4 = inner[TCP] if TCP in inner else inner[UDP] if UDP in inner else None
         if l4 is None or l4.sport != sport:
             continue
         out.append({"outer_src": outer.src, "outer_dst": outer.dst, "udp_dport": p[UDP].dport, "vni": p[VXLAN].vni,
-                    "inner_src": f"{inner[IP].src}:{l4.sport}", "inner_dst": f"{inner[IP].dst}:{l4.dport}"})
+                    "inner_src": hostport(inner[layer].src, l4.sport), "inner_dst": hostport(inner[layer].dst, l4.dport)})
         break  # the first packet of the flow is the one traced
     return out
 

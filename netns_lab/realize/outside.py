@@ -20,6 +20,7 @@ Layout (every namespace lab-owned; see :class:`~netns_lab.controllers.topology.T
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 
 from netns_lab.controllers.loadbalancer import node_mark
@@ -91,6 +92,10 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
                 router.neigh_add(f"{r}/eth1 neighbour {c.ip6}", ETH1, str(c.ip6), c.mac)
         pool = topo.lb_pool
         router.route_add(f"{r} route {pool} via the cloud load balancer", str(pool.network_address), pool.prefixlen, str(topo.lb_ip), ETH0)
+        if topo.lb_pool6 is not None and topo.lb_ip6 is not None:
+            pool6 = topo.lb_pool6
+            router.route_add(f"{r} route {pool6} via the cloud load balancer", str(pool6.network_address), pool6.prefixlen,
+                             str(topo.lb_ip6), ETH0)
         router.commit()
 
         b = topo.lb_netns
@@ -107,6 +112,11 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
             table = TABLE_BASE + node.index
             lb.route_add(f"{b} table {table}: to {node.name}", "0.0.0.0", 0, str(node.ip), ETH0, table=table)
             lb.rule_add(f"{b} rule fwmark {node_mark(node.index):#x} -> table {table}", node_mark(node.index), table, table)
+            if node.ip6 is not None:  # the same mark sends an IPv6 flow to the node's IPv6 address
+                lb.neigh_add(f"{b}/eth0 neighbour {node.ip6}", ETH0, str(node.ip6), node.mac)
+                lb.route_add(f"{b} table {table}: to {node.name} (IPv6)", "::", 0, str(node.ip6), ETH0, table=table)
+                lb.rule_add(f"{b} rule fwmark {node_mark(node.index):#x} -> table {table} (IPv6)", node_mark(node.index), table,
+                            table, socket.AF_INET6)
         lb.commit()
 
         for i, c in enumerate(topo.clients):
@@ -131,10 +141,8 @@ def _prefix(net: object) -> int:
 def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ...] = ()) -> None:
     """Route each Service externalIP (outside the node network) from the router to the nodes;
     remove the routes of ``gone`` ones (no Service has them any more)."""
-    from ipaddress import IPv4Address
-
-    wanted = sorted({ip for ip in ips if IPv4Address(ip) not in topo.node_cidr})
-    unwanted = sorted({ip for ip in gone if IPv4Address(ip) not in topo.node_cidr})
+    wanted = sorted({ip for ip in ips if not on_node_network(topo, ip)})
+    unwanted = sorted({ip for ip in gone if not on_node_network(topo, ip)})
     if not wanted and not unwanted:
         return
 
@@ -142,17 +150,29 @@ def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ..
         w.enter(topo.router_netns)
         with Rtnl(topo.router_netns) as nl:
             w.go_home()
-            hops = [(str(n.ip), ETH0) for n in topo.nodes]
             for ip in unwanted:
-                nl.route_del(f"{topo.router_netns} route externalIP {ip}", ip, 32)
-            for ip in wanted:
+                nl.route_del(f"{topo.router_netns} route externalIP {ip}", ip, 128 if ":" in ip else 32)
+            for ip in wanted:  # to every node's address of the IP's family
+                v6 = ":" in ip
+                hops = [(str(n.ip6 if v6 else n.ip), ETH0) for n in topo.nodes if (n.ip6 if v6 else n.ip) is not None]
+                if not hops:
+                    continue  # an IPv6 externalIP in an IPv4 lab: no node has a route for it
+                prefix = 128 if v6 else 32
                 if len(hops) == 1:
-                    nl.route_add(f"{topo.router_netns} route externalIP {ip}", ip, 32, hops[0][0], ETH0)
+                    nl.route_add(f"{topo.router_netns} route externalIP {ip}", ip, prefix, hops[0][0], ETH0)
                 else:
-                    nl.route_add_multipath(f"{topo.router_netns} route externalIP {ip}", ip, 32, hops)
+                    nl.route_add_multipath(f"{topo.router_netns} route externalIP {ip}", ip, prefix, hops)
             nl.commit()
 
     netns.in_thread(job)
+
+
+def on_node_network(topo: Topology, ip: str) -> bool:
+    """An externalIP on the node network needs no route: the nodes answer for it there."""
+    from ipaddress import ip_address
+
+    addr = ip_address(ip)
+    return any(addr in net for net in (topo.node_cidr, topo.node_cidr6) if net is not None)  # False across families
 
 
 def routed_external_ips(topo: Topology) -> set[str]:
@@ -163,7 +183,7 @@ def routed_external_ips(topo: Topology) -> set[str]:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
-            return {r.get_attr("RTA_DST") for r in ipr.get_routes(family=2, table=254)
-                    if r["dst_len"] == 32 and r["proto"] == 4 and r.get_attr("RTA_DST")}
+            return {r.get_attr("RTA_DST") for family, host in ((2, 32), (10, 128)) for r in ipr.get_routes(family=family, table=254)
+                    if r["dst_len"] == host and r["proto"] == 4 and r.get_attr("RTA_DST")}
 
     return netns.run_in(topo.router_netns, read)

@@ -231,10 +231,10 @@ class Rtnl(Batch):
         msg["attrs"] = [("RTA_DST", dst), ("RTA_TABLE", table)]
         self.queue(msg, RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, what)
 
-    def rule_add(self, what: str, fwmark: int, table: int, priority: int) -> None:
-        """``ip rule add fwmark MARK lookup TABLE priority PRIO`` (policy routing)."""
+    def rule_add(self, what: str, fwmark: int, table: int, priority: int, family: int = socket.AF_INET) -> None:
+        """``ip [-6] rule add fwmark MARK lookup TABLE priority PRIO`` (policy routing)."""
         msg = fibmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = family
         msg["table"] = table if table < 256 else 252
         msg["action"] = 1  # FR_ACT_TO_TBL
         msg["attrs"] = [("FRA_TABLE", table), ("FRA_FWMARK", fwmark), ("FRA_FWMASK", 0xFFFFFFFF), ("FRA_PRIORITY", priority)]

@@ -18,10 +18,7 @@ class ExternalIPRoutes:
 
     def desired(self, view: View) -> frozenset[str]:
         """Every Service externalIP outside the node network (those inside it need no route)."""
-        from ipaddress import IPv4Address
-
-        net = view.topology.node_cidr
-        return frozenset(ip for s in view.objects.services for ip in s.external_ips if IPv4Address(ip) not in net)
+        return frozenset(ip for s in view.objects.services for ip in s.external_ips if not outside.on_node_network(view.topology, ip))
 
     def sync(self, view: View) -> list[str]:
         if not view.topology.has_outside or (self.routed is not None and not view.full and view.untouched(lambda s: bool(s.external_ips))):

@@ -284,8 +284,11 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
         cidr, cidr6 = _cidrs(src, join(path, "cidr"), raw["cidr"], ip_family)
     else:
         cidr = default.cidr
-    pool = (_cidr(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"])
-            if raw.get("loadBalancerPool") is not None else default.load_balancer_pool)
+    pool6: IPv6Network | None = DUAL_DEFAULTS["load_balancer_pool6"] if ip_family == "dual" else None
+    if raw.get("loadBalancerPool") is not None:
+        pool, pool6 = _cidrs(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"], ip_family)
+    else:
+        pool = default.load_balancer_pool
     for field, net in (("cidr", cidr), ("loadBalancerPool", pool)):
         for other, onet in (*cluster_cidrs.items(), *((("external.cidr", cidr),) if field != "cidr" else ())):
             if net.overlaps(onet):
@@ -293,13 +296,14 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
         for host_net in host_networks:
             if net.overlaps(host_net):  # type: ignore[arg-type]
                 raise src.error(join(path, field), f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use')
-    if cidr6 is not None:
-        for other, onet6 in cluster_cidrs6.items():
-            if cidr6.overlaps(onet6):
-                raise src.error(join(path, "cidr"), f'Invalid value: "{cidr6}": overlaps {other} {onet6}')
-        for host_net in host_networks:
-            if cidr6.overlaps(host_net):  # type: ignore[arg-type]
-                raise src.error(join(path, "cidr"), f'Invalid value: "{cidr6}": overlaps the host network {host_net}; choose a range the host does not use')
+    if cidr6 is not None and pool6 is not None:
+        for field, net6 in (("cidr", cidr6), ("loadBalancerPool", pool6)):
+            for other, onet6 in (*cluster_cidrs6.items(), *((("external.cidr", cidr6),) if field != "cidr" else ())):
+                if net6.overlaps(onet6):
+                    raise src.error(join(path, field), f'Invalid value: "{net6}": overlaps {other} {onet6}')
+            for host_net in host_networks:
+                if net6.overlaps(host_net):  # type: ignore[arg-type]
+                    raise src.error(join(path, field), f'Invalid value: "{net6}": overlaps the host network {host_net}; choose a range the host does not use')
         _mirrors(src, join(path, "cidr"), cidr, cidr6)
     clients = list(default.clients)
     for i, name in enumerate(raw.get("clients") or []):
@@ -315,7 +319,7 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
     interval = raw.get("healthCheckIntervalSeconds", default.health_check_interval)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
         raise src.error(join(path, "healthCheckIntervalSeconds"), f"Invalid value: {interval!r}: must be a number of seconds between 0.1 and 60")
-    return ExternalConfig(cidr=cidr, cidr6=cidr6, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
+    return ExternalConfig(cidr=cidr, cidr6=cidr6, load_balancer_pool6=pool6, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
 
 
 def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:

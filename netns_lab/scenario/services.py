@@ -132,14 +132,16 @@ def _external_ips(src: Source, raw: list[Any], path: str) -> tuple[str, ...]:
     for i, text in enumerate(raw):
         ipath = join(path, i)
         try:
-            ip = ipaddress.IPv4Address(text)
+            ip = ipaddress.ip_address(text)
         except ValueError:
             raise src.error(ipath, f'Invalid value: "{text}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
         for bad, why in (
             (ip.is_unspecified, "may not be unspecified (0.0.0.0)"),
             (ip.is_loopback, "may not be in the loopback range (127.0.0.0/8, ::1/128)"),
-            (ip in ipaddress.IPv4Network("169.254.0.0/16"), "may not be in the link-local range (169.254.0.0/16, fe80::/10)"),
-            (ip in ipaddress.IPv4Network("224.0.0.0/24"), "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"),
+            (ip in ipaddress.ip_network("169.254.0.0/16") or ip in ipaddress.ip_network("fe80::/10"),
+             "may not be in the link-local range (169.254.0.0/16, fe80::/10)"),
+            (ip in ipaddress.ip_network("224.0.0.0/24") or ip in ipaddress.ip_network("ff00::/10"),
+             "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"),
             (ip.is_multicast, "may not be a multicast address"),
         ):
             if bad:
@@ -165,14 +167,14 @@ def _load_balancer(src: Source, spec: dict[str, Any], spath: str, stype: str, et
             net = ipaddress.ip_network(str(text).strip(), strict=False)
         except ValueError:
             net = None
-        if not isinstance(net, ipaddress.IPv4Network) or "/" not in str(text):
+        if net is None or "/" not in str(text):
             raise src.error(join(join(spath, "loadBalancerSourceRanges"), i),
                             f'Invalid value: "{text}": must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 ')
         ranges.append(str(net))
     lb_ip = spec.get("loadBalancerIP") or None
     if lb_ip is not None:
         try:
-            ipaddress.IPv4Address(lb_ip)
+            ipaddress.ip_address(lb_ip)
         except ValueError:
             raise src.error(join(spath, "loadBalancerIP"), f'Invalid value: "{lb_ip}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)') from None
     hcnp = spec.get("healthCheckNodePort")
@@ -287,6 +289,9 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
     lo, hi = cluster.node_port_range
     taken_ports: set[tuple[int, str]] = set(held.ports)
     pool = cluster.external.load_balancer_pool
+    # the cloud load balancer's pool of each family (a dual-stack Service gets an LB IP of each)
+    lb_pools: dict[str, Any] = {"IPv4": pool, **({"IPv6": cluster.external.load_balancer_pool6}
+                                                 if cluster.external.load_balancer_pool6 is not None else {})}
     # never listed: a /8 pool would be 16 million addresses (seconds and gigabytes)
     edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
     taken_lb: set[str] = set(held.lbs)
@@ -302,8 +307,11 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
     for ps in parsed:  # explicit requests first, in file order
         if ps.requested_lb_ip is not None:
             where = join(ps.path, "spec.loadBalancerIP")
-            if ipaddress.IPv4Address(ps.requested_lb_ip) not in pool or ipaddress.IPv4Address(ps.requested_lb_ip) in edges:
-                raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": not in the cloud load balancer\'s pool cluster.external.loadBalancerPool {pool}')
+            wanted = ipaddress.ip_address(ps.requested_lb_ip)
+            fpool = lb_pools.get(family_of(ps.requested_lb_ip))
+            if fpool is None or wanted not in fpool or wanted in edges or wanted == fpool.network_address:
+                where_pool = ", ".join(str(p) for p in lb_pools.values())
+                raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": not in the cloud load balancer\'s pool cluster.external.loadBalancerPool {where_pool}')
             if ps.requested_lb_ip in taken_lb:
                 raise ps.src.error(where, f'Invalid value: "{ps.requested_lb_ip}": already assigned to another Service')
             taken_lb.add(ps.requested_lb_ip)
@@ -386,14 +394,20 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
                     ports[i] = replace(port, node_port=free_port(port.protocol, f"spec.ports[{i}].nodePort"))
         extra: dict[str, object] = {}
         if svc.type == "LoadBalancer":
-            lb_ip = ps.requested_lb_ip
-            if lb_ip is None:
-                lb_ip = next((str(h) for h in pool.hosts() if str(h) not in taken_lb), None)
+            lb_ips: list[str] = []
+            for family in fams.families:  # one per family of the Service, in its order
+                fpool = lb_pools.get(family)
+                if fpool is None:
+                    continue
+                lb_ip = ps.requested_lb_ip if ps.requested_lb_ip and family_of(ps.requested_lb_ip) == family else None
                 if lb_ip is None:
-                    raise ps.src.error(join(ps.path, "spec.type"), f'Invalid value: "LoadBalancer": no load-balancer IP left: '
-                                       f"the pool cluster.external.loadBalancerPool {pool} is exhausted")
-                taken_lb.add(lb_ip)
-            extra["load_balancer_ips"] = (lb_ip,)
+                    lb_ip = next((str(h) for h in fpool.hosts() if str(h) not in taken_lb), None)
+                    if lb_ip is None:
+                        raise ps.src.error(join(ps.path, "spec.type"), f'Invalid value: "LoadBalancer": no load-balancer IP left: '
+                                           f"the pool cluster.external.loadBalancerPool {fpool} is exhausted")
+                    taken_lb.add(lb_ip)
+                lb_ips.append(lb_ip)
+            extra["load_balancer_ips"] = tuple(lb_ips)
             if svc.external_traffic_policy == "Local" and svc.health_check_node_port is None:
                 extra["health_check_node_port"] = free_port("TCP", "spec.healthCheckNodePort")
         out.append(replace(svc, cluster_ip=ips[0] if ips else None, cluster_ips=tuple(ips), ip_families=fams.families,

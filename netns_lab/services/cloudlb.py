@@ -34,6 +34,7 @@ from netns_lab.services import setns
 from netns_lab.services.ready import say_ready
 
 TABLE = "ip cloud-lb"
+TABLE6 = "ip6 cloud-lb"  # a dual-stack lab's IPv6 load-balancer IPs: the same slots, marks and nodes
 SLOTS = 64
 SEED = 0x6B38
 
@@ -60,12 +61,21 @@ def _comment(text: str) -> str:
 
 
 def render(config: dict[str, Any], healthy: dict[str, set[str]]) -> str:
-    """The whole ``cloud-lb`` table for the current health (pure; one nft transaction)."""
+    """The whole ``cloud-lb`` table for the current health (pure; one nft transaction), and
+    its IPv6 twin when a Service has an IPv6 load-balancer IP."""
+    text = _table(config, healthy, TABLE, "ip", "ipv4_addr", lambda ip: ":" not in ip)
+    if any(":" in ip for svc in config["services"] for ip in svc["ips"]) or config.get("dualStack"):
+        text += _table(config, healthy, TABLE6, "ip6", "ipv6_addr", lambda ip: ":" in ip)
+    return text
+
+
+def _table(config: dict[str, Any], healthy: dict[str, set[str]], table: str, ip_kw: str, addr_type: str,
+           mine: Any) -> str:
     elements: list[str] = []
     chains: list[str] = []
     for i, svc in enumerate(config["services"]):
         chain = f"svc-{i}"
-        for ip in svc["ips"]:
+        for ip in filter(mine, svc["ips"]):
             for proto, port in svc["ports"]:
                 elements.append(f"{ip} . {proto} . {port} : jump {chain}")
         owners = slot_owners(config["nodes"], healthy.get(svc["key"], set()))
@@ -73,16 +83,17 @@ def render(config: dict[str, Any], healthy: dict[str, set[str]]) -> str:
             body = f'counter drop comment "{_comment(svc["key"] + ": no node in service")}"'
         else:
             slots = ", ".join(f"{s} : {n['mark']:#x}" for s, n in enumerate(owners))
-            body = f'meta mark set jhash ip saddr . th sport mod {SLOTS} seed {SEED:#x} map {{ {slots} }} comment "{_comment(svc["key"])}"'
+            body = (f'meta mark set jhash {ip_kw} saddr . th sport mod {SLOTS} seed {SEED:#x} map {{ {slots} }} '
+                    f'comment "{_comment(svc["key"])}"')
         chains.append(f"  chain {chain} {{ {body} ; }}")
     elems = f" elements = {{ {', '.join(elements)} }} ;" if elements else ""
     return "\n".join([
-        f"table {TABLE}",
-        f"delete table {TABLE}",
-        f"table {TABLE} {{",
-        f"  map services {{ type ipv4_addr . inet_proto . inet_service : verdict ;{elems} }}",
+        f"table {table}",
+        f"delete table {table}",
+        f"table {table} {{",
+        f"  map services {{ type {addr_type} . inet_proto . inet_service : verdict ;{elems} }}",
         "  chain prerouting { type filter hook prerouting priority mangle ; policy accept ; "
-        "ip daddr . meta l4proto . th dport vmap @services ; }",
+        f"{ip_kw} daddr . meta l4proto . th dport vmap @services ; }}",
         *chains,
         "}",
     ]) + "\n"

@@ -3,6 +3,7 @@ updates, EndpointSlices per family, and each family's kube-proxy rules (pure cod
 
 from __future__ import annotations
 
+import os
 import textwrap
 from ipaddress import IPv6Network
 
@@ -18,6 +19,7 @@ from netns_lab.scenario.families import FamilyRequest, decide
 from netns_lab.scenario.yamlsrc import Source
 from netns_lab.errors import ScenarioError
 from netns_lab.views import endpoint_slices
+from tests.conftest import ROOT
 
 DUAL, SINGLE = ("IPv4", "IPv6"), ("IPv4",)
 SRC = Source("s.yaml", None)
@@ -161,3 +163,30 @@ def test_dns_answers_aaaa_and_ip6_arpa_for_the_ipv6_family(tmp_path) -> None:  #
     assert ask(ptr, "PTR") == ["both.default.svc.cluster.local."]
     assert dns.answer(rec, "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.9.0.0.0.1.0.0.0.0.d.f.ip6.arpa", "PTR")[0] == dns.NXDOMAIN  # in the range, unallocated
     assert dns.answer(rec, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "PTR")[0] == dns.REFUSED
+
+
+def test_a_dual_stack_load_balancer_gets_an_ip_from_each_pool_and_both_cloud_lb_tables() -> None:
+    from netns_lab.controllers import loadbalancer
+    from netns_lab.services.cloudlb import render
+
+    s = load_scenario(os.path.join(ROOT, "scenarios", "dual-stack.yaml"))
+    lb = next(svc for svc in s.services if svc.name == "web-lb")
+    assert lb.load_balancer_ips == ("198.51.100.1", "2001:db8:198:51::1")  # primary first, each from its family's pool
+    topo = plan(s)
+    cfg = loadbalancer.balancer_config(s.services, topo, "/tmp/status.json")
+    healthy = {"default/web-lb": {"node-1", "node-2"}}
+    text = render(cfg, healthy)
+    assert "table ip cloud-lb {" in text and "table ip6 cloud-lb {" in text
+    assert "2001:db8:198:51::1 . tcp . 80 : jump svc-0" in text and "jhash ip6 saddr . th sport" in text
+    four = text.split("table ip6 cloud-lb")[0]
+    assert "2001:db8" not in four and "198.51.100.1 . tcp . 80 : jump svc-0" in four
+    v6 = {p.name: p for p in service_ports(s.services, s.pods, topo, family=6)}
+    assert v6["web-lb"].lb_ips == ("2001:db8:198:51::1",)  # the IPv6 proxier serves the IPv6 LB IP
+
+
+def test_ipv6_external_ips_are_routed_to_the_nodes_ipv6_addresses(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from netns_lab.realize.outside import on_node_network
+
+    topo = plan(load_scenario(os.path.join(ROOT, "scenarios", "dual-stack.yaml")))
+    assert on_node_network(topo, "fd00:10::40") and on_node_network(topo, "10.0.0.40")
+    assert not on_node_network(topo, "2001:db8:5::1") and not on_node_network(topo, "192.0.2.1")
