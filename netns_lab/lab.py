@@ -472,6 +472,11 @@ class Lab:
     def proxiers(self) -> dict[str, Proxier]:
         return self._proxy.proxiers
 
+    @property
+    def proxiers6(self) -> dict[str, Proxier]:
+        """A dual-stack lab's IPv6 proxiers, by node (empty in an IPv4 lab)."""
+        return self._proxy.proxiers6
+
     def service_ports(self) -> tuple[ServicePortInfo, ...]:
         return self._proxy.ports
 

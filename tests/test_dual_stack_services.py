@@ -78,6 +78,16 @@ def test_pods_and_nodes_have_both_families_primary_first(lab: Lab) -> None:
         assert lab.addresses(f"pod/{item['metadata']['namespace']}/{item['metadata']['name']}", 6) == [ips[1]]
 
 
+def test_pods_reach_pods_on_each_family(lab: Lab) -> None:
+    """should be able to reach pod on ipv4 and ipv6 ip: every pod reaches every pod on both
+    of its addresses, and is seen with its own address of that family."""
+    from netns_lab.probes.promises import matrix
+
+    for family in (4, 6):
+        report = matrix(lab.topology, "pod-to-pod", "tcp", family=family)
+        assert report.ok, (family, [p.describe() for p in report.failures])
+
+
 @pytest.mark.parametrize("spec, families", [
     ({}, ["IPv4"]),  # should create a single stack service with cluster ip from primary service range
     ({"ipFamilies": ["IPv4"]}, ["IPv4"]),  # should create service with ipv4 cluster ip

@@ -23,6 +23,7 @@ NODEPORT = os.path.join(ROOT, "scenarios", "nodeport.yaml")
 LOADBALANCER = os.path.join(ROOT, "scenarios", "loadbalancer.yaml")
 EXTERNAL_IPS = os.path.join(ROOT, "scenarios", "external-ips.yaml")
 CHANGES = os.path.join(ROOT, "scenarios", "changes.yaml")  # run-time changes: its steps apply, delete and label
+DUAL = os.path.join(ROOT, "scenarios", "dual-stack.yaml")
 
 
 def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -35,7 +36,7 @@ def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
         if m:
             current = f"{m.group(1)} {m.group(2)}"
             table[current] = set()
-        m = re.match(r"^\s+->\s+(\d+\.\d+\.\d+\.\d+:\d+)\s+Masq", line)
+        m = re.match(r"^\s+->\s+(\d+\.\d+\.\d+\.\d+:\d+|\[[0-9a-f:]+\]:\d+)\s+Masq", line)
         if m and current:
             table[current].add(m.group(1))
     return table
@@ -165,3 +166,29 @@ def test_trace_names_the_ipvs_virtual_and_real_server(ipvs_lab: Lab) -> None:
     conn = t.ipvs[node]  # e.g. "TCP SYN_RECV 10.244.0.3:45678 10.96.0.2:80 -> 10.244.1.2:9376"
     assert f" {ipvs_lab.ip_of('service/my-service')}:80 -> " in conn
     assert t.dnat == conn.split()[-1] == f"{ipvs_lab.ip_of('pod/' + t.served_by)}:9376"  # type: ignore[operator]
+
+
+@pytest.mark.root
+@pytest.mark.ipvs
+def test_dual_stack_in_ipvs_mode(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """A dual-stack lab in ipvs mode: one proxier per family (IPv6 virtual servers, KUBE-6-
+    ipsets, ip6tables glue, IPv6 VIPs on kube-ipvs0 next to the IPv4 ones); every check of
+    scenarios/dual-stack.yaml passes (both families' ClusterIPs, NodePort and LB over IPv6
+    from outside, ping6 to a VIP unanswered), and ipvsadm shows each family's model."""
+    lab = lab_factory(DUAL, cluster__proxyMode="ipvs")
+    assert lab.scenario is not None
+    outcomes = run_checks(lab, lab.scenario.checks)
+    assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
+    from netns_lab.proxy.types import hostport, service_ports
+
+    six = service_ports(lab.services, lab.pods, lab.topology, family=6)
+    expected = {f"{p.protocol} {hostport(p.cluster_ip, p.port)}": {hostport(e.ip, e.port) for e in p.endpoints if e.ready} for p in six}
+    table = _ipvsadm(lab, "node-1")
+    assert expected and all(table.get(k) == v for k, v in expected.items()), (expected, table)
+    four = {f"{p.protocol} {p.cluster_ip}:{p.port}" for p in lab.service_ports()}
+    assert four <= set(table)  # the IPv4 proxier's virtual servers are still there
+    addrs = lab.exec("node/node-1", ["ip", "-o", "addr", "show", "dev", "kube-ipvs0"], check=True).stdout
+    assert {p.cluster_ip for p in six} <= set(re.findall(r"inet6 (\S+)/128", addrs))
+    assert {p.cluster_ip for p in lab.service_ports()} <= set(re.findall(r"inet (\S+)/32", addrs))
+    sets = lab.exec("node/node-1", ["ipset", "list", "-n"], check=True).stdout.split()
+    assert "KUBE-6-CLUSTER-IP" in sets and "KUBE-CLUSTER-IP" in sets

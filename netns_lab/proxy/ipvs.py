@@ -58,6 +58,15 @@ COMMENT = {
 }
 
 
+IPSET_NAME_MAX = 31
+
+
+def set_name(name: str, family: int = 4) -> str:
+    """kube-proxy's NewIPSet: an IPv6 proxier's sets are ``KUBE-6-...`` (both families' sets
+    live in one kernel), cut to ipset's 31 characters as upstream cuts them."""
+    return name if family != 6 else ("KUBE-6-" + name.removeprefix("KUBE-"))[:IPSET_NAME_MAX]
+
+
 @dataclass(frozen=True)
 class VirtualServer:
     addr: str
@@ -160,13 +169,17 @@ def iptables_glue(ctx: NodeContext, plan: IpvsPlan | None = None, legacy_ping: b
     def has(name: str) -> bool:
         return bool(plan.sets[name])
 
+    def s(name: str) -> str:  # the set's name in this proxier's family
+        return set_name(name, ctx.family)
+
     def match(name: str, how: str) -> str:
-        return f'{c} "{COMMENT[name]}" -m set --match-set {name} {how}'
+        return f'{c} "{COMMENT[name]}" -m set --match-set {s(name)} {how}'
 
     nat = ["*nat", *(f":{n} - [0:0]" for n in ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ"))]
     filt = ["*filter", *(f":{n} - [0:0]" for n in ("KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL",
                                                    "KUBE-SOURCE-RANGES-FIREWALL", "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER"))]
-    nat.append("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN")
+    if ctx.family != 6:  # localhost is never proxied (IPv4's rule: IPv6 has no route_localnet)
+        nat.append("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN")
     # the sets with a chain of their own (ipsetWithIptablesChain), in kube-proxy's order
     for name, how, table, chain, target, proto in (
         ("KUBE-LOAD-BALANCER", "dst,dst", nat, "KUBE-SERVICES", "KUBE-LOAD-BALANCER", ""),
@@ -196,7 +209,7 @@ def iptables_glue(ctx: NodeContext, plan: IpvsPlan | None = None, legacy_ping: b
     ]
     for name in ("KUBE-CLUSTER-IP", "KUBE-LOAD-BALANCER"):  # kube-proxy's acceptIPVSTraffic
         if has(name):
-            nat.append(f"-A KUBE-SERVICES -m set --match-set {name} dst,dst -j ACCEPT")
+            nat.append(f"-A KUBE-SERVICES -m set --match-set {s(name)} dst,dst -j ACCEPT")
     filt += [
         f'-A KUBE-FORWARD {c} "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT',
         f'-A KUBE-FORWARD {c} "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
@@ -205,12 +218,12 @@ def iptables_glue(ctx: NodeContext, plan: IpvsPlan | None = None, legacy_ping: b
     ]
     if not legacy_ping:  # since 2022 (kubernetes#108460): a VIP answers only on its Service's ports
         filt += [
-            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-LOAD-BALANCER dst,dst -j RETURN",
-            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN",
-            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP dst,dst -j RETURN",
-            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j RETURN",
-            "-A KUBE-IPVS-FILTER -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j RETURN",
-            "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
+            f"-A KUBE-IPVS-FILTER -m set --match-set {s('KUBE-LOAD-BALANCER')} dst,dst -j RETURN",
+            f"-A KUBE-IPVS-FILTER -m set --match-set {s('KUBE-CLUSTER-IP')} dst,dst -j RETURN",
+            f"-A KUBE-IPVS-FILTER -m set --match-set {s('KUBE-EXTERNAL-IP')} dst,dst -j RETURN",
+            f"-A KUBE-IPVS-FILTER -m set --match-set {s('KUBE-EXTERNAL-IP-LOCAL')} dst,dst -j RETURN",
+            f"-A KUBE-IPVS-FILTER -m set --match-set {s('KUBE-HEALTH-CHECK-NODE-PORT')} dst -j RETURN",
+            f"-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set {s('KUBE-IPVS-IPS')} dst -j REJECT",
         ]
     for ip, proto, port in sorted(plan.lb_no_node_access):
         filt.append(f"-A KUBE-IPVS-OUT-FILTER -s {ip} -m ipvs --vaddr {ip} --vproto {proto} --vport {port} -j DROP")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 from netns_lab.errors import RealizeError
@@ -23,6 +24,7 @@ from netns_lab.realize.rtnl import Batch, Rtnl
 DUMMY_INDEX = 5
 NETLINK_NETFILTER, NETLINK_GENERIC = 12, 16
 IP_VS_SVC_F_PERSISTENT = 0x1
+V6_NETMASK = socket.inet_ntoa((128).to_bytes(4, sys.byteorder))  # 128 as the host-order u32 the kernel reads
 PROTO = {"TCP": socket.IPPROTO_TCP, "UDP": socket.IPPROTO_UDP, "SCTP": socket.IPPROTO_SCTP}
 SYSCTLS = {
     "net/ipv4/vs/conntrack": 1,  # kube-proxy: keep conntrack for IPVS traffic (needed for SNAT)
@@ -79,17 +81,18 @@ class _Requests:
             msg["attrs"].append(("IPVS_CMD_ATTR_DEST", dest.dump_nla()))
         self.genl.queue(msg, self.family, NLM_F_REQUEST | NLM_F_ACK, f"{self.where} IPVS {what}")
 
-    def ipset_entry(self, cmd: int, name: str, entry: object, etype: str) -> None:
+    def ipset_entry(self, cmd: int, name: str, entry: object, etype: str, family: int = socket.AF_INET) -> None:
         from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
         from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
         from pyroute2.netlink.nfnetlink.ipset import ipset_msg
 
         msg = ipset_msg()
-        msg["nfgen_family"] = socket.AF_INET
+        msg["nfgen_family"] = family
+        attr = "IPSET_ATTR_IPADDR_IPV6" if family == socket.AF_INET6 else "IPSET_ATTR_IPADDR_IPV4"
         msg["attrs"] = [
             ["IPSET_ATTR_PROTOCOL", self.ipset._proto_version],
             ["IPSET_ATTR_SETNAME", name],
-            ["IPSET_ATTR_DATA", {"attrs": self.ipset._entry_to_data_attrs(entry, etype, "IPSET_ATTR_IPADDR_IPV4")}],
+            ["IPSET_ATTR_DATA", {"attrs": self.ipset._entry_to_data_attrs(entry, etype, attr)}],
         ]
         self.nfnl.queue(msg, cmd | (NFNL_SUBSYS_IPSET << 8), NLM_F_REQUEST | NLM_F_ACK, f"{self.where} ipset {name} {entry}")
 
@@ -108,6 +111,8 @@ class IpvsProxier(Proxier):
         self.legacy_ping = legacy_ping
         self.backend = iptables_backend
         self.applied: render_ipvs.IpvsPlan | None = None
+        self.v6 = ctx.family == 6  # a dual-stack node's IPv6 proxier: its own sets, virtual servers and VIPs
+        self.tool = "ip6tables" if self.v6 else "iptables"
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: object = None) -> SyncStats:
         t0 = time.perf_counter()
@@ -116,7 +121,7 @@ class IpvsProxier(Proxier):
         t1 = time.perf_counter()
         in_thread(lambda w: self._apply(w, plan, full))
         glue = render_ipvs.iptables_glue(self.ctx, plan, self.legacy_ping, jumps=full and not self._hooked())
-        _run(self.netns, [f"iptables-{self.backend}-restore", "--noflush"], glue)
+        _run(self.netns, [f"{self.tool}-{self.backend}-restore", "--noflush"], glue)
         t2 = time.perf_counter()
         self.applied = plan
         self.last_input = glue
@@ -127,7 +132,7 @@ class IpvsProxier(Proxier):
         self.applied = render_ipvs.render(self.ctx, ports, self.scheduler)
 
     def _hooked(self) -> bool:
-        out = subprocess.run(["ip", "netns", "exec", self.netns, f"iptables-{self.backend}-save", "-t", "nat"],
+        out = subprocess.run(["ip", "netns", "exec", self.netns, f"{self.tool}-{self.backend}-save", "-t", "nat"],
                              capture_output=True, text=True).stdout
         return "-j KUBE-SERVICES" in out
 
@@ -168,32 +173,35 @@ class IpvsProxier(Proxier):
             current = self._dummy_addresses(nl)
         else:
             current = old.vips if old else set()
+        host = 128 if self.v6 else 32
         for vip in sorted(plan.vips - current):
-            nl.addr_add(f"{self.netns}/{render_ipvs.DUMMY} {vip}", DUMMY_INDEX, vip, 32)
+            nl.addr_add(f"{self.netns}/{render_ipvs.DUMMY} {vip}", DUMMY_INDEX, vip, host)
         for vip in sorted(current - plan.vips):
-            nl.addr_del(f"{self.netns}/{render_ipvs.DUMMY} {vip}", DUMMY_INDEX, vip, 32)
+            nl.addr_del(f"{self.netns}/{render_ipvs.DUMMY} {vip}", DUMMY_INDEX, vip, host)
         nl.commit()
 
-    @staticmethod
-    def _dummy_addresses(nl: Rtnl) -> set[str]:
-        return set(nl.addresses(DUMMY_INDEX))
+    def _dummy_addresses(self, nl: Rtnl) -> set[str]:
+        """This family's VIPs on kube-ipvs0 (the other family's proxier owns the rest)."""
+        return {a for a in nl.addresses(DUMMY_INDEX, socket.AF_INET6 if self.v6 else socket.AF_INET) if not a.startswith("fe80:")}
 
     def _ipsets(self, ipset, batch: _Requests, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None, full: bool) -> None:  # type: ignore[no-untyped-def]
         from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL
 
-        for name, stype in render_ipvs.SET_TYPES.items():
+        family = socket.AF_INET6 if self.v6 else socket.AF_INET
+        for base, stype in render_ipvs.SET_TYPES.items():
+            name = render_ipvs.set_name(base, self.ctx.family)
             if full:
-                kw = {"bitmap_ports_range": (0, 65535)} if stype == "bitmap:port" else {}
+                kw: dict[str, object] = {"bitmap_ports_range": (0, 65535)} if stype == "bitmap:port" else {"family": family}
                 ipset.create(name, stype=stype, exclusive=False, **kw)
                 ipset.flush(name)
                 before: set[str] = set()
             else:
-                before = old.sets[name] if old else set()
-            now = plan.sets[name]
+                before = old.sets[base] if old else set()
+            now = plan.sets[base]
             for cmd, entries in ((IPSET_CMD_DEL, before - now), (IPSET_CMD_ADD, now - before)):
                 for entry in sorted(entries):
-                    args, kw = _entry(entry, stype)
-                    batch.ipset_entry(cmd, name, args[0], kw["etype"])
+                    args, ekw = _entry(entry, stype)
+                    batch.ipset_entry(cmd, name, args[0], ekw["etype"], family)
 
     def _virtual_servers(self, ipvs, batch: _Requests, plan: render_ipvs.IpvsPlan, old: render_ipvs.IpvsPlan | None,  # type: ignore[no-untyped-def]
                          full: bool) -> None:
@@ -202,14 +210,19 @@ class IpvsProxier(Proxier):
 
         def svc_obj(vs: render_ipvs.VirtualServer) -> IPVSService:
             kw = {"addr": vs.addr, "port": vs.port, "protocol": PROTO[vs.protocol], "sched_name": vs.scheduler}
-            if vs.persistence:
-                kw |= {"flags": {"flags": IP_VS_SVC_F_PERSISTENT, "mask": 0xFFFF}, "timeout": vs.persistence, "netmask": "255.255.255.255"}
+            if self.v6:  # the kernel wants a netmask on every service: for IPv6 a prefix length, read as a
+                kw["netmask"] = V6_NETMASK  # host-order u32 from the attribute's bytes (ipvsadm's nla_put_u32)
+            if vs.persistence:  # persistence per client address: /32, /128
+                kw |= {"flags": {"flags": IP_VS_SVC_F_PERSISTENT, "mask": 0xFFFF}, "timeout": vs.persistence,
+                       "netmask": V6_NETMASK if self.v6 else "255.255.255.255"}
             return IPVSService(**kw)
 
         if full:
             current: dict[tuple[str, int, str], set[tuple[str, int]]] = {}
             for msg in ipvs.service("dump"):
                 s = IPVSService.from_message(msg)
+                if (":" in str(s["addr"])) != self.v6:
+                    continue  # the other family's proxier owns it
                 proto = {v: k for k, v in PROTO.items()}.get(s["protocol"], "TCP")
                 key = (s["addr"], s["port"], proto)
                 current[key] = {(d["addr"], d["port"]) for d in (IPVSDest.from_message(m) for m in ipvs.dest("dump", service=s))}

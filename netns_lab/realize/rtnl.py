@@ -183,10 +183,10 @@ class Rtnl(Batch):
     def addr_del(self, what: str, index: int, address: str, prefixlen: int) -> None:
         self._addr(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, what, index, address, prefixlen)
 
-    def addresses(self, index: int) -> list[str]:
-        """IPv4 addresses on interface ``index`` (a dump, outside any batch)."""
+    def addresses(self, index: int, family: int = socket.AF_INET) -> list[str]:
+        """The addresses of ``family`` on interface ``index`` (a dump, outside any batch)."""
         msg = ifaddrmsg()
-        msg["family"] = socket.AF_INET
+        msg["family"] = family
         self.sock.send(self._encode(msg, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP))
         out: list[str] = []
         for kind, _seq, data, offset, length in self._replies():

@@ -143,9 +143,6 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
         raise src.error(join(path, "ipFamily"), f'Unsupported value: "{ip_family}": supported values: {supported}'
                         + (extra if ip_family == "ipv6" else ""))
     dual = ip_family == "dual"
-    if dual and proxy_mode == "ipvs":
-        raise src.error(join(path, "proxyMode"), 'Unsupported value: "ipvs": with ipFamily dual the proxy modes are "iptables" '
-                        'and "nftables" (IPVS with IPv6 virtual servers is not built yet)')
     cidrs: dict[str, IPv4Network] = {}
     cidrs6: dict[str, IPv6Network] = {}
     for field, key in (("nodeCIDR", "node_cidr"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):

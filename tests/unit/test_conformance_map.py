@@ -85,7 +85,7 @@ def render(data: list[dict[str, Any]]) -> str:
     out = ["# sig-network behaviours this lab reproduces", "",
            "Generated from `sig-network.yaml` by `tests/unit/test_conformance_map.py` (`UPDATE_GOLDEN=1` rewrites it).",
            "Every `[Conformance]` test of sig-network in kubernetes' `test/conformance/testdata/conformance.yaml`,",
-           "and the main data-path e2e tests of `test/e2e/network/{service,dns,networking,conntrack}.go`: reproduced",
+           "and the main data-path e2e tests of `test/e2e/network/{service,dns,networking,conntrack,dual_stack}.go`: reproduced",
            "(the tests named run real traffic, in iptables and nftables mode), out of scope (with why), or missing.", "",
            "| | reproduced | out of scope | missing |", "|---|---:|---:|---:|"]
     for conf, label in ((True, "[Conformance]"), (False, "other e2e")):

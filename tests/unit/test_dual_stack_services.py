@@ -190,3 +190,19 @@ def test_ipv6_external_ips_are_routed_to_the_nodes_ipv6_addresses(tmp_path) -> N
     topo = plan(load_scenario(os.path.join(ROOT, "scenarios", "dual-stack.yaml")))
     assert on_node_network(topo, "fd00:10::40") and on_node_network(topo, "10.0.0.40")
     assert not on_node_network(topo, "2001:db8:5::1") and not on_node_network(topo, "192.0.2.1")
+
+
+def test_ipvs_ipv6_proxier_has_its_own_sets_and_glue() -> None:
+    """kube-proxy's ipvs mode per family: KUBE-6- sets (cut to ipset's 31 characters, as
+    upstream's NewIPSet), IPv6 virtual servers, ip6tables glue without the IPv4 localhost rule."""
+    from netns_lab.proxy import ipvs
+
+    assert ipvs.set_name("KUBE-CLUSTER-IP", 6) == "KUBE-6-CLUSTER-IP" and ipvs.set_name("KUBE-CLUSTER-IP") == "KUBE-CLUSTER-IP"
+    assert ipvs.set_name("KUBE-LOAD-BALANCER-SOURCE-CIDR", 6) == "KUBE-6-LOAD-BALANCER-SOURCE-CID"
+    plan6 = ipvs.render(CTX6, (SVC6,))
+    assert ("fd00:172:30::41", 80, "TCP") in plan6.services and ("2001:db8::1", 3001, "TCP") in plan6.services
+    assert plan6.services[("fd00:172:30::41", 80, "TCP")].reals == (("fd00:10:180::1", 80), ("fd00:10:180::2:1", 80))
+    assert "fd00:172:30::41,tcp:80" in plan6.sets["KUBE-CLUSTER-IP"]
+    glue = ipvs.iptables_glue(CTX6, plan6)
+    assert "--match-set KUBE-6-CLUSTER-IP dst,dst ! -s fd00:10::/64 -j KUBE-MARK-MASQ" in glue
+    assert "127.0.0.0/8" not in glue and "--match-set KUBE-CLUSTER-IP " not in glue
