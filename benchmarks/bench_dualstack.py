@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
@@ -31,40 +30,10 @@ SYNC_SERVICES = 1000
 PROXY_MODES = ["iptables", "nftables"]
 
 
-def scenario_file(nodes: int, ppn: int, network: str, family: str, name: str) -> str:
-    lines = ["apiVersion: netns-lab/v1", "kind: Scenario", f"name: {name}",
-             f"cluster: {{nodes: {nodes}, network: {network}, ipFamily: {family}}}", "objects:"]
-    for i in range(nodes * ppn):
-        lines.append(f"  - {{apiVersion: v1, kind: Pod, metadata: {{name: p{i}}}, "
-                     f"spec: {{containers: [{{name: c, image: netexec, ports: [{{containerPort: 8080}}]}}]}}}}")
-    fd, path = tempfile.mkstemp(suffix=".yaml", prefix="bench-ds-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    return path
-
-
 def one_lab(nodes: int, ppn: int, network: str, family: str) -> dict[str, object]:
-    from netns_lab.lab import Lab
-    from netns_lab.probes.connect import Probe, run_probes
+    from bench_lab import one_lab as up_and_serve  # this directory is the script's (sys.path[0])
 
-    path = scenario_file(nodes, ppn, network, family, f"bds-{family}-{network[:4]}")
-    try:
-        lab = Lab.from_file(path)
-    finally:
-        os.unlink(path)
-    t0 = time.perf_counter()
-    lab.up()
-    t_up = time.perf_counter() - t0
-    topo = lab.topology
-    probes = [Probe(topo.node(p.node).netns, str(ip), 8080) for p in topo.workload_pods for ip in p.ips]
-    t1 = time.perf_counter()
-    results = run_probes(probes, timeout=5)
-    t_serve = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    lab.down()
-    return {"family": family, "network": network, "nodes": nodes, "ppn": ppn, "pods": len(topo.pods), "up_s": t_up,
-            "probes": len(probes), "serving_probe_s": t_serve, "not_serving": sum(r.result != "ok" for r in results),
-            "down_s": time.perf_counter() - t2}
+    return {"family": family, "network": network, "nodes": nodes, "ppn": ppn, **up_and_serve(nodes, ppn, network, family)}
 
 
 def generated(n: int, family: int):  # type: ignore[no-untyped-def]

@@ -24,10 +24,10 @@ MODES = ["vxlan", "host-gw"]
 SETTLE_S = 3.0
 
 
-def scenario_file(nodes: int, pods_per_node: int, mode: str, name: str) -> str:
+def scenario_file(nodes: int, pods_per_node: int, mode: str, name: str, family: str = "ipv4") -> str:
     lines = [
         "apiVersion: netns-lab/v1", "kind: Scenario", f"name: {name}",
-        f"cluster: {{nodes: {nodes}, network: {mode}}}", "objects:",
+        f"cluster: {{nodes: {nodes}, network: {mode}, ipFamily: {family}}}", "objects:",
     ]
     for i in range(nodes * pods_per_node):
         lines.append(
@@ -48,11 +48,11 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
-def one_lab(nodes: int, ppn: int, mode: str) -> dict[str, float]:
+def one_lab(nodes: int, ppn: int, mode: str, family: str = "ipv4") -> dict[str, float]:
     from netns_lab.lab import Lab
     from netns_lab.probes.connect import Probe, run_probes
 
-    path = scenario_file(nodes, ppn, mode, f"bench-{mode}")
+    path = scenario_file(nodes, ppn, mode, f"bench-{mode}" if family == "ipv4" else f"bench-{family}-{mode[:4]}", family)
     try:
         lab = Lab.from_file(path)
     finally:
@@ -61,8 +61,8 @@ def one_lab(nodes: int, ppn: int, mode: str) -> dict[str, float]:
     lab.up()
     t_up = time.perf_counter() - t0
     topo = lab.topology
-    # every pod serving: one TCP probe from its node to each pod
-    probes = [Probe(topo.node(p.node).netns, str(p.ip), 8080) for p in topo.workload_pods]
+    # every pod serving: one TCP probe from its node to each pod, on each of its addresses
+    probes = [Probe(topo.node(p.node).netns, str(ip), 8080) for p in topo.workload_pods for ip in p.ips]
     t1 = time.perf_counter()
     results = run_probes(probes, timeout=5)
     t_serve = time.perf_counter() - t1
@@ -74,7 +74,7 @@ def one_lab(nodes: int, ppn: int, mode: str) -> dict[str, float]:
     lab.down()
     t_down = time.perf_counter() - t2
     return {
-        "pods": len(topo.pods), "up_s": t_up, "serving_probe_s": t_serve, "down_s": t_down,
+        "pods": len(topo.pods), "probes": len(probes), "up_s": t_up, "serving_probe_s": t_serve, "down_s": t_down,
         "not_serving": len(bad), "builder_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "netexec_peak_kib": netexec_rss,
     }

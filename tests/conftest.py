@@ -69,3 +69,18 @@ def host_namespace_unchanged() -> Iterator[None]:
     if changed:
         diff = "\n".join(f"--- {k}\nbefore:\n{before[k]}\nafter:\n{after[k]}" for k in changed)
         pytest.fail(f"the host network namespace changed: {', '.join(changed)}\n{diff}", pytrace=False)
+
+
+@pytest.fixture
+def cleanup(lab) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    """Refs to delete after the test, from the module's shared ``lab`` (which goes back to its
+    scenario); one already gone is refused by the API (NotFound) and skipped."""
+    from netns_lab.errors import ScenarioError
+
+    refs: list[str] = []
+    yield refs
+    for ref in refs:
+        try:
+            lab.delete(ref, grace_period=0)
+        except ScenarioError:
+            pass

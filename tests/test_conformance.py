@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from netns_lab.errors import ScenarioError
 from netns_lab.lab import Lab
 from netns_lab.probes.connect import Probe, run_probes
 from tests.conftest import ROOT
@@ -37,19 +35,6 @@ def service(lab: Lab, name: str, spec: dict[str, Any], labels: dict[str, str] | 
     meta: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
     lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {"selector": {"app": "web"}, **spec}})
     return lab.service(name)
-
-
-@pytest.fixture
-def cleanup(lab: Lab) -> Iterator[list[str]]:
-    """Refs to delete after the test (the shared lab goes back to its scenario); one already
-    gone is refused by the API (NotFound) and skipped."""
-    refs: list[str] = []
-    yield refs
-    for ref in refs:
-        try:
-            lab.delete(ref, grace_period=0)
-        except ScenarioError:
-            pass
 
 
 def served(lab: Lab, src: str, dst: str, port: int, protocol: str = "tcp", n: int = TRIES,
@@ -201,17 +186,26 @@ def test_large_requests(lab: Lab, cleanup: list[str]) -> None:
     """Networking Granular Checks: Services should be able to handle large requests (http, udp):
     a 2,000-byte HTTP request and a 2,000-byte UDP datagram (bigger than the overlay MTU: it
     crosses as IP fragments) through a ClusterIP, from the other node, answered whole."""
+    svc = service(lab, "large", {"ports": [{"name": "tcp", "port": 80, "targetPort": 9376},
+                                           {"name": "udp", "port": 80, "targetPort": 9376, "protocol": "UDP"}]})
+    cleanup.append("service/large")
+    http, udp = large_requests(lab, "pod/client-2", svc.cluster_ip)
+    assert http.startswith(b"HTTP/1.") and b"web-" in http, http[:200]
+    assert http.count(b"x") >= 2000, len(http)  # the whole request came through (netexec echoes the path)
+    assert udp.split()[0].decode() in BACKENDS
+
+
+def large_requests(lab: Lab, client: str, ip: str, port: int = 80) -> tuple[bytes, bytes]:
+    """A 2,000-byte HTTP request and a 2,000-byte UDP datagram from ``client`` to ``ip``:port
+    (IPv4 or IPv6): the two answers."""
     import socket
 
     from netns_lab.realize.netns import run_in
 
-    svc = service(lab, "large", {"ports": [{"name": "tcp", "port": 80, "targetPort": 9376},
-                                           {"name": "udp", "port": 80, "targetPort": 9376, "protocol": "UDP"}]})
-    cleanup.append("service/large")
     body = "x" * 2000
 
     def http() -> bytes:
-        with socket.create_connection((svc.cluster_ip, 80), timeout=3) as s:
+        with socket.create_connection((ip, port), timeout=3) as s:
             s.sendall(f"GET /echo?msg={body} HTTP/1.0\r\nHost: large\r\n\r\n".encode())
             data = b""
             while chunk := s.recv(65536):
@@ -219,15 +213,12 @@ def test_large_requests(lab: Lab, cleanup: list[str]) -> None:
             return data
 
     def udp() -> bytes:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(3)
-            s.sendto(body.encode(), (svc.cluster_ip, 80))
+            s.sendto(body.encode(), (ip, port))
             return s.recv(65536)
 
-    reply = run_in(lab.netns_of("pod/client-2"), http)
-    assert reply.startswith(b"HTTP/1.") and b"web-" in reply, reply[:200]
-    assert reply.count(b"x") >= 2000, len(reply)  # the whole request came through (netexec echoes the path)
-    assert run_in(lab.netns_of("pod/client-2"), udp).split()[0].decode() in BACKENDS
+    return run_in(lab.netns_of(client), http), run_in(lab.netns_of(client), udp)
 
 
 def test_pod_dns_config(lab: Lab, cleanup: list[str]) -> None:
@@ -565,12 +556,19 @@ def test_udp_flow_survives_its_server_pod_cycling(lab: Lab, cleanup: list[str], 
         spec["internalTrafficPolicy"] = "Local"  # client-2 and both servers on node-2
     svc = service(lab, name, spec)
     dst, port = (node_ips(lab)[1], svc.ports[0].node_port) if kind == "NodePort" else (svc.cluster_ip, 80)
+    flow_follows_backend_swap(lab, client, dst, port, pod, "udp-b")
+
+
+def flow_follows_backend_swap(lab: Lab, client: str, dst: str, port: int, pod: dict[str, Any], second: str) -> None:
+    """A UDP flow answered by ``pod`` (the only backend) is answered by pod ``second`` (same
+    labels) once ``pod`` is deleted and ``second`` created: the stale conntrack entry went."""
+    first, labels = pod["metadata"]["name"], pod["metadata"]["labels"]
     answers, stop, t = _udp_stream(lab, client, dst, port)
     try:
-        assert _answered_by(answers, "udp-a", 5), answers[-5:]
-        lab.delete("pod/udp-a", grace_period=0)
-        lab.apply({**pod, "metadata": {"name": "udp-b", "labels": {"udp": "cycle"}}})
-        assert _answered_by(answers, "udp-b", 5), answers[-5:]
+        assert _answered_by(answers, first, 5), answers[-5:]
+        lab.delete(f"pod/{first}", grace_period=0)
+        lab.apply({**pod, "metadata": {"name": second, "labels": labels}})
+        assert _answered_by(answers, second, 5), answers[-5:]
     finally:
         stop.set()
         t.join()

@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from netns_lab.errors import LabError, ScenarioError
+from netns_lab.errors import LabError
 from netns_lab.lab import Lab
 from netns_lab.probes.connect import Probe, run_probes
-from netns_lab.realize.netns import run_in
 from tests.conftest import ROOT
-from tests.test_conformance import _answered_by, _udp_stream
+from tests.test_conformance import flow_follows_backend_swap, large_requests
 
 DUAL = os.path.join(ROOT, "scenarios", "dual-stack.yaml")
 WEB = {"web-1", "web-2"}
@@ -35,17 +32,6 @@ pytestmark = pytest.mark.root
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
 def lab(request: pytest.FixtureRequest, lab_factory: Any) -> Lab:
     return lab_factory(DUAL, cluster__proxyMode=request.param)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def cleanup(lab: Lab) -> Iterator[list[str]]:
-    refs: list[str] = []
-    yield refs
-    for ref in refs:
-        try:
-            lab.delete(ref, grace_period=0)
-        except ScenarioError:
-            pass
 
 
 def served(lab: Lab, src: str, dst: str, port: int, protocol: str = "tcp", n: int = 12) -> tuple[set[str | None], set[str]]:
@@ -172,26 +158,9 @@ def test_secondary_family_session_affinity(lab: Lab, cleanup: list[str], protoco
 def test_secondary_family_large_requests(lab: Lab, dual: Any) -> None:
     """Granular Checks (secondary family): large requests: 2,000 bytes over HTTP and in one
     UDP datagram (IPv6 fragments across the overlay) through the IPv6 cluster IP."""
-    body = "x" * 2000
-    ip = dual.cluster_ips[1]
-
-    def http() -> bytes:
-        with socket.create_connection((ip, 80), timeout=3) as s:
-            s.sendall(f"GET /echo?msg={body} HTTP/1.0\r\nHost: large\r\n\r\n".encode())
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-            return data
-
-    def udp() -> bytes:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.sendto(body.encode(), (ip, 80))
-            return s.recv(65536)
-
-    reply = run_in(lab.netns_of("pod/client-2"), http)
-    assert reply.startswith(b"HTTP/1.") and reply.count(b"x") >= 2000, reply[:200]
-    assert run_in(lab.netns_of("pod/client-2"), udp).split()[0].decode() in WEB
+    http, udp = large_requests(lab, "pod/client-2", dual.cluster_ips[1])
+    assert http.startswith(b"HTTP/1.") and http.count(b"x") >= 2000, http[:200]
+    assert udp.split()[0].decode() in WEB
 
 
 def test_udp_over_ipv6_survives_a_backend_swap(lab: Lab, cleanup: list[str]) -> None:
@@ -205,15 +174,7 @@ def test_udp_over_ipv6_survives_a_backend_swap(lab: Lab, cleanup: list[str]) -> 
                "spec": {"ipFamilies": ["IPv6"], "selector": {"udp6": "swap"}, "ports": [{"port": 80, "targetPort": 9376, "protocol": "UDP"}]}})
     ip = lab.service("udp6").cluster_ip
     assert ip is not None and ":" in ip
-    answers, stop, t = _udp_stream(lab, "pod/client-1", ip, 80)
-    try:
-        assert _answered_by(answers, "udp6-a", 5), answers[-5:]
-        lab.delete("pod/udp6-a", grace_period=0)
-        lab.apply({**pod, "metadata": {"name": "udp6-b", "labels": {"udp6": "swap"}}})
-        assert _answered_by(answers, "udp6-b", 5), answers[-5:]
-    finally:
-        stop.set()
-        t.join()
+    flow_follows_backend_swap(lab, "pod/client-1", ip, 80, pod, "udp6-b")
 
 
 def test_single_stack_to_dual_and_back(lab: Lab, cleanup: list[str]) -> None:

@@ -42,42 +42,37 @@ def echo_request(ident: int, seq: int, payload: bytes = b"netns-lab") -> bytes:
 ECHO_REQUEST6, ECHO_REPLY6, UNREACHABLE6 = 128, 129, 1  # ICMPv6 (RFC 4443)
 
 
-def _ping6(src_netns: str, dst: str, timeout: float, count: int) -> PingResult:
-    """ICMPv6 echo: the kernel fills in the checksum (it covers a pseudo-header) and hands
-    back ICMPv6 messages without their IPv6 header."""
-    ident = (os.getpid() ^ int(time.monotonic() * 1000)) & 0xFFFF
-    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
-        for seq in range(1, count + 1):
-            start = time.monotonic()
-            try:
-                sock.sendto(struct.pack("!BBHHH", ECHO_REQUEST6, 0, 0, ident, seq) + b"netns-lab", (dst, 0))
-            except OSError as exc:
-                return PingResult(src_netns, dst, "no-reply", f"send failed: {exc.strerror}")
-            deadline = start + timeout
-            while (left := deadline - time.monotonic()) > 0:
-                ready, _, _ = select.select([sock], [], [], left)
-                if not ready:
-                    break
-                packet, addr = sock.recvfrom(65535)
-                if len(packet) < 8:
-                    continue
-                icmp_type, _, _, r_ident, r_seq = struct.unpack("!BBHHH", packet[:8])
-                if icmp_type == ECHO_REPLY6 and addr[0] == dst and r_ident == ident and r_seq == seq:
-                    return PingResult(src_netns, dst, "reply", f"echo reply from {dst}", time.monotonic() - start)
-                if icmp_type == UNREACHABLE6 and len(packet) >= 8 + 40 + 8:  # quoting our echo: IPv6 header, then ICMPv6
-                    q_type, _, _, q_ident = struct.unpack("!BBHH", packet[48:54])
-                    if q_type == ECHO_REQUEST6 and q_ident == ident:
-                        return PingResult(src_netns, dst, "no-reply", f"ICMPv6 unreachable from {addr[0]}")
-    return PingResult(src_netns, dst, "no-reply", f"no echo reply within {timeout:g}s")
+def _answer(packet: bytes, v6: bool, ident: int, seq: int) -> str | None:
+    """What one received packet says about our echo ``ident``/``seq``: "reply", "unreachable"
+    (an error quoting it) or None. IPv4 raw sockets hand over the IP header, IPv6 ones do not."""
+    ihl = 0 if v6 else (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 8:
+        return None
+    icmp_type, _, _, r_ident, r_seq = struct.unpack("!BBHHH", packet[ihl : ihl + 8])
+    if icmp_type == (ECHO_REPLY6 if v6 else 0) and (r_ident, r_seq) == (ident, seq):
+        return "reply"
+    inner = packet[ihl + 8 :]  # an error quotes our packet: its IP header, then our echo's first bytes
+    if v6 and icmp_type == UNREACHABLE6 and len(inner) >= 40 + 6:
+        q_type, _, _, q_ident = struct.unpack("!BBHH", inner[40:46])
+        return "unreachable" if q_type == ECHO_REQUEST6 and q_ident == ident else None
+    if not v6 and icmp_type == 3 and len(inner) >= 28:
+        inner_ihl = (inner[0] & 0x0F) * 4
+        return "unreachable" if struct.unpack("!H", inner[inner_ihl + 4 : inner_ihl + 6])[0] == ident else None
+    return None
 
 
 def _ping(src_netns: str, dst: str, timeout: float, count: int) -> PingResult:
+    """ICMP or ICMPv6 echo (by ``dst``'s family); for ICMPv6 the kernel fills in the checksum,
+    which covers a pseudo-header."""
+    v6 = ":" in dst
     ident = (os.getpid() ^ int(time.monotonic() * 1000)) & 0xFFFF
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+    family, proto = (socket.AF_INET6, socket.IPPROTO_ICMPV6) if v6 else (socket.AF_INET, socket.IPPROTO_ICMP)
+    with socket.socket(family, socket.SOCK_RAW, proto) as sock:
         for seq in range(1, count + 1):
             start = time.monotonic()
+            request = struct.pack("!BBHHH", ECHO_REQUEST6, 0, 0, ident, seq) + b"netns-lab" if v6 else echo_request(ident, seq)
             try:
-                sock.sendto(echo_request(ident, seq), (dst, 0))
+                sock.sendto(request, (dst, 0))
             except OSError as exc:
                 return PingResult(src_netns, dst, "no-reply", f"send failed: {exc.strerror}")
             deadline = start + timeout
@@ -86,21 +81,14 @@ def _ping(src_netns: str, dst: str, timeout: float, count: int) -> PingResult:
                 if not ready:
                     break
                 packet, addr = sock.recvfrom(65535)
-                ihl = (packet[0] & 0x0F) * 4
-                icmp_type, _, _, r_ident, r_seq = struct.unpack("!BBHHH", packet[ihl : ihl + 8])
-                if icmp_type == 0 and addr[0] == dst and r_ident == ident and r_seq == seq:
+                seen = _answer(packet, v6, ident, seq)
+                if seen == "reply" and addr[0] == dst:
                     return PingResult(src_netns, dst, "reply", f"echo reply from {dst}", time.monotonic() - start)
-                if icmp_type == 3 and len(packet) >= ihl + 8 + 28:  # unreachable quoting our echo
-                    inner = packet[ihl + 8 :]
-                    inner_ihl = (inner[0] & 0x0F) * 4
-                    q_ident = struct.unpack("!H", inner[inner_ihl + 4 : inner_ihl + 6])[0]
-                    if q_ident == ident:
-                        return PingResult(src_netns, dst, "no-reply", f"ICMP unreachable from {addr[0]}")
+                if seen == "unreachable":
+                    return PingResult(src_netns, dst, "no-reply", f"ICMP{'v6' if v6 else ''} unreachable from {addr[0]}")
     return PingResult(src_netns, dst, "no-reply", f"no echo reply within {timeout:g}s")
 
 
 def ping(src_netns: str, dst: str, timeout: float = 1.0, count: int = 1) -> PingResult:
     """One or more echo requests from ``src_netns``; ``reply`` on the first matching answer."""
-    if ":" in dst:
-        return run_in(src_netns, lambda: _ping6(src_netns, dst, timeout, count))
     return run_in(src_netns, lambda: _ping(src_netns, dst, timeout, count))

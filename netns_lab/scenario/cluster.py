@@ -286,21 +286,17 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
         pool, pool6 = _cidrs(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"], ip_family)
     else:
         pool = default.load_balancer_pool
-    for field, net in (("cidr", cidr), ("loadBalancerPool", pool)):
-        for other, onet in (*cluster_cidrs.items(), *((("external.cidr", cidr),) if field != "cidr" else ())):
-            if net.overlaps(onet):
-                raise src.error(join(path, field), f'Invalid value: "{net}": overlaps {other} {onet}')
-        for host_net in host_networks:
-            if net.overlaps(host_net):  # type: ignore[arg-type]
-                raise src.error(join(path, field), f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use')
-    if cidr6 is not None and pool6 is not None:
-        for field, net6 in (("cidr", cidr6), ("loadBalancerPool", pool6)):
-            for other, onet6 in (*cluster_cidrs6.items(), *((("external.cidr", cidr6),) if field != "cidr" else ())):
-                if net6.overlaps(onet6):
-                    raise src.error(join(path, field), f'Invalid value: "{net6}": overlaps {other} {onet6}')
+    for ext_cidr, ext_pool, ranges in ((cidr, pool, cluster_cidrs), (cidr6, pool6, cluster_cidrs6)):  # per family
+        if ext_cidr is None or ext_pool is None:
+            continue  # an IPv4 lab's IPv6 half
+        for field, net in (("cidr", ext_cidr), ("loadBalancerPool", ext_pool)):
+            for other, onet in (*ranges.items(), *((("external.cidr", ext_cidr),) if field != "cidr" else ())):
+                if net.overlaps(onet):  # type: ignore[arg-type]
+                    raise src.error(join(path, field), f'Invalid value: "{net}": overlaps {other} {onet}')
             for host_net in host_networks:
-                if net6.overlaps(host_net):  # type: ignore[arg-type]
-                    raise src.error(join(path, field), f'Invalid value: "{net6}": overlaps the host network {host_net}; choose a range the host does not use')
+                if net.overlaps(host_net):  # type: ignore[arg-type]  (False across families)
+                    raise src.error(join(path, field), f'Invalid value: "{net}": overlaps the host network {host_net}; choose a range the host does not use')
+    if cidr6 is not None:
         _mirrors(src, join(path, "cidr"), cidr, cidr6)
     clients = list(default.clients)
     for i, name in enumerate(raw.get("clients") or []):
