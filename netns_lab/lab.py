@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 from typing import Any, TypeVar
 
 from netns_lab import cleanup, interrupts, procs, state
@@ -67,7 +67,7 @@ def _until(done: Callable[[], bool], timeout: float, interval: float) -> bool:
 
 
 def parse_ref(text: str | ObjectRef) -> ObjectRef:
-    """``pod/NAME``, ``pod/NS/NAME``, ``node/NAME`` or an IPv4 address."""
+    """``pod/NAME``, ``pod/NS/NAME``, ``node/NAME`` or an IP address (IPv4 or IPv6)."""
     if isinstance(text, ObjectRef):
         return text
     if text == "external":
@@ -75,7 +75,7 @@ def parse_ref(text: str | ObjectRef) -> ObjectRef:
     if text.startswith("external/"):
         return ObjectRef("external", text.split("/", 1)[1])
     try:
-        return ObjectRef("ip", str(IPv4Address(text)))
+        return ObjectRef("ip", str(ip_address(text)))
     except ValueError:
         pass
     kind, _, rest = text.partition("/")

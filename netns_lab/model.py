@@ -58,6 +58,12 @@ class ClusterConfig:
         return ("IPv4", "IPv6") if self.dual_stack else ("IPv4",)
 
 
+def hostport(ip: str, port: int) -> str:
+    """``ip:port``, an IPv6 address in brackets: Go's net.JoinHostPort, as kube-proxy writes
+    endpoints (comments, DNAT targets, chain-name hashes) and kubelet the Service links."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 DUAL_DEFAULTS = {  # cluster.ipFamily dual: the IPv6 half of each range when not written
     "node_cidr6": IPv6Network("fd00:10::/64"),  # kind's docker network is a ULA /64 too
     "pod_cidr6": IPv6Network("fd00:10:244::/56"),  # kind: a /64 per node

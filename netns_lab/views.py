@@ -116,11 +116,16 @@ def rows(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], topo: 
             if (namespace is not None and s.namespace != namespace) or s.type == "ExternalName":
                 continue
             addrs: list[str] = []
-            for eps in endpoints(s, pods, topo).values():
+            for eps in endpoints(s, pods, topo, family=_primary_family(s)).values():
                 addrs += [f"{e.ip}:{e.port}" for e in eps if f"{e.ip}:{e.port}" not in addrs]
             text = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "") if addrs else "<none>"
             out.append(([s.namespace] if namespace is None else []) + [s.name, text, age_text])
     return out
+
+
+def _primary_family(s: Service) -> int:
+    """The legacy Endpoints controller lists the addresses of the Service's primary family."""
+    return 6 if s.ip_families[:1] == ("IPv6",) else 4
 
 
 def _rfc3339(seconds: float) -> str:
@@ -256,7 +261,7 @@ def objects(kind: str, pods: tuple[Pod, ...], services: tuple[Service, ...], top
         for s in services:
             if (namespace is None or s.namespace == namespace) and s.type != "ExternalName":
                 subsets = []
-                for sp, eps in endpoints(s, pods, topo).items():
+                for sp, eps in endpoints(s, pods, topo, family=_primary_family(s)).items():
                     if eps:
                         subsets.append({"addresses": [{"ip": e.ip, "nodeName": e.node, "targetRef": {"kind": "Pod", "name": e.pod.split("/", 1)[1]}} for e in eps],
                                         "ports": [{"port": eps[0].port, "protocol": sp.protocol, **({"name": sp.name} if sp.name else {})}]})

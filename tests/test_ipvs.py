@@ -179,7 +179,8 @@ def test_dual_stack_in_ipvs_mode(lab_factory) -> None:  # type: ignore[no-untype
     assert lab.scenario is not None
     outcomes = run_checks(lab, lab.scenario.checks)
     assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
-    from netns_lab.proxy.types import hostport, service_ports
+    from netns_lab.model import hostport
+    from netns_lab.proxy.types import service_ports
 
     six = service_ports(lab.services, lab.pods, lab.topology, family=6)
     expected = {f"{p.protocol} {hostport(p.cluster_ip, p.port)}": {hostport(e.ip, e.port) for e in p.endpoints if e.ready} for p in six}

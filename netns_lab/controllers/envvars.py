@@ -7,7 +7,7 @@ Headless and ExternalName Services have no variables.
 
 from __future__ import annotations
 
-from netns_lab.model import Pod, Service
+from netns_lab.model import Pod, Service, hostport
 
 
 def _name(s: str) -> str:
@@ -24,12 +24,13 @@ def service_vars(svc: Service) -> list[tuple[str, str]]:
     for p in svc.ports:
         if p.name:
             out.append((f"{name}_SERVICE_PORT_{_name(p.name)}", str(p.port)))
-    out.append((f"{name}_PORT", f"{first.protocol.lower()}://{ip}:{first.port}"))
+    # the link variables join address and port as kubelet's net.JoinHostPort: [IPv6]:port
+    out.append((f"{name}_PORT", f"{first.protocol.lower()}://{hostport(ip, first.port)}"))
     for p in svc.ports:
         proto = p.protocol.lower()
         prefix = f"{name}_PORT_{p.port}_{p.protocol.upper()}"
         out += [
-            (prefix, f"{proto}://{ip}:{p.port}"),
+            (prefix, f"{proto}://{hostport(ip, p.port)}"),
             (f"{prefix}_PROTO", proto),
             (f"{prefix}_PORT", str(p.port)),
             (f"{prefix}_ADDR", ip),

@@ -38,9 +38,10 @@ def health_answers(services: tuple[Service, ...], ports: tuple[ServicePortInfo, 
         sps = by_service.get((svc.namespace, svc.name), [])
         for node in topo.nodes:
             # kube-proxy's LocalReadyEndpoints: distinct ready (not terminating) local
-            # endpoints (ip:port) over the Service's ports, so a node whose last pod is
-            # terminating fails the check and the load balancer stops sending it new connections
-            count = len({(e.ip, e.port) for sp in sps for e in sp.local_endpoints(node.name) if e.ready})
+            # endpoints over the Service's ports, so a node whose last pod is terminating fails
+            # the check and the load balancer stops sending it new connections; counted by pod
+            # and port: a dual-stack Service's two families list the same pods
+            count = len({(e.pod, e.port) for sp in sps for e in sp.local_endpoints(node.name) if e.ready})
             out[node.name][str(svc.health_check_node_port)] = {"namespace": svc.namespace, "name": svc.name, "localEndpoints": count}
     return out
 

@@ -28,7 +28,7 @@ from netns_lab.errors import LabError
 from netns_lab.lab import Lab
 from netns_lab.probes.capture import Capture
 from netns_lab.probes.connect import split_hostport
-from netns_lab.proxy.types import hostport
+from netns_lab.model import hostport
 from netns_lab.scenario.k8s import ascii_int
 from netns_lab.realize.netns import run_in
 

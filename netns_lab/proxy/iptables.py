@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from netns_lab.model import hostport
 from netns_lab.proxy.types import (
     MASQ_MARK,
     NodeContext,
     ServicePortInfo,
     TrafficPolicy,
     endpoint_hash,
-    hostport,
     port_proto_hash,
     traffic_policy,
 )

@@ -20,7 +20,8 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, hostport, traffic_policy
+from netns_lab.model import hostport
+from netns_lab.proxy.types import MASQ_MARK, NodeContext, ServicePortInfo, traffic_policy
 
 TABLE = "ip kube-proxy"
 CHAIN_NAME_MAX = 200

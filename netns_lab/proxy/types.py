@@ -48,11 +48,6 @@ class NodeContext:
         return "ipv6_addr" if self.family == 6 else "ipv4_addr"
 
 
-def hostport(ip: str, port: int) -> str:
-    """``ip:port``, an IPv6 address in brackets (Go's net.JoinHostPort, as kube-proxy writes
-    endpoints in comments, DNAT targets and chain-name hashes)."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
 
 @dataclass(frozen=True)
 class ServicePortInfo:

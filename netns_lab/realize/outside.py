@@ -63,8 +63,9 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
     node_prefix, ext_prefix = topo.node_cidr.prefixlen, topo.external_cidr.prefixlen
     router_mac, router_ext_mac, lb_mac = mac_for(topo.router_ip), mac_for(topo.router_ext_ip), mac_for(topo.lb_ip)
     v6 = {"net/ipv6/conf/all/forwarding": 1} if topo.dual_stack else {}
+    v6_ecmp = {"net/ipv6/fib_multipath_hash_policy": 1} if topo.dual_stack else {}  # IPv6 flows spread per flow too
     with new_namespace(topo.wan_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as wan, \
-            new_namespace(topo.router_netns, {**ROUTER_SYSCTLS, **v6}) as router, \
+            new_namespace(topo.router_netns, {**ROUTER_SYSCTLS, **v6, **v6_ecmp}) as router, \
             new_namespace(topo.lb_netns, {**FORWARDER_SYSCTLS, **v6}) as lb:
         wan.link_add(f"{topo.wan_netns}/br0", index=WAN_BRIDGE, ifname="br0", kind="bridge", mtu=mtu, up=True)
         wan.commit()

@@ -18,6 +18,7 @@ from netns_lab import atomic
 from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan
 from netns_lab.errors import RealizeError
+from netns_lab.proxy.types import service_ports
 from netns_lab.realize.hostinfo import require_sctp
 from netns_lab.reconcile import Runtime, View, plural
 
@@ -40,7 +41,10 @@ class NodeAgents:
     def desired(self, view: View) -> dict[str, Any]:
         topo, st = view.topology, self.rt.state
         assert st is not None
-        health = loadbalancer.health_answers(view.objects.services, view.ports, topo)
+        ports = view.ports  # and the IPv6 family's: an IPv6-only Service has no IPv4 ports to count
+        if topo.dual_stack:
+            ports += service_ports(view.objects.services, view.objects.pods, topo, family=6)
+        health = loadbalancer.health_answers(view.objects.services, ports, topo)
         targets: list[dict[str, Any]] = [
             {"netns": p.netns, "name": p.name, "ports": sorted({port for port, proto in p.ports if proto != "SCTP"}),
              **({"sctp": sorted({port for port, proto in p.ports if proto == "SCTP"})} if any(pr == "SCTP" for _, pr in p.ports) else {})}

@@ -18,7 +18,10 @@ class ExternalIPRoutes:
 
     def desired(self, view: View) -> frozenset[str]:
         """Every Service externalIP outside the node network (those inside it need no route)."""
-        return frozenset(ip for s in view.objects.services for ip in s.external_ips if not outside.on_node_network(view.topology, ip))
+        topo = view.topology
+        families = (4, 6) if topo.dual_stack else (4,)  # kube-proxy ignores an address of a family the lab lacks
+        return frozenset(ip for s in view.objects.services for ip in s.external_ips
+                         if (6 if ":" in ip else 4) in families and not outside.on_node_network(topo, ip))
 
     def sync(self, view: View) -> list[str]:
         if not view.topology.has_outside or (self.routed is not None and not view.full and view.untouched(lambda s: bool(s.external_ips))):

@@ -31,7 +31,7 @@ from netns_lab.model import BUILTIN_NAMESPACES, Ingress, IngressClass, Namespace
 from netns_lab.scenario import k8s
 from netns_lab.scenario.ingress import check_ingress_refs
 from netns_lab.scenario.manifests import parse_object
-from netns_lab.scenario.families import FamilyRequest
+from netns_lab.scenario.families import update as update_families
 from netns_lab.scenario.netpol import DUAL_STACK_REFUSAL
 from netns_lab.scenario.services import ParsedService, allocate
 from netns_lab.scenario.yamlsrc import Source, join
@@ -210,7 +210,7 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
         if ps.requested_ip is not None and ps.requested_ip != was[0]:
             # v1.34's wording (validateServiceUpdate), headless <-> ClusterIP included
             raise ps.src.error(join(spath, "clusterIPs[0]"), f'Invalid value: ["{ps.requested_ip}"]: may not change once set')
-        ps.families = _updated_families(ps.families, old, was)
+        ps.families = update_families(ps.src, spath, ps.families, was, old.ip_families, old.ip_family_policy)
         ps.requested_ip = was[0]
         if old.type in ("NodePort", "LoadBalancer") and new.type in ("NodePort", "LoadBalancer"):
             used = {p.node_port for p in new.ports if p.node_port}
@@ -221,23 +221,11 @@ def _apply_service(objects: Objects, ps: ParsedService, old: Service | None) -> 
         if (old.health_check_node_port and new.health_check_node_port is None and new.type == "LoadBalancer"
                 and new.external_traffic_policy == "Local"):
             new = replace(new, health_check_node_port=old.health_check_node_port)
-        if old.type == "LoadBalancer" and new.type == "LoadBalancer" and ps.requested_lb_ip is None:
-            ps.requested_lb_ip = old.load_balancer_ips[0] if old.load_balancer_ips else None
+        if old.type == "LoadBalancer" and new.type == "LoadBalancer":  # its load-balancer IPs stay, one per family
+            ps.kept_lb_ips = old.load_balancer_ips
     ps.service = new
     (svc,) = allocate([ps], objects.cluster, held=held)
     return objects.put(svc)
-
-
-def _updated_families(req: FamilyRequest, old: Service, was: tuple[str, ...]) -> FamilyRequest:
-    """An update keeps what it does not say (the API server's patchAllocatedValues and
-    initIPFamilyFields on update): the cluster IPs, the families, the policy. A policy turned
-    PreferDualStack/RequireDualStack gets the second family; SingleStack releases it."""
-    policy = req.policy or old.ip_family_policy
-    ips = req.cluster_ips or was
-    families = req.families or old.ip_families
-    if policy == "SingleStack":
-        ips, families = ips[:1], families[:1]
-    return FamilyRequest(ips, families, policy)
 
 
 def _with_ingress_controllers(objects: Objects) -> Objects:

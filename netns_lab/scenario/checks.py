@@ -216,6 +216,9 @@ def parse_checks(src: Source, raw: Any, path: str, refs: Refs, objects: Objects 
                                                         '(an IPv6 address in brackets: [fd00:10:244::5]:8080)')
             if host.startswith("[") and host.endswith("]"):
                 host = host[1:-1]
+            elif ":" in host:  # as Go's SplitHostPort: fd00::5:80 could be fd00::5 port 80 or fd00::5:80 without one
+                raise src.error(join(cpath, "connect"), f'Invalid value: "{item["connect"]}": an IPv6 address goes in '
+                                                        f'brackets: "[{host}]:{port}"')
             target = refs.parse(src, join(cpath, "connect"), host, TARGET_KINDS, allow_ip=True, allow_name=True)
         elif action == "ping":
             target = refs.parse(src, join(cpath, "ping"), item["ping"], TARGET_KINDS, allow_ip=True, allow_name=True)

@@ -45,6 +45,7 @@ MAX_NODES = 250  # the node network plan and the benchmark's largest run fit wel
 RESERVED_NODE_NAMES = ("net",)
 NODE_SUBNET_PREFIX = 24
 NODE_SUBNET_PREFIX6 = 64  # a dual-stack node's IPv6 pod subnet, as kube-controller-manager's --node-cidr-mask-size-ipv6
+IPV6_MIN_MTU = 1280  # RFC 8200: a link that carries IPv6 carries 1,280-byte packets
 MAX_SERVICE_PREFIX6 = 108  # kube-apiserver refuses a larger IPv6 Service range (its allocator's bitmap)
 HostNet = IPv4Network | IPv6Network
 _DEFAULTS = {f.name: f.default for f in fields(ClusterConfig)}
@@ -210,6 +211,9 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
     mtu = raw.get("mtu", _DEFAULTS["mtu"])
     if not 1280 <= mtu <= 9000:
         raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be between 1280 and 9000, inclusive")
+    if dual and network == "vxlan" and mtu - 50 < IPV6_MIN_MTU:
+        raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be at least {IPV6_MIN_MTU + 50} in a dual-stack vxlan lab: "
+                                           f"the pods' MTU (50 less) must hold IPv6's minimum of {IPV6_MIN_MTU}")
     from netns_lab.proxy.ipvs import SCHEDULERS
 
     scheduler = raw.get("ipvsScheduler", _DEFAULTS["ipvs_scheduler"])

@@ -29,6 +29,7 @@ class FamilyRequest:
     cluster_ips: tuple[str, ...] = ()
     families: tuple[str, ...] = ()
     policy: str | None = None
+    ips_written: bool = False  # spec.clusterIPs itself was written (not only clusterIP, or nothing)
 
     @property
     def headless(self) -> bool:
@@ -48,6 +49,7 @@ def validate(src: Source, spec: dict[str, Any], spath: str, stype: str) -> Famil
     cluster_ip = spec.get("clusterIP") or ""
     ips = list(spec.get("clusterIPs") or [])
     ipath = join(spath, "clusterIPs")
+    written = bool(ips)
     if cluster_ip and not ips:  # storage's normalizeClusterIPs on create: an old client's singular field
         ips = [cluster_ip]
     if not cluster_ip and ips:
@@ -71,7 +73,7 @@ def validate(src: Source, spec: dict[str, Any], spath: str, stype: str) -> Famil
             raise src.error(ipath, f"Invalid value: {_go_list(ips)}: 'None' must be the first and only value")
         if stype in ("NodePort", "LoadBalancer"):
             raise src.error(join(ipath, 0), f"Invalid value: \"None\": may not be set to 'None' for {stype} services")
-        return FamilyRequest(("None",), tuple(families), policy)
+        return FamilyRequest(("None",), tuple(families), policy, written)
     for i, ip in enumerate(ips):
         if not _valid_ip(ip):
             raise src.error(join(ipath, i), f'Invalid value: "{ip}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)')
@@ -82,7 +84,42 @@ def validate(src: Source, spec: dict[str, Any], spath: str, stype: str) -> Famil
     for i, ip in enumerate(ips):
         if i < len(families) and family_of(ip) != families[i]:
             raise src.error(join(ipath, i), f'Invalid value: "{ip}": expected an {families[i]} value as indicated by `ipFamilies[{i}]`')
-    return FamilyRequest(tuple(ips), tuple(families), policy)
+    return FamilyRequest(tuple(ips), tuple(families), policy, written)
+
+
+def update(src: Source, spath: str, req: FamilyRequest, was_ips: tuple[str, ...], was_families: tuple[str, ...],
+           was_policy: str | None) -> FamilyRequest:
+    """An update of an existing Service (storage's normalizeClusterIPs and the allocator on
+    update): what it does not say is kept (the cluster IPs, the families, the policy); what it
+    says may add the second family (PreferDualStack / RequireDualStack) but not change a family
+    or a cluster IP once set, and may release the second one only with SingleStack."""
+    ipath, fpath, ppath = join(spath, "clusterIPs"), join(spath, "ipFamilies"), join(spath, "ipFamilyPolicy")
+    policy = req.policy or was_policy or "SingleStack"
+    ips = was_ips
+    if req.ips_written:
+        for i, (new, old) in enumerate(zip(req.cluster_ips, was_ips)):
+            if new != old:
+                raise src.error(join(ipath, i), f'Invalid value: "{new}": may not change once set')
+        ips = req.cluster_ips if len(req.cluster_ips) > len(was_ips) or policy == "SingleStack" else was_ips
+        if len(req.cluster_ips) < len(was_ips) and policy != "SingleStack":
+            raise src.error(ppath, f'Invalid value: "{policy}": must be \'SingleStack\' to release the secondary cluster IP')
+    families = was_families
+    if req.families:
+        for i, (new, old) in enumerate(zip(req.families, was_families)):
+            if new != old:
+                raise src.error(join(fpath, i), f'Invalid value: "{new}": may not change once set')
+        if len(req.families) < len(was_families) and policy != "SingleStack":
+            raise src.error(ppath, f'Invalid value: "{policy}": must be \'SingleStack\' to release the secondary IP family')
+        families = req.families if len(req.families) > len(was_families) else was_families
+    if policy == "SingleStack":
+        if len(req.families) > 1:
+            raise src.error(ppath, 'Invalid value: "SingleStack": must be \'RequireDualStack\' or \'PreferDualStack\' when multiple IP families are specified')
+        ips, families = ips[:1], families[:1]
+    if ips != ("None",):
+        for i, ip in enumerate(ips):
+            if i < len(families) and family_of(ip) != families[i]:
+                raise src.error(join(ipath, i), f'Invalid value: "{ip}": expected an {families[i]} value as indicated by `ipFamilies[{i}]`')
+    return FamilyRequest(ips, families, policy, True)
 
 
 def _valid_ip(text: str) -> bool:

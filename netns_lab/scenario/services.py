@@ -50,6 +50,7 @@ class ParsedService:
     requested_lb_ip: str | None = None  # spec.loadBalancerIP
     allocate_node_ports: bool = True  # spec.allocateLoadBalancerNodePorts
     families: FamilyRequest = FamilyRequest()  # clusterIPs, ipFamilies, ipFamilyPolicy as written
+    kept_lb_ips: tuple[str, ...] = ()  # an updated LoadBalancer's IPs: each family keeps its own
 
 
 def parse_service(src: Source, obj: dict[str, Any], base: str) -> ParsedService:
@@ -400,6 +401,10 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
                 if fpool is None:
                     continue
                 lb_ip = ps.requested_lb_ip if ps.requested_lb_ip and family_of(ps.requested_lb_ip) == family else None
+                if lb_ip is None:
+                    lb_ip = next((ip for ip in ps.kept_lb_ips if family_of(ip) == family and ip not in taken_lb), None)
+                    if lb_ip is not None:
+                        taken_lb.add(lb_ip)
                 if lb_ip is None:
                     lb_ip = next((str(h) for h in fpool.hosts() if str(h) not in taken_lb), None)
                     if lb_ip is None:

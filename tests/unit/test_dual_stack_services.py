@@ -206,3 +206,66 @@ def test_ipvs_ipv6_proxier_has_its_own_sets_and_glue() -> None:
     glue = ipvs.iptables_glue(CTX6, plan6)
     assert "--match-set KUBE-6-CLUSTER-IP dst,dst ! -s fd00:10::/64 -j KUBE-MARK-MASQ" in glue
     assert "127.0.0.0/8" not in glue and "--match-set KUBE-CLUSTER-IP " not in glue
+
+
+# -- updates (the API server's rules on update) ------------------------------------------------
+
+def _dual_objects():  # type: ignore[no-untyped-def]
+    from netns_lab.store import Objects
+
+    return Objects.of(load_scenario(os.path.join(ROOT, "scenarios", "dual-stack.yaml")))
+
+
+def _apply(objects, name: str, **spec: object):  # type: ignore[no-untyped-def]
+    from netns_lab.scenario.admission import Apply, admit
+
+    spec.setdefault("ports", [{"port": 80, "targetPort": 9376}])
+    spec.setdefault("selector", {"app": "web"})
+    m = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+    objects = admit(objects, [Apply(Source("change.yaml", m), "", m)])
+    return objects, next(s for s in objects.services if s.name == name)
+
+
+def test_an_update_keeps_what_it_does_not_say() -> None:
+    o, first = _apply(_dual_objects(), "grow", ipFamilyPolicy="PreferDualStack")
+    assert len(first.cluster_ips) == 2
+    o, again = _apply(o, "grow", clusterIP=first.cluster_ip)  # an old client writes clusterIP only
+    assert again.cluster_ips == first.cluster_ips and again.ip_family_policy == "PreferDualStack"
+    o, lb = _apply(o, "lb2", type="LoadBalancer", ipFamilyPolicy="RequireDualStack")
+    o, lb_again = _apply(o, "lb2", type="LoadBalancer", ports=[{"port": 81, "targetPort": 9376}])
+    assert lb_again.load_balancer_ips == lb.load_balancer_ips  # both families' LB IPs stay
+    o, shrunk = _apply(o, "grow", ipFamilyPolicy="SingleStack")
+    assert shrunk.cluster_ips == first.cluster_ips[:1] and shrunk.ip_families == ("IPv4",)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"ipFamilies": ["IPv6", "IPv4"]}, 'spec.ipFamilies[0]: Invalid value: "IPv6": may not change once set'),
+    ({"ipFamilies": ["IPv4"]}, "must be 'SingleStack' to release the secondary IP family"),
+    ({"clusterIP": "__v4__", "clusterIPs": ["__v4__"]}, "must be 'SingleStack' to release the secondary cluster IP"),
+    ({"clusterIP": "__v4__", "clusterIPs": ["__v4__", "fd00:10:96::99"]}, 'spec.clusterIPs[1]: Invalid value: "fd00:10:96::99": may not change once set'),
+])
+def test_an_update_may_not_change_a_family_or_drop_one_silently(spec: dict[str, object], message: str) -> None:
+    o, first = _apply(_dual_objects(), "fixed", ipFamilyPolicy="RequireDualStack")
+    spec = {k: ([first.cluster_ip if x == "__v4__" else x for x in v] if isinstance(v, list) else first.cluster_ip if v == "__v4__" else v)
+            for k, v in spec.items()}
+    with pytest.raises(ScenarioError) as err:
+        _apply(o, "fixed", ipFamilyPolicy="RequireDualStack", **spec)
+    assert message in str(err.value)
+
+
+def test_an_ipv6_external_ip_in_an_ipv4_lab_is_ignored_as_kube_proxy_ignores_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The API server accepts any address; kube-proxy (and so the router's routes) use only
+    the lab's families: an IPv4 lab routes its IPv4 externalIPs, nothing for an IPv6 one."""
+    from netns_lab.reconcile import View
+    from netns_lab.reconcile.routes import ExternalIPRoutes
+    from netns_lab.store import Objects
+
+    p = tmp_path / "s.yaml"
+    p.write_text("apiVersion: netns-lab/v1\nkind: Scenario\nname: v4\nobjects:\n"
+                 "- {apiVersion: v1, kind: Service, metadata: {name: e}, spec: {externalIPs: ['192.0.2.7', '2001:db8:5::7'], "
+                 "ports: [{port: 80}]}}\n")
+    s = load_scenario(str(p))
+    topo = plan(s)
+    view = View(Objects.of(s), topo, lambda: service_ports(s.services, s.pods, topo), True, None)
+    assert ExternalIPRoutes().desired(view) == frozenset({"192.0.2.7"})
+    assert [p.external_ips for p in service_ports(s.services, s.pods, topo) if p.name == "e"] == [("192.0.2.7",)]
