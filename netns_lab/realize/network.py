@@ -95,19 +95,32 @@ def add_pods(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
     in_thread(job)
 
 
-def remove_host_veth(topo: Topology, pod: PodPlan) -> None:
-    """Delete a pod's host-side veth in its node, if it is there: a pod namespace deleted while
-    a process still holds a socket in it lives on, and so does its veth pair."""
+def remove_host_veths(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
+    """Delete pods' host-side veths in their nodes, where they still are. A deleted pod
+    namespace is torn down by the kernel in the background (later under load, and not at all
+    while a process holds a socket in it), its veth pair with it: a pod made again at once
+    under the same name (same veth name, same interface index) would find the old one."""
+    from pyroute2.netlink.exceptions import NetlinkError
 
     def job(w: NetnsThread) -> None:
         from pyroute2 import IPRoute
 
-        w.enter(topo.node(pod.node).netns)
-        with IPRoute() as ipr:
-            for index in ipr.link_lookup(ifname=pod.host_veth):
-                ipr.link("del", index=index)
+        for node in sorted({p.node for p in pods}):
+            w.enter(topo.node(node).netns)
+            try:
+                with IPRoute() as ipr:
+                    for pod in (p for p in pods if p.node == node):
+                        for index in ipr.link_lookup(ifname=pod.host_veth):
+                            try:
+                                ipr.link("del", index=index)
+                            except NetlinkError as exc:
+                                if exc.code != 19:  # ENODEV: the kernel's teardown was quicker
+                                    raise
+            finally:
+                w.go_home()
 
-    in_thread(job)
+    if pods:
+        in_thread(job)
 
 
 def forget_pod(topo: Topology, pod: PodPlan) -> None:

@@ -37,7 +37,7 @@ class PodSandboxes:
         for p in new:  # the remains of an attempt that failed half way: made again from nothing
             if nsmod.exists(p.netns):
                 nsmod.delete(p.netns)
-            network.remove_host_veth(topo, p)
+        network.remove_host_veths(topo, new)
         st = self.rt.state
         assert st is not None
         for p in new:  # the record first
@@ -61,6 +61,8 @@ class PodSandboxes:
             if nsmod.exists(p.netns):
                 nsmod.delete(p.netns)
             network.forget_pod(view.topology, p)
+        network.remove_host_veths(view.topology, tuple(gone))  # now, not when the kernel gets to it
+        for p in gone:
             shutil.rmtree(resolvconf.config_dir(p.netns), ignore_errors=True)
             del self.made[p.key]
             st.namespaces = [n for n in st.namespaces if n != p.netns]
