@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from netns_lab import cleanup, interrupts, procs, state
 from netns_lab.controllers import spread
 from netns_lab.controllers.serviceports import ServicePorts
-from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, PodPlan, Topology, from_dict, plan, replan, to_dict
+from netns_lab.controllers.topology import NODE_AGENT_PORT, NodePlan, address_of, PodPlan, Topology, from_dict, plan, replan, to_dict
 from netns_lab.errors import LabError, RealizeError, ScenarioError
 from netns_lab.events import describe_all, log_events, object_changes
 from netns_lab.faults import ENV
@@ -601,7 +601,7 @@ class Lab:
         if r.kind in ("node", "pod", "external"):
             plan = (self.topology.node(r.name) if r.kind == "node" else self._client(r.name) if r.kind == "external"
                     else self.topology.pod(f"{r.namespace}/{r.name}"))
-            ip = plan.ip6 if family == 6 else plan.ip
+            ip = address_of(plan, family)
             if ip is None:
                 raise LabError(f"{r} has no IPv{family} address: lab {self.name} is single-stack (cluster.ipFamily)")
             return str(ip)
@@ -632,10 +632,10 @@ class Lab:
             raise LabError(f"no service {key} in lab {self.name}")
         return found
 
-    def addresses(self, ref: str | ObjectRef, family: int = 4) -> list[str]:
-        """The addresses of IP version ``family`` the object's namespace shows for itself (its
-        own `ip addr`)."""
-        return addresses(self.netns_of(ref), family)
+    def addresses(self, ref: str | ObjectRef, family: int | None = None) -> list[str]:
+        """The addresses of IP version ``family`` (default: the lab's primary one) the object's
+        namespace shows for itself (its own `ip addr`)."""
+        return addresses(self.netns_of(ref), family or self.topology.families[0])
 
     # -- doing things inside ---------------------------------------------------------------
     def exec(self, ref: str | ObjectRef, cmd: list[str], check: bool = False, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:

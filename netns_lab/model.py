@@ -7,12 +7,12 @@ controllers, the renderers and the realizer without anyone changing it under the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 NETWORK_MODES = ("vxlan", "host-gw")
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-IP_FAMILIES = ("ipv4", "dual")  # cluster.ipFamily; kind's "ipv6" (IPv6-only) is not built yet
+IP_FAMILIES = ("ipv4", "ipv6", "dual")  # cluster.ipFamily, as kind's networking.ipFamily
 POLICY_DATAPLANES = ("iptables", "nftables")  # cluster.networkPolicy: Calico's two layouts
 BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DNS_IMAGE = "netns-lab/dns"  # the cluster DNS pod's image: served by netns_lab.services.dns
@@ -55,7 +55,7 @@ class ClusterConfig:
     def ip_families(self) -> tuple[str, ...]:
         """The families Services may have here, in Kubernetes' spelling, primary first (the
         order of kube-apiserver's --service-cluster-ip-range values)."""
-        return ("IPv4", "IPv6") if self.dual_stack else ("IPv4",)
+        return {"dual": ("IPv4", "IPv6"), "ipv6": ("IPv6",)}.get(self.ip_family, ("IPv4",))
 
 
 def hostport(ip: str, port: int) -> str:
@@ -64,6 +64,14 @@ def hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+IPV6_DEFAULTS = {  # cluster.ipFamily ipv6: the ranges when not written (kind's IPv6 defaults)
+    "node_cidr": IPv6Network("fd00:10::/64"),
+    "pod_cidr": IPv6Network("fd00:10:244::/56"),
+    "service_cidr": IPv6Network("fd00:10:96::/112"),
+    "dns_ip": IPv6Address("fd00:10:96::a"),
+    "external_cidr": IPv6Network("2001:db8:203:113::/64"),
+    "load_balancer_pool": IPv6Network("2001:db8:198:51::/120"),
+}
 DUAL_DEFAULTS = {  # cluster.ipFamily dual: the IPv6 half of each range when not written
     "node_cidr6": IPv6Network("fd00:10::/64"),  # kind's docker network is a ULA /64 too
     "pod_cidr6": IPv6Network("fd00:10:244::/56"),  # kind: a /64 per node

@@ -142,10 +142,12 @@ def load_cluster(d: dict[str, Any]) -> ClusterConfig:
                 value = tuple(value)
             elif value is None:
                 pass  # an optional field left unset (the IPv6 ranges of an IPv4 lab)
-            elif like is None:  # optional address or range: its type is the text's
-                value = ipaddress.ip_network(value)
+            elif like is None or isinstance(like, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                value = ipaddress.ip_network(value)  # its family is the text's: an IPv6 lab's primary ranges are IPv6
+            elif isinstance(like, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                value = ipaddress.ip_address(value)
             elif not isinstance(like, (str, int, float, bool)):
-                value = type(like)(value)  # IPv4Network, IPv4Address
+                value = type(like)(value)
             out[f.name] = value
         return cls(**out)
 

@@ -24,6 +24,7 @@ LOADBALANCER = os.path.join(ROOT, "scenarios", "loadbalancer.yaml")
 EXTERNAL_IPS = os.path.join(ROOT, "scenarios", "external-ips.yaml")
 CHANGES = os.path.join(ROOT, "scenarios", "changes.yaml")  # run-time changes: its steps apply, delete and label
 DUAL = os.path.join(ROOT, "scenarios", "dual-stack.yaml")
+IPV6 = os.path.join(ROOT, "scenarios", "ipv6.yaml")
 
 
 def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -61,8 +62,8 @@ def ipvs_lab(lab_factory) -> Lab:  # type: ignore[no-untyped-def]
 
 @pytest.mark.root
 @pytest.mark.ipvs
-@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT, LOADBALANCER, EXTERNAL_IPS, CHANGES],
-                         ids=["clusterip", "nodeport", "loadbalancer", "external-ips", "changes"])
+@pytest.mark.parametrize("path", [CLUSTERIP, NODEPORT, LOADBALANCER, EXTERNAL_IPS, CHANGES, IPV6],
+                         ids=["clusterip", "nodeport", "loadbalancer", "external-ips", "changes", "ipv6"])
 def test_scenario_checks_pass_in_ipvs_mode(lab_factory, path: str) -> None:  # type: ignore[no-untyped-def]
     lab = lab_factory(path, cluster__proxyMode="ipvs")
     assert lab.scenario is not None

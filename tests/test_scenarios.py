@@ -56,7 +56,7 @@ def test_every_shipped_scenario_is_run_by_a_test() -> None:
     shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "scenarios")) if f.endswith(".yaml")}
     assert shipped == {"basic", "underlay", "clusterip", "nodeport", "loadbalancer", "external-ips", "dns", "headless",
                        "externalname", "ingress", "ingress-haproxy", "spread", "changes",
-                       "conformance", "dual-stack"}  # spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
+                       "conformance", "dual-stack", "ipv6"}  # ipv6: tests/test_ipv6.py; spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]

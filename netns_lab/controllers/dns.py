@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netns_lab.controllers.endpoints import endpoints
-from netns_lab.controllers.topology import Topology
+from netns_lab.controllers.topology import Topology, address_of
 from netns_lab.model import Pod, Service
 
 SCHEMA_VERSION = "1.1.0"
@@ -107,7 +107,7 @@ def service_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str)
 def _families(svc: Service, topo: Topology) -> tuple[int, ...]:
     """Which families' endpoints a headless Service lists: its ipFamilies, those the lab has."""
     wanted = svc.ip_families or ("IPv4",)
-    return tuple(f for f in (4, 6) if f"IPv{f}" in wanted and (f == 4 or topo.dual_stack))
+    return tuple(f for f in (4, 6) if f"IPv{f}" in wanted and f in topo.families)
 
 
 def _headless_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: str, family: int) -> list[tuple[str, str, Any]]:
@@ -126,7 +126,7 @@ def _headless_records(svc: Service, pods: tuple[Pod, ...], topo: Topology, z: st
         for pod in pods:
             if is_ready(svc, pod) and selects(svc, pod):
                 plan = topo.pod(pod.key)
-                ip = str(plan.ip6 if family == 6 else plan.ip)
+                ip = str(address_of(plan, family))
                 host = pod.hostname if pod.hostname and pod.subdomain == svc.name else dashed(ip)
                 hosts[ip] = f"{host}.{base}"
     out: list[tuple[str, str, Any]] = []

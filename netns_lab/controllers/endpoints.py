@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netns_lab.controllers.topology import Topology
+from netns_lab.controllers.topology import Topology, address_of
 from netns_lab.model import Pod, Service, ServicePort
 
 
@@ -58,7 +58,7 @@ def endpoints(svc: Service, pods: tuple[Pod, ...], topo: Topology,
         if not (ready or conditions) or not selects(svc, pod):
             continue
         plan = topo.pod(pod.key)
-        ip = plan.ip6 if family == 6 else plan.ip
+        ip = address_of(plan, family)
         if ip is None:
             continue  # an IPv4 lab has no IPv6 endpoints
         for sp in svc.ports:

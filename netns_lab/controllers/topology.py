@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from netns_lab.store import Objects
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
+VXLAN_OVERHEAD6 = 70  # over an IPv6 underlay (an IPv6-only lab): the outer IP header is 40 bytes
 VXLAN_VNI = 1
 VXLAN_PORT = 8472  # flannel's (Linux's historical) VXLAN port
 NODE_AGENT_PORT = 10250  # a server in every node namespace, for the pod-to-node promise
@@ -139,6 +140,15 @@ class Topology:
         return self.ip_family == "dual"
 
     @property
+    def families(self) -> tuple[int, ...]:
+        """The IP versions the lab's addresses have, primary first."""
+        return {"dual": (4, 6), "ipv6": (6,)}.get(self.ip_family, (4,))
+
+    @property
+    def uses_ipv6(self) -> bool:
+        return 6 in self.families
+
+    @property
     def is_spread(self) -> bool:
         return len(self.hosts) > 1
 
@@ -206,6 +216,15 @@ class Topology:
         return (self.underlay_netns, *outside, *(n.netns for n in self.local_nodes), *(p.netns for p in self.local_pods))
 
 
+def address_of(plan: object, family: int | None) -> "IPv4Address | IPv6Address | None":
+    """A planned host's address of IP version ``family`` (None: its primary one): ``ip`` or, in
+    a dual-stack lab, ``ip6`` (an IPv6-only lab's ``ip`` is its IPv6 address); None without one."""
+    ip, ip6 = getattr(plan, "ip"), getattr(plan, "ip6", None)
+    if family is None or ip.version == family:
+        return ip  # type: ignore[no-any-return]
+    return ip6 if ip6 is not None and ip6.version == family else None
+
+
 def underlay_netns(lab: str) -> str:
     return f"{lab}__net"  # "__" cannot occur in a node or pod namespace name
 
@@ -225,7 +244,7 @@ def pod_netns(lab: str, namespace: str, pod: str) -> str:
     return kernelnames.netns(lab, namespace, pod)
 
 
-def mac_for(ip: IPv4Address) -> str:
+def mac_for(ip: IPv4Address | IPv6Address) -> str:
     """``0a:58:`` + the IPv4 address, the convention of the CNI bridge plugin (and kubenet).
 
     Knowing every MAC from the plan lets the realizer install permanent neighbour entries:
@@ -234,6 +253,8 @@ def mac_for(ip: IPv4Address) -> str:
     permanent ones are exempt. So only same-node pod-to-pod traffic uses ARP, as on a real
     bridge, and a 1,000-pod lab still fits.
     """
+    if ip.version == 6:  # an IPv6-only lab: 4 bytes of a hash of the address (its low bytes repeat per subnet)
+        return "0a:58:" + ":".join(f"{b:02x}" for b in hashlib.sha1(ip.packed).digest()[:4])
     return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
@@ -287,7 +308,7 @@ def plan(scenario: Scenario) -> Topology:
     cluster = scenario.cluster
     lab = scenario.name
     node_hosts = _Hosts(cluster.node_cidr)
-    subnets = cluster.pod_cidr.subnets(new_prefix=24)
+    subnets = cluster.pod_cidr.subnets(new_prefix=64 if cluster.pod_cidr.version == 6 else 24)
     subnets6 = cluster.pod_cidr6.subnets(new_prefix=64) if cluster.pod_cidr6 is not None else None
     nodes: list[NodePlan] = []
     for i, name in enumerate(cluster.nodes):
@@ -328,7 +349,8 @@ def plan(scenario: Scenario) -> Topology:
             )
         pods.append(_pod_plan(lab, pod, node, used[node.name], veths[node.name]))
     _distinct_netns(scenario.path, [(f"node/{n.name}", n.netns) for n in nodes] + [(f"pod/{p.key}", p.netns) for p in pods])
-    pod_mtu = cluster.mtu - VXLAN_OVERHEAD if cluster.network == "vxlan" else cluster.mtu
+    overhead = VXLAN_OVERHEAD6 if cluster.node_cidr.version == 6 else VXLAN_OVERHEAD
+    pod_mtu = cluster.mtu - overhead if cluster.network == "vxlan" else cluster.mtu
     return Topology(
         lab=lab,
         network=cluster.network,

@@ -41,11 +41,11 @@ def _target_ip(lab: Lab, check: Check) -> tuple[str | None, str]:
 
 def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef, family: int | None = None) -> set[str]:
     if ref.kind == "self":
-        return set(lab.addresses(source, family or 4))
+        return set(lab.addresses(source, family or lab.topology.families[0]))
     if ref.kind == "node":  # a node may use any of its addresses as source (cni0, flannel.1)
         node = lab.topology.node(ref.name)
         if node.netns in lab.topology.namespaces:
-            return set(lab.addresses(ref, family or 4))
+            return set(lab.addresses(ref, family or lab.topology.families[0]))
         # on another machine of a spread lab: the addresses the plan gave it
         if family == 6:
             return {str(node.ip6), str(node.gateway6), *([str(node.vtep_ip6)] if lab.topology.network == "vxlan" else [])}
@@ -120,7 +120,7 @@ def _ping(lab: Lab, check: Check) -> CheckOutcome:
 
 def _matrix(lab: Lab, check: Check) -> CheckOutcome:
     assert check.matrix
-    report = matrix(lab.topology, check.matrix, "tcp" if check.protocol == "http" else check.protocol, family=check.family or 4)
+    report = matrix(lab.topology, check.matrix, "tcp" if check.protocol == "http" else check.protocol, family=check.family or lab.topology.families[0])
     if not report.pairs:
         return CheckOutcome(check, False, "no pairs to test (do the pods declare containerPorts?)")
     return CheckOutcome(check, report.ok, report.summary(), [p.describe() for p in report.failures[:10]])

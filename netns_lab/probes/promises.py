@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netns_lab.controllers.topology import NODE_AGENT_PORT, Topology
+from netns_lab.controllers.topology import NODE_AGENT_PORT, Topology, address_of
 from netns_lab.probes.connect import Probe, ProbeResult, run_probes
 from netns_lab.realize.netns import in_thread
 
@@ -86,13 +86,15 @@ def own_addresses(namespaces: list[str], family: int = 4) -> dict[str, frozenset
     return in_thread(job)
 
 
-def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", timeout: float = 3.0, family: int = 4) -> MatrixReport:
+def matrix(topo: Topology, kind: str = "pod-to-pod", protocol: str = "tcp", timeout: float = 3.0, family: int | None = None) -> MatrixReport:
     """Connect every source to every target of ``kind`` at once; judge reach and NAT. With
     ``family`` 6 (a dual-stack lab) the targets' IPv6 addresses, judged against the sources'
     own IPv6 addresses."""
 
+    family = family or topo.families[0]  # the primary family unless asked
+
     def ip(obj: object) -> str:
-        addr = getattr(obj, "ip6") if family == 6 else getattr(obj, "ip")
+        addr = address_of(obj, family)
         if addr is None:
             raise ValueError(f"{getattr(obj, 'name')} has no IPv{family} address (cluster.ipFamily)")
         return str(addr)

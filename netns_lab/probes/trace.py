@@ -181,7 +181,8 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
                                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(0.3)  # let the monitors subscribe before the packet leaves
         # On each node's port of the node network (a bridge device itself sees only its own frames)
-        bpf = f"udp port 8472 and {_inner_source_filter(src_ip)}"
+        # (BPF's udp[] reads IPv4 datagrams only: over an IPv6 underlay the decoding below picks the packet)
+        bpf = f"udp port 8472 and {_inner_source_filter(src_ip)}" if topo.node_cidr.version == 4 else "ip6 and udp port 8472"
         caps = [Capture(topo.underlay_netns, n.uplink, limit=20, bpf=bpf) for n in topo.local_nodes] if topo.network == "vxlan" else []
         with contextlib.ExitStack() as stack:
             for cap in caps:
@@ -300,7 +301,7 @@ def _decode_underlay(packets: list[Any], src_ip: str, sport: int) -> list[dict[s
     for p in packets:
         if VXLAN not in p:
             continue
-        outer, inner = p[IP], p[VXLAN].payload
+        outer, inner = (p[IPv6] if isinstance(p.payload, IPv6) else p[IP]), p[VXLAN].payload  # an IPv6 lab's underlay is IPv6
         layer = IPv6 if ":" in src_ip else IP
         if layer not in inner or inner[layer].src != src_ip:
             continue

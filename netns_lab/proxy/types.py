@@ -168,12 +168,13 @@ def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
     return base64.b32encode(digest).decode()[:16]
 
 
-def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, family: int = 4) -> tuple[ServicePortInfo, ...]:
+def service_ports(services: tuple[Service, ...], pods: tuple[Pod, ...], topo: Topology, family: int | None = None) -> tuple[ServicePortInfo, ...]:
     """Every proxied Service port with its endpoints and their conditions (headless Services
     are skipped); :func:`traffic_policy` picks which of them serve. ``family``: what one
     family's proxier sees (kube-proxy's per-family trackers): the Services with a cluster IP
     of that family, their addresses and endpoints of that family only."""
     out: list[ServicePortInfo] = []
+    family = family or topo.families[0]  # the primary family's proxier by default
     v6 = family == 6
 
     def mine(ips: tuple[str, ...]) -> tuple[str, ...]:

@@ -58,10 +58,10 @@ IPV6_SYSCTLS = {  # a dual-stack lab: addresses come from the plan, never from r
 IPV6_FORWARDING = {"net/ipv6/conf/all/forwarding": 1}  # nodes, the router, the cloud LB
 
 
-def ip_sysctls(dual_stack: bool) -> None:
+def ip_sysctls(ipv6: bool) -> None:
     """An IPv4 lab disables IPv6 (else every new link sends DAD/RS noise into captures); a
-    dual-stack lab keeps it, without DAD or autoconfiguration. Called in a fresh namespace."""
-    if dual_stack:
+    dual-stack or IPv6 lab keeps it, without DAD or autoconfiguration. Called in a fresh namespace."""
+    if ipv6:
         for key, value in IPV6_SYSCTLS.items():
             write_sysctl(key, value)
         return
@@ -161,7 +161,7 @@ class _Builder:
         """Create ``name``, configure its sysctls and return a netlink channel inside it."""
         self.w.create(name)
         try:
-            ip_sysctls(self.topo.dual_stack)
+            ip_sysctls(self.topo.uses_ipv6)
             for key, value in (sysctls or {}).items():
                 write_sysctl(key, value)
             nl = Rtnl(name)
@@ -180,7 +180,7 @@ class _Builder:
                 self._trunk(under)
             for node in topo.local_nodes:
                 self.node_nl[node.name] = self._new_namespace(
-                    node.netns, {**NODE_SYSCTLS, **(IPV6_FORWARDING if topo.dual_stack else {})})
+                    node.netns, {**NODE_SYSCTLS, **(IPV6_FORWARDING if topo.uses_ipv6 else {})})
                 fd = netns.open_fd(node.netns)
                 try:
                     under.link_add(
@@ -235,11 +235,13 @@ class _Builder:
                 f"{node.netns}/flannel.1", index=VXLAN, ifname="flannel.1", kind="vxlan", address=node.vtep_mac,
                 mtu=topo.underlay_mtu - 50, up=True,
                 data={"attrs": [
-                    ("IFLA_VXLAN_ID", VXLAN_VNI), ("IFLA_VXLAN_LOCAL", str(node.ip)), ("IFLA_VXLAN_LINK", ETH0),
+                    # an IPv6-only lab's tunnel runs over its IPv6 underlay
+                    ("IFLA_VXLAN_ID", VXLAN_VNI), ("IFLA_VXLAN_LOCAL6" if node.ip.version == 6 else "IFLA_VXLAN_LOCAL", str(node.ip)),
+                    ("IFLA_VXLAN_LINK", ETH0),
                     ("IFLA_VXLAN_PORT", VXLAN_PORT), ("IFLA_VXLAN_LEARNING", 0),
                 ]},
             )
-            nl.addr_add(f"{node.netns}/flannel.1 {node.vtep_ip}", VXLAN, str(node.vtep_ip), 32)
+            nl.addr_add(f"{node.netns}/flannel.1 {node.vtep_ip}", VXLAN, str(node.vtep_ip), node.vtep_ip.max_prefixlen)
         if node.ip6 is not None and node.pod_subnet6 is not None and topo.node_cidr6 is not None:
             # IPv6 on the same links; flannel.1 carries it over the IPv4 underlay
             nl.addr_add(f"{node.netns}/eth0 {node.ip6}", ETH0, str(node.ip6), topo.node_cidr6.prefixlen)

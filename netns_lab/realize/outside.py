@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable
 
 from netns_lab.controllers.loadbalancer import node_mark
-from netns_lab.controllers.topology import Topology, mac_for
+from netns_lab.controllers.topology import Topology, address_of, mac_for
 from netns_lab.realize import netns
 from netns_lab.realize.rtnl import Rtnl, veth_peer
 
@@ -62,8 +62,8 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
     mtu = topo.underlay_mtu
     node_prefix, ext_prefix = topo.node_cidr.prefixlen, topo.external_cidr.prefixlen
     router_mac, router_ext_mac, lb_mac = mac_for(topo.router_ip), mac_for(topo.router_ext_ip), mac_for(topo.lb_ip)
-    v6 = {"net/ipv6/conf/all/forwarding": 1} if topo.dual_stack else {}
-    v6_ecmp = {"net/ipv6/fib_multipath_hash_policy": 1} if topo.dual_stack else {}  # IPv6 flows spread per flow too
+    v6 = {"net/ipv6/conf/all/forwarding": 1} if topo.uses_ipv6 else {}
+    v6_ecmp = {"net/ipv6/fib_multipath_hash_policy": 1} if topo.uses_ipv6 else {}  # IPv6 flows spread per flow too
     with new_namespace(topo.wan_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as wan, \
             new_namespace(topo.router_netns, {**ROUTER_SYSCTLS, **v6, **v6_ecmp}) as router, \
             new_namespace(topo.lb_netns, {**FORWARDER_SYSCTLS, **v6}) as lb:
@@ -112,7 +112,8 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
             lb.neigh_add(f"{b}/eth0 neighbour {node.ip}", ETH0, str(node.ip), node.mac)
             table = TABLE_BASE + node.index
             lb.route_add(f"{b} table {table}: to {node.name}", "0.0.0.0", 0, str(node.ip), ETH0, table=table)
-            lb.rule_add(f"{b} rule fwmark {node_mark(node.index):#x} -> table {table}", node_mark(node.index), table, table)
+            lb.rule_add(f"{b} rule fwmark {node_mark(node.index):#x} -> table {table}", node_mark(node.index), table, table,
+                        socket.AF_INET6 if node.ip.version == 6 else socket.AF_INET)
             if node.ip6 is not None:  # the same mark sends an IPv6 flow to the node's IPv6 address
                 lb.neigh_add(f"{b}/eth0 neighbour {node.ip6}", ETH0, str(node.ip6), node.mac)
                 lb.route_add(f"{b} table {table}: to {node.name} (IPv6)", "::", 0, str(node.ip6), ETH0, table=table)
@@ -155,7 +156,7 @@ def route_external_ips(topo: Topology, ips: tuple[str, ...], gone: tuple[str, ..
                 nl.route_del(f"{topo.router_netns} route externalIP {ip}", ip, 128 if ":" in ip else 32)
             for ip in wanted:  # to every node's address of the IP's family
                 v6 = ":" in ip
-                hops = [(str(n.ip6 if v6 else n.ip), ETH0) for n in topo.nodes if (n.ip6 if v6 else n.ip) is not None]
+                hops = [(str(address_of(n, 6 if v6 else 4)), ETH0) for n in topo.nodes if address_of(n, 6 if v6 else 4) is not None]
                 if not hops:
                     continue  # an IPv6 externalIP in an IPv4 lab: no node has a route for it
                 prefix = 128 if v6 else 32

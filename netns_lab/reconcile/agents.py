@@ -59,7 +59,7 @@ class NodeAgents:
         if any("sctp" in t for t in targets):  # a pod applied at run time: netexec would load SCTP, or fail
             require_sctp("serve")
         return {"lab": self.rt.name, "phase": "checked" if st.checked else st.phase, "proxyMode": st.proxy_mode,
-                **({"dualStack": True} if topo.dual_stack else {}), "targets": targets}
+                "families": list(topo.families), "targets": targets}
 
     def restore(self, view: View) -> None:
         self.config = self.desired(view)

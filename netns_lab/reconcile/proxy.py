@@ -44,8 +44,9 @@ class KubeProxy:
         """Create the per-node proxiers on first use; True when they are new (a full sync)."""
         if self.proxiers:
             return False
-        for n in topo.local_nodes:
-            ctx = NodeContext(n.name, topo.pod_cidr, topo.service_cidr, (str(n.ip),))
+        primary = topo.families[0]
+        for n in topo.local_nodes:  # an IPv6-only lab's primary proxier is an IPv6 one (no localhost NodePorts)
+            ctx = NodeContext(n.name, topo.pod_cidr, topo.service_cidr, (str(n.ip),), localhost_node_ports=primary == 4, family=primary)
             self.proxiers[n.name] = make_proxier(self.mode, n.netns, ctx, self.iptables_backend, *self.ipvs)
             if topo.pod_cidr6 is not None and topo.service_cidr6 is not None and n.ip6 is not None:
                 ctx6 = NodeContext(n.name, topo.pod_cidr6, topo.service_cidr6, (str(n.ip6),), localhost_node_ports=False, family=6)

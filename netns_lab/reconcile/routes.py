@@ -19,7 +19,7 @@ class ExternalIPRoutes:
     def desired(self, view: View) -> frozenset[str]:
         """Every Service externalIP outside the node network (those inside it need no route)."""
         topo = view.topology
-        families = (4, 6) if topo.dual_stack else (4,)  # kube-proxy ignores an address of a family the lab lacks
+        families = topo.families  # kube-proxy ignores an address of a family the lab lacks
         return frozenset(ip for s in view.objects.services for ip in s.external_ips
                          if (6 if ":" in ip else 4) in families and not outside.on_node_network(topo, ip))
 

@@ -32,7 +32,7 @@ from netns_lab.scenario import k8s
 from netns_lab.scenario.ingress import check_ingress_refs
 from netns_lab.scenario.manifests import parse_object
 from netns_lab.scenario.families import update as update_families
-from netns_lab.scenario.netpol import DUAL_STACK_REFUSAL
+from netns_lab.scenario.netpol import refusal
 from netns_lab.scenario.services import ParsedService, allocate
 from netns_lab.scenario.yamlsrc import Source, join
 from netns_lab.store import KINDS, Kind, Objects, kind_named
@@ -162,8 +162,9 @@ def _apply(objects: Objects, a: Apply) -> Objects:
     if kind.namespaced and objects.get(KINDS[0], obj.namespace) is None:
         raise a.src.error(join(mpath, "namespace"), f'Not found: namespaces "{obj.namespace}" not found')
     old = objects.get(kind, obj.key)
-    if isinstance(obj, NetworkPolicy) and objects.cluster.dual_stack:
-        raise a.src.error(join(a.path, "kind"), DUAL_STACK_REFUSAL)
+    why = refusal(kind.name, objects.cluster.ip_family)
+    if why is not None:
+        raise a.src.error(join(a.path, "kind"), why)
     if isinstance(parsed, ParsedService):
         return _ingresses_intact(_apply_service(objects, parsed, old), a.src, a.path)
     if isinstance(obj, Pod):

@@ -281,9 +281,9 @@ def _family(src: Source, item: dict[str, Any], path: str, refs: Refs, objects: t
     if raw not in FAMILIES:
         raise src.error(fpath, f'Unsupported value: "{raw}": supported values: "ipv4", "ipv6"')
     family = FAMILIES[raw]
-    if family == 6 and not refs.cluster.dual_stack:
+    if f"IPv{family}" not in refs.cluster.ip_families:
         raise src.error(fpath, f'Invalid value: "{raw}": cluster.ipFamily is {refs.cluster.ip_family}: nothing in this cluster '
-                               'has an IPv6 address (set cluster.ipFamily: dual)')
+                               f'has an IPv{family} address (set cluster.ipFamily: dual)')
     for ref in objects:
         if ref is None:
             continue

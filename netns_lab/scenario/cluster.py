@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import fields
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from netns_lab.model import (DUAL_DEFAULTS, IP_FAMILIES, NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig,
+from netns_lab.model import (DUAL_DEFAULTS, IP_FAMILIES, IPV6_DEFAULTS, NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig,
                              ExternalConfig)
 from netns_lab.scenario import k8s
 from netns_lab.scenario.schema import ANY, BOOL, INT, STR, ListOf, Obj
@@ -64,14 +64,15 @@ def _cidr(src: Source, path: str, value: str, version: int = 4) -> Any:
     return net
 
 
-def _cidrs(src: Source, path: str, value: str, ip_family: str) -> tuple[IPv4Network, IPv6Network | None]:
-    """``A`` (ipv4) or ``A,B`` (dual: IPv4 first, then IPv6), as kind's networking subnets."""
+def _cidrs(src: Source, path: str, value: str, ip_family: str) -> tuple[Any, IPv6Network | None]:
+    """``A`` (ipv4, ipv6: of that family) or ``A,B`` (dual: IPv4 first, then IPv6), as kind's
+    networking subnets: (the primary family's, the second family's or None)."""
     parts = [p.strip() for p in value.split(",")]
     if ip_family != "dual":
         if len(parts) > 1:
             raise src.error(path, f'Invalid value: "{value}": only one CIDR allowed for single-stack networking '
-                                  '(cluster.ipFamily is ipv4; "dual" takes an IPv4 and an IPv6 CIDR)')
-        return _cidr(src, path, parts[0]), None
+                                  f'(cluster.ipFamily is {ip_family}; "dual" takes an IPv4 and an IPv6 CIDR)')
+        return _cidr(src, path, parts[0], 6 if ip_family == "ipv6" else 4), None
     if len(parts) != 2:
         raise src.error(path, f'Invalid value: "{value}": expected two CIDRs, one from each family, for dual-stack '
                               'networking (IPv4 first, e.g. "10.244.0.0/16,fd00:10:244::/56")')
@@ -140,16 +141,15 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
     ip_family = raw.get("ipFamily", _DEFAULTS["ip_family"])
     if ip_family not in IP_FAMILIES:
         supported = ", ".join(f'"{a}"' for a in IP_FAMILIES)
-        extra = " (IPv6-only clusters are not built yet; \"dual\" gives every pod, node and Service an IPv6 address too)"
-        raise src.error(join(path, "ipFamily"), f'Unsupported value: "{ip_family}": supported values: {supported}'
-                        + (extra if ip_family == "ipv6" else ""))
-    dual = ip_family == "dual"
-    cidrs: dict[str, IPv4Network] = {}
-    cidrs6: dict[str, IPv6Network] = {}
+        raise src.error(join(path, "ipFamily"), f'Unsupported value: "{ip_family}": supported values: {supported}')
+    dual, v6only = ip_family == "dual", ip_family == "ipv6"
+    defaults = IPV6_DEFAULTS if v6only else _DEFAULTS  # the primary family's
+    cidrs: dict[str, Any] = {}  # the primary family's ranges (IPv6 ones in an ipv6 lab)
+    cidrs6: dict[str, IPv6Network] = {}  # a dual-stack lab's second family
     for field, key in (("nodeCIDR", "node_cidr"), ("podCIDR", "pod_cidr"), ("serviceCIDR", "service_cidr")):
         value = raw.get(field)
         if value is None:
-            cidrs[field] = _DEFAULTS[key]
+            cidrs[field] = defaults[key]
             if dual:
                 cidrs6[field] = DUAL_DEFAULTS[key + "6"]
             continue
@@ -173,12 +173,14 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
     if dual:
         _check_ipv6_plan(src, path, cidrs, cidrs6, len(nodes))
     pod_cidr, node_cidr = cidrs["podCIDR"], cidrs["nodeCIDR"]
-    if pod_cidr.prefixlen > NODE_SUBNET_PREFIX:
+    if v6only:
+        _check_ipv6_ranges(src, path, cidrs, len(nodes))
+    elif pod_cidr.prefixlen > NODE_SUBNET_PREFIX:
         raise src.error(
             join(path, "podCIDR"),
             f'Invalid value: "{pod_cidr}": must be /{NODE_SUBNET_PREFIX} or larger: each node gets a /{NODE_SUBNET_PREFIX} pod subnet',
         )
-    capacity = 2 ** (NODE_SUBNET_PREFIX - pod_cidr.prefixlen)
+    capacity = 2 ** min(32, (NODE_SUBNET_PREFIX6 if v6only else NODE_SUBNET_PREFIX) - pod_cidr.prefixlen)
     if len(nodes) > capacity:
         raise src.error(
             join(path, "podCIDR"),
@@ -192,12 +194,15 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
             f'Invalid value: "{node_cidr}": has room for {max(node_cidr.num_addresses - 4, 0)} nodes, the cluster has {len(nodes)}',
         )
     dns_raw = raw.get("dnsIP")
-    dns_ip = _DEFAULTS["dns_ip"]
+    dns_ip = defaults["dns_ip"]
     if dns_raw is not None:
         try:
-            dns_ip = IPv4Address(dns_raw)
+            dns_ip = ipaddress.ip_address(dns_raw)
         except ValueError:
-            raise src.error(join(path, "dnsIP"), f'Invalid value: "{dns_raw}": must be a valid IPv4 address') from None
+            dns_ip = None
+        if dns_ip is None or dns_ip.version != (6 if v6only else 4):
+            raise src.error(join(path, "dnsIP"), f'Invalid value: "{dns_raw}": must be a valid {"IPv6" if v6only else "IPv4"} '
+                                                 'address (of the primary family)') from None
     svc = cidrs["serviceCIDR"]
     if dns_ip not in svc or dns_ip in (svc.network_address, svc.broadcast_address):
         raise src.error(join(path, "dnsIP"), f'Invalid value: "{dns_ip}": must be a usable address of serviceCIDR {svc}')
@@ -211,9 +216,11 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
     mtu = raw.get("mtu", _DEFAULTS["mtu"])
     if not 1280 <= mtu <= 9000:
         raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be between 1280 and 9000, inclusive")
-    if dual and network == "vxlan" and mtu - 50 < IPV6_MIN_MTU:
-        raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be at least {IPV6_MIN_MTU + 50} in a dual-stack vxlan lab: "
-                                           f"the pods' MTU (50 less) must hold IPv6's minimum of {IPV6_MIN_MTU}")
+    overhead = 70 if v6only else 50  # VXLAN over an IPv6 underlay: a 40-byte outer header, not 20
+    if (dual or v6only) and network == "vxlan" and mtu - overhead < IPV6_MIN_MTU:
+        raise src.error(join(path, "mtu"), f"Invalid value: {mtu}: must be at least {IPV6_MIN_MTU + overhead} in "
+                                           f"{'a dual-stack' if dual else 'an IPv6'} vxlan lab: the pods' MTU ({overhead} less) "
+                                           f"must hold IPv6's minimum of {IPV6_MIN_MTU}")
     from netns_lab.proxy.ipvs import SCHEDULERS
 
     scheduler = raw.get("ipvsScheduler", _DEFAULTS["ipvs_scheduler"])
@@ -266,6 +273,17 @@ def _check_ipv6_plan(src: Source, path: str, cidrs: dict[str, IPv4Network], cidr
     _mirrors(src, join(path, "nodeCIDR"), cidrs["nodeCIDR"], cidrs6["nodeCIDR"])
 
 
+def _check_ipv6_ranges(src: Source, path: str, cidrs: dict[str, Any], nodes: int) -> None:
+    """An IPv6-only lab's ranges: a /64 pod subnet per node, a Service range the API server takes."""
+    pod6, svc6 = cidrs["podCIDR"], cidrs["serviceCIDR"]
+    if pod6.prefixlen > NODE_SUBNET_PREFIX6:
+        raise src.error(join(path, "podCIDR"), f'Invalid value: "{pod6}": must be /{NODE_SUBNET_PREFIX6} or larger: '
+                                                f'each node gets a /{NODE_SUBNET_PREFIX6} pod subnet')
+    if svc6.prefixlen < MAX_SERVICE_PREFIX6:
+        raise src.error(join(path, "serviceCIDR"), f'Invalid value: "{svc6}": too large: for 128-bit addresses, the mask '
+                                                    f'must be >= {MAX_SERVICE_PREFIX6} (as kube-apiserver\'s --service-cluster-ip-range)')
+
+
 def _mirrors(src: Source, path: str, v4: IPv4Network, v6: IPv6Network) -> None:
     if v6.num_addresses < v4.num_addresses:
         raise src.error(path, f'Invalid value: "{v4},{v6}": the IPv6 range must be at least as large as the IPv4 one '
@@ -284,12 +302,12 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
     if raw.get("cidr") is not None:
         cidr, cidr6 = _cidrs(src, join(path, "cidr"), raw["cidr"], ip_family)
     else:
-        cidr = default.cidr
+        cidr = IPV6_DEFAULTS["external_cidr"] if ip_family == "ipv6" else default.cidr
     pool6: IPv6Network | None = DUAL_DEFAULTS["load_balancer_pool6"] if ip_family == "dual" else None
     if raw.get("loadBalancerPool") is not None:
         pool, pool6 = _cidrs(src, join(path, "loadBalancerPool"), raw["loadBalancerPool"], ip_family)
     else:
-        pool = default.load_balancer_pool
+        pool = IPV6_DEFAULTS["load_balancer_pool"] if ip_family == "ipv6" else default.load_balancer_pool
     for ext_cidr, ext_pool, ranges in ((cidr, pool, cluster_cidrs), (cidr6, pool6, cluster_cidrs6)):  # per family
         if ext_cidr is None or ext_pool is None:
             continue  # an IPv4 lab's IPv6 half

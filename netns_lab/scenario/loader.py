@@ -218,8 +218,9 @@ def load_scenario(
                 raise osrc.error(join(opath, "metadata.name"), f'services "{svc.name}" already exists in namespace "{svc.namespace}"')
             services[svc.key] = model_obj
         elif isinstance(model_obj, (Ingress, Secret, NetworkPolicy)):
-            if isinstance(model_obj, NetworkPolicy) and cluster.dual_stack:
-                raise osrc.error(join(opath, "kind"), netpol.DUAL_STACK_REFUSAL)
+            why = netpol.refusal(type(model_obj).__name__, cluster.ip_family)
+            if why is not None:
+                raise osrc.error(join(opath, "kind"), why)
             kind, store = {Ingress: ("ingresses", ingresses), Secret: ("secrets", secrets),
                            NetworkPolicy: ("networkpolicies", policies)}[type(model_obj)]  # type: ignore[index]
             if model_obj.namespace not in namespaces:

@@ -166,8 +166,19 @@ def _rules(errs: _Errors, raw: Any, path: str, peers_field: str) -> tuple[Policy
     return tuple(out)
 
 
-DUAL_STACK_REFUSAL = ('Unsupported value: "NetworkPolicy": not built for dual-stack labs yet (the policy dataplane '
+DUAL_STACK_REFUSAL = ('Unsupported value: "NetworkPolicy": not built for dual-stack or IPv6 labs yet (the policy dataplane '
                       'filters IPv4 only: IPv6 traffic would pass); use cluster.ipFamily ipv4')
+INGRESS_IPV6_REFUSAL = ('Unsupported value: "Ingress": not built for IPv6-only labs yet (the ingress controllers listen '
+                        'on IPv4); use cluster.ipFamily ipv4 or dual')
+
+
+def refusal(kind: str, ip_family: str) -> str | None:
+    """Why a kind cannot be used in a lab of this family yet (None: it can)."""
+    if kind == "NetworkPolicy" and ip_family != "ipv4":
+        return DUAL_STACK_REFUSAL
+    if kind == "Ingress" and ip_family == "ipv6":
+        return INGRESS_IPV6_REFUSAL
+    return None
 
 
 def parse_network_policy(src: Source, obj: dict[str, Any], base: str) -> NetworkPolicy:

@@ -257,6 +257,10 @@ def _ports(src: Source, raw: list[dict[str, Any]], path: str, stype: str, headle
     return tuple(out)
 
 
+def _family(net: Any) -> str:
+    return "IPv6" if net.version == 6 else "IPv4"
+
+
 def lab_machine_addresses(cluster: ClusterConfig) -> dict[str, str]:
     """address -> what has it, for the machines the lab adds outside the cluster (the build's
     own plan: controllers.topology.outside_addresses)."""
@@ -291,13 +295,12 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
     taken_ports: set[tuple[int, str]] = set(held.ports)
     pool = cluster.external.load_balancer_pool
     # the cloud load balancer's pool of each family (a dual-stack Service gets an LB IP of each)
-    lb_pools: dict[str, Any] = {"IPv4": pool, **({"IPv6": cluster.external.load_balancer_pool6}
-                                                 if cluster.external.load_balancer_pool6 is not None else {})}
+    lb_pools: dict[str, Any] = {_family(n): n for n in (pool, cluster.external.load_balancer_pool6) if n is not None}
     # never listed: a /8 pool would be 16 million addresses (seconds and gigabytes)
     edges = (pool.network_address, pool.broadcast_address) if pool.num_addresses > 2 else ()
     taken_lb: set[str] = set(held.lbs)
     machines = lab_machine_addresses(cluster)
-    nets = {"IPv4": net, **({"IPv6": cluster.service_cidr6} if cluster.service_cidr6 is not None else {})}
+    nets = {_family(n): n for n in (net, cluster.service_cidr6) if n is not None}  # primary first
     decided = {id(ps): decide(ps.src, join(ps.path, "spec"), ps.families, cluster.ip_families, ps.service.selector is None)
                for ps in parsed if ps.service.type != "ExternalName"}
     for ps in parsed:
@@ -343,12 +346,12 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
             if (port.node_port, port.protocol) in taken_ports:
                 raise ps.src.error(where, f"Invalid value: {port.node_port}: provided port is already allocated")
             taken_ports.add((port.node_port, port.protocol))
-    next_ip = int(net.network_address) + 2
-    next_ip6 = int(cluster.service_cidr6.network_address) + 1 if cluster.service_cidr6 is not None else 0
+    # the lowest free address of each range (the primary's first two: its network address and default/kubernetes)
+    next_ip = {f: int(n.network_address) + (2 if n is net else 1) for f, n in nets.items()}
     taken_ints: set[int] | None = None
     next_port = lo
     out = [] if not whole else [Service(name="kubernetes", namespace="default", ports=(ServicePort(443, "TCP", "https", 6443),),
-                                       cluster_ip=kubernetes_ip, cluster_ips=(kubernetes_ip,), ip_families=("IPv4",),
+                                       cluster_ip=kubernetes_ip, cluster_ips=(kubernetes_ip,), ip_families=(_family(net),),
                                        ip_family_policy="SingleStack", labels=(("component", "apiserver"), ("provider", "kubernetes")))]
     for ps in parsed:
         svc = ps.service
@@ -362,21 +365,13 @@ def allocate(parsed: list[ParsedService], cluster: ClusterConfig, existing: tupl
         for family in fams.families[len(ips):] if not ps.families.headless else ():
             if taken_ints is None:  # integers: walking 10,000 taken addresses as IPv4Address objects costs ~30 ms
                 taken_ints = set(held.ip_ints) | {int(ipaddress.ip_address(t)) for t in taken_ips - held.ips}
-            if family == "IPv6":
-                net6 = nets["IPv6"]
-                while next_ip6 in taken_ints:
-                    next_ip6 += 1
-                if next_ip6 > int(net6.broadcast_address):
-                    raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net6})")
-                ips.append(str(ipaddress.IPv6Address(next_ip6)))
-                taken_ints.add(next_ip6)
-            else:
-                while next_ip in taken_ints:
-                    next_ip += 1
-                if next_ip >= int(net.broadcast_address):
-                    raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({net})")
-                ips.append(str(ipaddress.IPv4Address(next_ip)))
-                taken_ints.add(next_ip)
+            fnet, last = nets[family], int(nets[family].broadcast_address) - (1 if family == "IPv4" else 0)
+            while next_ip[family] in taken_ints:
+                next_ip[family] += 1
+            if next_ip[family] > last:
+                raise ps.src.error(join(ps.path, "spec.clusterIPs"), f"Internal error: failed to allocate a serviceIP: range is full ({fnet})")
+            ips.append(str(ipaddress.ip_address(next_ip[family])))
+            taken_ints.add(next_ip[family])
             taken_ips.add(ips[-1])
         ports = list(svc.ports)
 

@@ -136,14 +136,26 @@ def respond(zone: Zone, data: bytes) -> bytes | None:
     return reply.pack()
 
 
+def _listen(kind: int, port: int) -> socket.socket:
+    """One socket for both families where the pod has IPv6 (an IPv6-only lab's kube-dns IP is
+    IPv6; IPv4 questions arrive mapped), an IPv4 one where IPv6 is off (an IPv4 lab)."""
+    try:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", port))
+        return s
+    except OSError:
+        s = socket.socket(socket.AF_INET, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        return s
+
+
 def serve(netns_path: str, zone_path: str, port: int = 53) -> None:
     setns.enter(netns_path)
     zone = Zone(zone_path)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("0.0.0.0", port))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("0.0.0.0", port))
+    udp, tcp = _listen(socket.SOCK_DGRAM, port), _listen(socket.SOCK_STREAM, port)
     tcp.listen(256)
     for s in (udp, tcp):
         s.setblocking(False)

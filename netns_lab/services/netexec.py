@@ -176,7 +176,7 @@ class Server:
         self.phase = config.get("phase", "")
         self.agents = {t["netns"] for t in config["targets"] if t.get("agent")}
         self.proxy_mode = str(config.get("proxyMode", ""))
-        self.families = (socket.AF_INET, socket.AF_INET6) if config.get("dualStack") else (socket.AF_INET,)
+        self.families = tuple(socket.AF_INET6 if f == 6 else socket.AF_INET for f in config.get("families", (4,)))
         for target in config["targets"]:
             for port in target["ports"]:
                 wanted[(target["netns"], port)] = target["name"]

@@ -73,3 +73,24 @@ def test_the_cluster_record_keeps_the_ipv6_ranges() -> None:
     for name in ("basic", "dual-stack"):  # a lab's commands read the cluster back from its state
         c = load_scenario(os.path.join(ROOT, "scenarios", f"{name}.yaml")).cluster
         assert load_cluster(dump_cluster(c)) == c
+
+
+def test_an_ipv6_only_lab_plans_ipv6_everywhere() -> None:
+    from netns_lab.model_io import dump_cluster, load_cluster
+    from netns_lab.proxy.types import service_ports
+
+    s = load_scenario(os.path.join(ROOT, "scenarios", "ipv6.yaml"))
+    c = s.cluster
+    assert c.ip_families == ("IPv6",) and str(c.pod_cidr) == "fd00:10:244::/56" and str(c.dns_ip) == "fd00:10:96::a"
+    assert load_cluster(dump_cluster(c)) == c
+    t = plan(s)
+    assert t.families == (6,) and t.pod_mtu == 1500 - 70  # VXLAN over an IPv6 underlay
+    n2 = t.nodes[1]
+    assert (str(n2.ip), str(n2.pod_subnet), n2.ip6) == ("fd00:10::3", "fd00:10:244:1::/64", None)
+    hosts = [*t.nodes, *t.pods, *t.clients]
+    macs = [h.mac for h in hosts] + [n.bridge_mac for n in t.nodes]
+    assert len(set(macs)) == len(macs)  # hashed from the address: no two hosts share one
+    assert {svc.name: svc.cluster_ip for svc in s.services}["kubernetes"] == "fd00:10:96::1"
+    ports = service_ports(s.services, s.pods, t)  # the primary (IPv6) family's proxier by default
+    assert ports and all(":" in p.cluster_ip for p in ports) and all(":" in e.ip for p in ports for e in p.endpoints)
+    assert from_dict(to_dict(t)) == t
