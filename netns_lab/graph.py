@@ -53,7 +53,7 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
         anchor = _id(f"{node.name}/cni0")
         lines.append(f'    {anchor} [label="cni0 bridge\\n{_both(node.pod_subnet, node.pod_subnet6)}", shape=hexagon, fillcolor="#eef7e8"];')
         if topo.network == "vxlan":
-            lines.append(f'    {_id(node.name + "/vx")} [label="flannel.1 VXLAN\\nVNI 1, {node.vtep_ip}/32", shape=hexagon, fillcolor="#f7f3e8"];')
+            lines.append(f'    {_id(node.name + "/vx")} [label="flannel.1 VXLAN\\nVNI 1, {node.vtep_ip}/{node.vtep_ip.max_prefixlen}", shape=hexagon, fillcolor="#f7f3e8"];')
         for p in topo.pods_on(node.name):
             lines.append(f'    {_id(p.key)} [label="{p.key}\\n{_both(p.ip, p.ip6)}"];')
             lines.append(f"    {_id(p.key)} -> {anchor} [arrowhead=none];")

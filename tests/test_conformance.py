@@ -561,13 +561,16 @@ def test_udp_flow_survives_its_server_pod_cycling(lab: Lab, cleanup: list[str], 
 
 def flow_follows_backend_swap(lab: Lab, client: str, dst: str, port: int, pod: dict[str, Any], second: str) -> None:
     """A UDP flow answered by ``pod`` (the only backend) is answered by pod ``second`` (same
-    labels) once ``pod`` is deleted and ``second`` created: the stale conntrack entry went."""
+    labels) once ``second`` is created and ``pod`` deleted: the stale conntrack entry went.
+    ``second`` comes first, so it has another address than ``pod`` (a pod made after the
+    deletion could take the freed address, and a stale entry would still reach it)."""
     first, labels = pod["metadata"]["name"], pod["metadata"]["labels"]
     answers, stop, t = _udp_stream(lab, client, dst, port)
     try:
         assert _answered_by(answers, first, 5), answers[-5:]
-        lab.delete(f"pod/{first}", grace_period=0)
         lab.apply({**pod, "metadata": {"name": second, "labels": labels}})
+        assert _answered_by(answers, first, 1), answers[-5:]  # the flow stays with its backend meanwhile
+        lab.delete(f"pod/{first}", grace_period=0)
         assert _answered_by(answers, second, 5), answers[-5:]
     finally:
         stop.set()

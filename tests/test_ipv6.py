@@ -55,3 +55,34 @@ def test_vxlan_over_an_ipv6_underlay(lab_factory) -> None:  # type: ignore[no-un
     assert full.result == "ok" and full.detail.startswith("web-2"), full
     over = probe_mtu(src.netns, str(dst.ip), 9376, topo.pod_mtu + 1)
     assert over.result == "refused" and over.path_mtu == topo.pod_mtu, over
+
+
+def test_a_full_sync_keeps_every_pod_and_cluster_dns(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """`invoke reconcile` on an IPv6 lab finds every sandbox made (its IPv6 address is there)
+    and remakes nothing: pods keep running and cluster DNS keeps answering."""
+    from netns_lab.probes.resolve import resolve
+
+    lab: Lab = lab_factory(IPV6)
+    invoke = os.path.join(os.path.dirname(sys.executable), "invoke")
+    proc = subprocess.run([invoke, "reconcile", lab.name], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sandbox on" not in proc.stdout, proc.stdout  # no pod made again
+    answer = resolve(lab.netns_of("pod/client-1"), "web.default.svc.cluster.local", "AAAA")
+    assert answer.result == "ok" and answer.answers == (lab.ip_of("service/web"),), answer
+
+
+def test_udp_over_ipv6_survives_a_backend_swap_in_an_ipv6_lab(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """The primary (IPv6) proxier deletes the stale IPv6 conntrack entry of a UDP flow whose
+    only backend was replaced: the same flow reaches the new pod."""
+    from tests.test_conformance import flow_follows_backend_swap
+
+    lab: Lab = lab_factory(IPV6)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "swap-a", "labels": {"swap": "v6"}},
+           "spec": {"nodeName": "node-2", "containers": [{"name": "s", "image": "netexec", "ports": [{"containerPort": 9376, "protocol": "UDP"}]}]}}
+    lab.apply(pod)
+    lab.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "swap"},
+               "spec": {"selector": {"swap": "v6"}, "ports": [{"port": 80, "targetPort": 9376, "protocol": "UDP"}]}})
+    try:
+        flow_follows_backend_swap(lab, "pod/client-1", lab.ip_of("service/swap"), 80, pod, "swap-b")
+    finally:
+        lab.delete("pod/swap-b", "service/swap", grace_period=0)

@@ -66,5 +66,5 @@ def balancer_config(services: tuple[Service, ...], topo: Topology, status_path: 
         "status": status_path,
         "nodes": [{"name": n.name, "ip": str(n.ip), "mark": node_mark(n.index)} for n in topo.nodes],
         "services": lbs,
-        **({"dualStack": True} if topo.dual_stack else {}),
+        **({"dualStack": True} if topo.uses_ipv6 else {}),  # keep the ip6 table, even empty: a freed IPv6 LB IP goes
     }

@@ -46,10 +46,9 @@ def _expected_client_ips(lab: Lab, ref: ObjectRef, source: ObjectRef, family: in
         node = lab.topology.node(ref.name)
         if node.netns in lab.topology.namespaces:
             return set(lab.addresses(ref, family or lab.topology.families[0]))
-        # on another machine of a spread lab: the addresses the plan gave it
-        if family == 6:
-            return {str(node.ip6), str(node.gateway6), *([str(node.vtep_ip6)] if lab.topology.network == "vxlan" else [])}
-        return {str(node.ip), str(node.gateway), *([str(node.vtep_ip)] if lab.topology.network == "vxlan" else [])}
+        # on another machine of a spread lab: the addresses the plan gave it (the *6 ones: a dual-stack lab's IPv6)
+        own = (node.ip, node.gateway, node.vtep_ip) if family in (None, node.ip.version) else (node.ip6, node.gateway6, node.vtep_ip6)
+        return {str(a) for a in own[: 3 if lab.topology.network == "vxlan" else 2] if a is not None}
     return {lab.ip_of(ref, family)}
 
 

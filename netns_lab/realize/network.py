@@ -29,7 +29,8 @@ import os
 from collections.abc import Callable
 
 from netns_lab.controllers.spread import TRUNK_PORT, TRUNK_VNI
-from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
+from netns_lab.controllers.topology import VXLAN_OVERHEAD, VXLAN_OVERHEAD6, VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
+from netns_lab.errors import RealizeError
 from netns_lab.realize import netns, outside
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
 from netns_lab.realize.rtnl import Rtnl, veth_peer
@@ -115,7 +116,8 @@ def remove_host_veths(topo: Topology, pods: tuple[PodPlan, ...]) -> None:
                                 ipr.link("del", index=index)
                             except NetlinkError as exc:
                                 if exc.code != 19:  # ENODEV: the kernel's teardown was quicker
-                                    raise
+                                    raise RealizeError(f"{topo.node(node).netns}/{pod.host_veth} (for {pod.key})", "delete",
+                                                       exc.code) from None
             finally:
                 w.go_home()
 
@@ -233,7 +235,7 @@ class _Builder:
         if topo.network == "vxlan":
             nl.link_add(
                 f"{node.netns}/flannel.1", index=VXLAN, ifname="flannel.1", kind="vxlan", address=node.vtep_mac,
-                mtu=topo.underlay_mtu - 50, up=True,
+                mtu=topo.underlay_mtu - (VXLAN_OVERHEAD6 if node.ip.version == 6 else VXLAN_OVERHEAD), up=True,
                 data={"attrs": [
                     # an IPv6-only lab's tunnel runs over its IPv6 underlay
                     ("IFLA_VXLAN_ID", VXLAN_VNI), ("IFLA_VXLAN_LOCAL6" if node.ip.version == 6 else "IFLA_VXLAN_LOCAL", str(node.ip)),

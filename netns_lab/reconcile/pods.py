@@ -29,7 +29,8 @@ class PodSandboxes:
     def sync(self, view: View) -> list[str]:
         topo = view.topology
         if view.full:  # after a failure: every sandbox that is missing or half made (no address yet)
-            new = tuple(p for p in topo.local_pods if not nsmod.exists(p.netns) or str(p.ip) not in nsmod.addresses(p.netns))
+            new = tuple(p for p in topo.local_pods
+                        if not nsmod.exists(p.netns) or str(p.ip) not in nsmod.addresses(p.netns, p.ip.version))
         else:
             new = tuple(p for p in topo.local_pods if p.key not in self.made)
         if not new:
@@ -61,12 +62,11 @@ class PodSandboxes:
             if nsmod.exists(p.netns):
                 nsmod.delete(p.netns)
             network.forget_pod(view.topology, p)
-        network.remove_host_veths(view.topology, tuple(gone))  # now, not when the kernel gets to it
-        for p in gone:
             shutil.rmtree(resolvconf.config_dir(p.netns), ignore_errors=True)
             del self.made[p.key]
             st.namespaces = [n for n in st.namespaces if n != p.netns]
             st.dirs = [d for d in st.dirs if d != resolvconf.config_dir(p.netns)]
+        network.remove_host_veths(view.topology, tuple(gone))  # now, not when the kernel gets to it (after the record)
         events = [f"Pod {p.key}: sandbox removed (namespace {p.netns}, veth {p.host_veth})" for p in gone]
         if view.full:  # after a failure: what the record still lists for pods that are no more
             keep = set(view.topology.namespaces)

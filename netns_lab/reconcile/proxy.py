@@ -87,9 +87,9 @@ class KubeProxy:
             gone, came = tuple(p for p in old if p not in after), tuple(p for p in view.ports if p not in before)
         before6, after6 = set(old6), set(ports6)
         gone6, came6 = tuple(p for p in old6 if p not in after6), tuple(p for p in ports6 if p not in before6)
-        self._forget_stale_udp(gone, came, view.topology)
+        self._forget_stale_udp(gone, came, view.topology, view.topology.families[0], self.ports)  # the primary family's
         if gone6 or came6:
-            self._forget_stale_udp(gone6, came6, view.topology, family=6)
+            self._forget_stale_udp(gone6, came6, view.topology, 6, self.ports6)
         events = endpoint_changes(gone + gone6, came + came6)
         nodes = ", ".join(self.proxiers)
         what = "full sync" if full else "partial sync"
@@ -99,7 +99,7 @@ class KubeProxy:
         return events
 
     def _forget_stale_udp(self, old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...], topo: Topology,
-                          family: int = 4) -> None:
+                          family: int, ports: tuple[ServicePortInfo, ...]) -> None:
         """After a sync that changed a UDP Service port: kube-proxy's cleanup on every node
         (a flow to a gone endpoint, or to a Service that had none yet, is forgotten)."""
         if not any(p.protocol == "UDP" for p in (*old, *new)):
@@ -107,7 +107,7 @@ class KubeProxy:
         still = {(p.namespace, p.name, p.port_name, p.protocol) for p in new}
         deleted = frozenset(p.cluster_ip for p in old if p.protocol == "UDP" and (p.namespace, p.name, p.port_name, p.protocol) not in still)
         for node in topo.local_nodes:
-            clean_stale_udp(node.netns, self.ports6 if family == 6 else self.ports, deleted, family)
+            clean_stale_udp(node.netns, ports, deleted, family)
 
 
 def endpoint_changes(old: tuple[ServicePortInfo, ...], new: tuple[ServicePortInfo, ...]) -> list[str]:

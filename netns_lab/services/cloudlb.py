@@ -104,7 +104,8 @@ def check(ip: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
     try:
         with socket.create_connection((ip, port), timeout=timeout) as s:
             s.settimeout(timeout)
-            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nConnection: close\r\n\r\n".encode())
+            host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"  # the Host header brackets an IPv6 address
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while b"\r\n" not in data and len(data) < 4096:
                 chunk = s.recv(4096)
