@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 
-from netns_lab.controllers.topology import VXLAN_OVERHEAD, VXLAN_OVERHEAD6, HostPlan, Topology
+from netns_lab.controllers.topology import VXLAN_OVERHEAD, HostPlan, Topology, pod_mtu
 from netns_lab.errors import ScenarioError
 
 TRUNK_VNI = 2
@@ -68,7 +68,7 @@ def spread(topo: Topology, hosts: Sequence[IPv4Address], here: IPv4Address, link
         hosts=tuple(HostPlan(f"host-{i + 1}", ip) for i, ip in enumerate(hosts)),
         host=list(hosts).index(here),
         underlay_mtu=mtu,
-        pod_mtu=mtu - (VXLAN_OVERHEAD6 if topo.node_cidr.version == 6 else VXLAN_OVERHEAD) if topo.network == "vxlan" else mtu,
+        pod_mtu=pod_mtu(topo.network, mtu, topo.node_cidr.version),
     )
 
 

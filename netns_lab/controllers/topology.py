@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8
 VXLAN_OVERHEAD6 = 70  # over an IPv6 underlay (an IPv6-only lab): the outer IP header is 40 bytes
+
+
+def pod_mtu(network: str, underlay_mtu: int, underlay_version: int) -> int:
+    """The pods' (and flannel.1's) MTU: the underlay's less VXLAN's headers over that underlay."""
+    if network != "vxlan":
+        return underlay_mtu
+    return underlay_mtu - (VXLAN_OVERHEAD6 if underlay_version == 6 else VXLAN_OVERHEAD)
 VXLAN_VNI = 1
 VXLAN_PORT = 8472  # flannel's (Linux's historical) VXLAN port
 NODE_AGENT_PORT = 10250  # a server in every node namespace, for the pod-to-node promise
@@ -349,13 +356,11 @@ def plan(scenario: Scenario) -> Topology:
             )
         pods.append(_pod_plan(lab, pod, node, used[node.name], veths[node.name]))
     _distinct_netns(scenario.path, [(f"node/{n.name}", n.netns) for n in nodes] + [(f"pod/{p.key}", p.netns) for p in pods])
-    overhead = VXLAN_OVERHEAD6 if cluster.node_cidr.version == 6 else VXLAN_OVERHEAD
-    pod_mtu = cluster.mtu - overhead if cluster.network == "vxlan" else cluster.mtu
     return Topology(
         lab=lab,
         network=cluster.network,
         underlay_mtu=cluster.mtu,
-        pod_mtu=pod_mtu,
+        pod_mtu=pod_mtu(cluster.network, cluster.mtu, cluster.node_cidr.version),
         node_cidr=cluster.node_cidr,
         underlay_netns=underlay_netns(lab),
         nodes=tuple(nodes),

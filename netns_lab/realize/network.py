@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable
 
 from netns_lab.controllers.spread import TRUNK_PORT, TRUNK_VNI
-from netns_lab.controllers.topology import VXLAN_OVERHEAD, VXLAN_OVERHEAD6, VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
+from netns_lab.controllers.topology import VXLAN_PORT, VXLAN_VNI, NodePlan, PodPlan, Topology, mac_for
 from netns_lab.errors import RealizeError
 from netns_lab.realize import netns, outside
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
@@ -56,7 +56,6 @@ IPV6_SYSCTLS = {  # a dual-stack lab: addresses come from the plan, never from r
     "net/ipv6/conf/all/accept_ra": 0,
     "net/ipv6/conf/default/accept_ra": 0,
 }
-IPV6_FORWARDING = {"net/ipv6/conf/all/forwarding": 1}  # nodes, the router, the cloud LB
 
 
 def ip_sysctls(ipv6: bool) -> None:
@@ -182,7 +181,7 @@ class _Builder:
                 self._trunk(under)
             for node in topo.local_nodes:
                 self.node_nl[node.name] = self._new_namespace(
-                    node.netns, {**NODE_SYSCTLS, **(IPV6_FORWARDING if topo.uses_ipv6 else {})})
+                    node.netns, {**NODE_SYSCTLS, **(outside.IPV6_FORWARDING if topo.uses_ipv6 else {})})
                 fd = netns.open_fd(node.netns)
                 try:
                     under.link_add(
@@ -235,7 +234,7 @@ class _Builder:
         if topo.network == "vxlan":
             nl.link_add(
                 f"{node.netns}/flannel.1", index=VXLAN, ifname="flannel.1", kind="vxlan", address=node.vtep_mac,
-                mtu=topo.underlay_mtu - (VXLAN_OVERHEAD6 if node.ip.version == 6 else VXLAN_OVERHEAD), up=True,
+                mtu=topo.pod_mtu, up=True,  # the underlay's less VXLAN's headers (controllers.topology.pod_mtu)
                 data={"attrs": [
                     # an IPv6-only lab's tunnel runs over its IPv6 underlay
                     ("IFLA_VXLAN_ID", VXLAN_VNI), ("IFLA_VXLAN_LOCAL6" if node.ip.version == 6 else "IFLA_VXLAN_LOCAL", str(node.ip)),

@@ -39,6 +39,7 @@ FORWARDER_SYSCTLS = {
     "net/ipv4/conf/all/send_redirects": 0,  # the LB sends packets out the port they came in on
     "net/ipv4/conf/default/send_redirects": 0,
 }
+IPV6_FORWARDING = {"net/ipv6/conf/all/forwarding": 1}  # a lab with IPv6: nodes, the router, the cloud LB
 ROUTER_SYSCTLS = {**FORWARDER_SYSCTLS, "net/ipv4/fib_multipath_hash_policy": 1}  # ECMP per flow (L4)
 
 NewNamespace = Callable[[str, "dict[str, int] | None"], Rtnl]
@@ -62,7 +63,7 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
     mtu = topo.underlay_mtu
     node_prefix, ext_prefix = topo.node_cidr.prefixlen, topo.external_cidr.prefixlen
     router_mac, router_ext_mac, lb_mac = mac_for(topo.router_ip), mac_for(topo.router_ext_ip), mac_for(topo.lb_ip)
-    v6 = {"net/ipv6/conf/all/forwarding": 1} if topo.uses_ipv6 else {}
+    v6 = IPV6_FORWARDING if topo.uses_ipv6 else {}
     v6_ecmp = {"net/ipv6/fib_multipath_hash_policy": 1} if topo.uses_ipv6 else {}  # IPv6 flows spread per flow too
     with new_namespace(topo.wan_netns, {"net/bridge/bridge-nf-call-iptables": 0}) as wan, \
             new_namespace(topo.router_netns, {**ROUTER_SYSCTLS, **v6, **v6_ecmp}) as router, \

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from netns_lab.controllers.topology import Topology
 from netns_lab.errors import RealizeError
-from netns_lab.proxy.types import ServicePortInfo
+from netns_lab.proxy.types import ServicePortInfo, service_ports
 from netns_lab.state import LabState
 from netns_lab.store import Objects
 
@@ -43,6 +43,14 @@ class View:
     @functools.cached_property
     def ports(self) -> tuple[ServicePortInfo, ...]:
         return self._ports()
+
+    @functools.cached_property
+    def ports6(self) -> tuple[ServicePortInfo, ...]:
+        """A dual-stack lab's IPv6 half of every Service port (its second proxier's view, and
+        what its health checks count), computed once per change for every reconciler."""
+        if not self.topology.dual_stack:
+            return ()
+        return service_ports(self.objects.services, self.objects.pods, self.topology, family=6)
 
     def port_changes(self, since: tuple[ServicePortInfo, ...]) -> tuple[tuple[ServicePortInfo, ...], tuple[ServicePortInfo, ...]] | None:
         """(ports gone, ports new) from ``since`` (what the caller synced last) to ``ports``;

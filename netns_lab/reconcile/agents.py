@@ -18,7 +18,6 @@ from netns_lab import atomic
 from netns_lab.controllers import loadbalancer
 from netns_lab.controllers.topology import NODE_AGENT_PORT, PodPlan
 from netns_lab.errors import RealizeError
-from netns_lab.proxy.types import service_ports
 from netns_lab.realize.hostinfo import require_sctp
 from netns_lab.reconcile import Runtime, View, plural
 
@@ -41,10 +40,8 @@ class NodeAgents:
     def desired(self, view: View) -> dict[str, Any]:
         topo, st = view.topology, self.rt.state
         assert st is not None
-        ports = view.ports  # and the IPv6 family's: an IPv6-only Service has no IPv4 ports to count
-        if topo.dual_stack:
-            ports += service_ports(view.objects.services, view.objects.pods, topo, family=6)
-        health = loadbalancer.health_answers(view.objects.services, ports, topo)
+        # both families' ports: an IPv6-only Service of a dual-stack lab has no IPv4 ports to count
+        health = loadbalancer.health_answers(view.objects.services, view.ports + view.ports6, topo)
         targets: list[dict[str, Any]] = [
             {"netns": p.netns, "name": p.name, "ports": sorted({port for port, proto in p.ports if proto != "SCTP"}),
              **({"sctp": sorted({port for port, proto in p.ports if proto == "SCTP"})} if any(pr == "SCTP" for _, pr in p.ports) else {})}

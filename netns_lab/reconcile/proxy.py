@@ -8,7 +8,7 @@ import time
 
 from netns_lab.controllers.topology import Topology
 from netns_lab.faults import fault
-from netns_lab.proxy.types import NodeContext, ServicePortInfo, service_ports
+from netns_lab.proxy.types import NodeContext, ServicePortInfo
 from netns_lab.realize.proxier import Proxier, clean_stale_udp, make_proxier
 from netns_lab.reconcile import View, plural
 
@@ -36,7 +36,7 @@ class KubeProxy:
         for p in self.proxiers.values():
             p.adopt(view.ports)
         self.ports = view.ports
-        self.ports6 = self._ports6(view)
+        self.ports6 = view.ports6
         for p in self.proxiers6.values():
             p.adopt(self.ports6)
 
@@ -53,16 +53,10 @@ class KubeProxy:
                 self.proxiers6[n.name] = make_proxier(self.mode, n.netns, ctx6, self.iptables_backend, *self.ipvs)
         return True
 
-    @staticmethod
-    def _ports6(view: View) -> tuple[ServicePortInfo, ...]:
-        if not view.topology.dual_stack:
-            return ()
-        return service_ports(view.objects.services, view.objects.pods, view.topology, family=6)
-
     def sync(self, view: View, progress=None) -> list[str]:  # type: ignore[no-untyped-def]
         full = self._proxiers(view.topology) or view.full
         delta = None if full else view.port_changes(since=self.ports)
-        ports6 = self._ports6(view)
+        ports6 = view.ports6
         if (delta == ((), ()) or view.ports == self.ports) and ports6 == self.ports6 and not full:
             self.ports = view.ports
             return []
