@@ -11,6 +11,8 @@ apt_packages=(iproute2 iptables nftables conntrack iputils-ping tcpdump graphviz
               # the ingress controllers the lab runs inside pod namespaces (never as system services):
               # nginx with its Lua module (ingress-nginx's dynamic backends) and cjson; HAProxy
               nginx-light libnginx-mod-http-lua lua-cjson haproxy
+              # the BGP daemon of the `bgp` network and load balancer, one per node and router namespace
+              bird2
               # the stock-kernel VM for what this kernel may lack (IP_VS, dummy): `invoke test-vm`
               qemu-system-x86 linux-image-amd64 busybox-static)
 missing=()
@@ -28,8 +30,8 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-        for daemon in nginx haproxy; do  # installed for the lab only
-            if [[ " ${missing[*]} " == *" $daemon "* || " ${missing[*]} " == *" $daemon-light "* ]]; then
+        for daemon in nginx haproxy bird; do  # installed for the lab only
+            if [[ " ${missing[*]} " == *" $daemon "* || " ${missing[*]} " == *" $daemon-light "* || " ${missing[*]} " == *" ${daemon}2 "* ]]; then
                 systemctl disable --now "$daemon" 2>/dev/null || true
             fi
         done

@@ -36,6 +36,7 @@ from netns_lab.realize.netns import addresses
 from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV, Proxier
 from netns_lab.reconcile import View
 from netns_lab.reconcile.agents import NodeAgents
+from netns_lab.reconcile.bgp import BgpSpeakers
 from netns_lab.reconcile.cloudlb import CloudLB
 from netns_lab.reconcile.dns import ClusterDNS
 from netns_lab.reconcile.haproxy import HAProxyIngress
@@ -169,7 +170,8 @@ class Lab:
         if not self._reconcilers:
             self._reconcilers = (
                 PodSandboxes(self, self.topology), NodeAgents(self, self._serving), ClusterDNS(self),
-                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), NetworkPolicies(self.iptables_backend),
+                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), BgpSpeakers(self),
+                NetworkPolicies(self.iptables_backend),
                 IngressNginx(self), HAProxyIngress(self), CloudLB(self),
                 ExternalIPRoutes(),
             )

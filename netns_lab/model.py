@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-NETWORK_MODES = ("vxlan", "host-gw")
+NETWORK_MODES = ("vxlan", "host-gw", "bgp")
+EXTERNAL_LOAD_BALANCERS = ("cloud", "bgp")  # cluster.external.loadBalancer: the emulated cloud LB or MetalLB's BGP mode
 PROXY_MODES = ("iptables", "nftables", "ipvs")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 IP_FAMILIES = ("ipv4", "ipv6", "dual")  # cluster.ipFamily, as kind's networking.ipFamily
@@ -46,6 +47,12 @@ class ClusterConfig:
     ingress_service_type: str = "LoadBalancer"  # how ingress-nginx/ingress-nginx is exposed
     network_policy: str = "iptables"  # the NetworkPolicy dataplane: one of POLICY_DATAPLANES
     external: ExternalConfig = field(default_factory=lambda: ExternalConfig())
+    bgp: BgpConfig = field(default_factory=lambda: BgpConfig())
+
+    @property
+    def uses_bgp(self) -> bool:
+        """BGP speakers run in this lab: the pod network or the load balancer is ``bgp``."""
+        return self.network == "bgp" or self.external.load_balancer == "bgp"
 
     @property
     def dual_stack(self) -> bool:
@@ -82,6 +89,33 @@ DUAL_DEFAULTS = {  # cluster.ipFamily dual: the IPv6 half of each range when not
 
 
 @dataclass(frozen=True)
+class BfdConfig:
+    """``cluster.bgp.bfd``: MetalLB's BFDProfile fields (milliseconds); detection takes the
+    peer's transmit interval times the multiplier (300 ms with these defaults, below
+    MetalLB's 900 ms so a lab's failover is seen at once)."""
+
+    enabled: bool = True
+    receive_interval: int = 100
+    transmit_interval: int = 100
+    detect_multiplier: int = 3
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    """``cluster.bgp``: Calico's layout. One private AS for the cluster's nodes (Calico's
+    default 64512), the router (the top-of-rack switch) an external peer in its own AS, the
+    nodes in a full iBGP mesh unless told otherwise, BFD on every session. ``hold_time``:
+    seconds without a keepalive before a session is declared down (what fails a node over
+    when BFD is off; BIRD's default of 240 s is shortened for a lab)."""
+
+    as_number: int = 64512
+    router_as_number: int = 65000
+    node_to_node_mesh: bool = True
+    hold_time: int = 9
+    bfd: BfdConfig = field(default_factory=BfdConfig)
+
+
+@dataclass(frozen=True)
 class ExternalConfig:
     """``cluster.external``: the world outside the cluster (a router, clients, a cloud LB).
 
@@ -96,6 +130,7 @@ class ExternalConfig:
     load_balancer_pool: IPv4Network = IPv4Network("198.51.100.0/24")  # TEST-NET-2
     load_balancer_pool6: IPv6Network | None = None  # dual-stack labs: the IPv6 load-balancer IPs
     health_check_interval: float = 1.0  # seconds between the cloud LB's health-check rounds
+    load_balancer: str = "cloud"  # one of EXTERNAL_LOAD_BALANCERS
 
 
 @dataclass(frozen=True)

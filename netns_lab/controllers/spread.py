@@ -55,6 +55,9 @@ def spread(topo: Topology, hosts: Sequence[IPv4Address], here: IPv4Address, link
     """``topo`` with its nodes placed on ``hosts`` and this process's host set to ``here``."""
     if here not in hosts:
         raise ScenarioError(OPTION, ",".join(map(str, hosts)), f"Invalid value: this machine ({here}) is not in the list")
+    if topo.uses_bgp:  # one supervisor runs every BIRD of the lab; its sessions would cross the trunk
+        raise ScenarioError(OPTION, ",".join(map(str, hosts)), "Forbidden: a lab with BGP (cluster.network or "
+                                                               "cluster.external.loadBalancer bgp) runs on one machine")
     if len(hosts) > len(topo.nodes):
         raise ScenarioError(
             OPTION, ",".join(map(str, hosts)),

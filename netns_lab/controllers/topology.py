@@ -141,6 +141,20 @@ class Topology:
     router_ext_ip6: IPv6Address | None = None
     lb_ip6: IPv6Address | None = None
     lb_pool6: IPv6Network | None = None
+    # cluster.network bgp / cluster.external.loadBalancer bgp (cluster.bgp): who speaks BGP
+    load_balancer: str = "cloud"
+    bgp_as: int = 64512
+    bgp_router_as: int = 65000
+    bgp_mesh: bool = True
+    bgp_hold_time: int = 9
+    bfd_rx_ms: int = 0  # 0: BFD off
+    bfd_tx_ms: int = 0
+    bfd_multiplier: int = 0
+
+    @property
+    def uses_bgp(self) -> bool:
+        """BIRD runs in every node and the router: the pod network or the LB is bgp."""
+        return self.network == "bgp" or self.load_balancer == "bgp"
 
     @property
     def dual_stack(self) -> bool:
@@ -373,6 +387,13 @@ def plan(scenario: Scenario) -> Topology:
         node_cidr6=cluster.node_cidr6,
         pod_cidr6=cluster.pod_cidr6,
         service_cidr6=cluster.service_cidr6,
+        load_balancer=cluster.external.load_balancer,
+        bgp_as=cluster.bgp.as_number,
+        bgp_router_as=cluster.bgp.router_as_number,
+        bgp_mesh=cluster.bgp.node_to_node_mesh,
+        bgp_hold_time=cluster.bgp.hold_time,
+        **({"bfd_rx_ms": cluster.bgp.bfd.receive_interval, "bfd_tx_ms": cluster.bgp.bfd.transmit_interval,
+            "bfd_multiplier": cluster.bgp.bfd.detect_multiplier} if cluster.bgp.bfd.enabled else {}),
         **_outside(lab, scenario),
     )
 

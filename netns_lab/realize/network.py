@@ -9,7 +9,8 @@ Layout (every object lives in a lab-owned namespace; the host's is never touched
   UDP socket is on the machine's own network (:mod:`netns_lab.controllers.spread`).
 * ``<lab>_<node>``: ``eth0`` on the node network, ``cni0`` bridge holding the pod subnet's
   gateway, ``ip_forward`` and ``bridge-nf-call-iptables`` on, and either ``flannel.1``
-  (VXLAN with static FDB/neighbour entries, flannel's layout) or host-gw routes.
+  (VXLAN with static FDB/neighbour entries, flannel's layout) or host-gw routes; with the
+  ``bgp`` network, no route to another node's pods until its BIRD announces them.
 * ``<lab>_<ns>_<pod>``: ``eth0`` (veth peer of ``vethXXXXXXXX`` on ``cni0``), default route
   via the gateway.
 
@@ -328,6 +329,8 @@ class _Builder:
                     if ip.version == 6:
                         nl.neigh_add(f"{where}: eth0 neighbour {ip}", ETH0, str(ip), peer.mac)
                     net, prefix = str(subnet.network_address), subnet.prefixlen
+                    if topo.network == "bgp":
+                        continue  # BIRD installs the peers' subnets (proto bird): reconcile.bgp
                     if topo.network == "vxlan":
                         nl.neigh_add(f"{where}: flannel.1 neighbour {vtep}", VXLAN, str(vtep), peer.vtep_mac)
                         nl.route_add(f"{where}: route {subnet}", net, prefix, str(vtep), VXLAN, onlink=True)

@@ -93,8 +93,9 @@ def build(topo: Topology, under: Rtnl, under_bridge: int, new_namespace: NewName
             for c in topo.clients:
                 router.neigh_add(f"{r}/eth1 neighbour {c.ip6}", ETH1, str(c.ip6), c.mac)
         pool = topo.lb_pool
-        router.route_add(f"{r} route {pool} via the cloud load balancer", str(pool.network_address), pool.prefixlen, str(topo.lb_ip), ETH0)
-        if topo.lb_pool6 is not None and topo.lb_ip6 is not None:
+        if topo.load_balancer != "bgp":  # with bgp the pool's /32s are learned from the nodes' speakers
+            router.route_add(f"{r} route {pool} via the cloud load balancer", str(pool.network_address), pool.prefixlen, str(topo.lb_ip), ETH0)
+        if topo.lb_pool6 is not None and topo.lb_ip6 is not None and topo.load_balancer != "bgp":
             pool6 = topo.lb_pool6
             router.route_add(f"{r} route {pool6} via the cloud load balancer", str(pool6.network_address), pool6.prefixlen,
                              str(topo.lb_ip6), ETH0)

@@ -38,7 +38,8 @@ class CloudLB:
             self.config = self.desired(view)
 
     def sync(self, view: View) -> list[str]:
-        if view.untouched(lambda s: s.type == "LoadBalancer"):
+        """Nothing in a lab whose load-balancer IPs are announced by BGP (reconcile.bgp)."""
+        if view.topology.load_balancer != "cloud" or view.untouched(lambda s: s.type == "LoadBalancer"):
             return []  # it exists for, and its configuration reads, LoadBalancer Services only
         wanted = any(s.type == "LoadBalancer" and s.load_balancer_ips for s in view.objects.services)
         if not view.topology.has_outside or (not wanted and not self.rt.running("cloudlb")):

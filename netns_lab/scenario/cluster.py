@@ -11,9 +11,10 @@ from dataclasses import fields
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from netns_lab.model import (DUAL_DEFAULTS, IP_FAMILIES, IPV6_DEFAULTS, NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig,
+from netns_lab.model import (DUAL_DEFAULTS, IP_FAMILIES, IPV6_DEFAULTS, EXTERNAL_LOAD_BALANCERS, NETWORK_MODES, POLICY_DATAPLANES, PROXY_MODES, ClusterConfig,
                              ExternalConfig)
 from netns_lab.scenario import k8s
+from netns_lab.scenario.bgp import parse_bgp
 from netns_lab.scenario.schema import ANY, BOOL, INT, STR, ListOf, Obj
 from netns_lab.scenario.yamlsrc import Source, join
 
@@ -35,9 +36,11 @@ CLUSTER = Obj(
         "ipvsScheduler": STR,
         "ipvsLegacyPing": BOOL,
         "ingressServiceType": STR,
+        "bgp": ANY,  # checked by scenario.bgp once the network and load balancer are known
         "external": Obj(
             "netns-lab/v1 Scenario.cluster.external",
-            {"cidr": STR, "clients": ListOf(STR), "loadBalancerPool": STR, "healthCheckIntervalSeconds": ANY},
+            {"cidr": STR, "clients": ListOf(STR), "loadBalancerPool": STR, "healthCheckIntervalSeconds": ANY,
+             "loadBalancer": STR},
         ),
     },
 )
@@ -231,7 +234,11 @@ def parse_cluster(src: Source, raw: Any, path: str, host_networks: tuple[HostNet
     ingress_type = raw.get("ingressServiceType", _DEFAULTS["ingress_service_type"])
     if ingress_type not in ("LoadBalancer", "NodePort"):
         raise src.error(join(path, "ingressServiceType"), f'Unsupported value: "{ingress_type}": supported values: "LoadBalancer", "NodePort"')
+    uses_bgp = network == "bgp" or external.load_balancer == "bgp"
+    bgp = parse_bgp(src, raw.get("bgp"), join(path, "bgp"), uses_bgp,
+                    None if ip_family == "ipv4" else f'BGP runs in IPv4 labs only (cluster.ipFamily is "{ip_family}")')
     return ClusterConfig(
+        bgp=bgp,
         ingress_service_type=ingress_type,
         external=external,
         ipvs_scheduler=scheduler,
@@ -334,7 +341,11 @@ def _external(src: Source, path: str, raw: Any, cluster_cidrs: dict[str, IPv4Net
     interval = raw.get("healthCheckIntervalSeconds", default.health_check_interval)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
         raise src.error(join(path, "healthCheckIntervalSeconds"), f"Invalid value: {interval!r}: must be a number of seconds between 0.1 and 60")
-    return ExternalConfig(cidr=cidr, cidr6=cidr6, load_balancer_pool6=pool6, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
+    load_balancer = raw.get("loadBalancer", default.load_balancer)
+    if load_balancer not in EXTERNAL_LOAD_BALANCERS:
+        supported = ", ".join(f'"{a}"' for a in EXTERNAL_LOAD_BALANCERS)
+        raise src.error(join(path, "loadBalancer"), f'Unsupported value: "{load_balancer}": supported values: {supported}')
+    return ExternalConfig(load_balancer=load_balancer, cidr=cidr, cidr6=cidr6, load_balancer_pool6=pool6, clients=tuple(clients), load_balancer_pool=pool, health_check_interval=float(interval))
 
 
 def _port_range(src: Source, path: str, value: str) -> tuple[int, int]:

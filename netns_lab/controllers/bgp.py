@@ -1,0 +1,191 @@
+"""What every BGP speaker of a lab says (pure): BIRD 2 configurations and MetalLB's choices.
+
+Two users of BGP, one daemon per node (as Calico's BIRD and MetalLB's FRR can share a node's
+sessions, here one BIRD does both):
+
+* ``cluster.network: bgp``, Calico's layout (confd's ``bird.cfg.template``): the nodes in one
+  AS, a full iBGP mesh (``Mesh_<ip>`` sessions; the higher address waits passively, as
+  Calico does, so two nodes never race to connect), the router an external peer
+  (``Global_<ip>``). Each node announces its pod subnet from a static blackhole route (the
+  block's aggregate; its pods' own routes stay local) and installs what its peers announce
+  into the kernel (``proto bird``). Nothing is encapsulated: the pod MTU is the node MTU.
+* ``cluster.external.loadBalancer: bgp``, MetalLB's BGP mode: each node announces the
+  load-balancer IPs it should (:func:`announcements`, MetalLB's ``ShouldAnnounce``) as /32s,
+  to the router only, with itself as the next hop.
+
+The router (the top-of-rack switch, its own AS) accepts only pod subnets and pool /32s
+(anything else a node might say is filtered), merges equal routes into one multipath route
+(``merge paths on``) and installs it; the kernel spreads flows over the next hops by an L4
+hash (``fib_multipath_hash_policy=1``, set when the router's namespace is made).
+
+Every value written here comes from the validated model (addresses, prefixes, integers): a
+scenario's text never reaches a configuration file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+
+from netns_lab.controllers.topology import NodePlan, Topology
+from netns_lab.model import Service
+from netns_lab.proxy.types import ServicePortInfo
+
+CONNECT = "connect delay time 1; connect retry time 2; error wait time 1, 5;"  # Calico: 2, 5, 5..30; a lab converges sooner
+ROUTER = "router"  # the router's speaker name (nodes' speakers are named after their nodes)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One BIRD: where it runs and what it is told."""
+
+    name: str  # a node's name, or ROUTER
+    netns: str
+    router_id: IPv4Address
+    config: str
+
+
+def session_name(kind: str, peer: IPv4Address) -> str:
+    """Calico's protocol names: ``Mesh_10_0_0_3`` (node-to-node), ``Global_10_0_0_1`` (the
+    router, a global peer), and the router's own ``Node_10_0_0_2``."""
+    return f"{kind}_{str(peer).replace('.', '_')}"
+
+
+PEER_TYPES = {"Mesh": "node-to-node mesh", "Global": "global", "Node": "node"}  # calicoctl node status's PEER TYPE
+
+
+def announcements(services: tuple[Service, ...], ports: tuple[ServicePortInfo, ...], topo: Topology) -> dict[str, tuple[str, ...]]:
+    """node -> the load-balancer IPs its speaker announces (MetalLB's ``ShouldAnnounce``): none
+    without a ready endpoint anywhere; with ``externalTrafficPolicy: Local`` only the nodes
+    that hold a ready endpoint (the others would drop the traffic); every node otherwise."""
+    out: dict[str, set[str]] = {n.name: set() for n in topo.nodes}
+    if topo.load_balancer != "bgp":
+        return {name: () for name in out}
+    ready_nodes: dict[tuple[str, str], set[str]] = {}
+    for sp in ports:
+        ready_nodes.setdefault((sp.namespace, sp.name), set()).update(e.node for e in sp.endpoints if e.ready)
+    for svc in services:
+        ips = [ip for ip in svc.load_balancer_ips if ip_address(ip) in topo.lb_pool]
+        if svc.type != "LoadBalancer" or not ips:
+            continue
+        nodes = ready_nodes.get((svc.namespace, svc.name), set())
+        if not nodes:
+            continue  # noEndpoints: even Cluster withdraws
+        chosen = nodes if svc.external_traffic_policy == "Local" else set(out)
+        for name in chosen & set(out):
+            out[name].update(ips)
+    return {name: tuple(sorted(ips, key=ip_address)) for name, ips in out.items()}
+
+
+def speakers(topo: Topology, announced: dict[str, tuple[str, ...]]) -> tuple[Speaker, ...]:
+    """Every speaker of the lab (the nodes, then the router), ``announced`` from :func:`announcements`."""
+    if not topo.uses_bgp:
+        return ()
+    nodes = tuple(Speaker(n.name, n.netns, n.ip, node_config(topo, n, announced.get(n.name, ()))) for n in topo.local_nodes)
+    return (*nodes, Speaker(ROUTER, topo.router_netns, topo.router_ip, router_config(topo)))
+
+
+def _head(router_id: IPv4Address, kernel_export: str, merge: bool) -> list[str]:
+    return [
+        f"router id {router_id};",
+        "timeformat protocol iso long;",  # 'since' with a date: uptime for `invoke bgp`
+        "log stderr all;",
+        "protocol device { scan time 10; }",
+        "protocol kernel {",
+        f"  ipv4 {{ import none; export {kernel_export}; }};",
+        *(["  merge paths on;"] if merge else []),
+        "}",
+    ]
+
+
+def _bfd(topo: Topology) -> list[str]:
+    if not topo.bfd_multiplier:
+        return []
+    return ["protocol bfd {",
+            f'  interface "eth0" {{ min rx interval {topo.bfd_rx_ms} ms; min tx interval {topo.bfd_tx_ms} ms; '
+            f"multiplier {topo.bfd_multiplier}; }};",
+            "}"]
+
+
+def _timers(topo: Topology) -> str:
+    hold = f"hold time {topo.bgp_hold_time}; keepalive time {max(1, topo.bgp_hold_time // 3)};" if topo.bgp_hold_time else "hold time 0;"
+    return f"{hold} {CONNECT}" + (" bfd on;" if topo.bfd_multiplier else "")
+
+
+def _pod_blocks(topo: Topology) -> str:
+    """The prefix set every node's pod subnet belongs to (a /24 of podCIDR)."""
+    prefix = topo.nodes[0].pod_subnet.prefixlen
+    return f"[ {topo.pod_cidr}{{{prefix},{prefix}}} ]"
+
+
+def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
+    """A node's BIRD: its pod subnet (bgp network) and its load-balancer IPs (bgp LB)."""
+    pods = topo.network == "bgp"
+    lines = _head(node.ip, "filter { if source = RTS_BGP then accept; reject; }", merge=False)
+    if pods:
+        lines.append(f"protocol static pods {{ ipv4; route {node.pod_subnet} blackhole; }}")
+    lbs = "".join(f" route {ip}/32 blackhole;" for ip in lb_ips) if topo.load_balancer == "bgp" else ""
+    lines.append(f"protocol static lbs {{ ipv4;{lbs} }}")
+    lines += _bfd(topo)
+    to_router = ['proto = "pods"'] * pods + ['proto = "lbs"'] * (topo.load_balancer == "bgp")
+    # Without the mesh the nodes learn each other's subnets from the router: their own AS is
+    # in those routes' path (allow local as), as with Calico peering to a ToR in one AS.
+    from_router = f"filter {{ if net ~ {_pod_blocks(topo)} then accept; reject; }}" if pods and not topo.bgp_mesh else "none"
+    lines += [
+        f"protocol bgp {session_name('Global', topo.router_ip)} {{",
+        f"  local {node.ip} as {topo.bgp_as}; neighbor {topo.router_ip} as {topo.bgp_router_as}; direct;",
+        f"  {_timers(topo)}",
+        "  graceful restart off;",  # the router must withdraw a dead node's routes at once
+        *(["  allow local as;"] if from_router != "none" else []),
+        f"  ipv4 {{ import {from_router}; export filter {{ if {' || '.join(to_router) or 'false'} then accept; reject; }}; }};",
+        "}",
+    ]
+    if pods and topo.bgp_mesh:
+        for peer in topo.nodes:
+            if peer is node or peer.name == node.name:
+                continue
+            lines += [
+                f"protocol bgp {session_name('Mesh', peer.ip)} {{",
+                f"  local {node.ip} as {topo.bgp_as}; neighbor {peer.ip} as {topo.bgp_as}; direct;",
+                f"  {_timers(topo)}",
+                *(["  passive on;"] if int(peer.ip) > int(node.ip) else []),  # Calico: the higher address waits
+                f"  ipv4 {{ import filter {{ if net ~ {_pod_blocks(topo)} then accept; reject; }}; "
+                'export filter { if proto = "pods" then accept; reject; }; };',
+                "}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def router_config(topo: Topology) -> str:
+    """The top-of-rack router: one eBGP session per node; pod subnets and pool /32s only."""
+    accept = []
+    if topo.network == "bgp":
+        accept.append(f"if net ~ {_pod_blocks(topo)} then accept;")
+    if topo.load_balancer == "bgp":
+        accept.append(f"if net ~ [ {topo.lb_pool}{{32,32}} ] then accept;")
+    lines = _head(topo.router_ip, "filter { if source = RTS_BGP then accept; reject; }", merge=True)
+    lines += _bfd(topo)
+    for node in topo.nodes:
+        lines += [
+            f"protocol bgp {session_name('Node', node.ip)} {{",
+            f"  local {topo.router_ip} as {topo.bgp_router_as}; neighbor {node.ip} as {topo.bgp_as}; direct;",
+            f"  {_timers(topo)}",
+            "  graceful restart off;",
+            f"  ipv4 {{ import filter {{ {' '.join(accept)} reject; }}; export none; }};",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def expected_routes(topo: Topology, announced: dict[str, tuple[str, ...]]) -> dict[str, frozenset[IPv4Address]]:
+    """What the router's kernel must hold once BGP converged: prefix -> its next hops (the
+    node addresses), for each pod subnet (bgp network) and announced LB IP."""
+    out: dict[str, set[IPv4Address]] = {}
+    if topo.network == "bgp":
+        for n in topo.nodes:
+            out[str(n.pod_subnet)] = {n.ip}
+    by_name = {n.name: n for n in topo.nodes}
+    for name, ips in announced.items():
+        for ip in ips:
+            out.setdefault(f"{ip}/32", set()).add(by_name[name].ip)
+    return {k: frozenset(v) for k, v in out.items()}
