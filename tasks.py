@@ -142,6 +142,13 @@ def trace(c, from_, to, lab="", protocol="tcp", json=False, family=""):  # noqa:
     _exit(cli.trace(lab, from_, to, protocol, json, family=family))
 
 
+@task(help={"lab": "a running lab with cluster.network or cluster.external.loadBalancer bgp", "json": "machine-readable"})
+def bgp(c, lab, json=False):  # noqa: A002
+    """BGP: each speaker's sessions (state, uptime, prefixes; as calicoctl node status) and the
+    router's routes for pod subnets and load-balancer IPs."""
+    _exit(cli.bgp(lab, json))
+
+
 @task(help={"source": "scenario file, name in scenarios/, or a running lab's name",
             "out": "output file; .svg, .png, .mmd (Mermaid) or .dot (default: DOT on stdout)"})
 def graph(c, source, out=""):

@@ -387,6 +387,22 @@ def events(lab_name: str, follow: bool = False, out=sys.stdout) -> int:  # type:
 
 
 @_guard
+def bgp(lab_name: str, as_json: bool = False, out=sys.stdout) -> int:  # type: ignore[no-untyped-def]
+    """The BGP sessions of every speaker and the router's learned routes (``birdc``)."""
+    from netns_lab import bgpstatus
+    from netns_lab.lab import Lab
+
+    state.check_name(lab_name, "bgp")
+    _need_privileges("bgp")
+    lab = Lab.attach(lab_name)
+    if not lab.topology.uses_bgp:
+        raise LabError(f"lab {lab_name!r} runs no BGP (cluster.network and cluster.external.loadBalancer are not bgp)")
+    data = bgpstatus.collect(lab.topology, lab.bgp_run_dir)
+    print(json.dumps(data, indent=2) if as_json else bgpstatus.format_status(data), file=out)
+    return EXIT_OK
+
+
+@_guard
 def exec_in(lab_name: str, target: str, command: Sequence[str], interactive: bool = False) -> int:
     """Run a real command in a pod or node of a running lab, as ``kubectl exec``: the pod's
     namespace, its resolv.conf and its Service environment variables."""
@@ -661,6 +677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--protocol", default="tcp", choices=("tcp", "udp"))
     p.add_argument("--family", default="", choices=("", "ipv4", "ipv6"), help="which address of each object (dual-stack labs)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("bgp", help="BGP sessions of every speaker and the router's routes (calicoctl node status)")
+    p.add_argument("lab")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("exec", help="run a command in a pod or node (kubectl exec)")
     p.add_argument("lab")
     p.add_argument("target", help="pod/[NS/]NAME, node/NAME or external")
@@ -677,6 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return capture(args.lab, args.where, args.filter, args.count, args.seconds, args.out)
     if args.cmd == "get":
         return get(args.lab, args.kind, args.namespace, args.all_namespaces, args.output)
+    if args.cmd == "bgp":
+        return bgp(args.lab, args.json)
     if args.cmd == "exec":
         cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
         return exec_in(args.lab, args.target, cmd, interactive=sys.stdin.isatty())

@@ -38,7 +38,8 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
         f'  {_id("router")} [label="router\\n{_both(topo.router_ip, topo.router_ip6)} | {_both(topo.router_ext_ip, topo.router_ext_ip6)}", shape=diamond, fillcolor="#f7efe8"];',
         f'  {_id("router")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
         f'  {_id("router")} -> {_id("wan")} [dir=both, arrowsize=0.6];',
-        f'  {_id("cloudlb")} [label="cloud load balancer\\n{_both(topo.lb_ip, topo.lb_ip6)}, pool {_both(topo.lb_pool, topo.lb_pool6)}", shape=invhouse, fillcolor="#f7efe8"];',
+        f'  {_id("cloudlb")} [label="cloud load balancer\\n{_both(topo.lb_ip, topo.lb_ip6)}, pool {_both(topo.lb_pool, topo.lb_pool6)}'
+        f'{" (idle: BGP announces the pool)" if topo.load_balancer == "bgp" else ""}", shape=invhouse, fillcolor="#f7efe8"];',
         f'  {_id("cloudlb")} -> {_id("underlay")} [dir=both, arrowsize=0.6];',
     ]
     for c in topo.clients:
@@ -59,6 +60,7 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
             lines.append(f"    {_id(p.key)} -> {anchor} [arrowhead=none];")
         lines.append("  }")
         lines.append(f'  {anchor} -> {_id("underlay")} [ltail="cluster_{node.name}", label="eth0 {node.ip}", fontsize=8, arrowhead=none];')
+    lines += _bgp_sessions(topo)
     if topo.network == "vxlan":
         for i, a in enumerate(topo.nodes):
             for b in topo.nodes[i + 1 :]:
@@ -70,8 +72,9 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
         vip = ", ".join(svc.cluster_ips) or "None (headless)"
         outside = "".join(f"\\nLB {ip}" for ip in svc.load_balancer_ips) + "".join(f"\\nexternalIP {ip}" for ip in svc.external_ips)
         lines.append(f'  {_id("svc/" + svc.key)} [label="Service {svc.key} ({svc.type})\\n{vip}  {service_ports_text(svc)}{outside}", shape=component, fillcolor="#fdf6d8"];')
-        if svc.load_balancer_ips:
-            lines.append(f'  {_id("cloudlb")} -> {_id("svc/" + svc.key)} [style=dotted, label="{svc.load_balancer_ips[0]}", fontsize=8];')
+        if svc.load_balancer_ips:  # who sends the LB IP's traffic: the cloud LB, or the router's BGP routes
+            origin, how = ("router", "BGP ") if topo.load_balancer == "bgp" else ("cloudlb", "")
+            lines.append(f'  {_id(origin)} -> {_id("svc/" + svc.key)} [style=dotted, label="{how}{svc.load_balancer_ips[0]}", fontsize=8];')
         seen: set[str] = set()
         for eps in endpoints(svc, pods, topo).values():
             for ep in eps:
@@ -87,6 +90,22 @@ def dot(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...], po
                 lines.append(f'  {_id("netpol/" + pol.key)} -> {_id(p.key)} [color="#b03030", style=bold, label="selects", fontsize=8];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _bgp_sessions(topo: Topology) -> list[str]:
+    """The BGP sessions (``cluster.network`` or ``cluster.external.loadBalancer`` bgp): each
+    node's eBGP session with the router and, for the bgp network's mesh, the iBGP sessions."""
+    if not topo.uses_bgp:
+        return []
+    what = " + ".join(w for w, on in (("pod subnet", topo.network == "bgp"), ("LB /32s", topo.load_balancer == "bgp")) if on)
+    out = [f'  {_id(n.name + "/cni0")} -> {_id("router")} [ltail="cluster_{n.name}", style=dashed, color="#2060a0", '
+           f'label="eBGP AS {topo.bgp_as} -> {topo.bgp_router_as}\\n{what}", fontsize=8];' for n in topo.nodes]
+    if topo.network == "bgp" and topo.bgp_mesh:
+        for i, a in enumerate(topo.nodes):
+            for b in topo.nodes[i + 1:]:
+                out.append(f'  {_id(a.name + "/cni0")} -> {_id(b.name + "/cni0")} [ltail="cluster_{a.name}", lhead="cluster_{b.name}", '
+                           f'style=dashed, dir=both, color="#2060a0", label="iBGP mesh", fontsize=8];')
+    return out
 
 
 def mermaid(topo: Topology, pods: tuple[Pod, ...], services: tuple[Service, ...]) -> str:

@@ -505,6 +505,15 @@ class Lab:
         return self._reconciler(ClusterDNS).path
 
     @property
+    def bgp_run_dir(self) -> str:
+        """Where the BIRDs' configurations, control sockets, pid files and logs are."""
+        return self._reconciler(BgpSpeakers).run_dir
+
+    def bgp_socket(self, speaker: str) -> str:
+        """A speaker's BIRD control socket (a node's name, or "router")."""
+        return self._reconciler(BgpSpeakers).paths(speaker)["sock"]
+
+    @property
     def balancer_status_file(self) -> str:
         return self._reconciler(CloudLB).status_path
 

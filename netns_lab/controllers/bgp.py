@@ -128,15 +128,18 @@ def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
     lines.append(f"protocol static lbs {{ ipv4;{lbs} }}")
     lines += _bfd(topo)
     to_router = ['proto = "pods"'] * pods + ['proto = "lbs"'] * (topo.load_balancer == "bgp")
-    # Without the mesh the nodes learn each other's subnets from the router: their own AS is
-    # in those routes' path (allow local as), as with Calico peering to a ToR in one AS.
-    from_router = f"filter {{ if net ~ {_pod_blocks(topo)} then accept; reject; }}" if pods and not topo.bgp_mesh else "none"
+    # The router's default route (a node whose link went down and up again gets it back with
+    # the session); without the mesh, the other nodes' subnets too: their own AS is in those
+    # routes' path (allow local as), as with Calico peering to a ToR in one AS.
+    mesh_free = pods and not topo.bgp_mesh
+    from_router = ("filter { if net = 0.0.0.0/0 then accept; "
+                   + (f"if net ~ {_pod_blocks(topo)} then accept; " if mesh_free else "") + "reject; }")
     lines += [
         f"protocol bgp {session_name('Global', topo.router_ip)} {{",
         f"  local {node.ip} as {topo.bgp_as}; neighbor {topo.router_ip} as {topo.bgp_router_as}; direct;",
         f"  {_timers(topo)}",
         "  graceful restart off;",  # the router must withdraw a dead node's routes at once
-        *(["  allow local as;"] if from_router != "none" else []),
+        *(["  allow local as;"] if mesh_free else []),
         f"  ipv4 {{ import {from_router}; export filter {{ if {' || '.join(to_router) or 'false'} then accept; reject; }}; }};",
         "}",
     ]
@@ -164,6 +167,8 @@ def router_config(topo: Topology) -> str:
     if topo.load_balancer == "bgp":
         accept.append(f"if net ~ [ {topo.lb_pool}{{32,32}} ] then accept;")
     lines = _head(topo.router_ip, "filter { if source = RTS_BGP then accept; reject; }", merge=True)
+    # the top-of-rack switch announces the default route to the nodes, as datacenter fabrics do
+    lines.append("protocol static default_route { ipv4; route 0.0.0.0/0 blackhole; }")
     lines += _bfd(topo)
     for node in topo.nodes:
         lines += [
@@ -171,7 +176,8 @@ def router_config(topo: Topology) -> str:
             f"  local {topo.router_ip} as {topo.bgp_router_as}; neighbor {node.ip} as {topo.bgp_as}; direct;",
             f"  {_timers(topo)}",
             "  graceful restart off;",
-            f"  ipv4 {{ import filter {{ {' '.join(accept)} reject; }}; export none; }};",
+            f"  ipv4 {{ import filter {{ {' '.join(accept)} reject; }}; "
+            'export filter { if proto = "default_route" then accept; reject; }; };',
             "}",
         ]
     return "\n".join(lines) + "\n"

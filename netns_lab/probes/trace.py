@@ -60,6 +60,7 @@ class Trace:
     routes: dict[str, str] = field(default_factory=dict)
     vxlan: list[dict[str, Any]] = field(default_factory=list)
     conntrack: dict[str, str] = field(default_factory=dict)
+    router: list[str] = field(default_factory=list)  # from outside: the router's decision and the route it used
     ipvs: dict[str, str] = field(default_factory=dict)  # ipvs mode: node -> IPVS connection (virtual -> real server)
     policy: list[str] = field(default_factory=list)  # NetworkPolicy: which chain and rule accepted or dropped it
     result: str = ""
@@ -198,6 +199,8 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
             result.steps += parse_monitor(name, out)
         for ns in installed:
             subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", nft_family, TABLE], capture_output=True)
+    if src_ns in {c.netns for c in topo.clients} and topo.has_outside:
+        result.router = _router_route(topo.router_netns, src_ip, dst_ip)
     nodes_seen = list(dict.fromkeys(s.node for s in result.steps))
     for name in nodes_seen:
         ns = topo.node(name).netns
@@ -221,6 +224,20 @@ def trace(lab: Lab, source: str, target: str, protocol: str = "tcp", timeout: fl
                 if len(parts) == 6 and parts[3] == hostport(src_ip, sport):
                     result.ipvs[node.name] = f"{parts[0]} {parts[2]} {parts[3]} {parts[4]} -> {parts[5]}"
     return result
+
+
+def _router_route(router_ns: str, src_ip: str, dst_ip: str) -> list[str]:
+    """The router's decision for a packet from outside (``ip route get ... iif eth1``) and
+    the table entry it used, with its origin: ``proto bird`` for a route learned by BGP (a
+    pod subnet or a load-balancer IP announced by the nodes), ``proto static`` for one an
+    administrator set (the cloud LB's pool)."""
+    v6 = ["-6"] if ":" in dst_ip else []
+    got = subprocess.run(["ip", *v6, "-n", router_ns, "route", "get", dst_ip, "from", src_ip, "iif", "eth1"],
+                         capture_output=True, text=True)
+    table = subprocess.run(["ip", *v6, "-n", router_ns, "route", "show", "match", dst_ip], capture_output=True, text=True)
+    entries = [" ".join(e.split()) for e in re.split(r"\n(?=\S)", table.stdout.strip()) if e.strip()]
+    best = max(entries, key=lambda e: int(e.split()[0].partition("/")[2] or (128 if v6 else 32)), default="no route")
+    return [" ".join((got.stdout or got.stderr).split()), best]
 
 
 _ACCEPT_MARK = re.compile(r"mark set (?:meta )?mark (?:or|\|) 0x0*10000\b")  # iptables-nft's and nft's spellings
@@ -325,6 +342,9 @@ def render(t: Trace) -> str:
             lines.append(f"{where}: policy {s.text}")
         else:
             lines.append(f"{where}: {s.text}" + (f"  => {s.verdict}" if s.verdict and s.verdict != "continue" else ""))
+    if t.router:
+        lines.append(f"{'router':<10} route: {t.router[0]}")
+        lines.append(f"{'router':<10} table: {t.router[1]}")
     for node, route in t.routes.items():
         lines.append(f"{node:<10} route: {route}")
     for v in t.vxlan:

@@ -11,7 +11,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address
 
 from netns_lab.errors import RealizeError
 
@@ -100,9 +100,3 @@ def sessions(sock: str) -> list[Session]:
     return out
 
 
-def valid_ip(text: str) -> bool:
-    try:
-        ip_address(text)
-        return True
-    except ValueError:
-        return False
