@@ -52,11 +52,28 @@ def test_dual_stack_scenario_passes_in_both_network_modes(network: str) -> None:
     assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_bgp_scenario_passes_in_both_proxy_modes(mode: str) -> None:
+    """The three promises over BIRD's routes, pods reached from outside, LB IPs by BGP."""
+    proc = _run("run-scenario", "bgp", "--set", f"cluster.proxyMode={mode}", "--set", f"name=bgp-{mode[:3]}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pod-to-pod matrix: 6/6 pairs connected, source IP preserved in 6/6" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
+def test_the_underlay_scenario_passes_unchanged_over_bgp() -> None:
+    """`bgp` is an option: the host-gw scenario's checks hold when BIRD makes the routes."""
+    proc = _run("run-scenario", "underlay", "--set", "cluster.network=bgp", "--set", "name=underlay-bgp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pods, bgp, pod MTU 1500" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].endswith("(all passed)")
+
+
 def test_every_shipped_scenario_is_run_by_a_test() -> None:
     shipped = {f[:-5] for f in os.listdir(os.path.join(ROOT, "scenarios")) if f.endswith(".yaml")}
     assert shipped == {"basic", "underlay", "clusterip", "nodeport", "loadbalancer", "external-ips", "dns", "headless",
                        "externalname", "ingress", "ingress-haproxy", "spread", "changes",
-                       "conformance", "dual-stack", "ipv6"}  # ipv6: tests/test_ipv6.py; spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
+                       "conformance", "dual-stack", "ipv6", "bgp"}  # ipv6: tests/test_ipv6.py; spread also runs spread out (tests/test_spread.py); conformance: tests/test_conformance.py
 
 
 def test_a_wrong_expectation_fails_with_exit_1(tmp_path) -> None:  # type: ignore[no-untyped-def]

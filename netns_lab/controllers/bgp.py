@@ -86,6 +86,9 @@ def speakers(topo: Topology, announced: dict[str, tuple[str, ...]]) -> tuple[Spe
 
 
 def _head(router_id: IPv4Address, kernel_export: str, merge: bool) -> list[str]:
+    """Every BIRD's start. ``graceful restart`` on the kernel protocol (Calico's): a BIRD that
+    was restarted keeps the routes its predecessor installed until BGP has converged again,
+    instead of pruning them at start-up."""
     return [
         f"router id {router_id};",
         "timeformat protocol iso long;",  # 'since' with a date: uptime for `invoke bgp`
@@ -94,6 +97,7 @@ def _head(router_id: IPv4Address, kernel_export: str, merge: bool) -> list[str]:
         "protocol kernel {",
         f"  ipv4 {{ import none; export {kernel_export}; }};",
         *(["  merge paths on;"] if merge else []),
+        "  graceful restart on;",
         "}",
     ]
 
@@ -107,9 +111,12 @@ def _bfd(topo: Topology) -> list[str]:
             "}"]
 
 
-def _timers(topo: Topology) -> str:
+def _timers(topo: Topology, graceful: bool = False) -> str:
+    """Hold/keepalive, connect timers and BFD. ``graceful`` (the mesh, as Calico's ``bfd
+    graceful``): BFD going down starts a graceful restart instead of dropping the routes."""
     hold = f"hold time {topo.bgp_hold_time}; keepalive time {max(1, topo.bgp_hold_time // 3)};" if topo.bgp_hold_time else "hold time 0;"
-    return f"{hold} {CONNECT}" + (" bfd on;" if topo.bfd_multiplier else "")
+    bfd = (" bfd graceful;" if graceful else " bfd on;") if topo.bfd_multiplier else ""
+    return f"{hold} {CONNECT}{bfd}"
 
 
 def _pod_blocks(topo: Topology) -> str:
@@ -150,8 +157,11 @@ def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
             lines += [
                 f"protocol bgp {session_name('Mesh', peer.ip)} {{",
                 f"  local {node.ip} as {topo.bgp_as}; neighbor {peer.ip} as {topo.bgp_as}; direct;",
-                f"  {_timers(topo)}",
+                f"  {_timers(topo, graceful=True)}",
                 *(["  passive on;"] if int(peer.ip) > int(node.ip) else []),  # Calico: the higher address waits
+                # Calico's too: a peer whose BIRD died keeps its routes (stale) until it is back,
+                # so pods keep reaching the pods of a node whose BIRD is restarted
+                "  graceful restart on;",
                 f"  ipv4 {{ import filter {{ if net ~ {_pod_blocks(topo)} then accept; reject; }}; "
                 'export filter { if proto = "pods" then accept; reject; }; };',
                 "}",
@@ -166,6 +176,8 @@ def router_config(topo: Topology) -> str:
         accept.append(f"if net ~ {_pod_blocks(topo)} then accept;")
     if topo.load_balancer == "bgp":
         accept.append(f"if net ~ [ {topo.lb_pool}{{32,32}} ] then accept;")
+    # without the mesh, the router passes each node's pod subnet on to the others
+    reflect = f"if net ~ {_pod_blocks(topo)} then accept; " if topo.network == "bgp" and not topo.bgp_mesh else ""
     lines = _head(topo.router_ip, "filter { if source = RTS_BGP then accept; reject; }", merge=True)
     # the top-of-rack switch announces the default route to the nodes, as datacenter fabrics do
     lines.append("protocol static default_route { ipv4; route 0.0.0.0/0 blackhole; }")
@@ -177,7 +189,7 @@ def router_config(topo: Topology) -> str:
             f"  {_timers(topo)}",
             "  graceful restart off;",
             f"  ipv4 {{ import filter {{ {' '.join(accept)} reject; }}; "
-            'export filter { if proto = "default_route" then accept; reject; }; };',
+            f'export filter {{ if proto = "default_route" then accept; {reflect}reject; }}; }};',
             "}",
         ]
     return "\n".join(lines) + "\n"

@@ -45,7 +45,7 @@ def kernel_routes(netns: str) -> dict[str, frozenset[IPv4Address]]:
         raise RealizeError(netns, "list routes", None, proc.stderr.strip())
     out: dict[str, frozenset[IPv4Address]] = {}
     for r in json.loads(proc.stdout or "[]"):
-        dst = r["dst"] if "/" in r["dst"] else f"{r['dst']}/32"
+        dst = "0.0.0.0/0" if r["dst"] == "default" else r["dst"] if "/" in r["dst"] else f"{r['dst']}/32"
         hops = [h["gateway"] for h in r.get("nexthops", []) if "gateway" in h] or ([r["gateway"]] if "gateway" in r else [])
         out[dst] = frozenset(IPv4Address(h) for h in hops)
     return out

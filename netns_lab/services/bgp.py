@@ -32,7 +32,10 @@ BACKOFF = 0.3  # seconds before a dead BIRD is started again
 READY_TIMEOUT = 15.0
 
 
-def _start(sp: dict[str, Any]) -> subprocess.Popen[bytes]:
+def _start(sp: dict[str, Any], recovery: bool = False) -> subprocess.Popen[bytes]:
+    """``recovery``: a restart, with BIRD's graceful-restart recovery (``-R``, as calico-node
+    starts its BIRD): the routes the dead BIRD installed stay in the kernel, and its peers'
+    copies stay in theirs, until its sessions are back and the tables were exchanged again."""
     for stale in (sp["sock"], sp["pid"]):  # a killed BIRD leaves its socket behind: bind would fail
         try:
             os.unlink(stale)
@@ -40,7 +43,7 @@ def _start(sp: dict[str, Any]) -> subprocess.Popen[bytes]:
             pass
     with open(sp["log"], "ab") as log:
         return subprocess.Popen(["ip", "netns", "exec", sp["netns"], "bird", "-f", "-c", sp["conf"], "-s", sp["sock"],
-                                 "-P", sp["pid"]], stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
+                                 "-P", sp["pid"], *(["-R"] if recovery else [])], stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True)
 
 
 def answers(sock: str) -> bool:
@@ -90,7 +93,7 @@ def supervise(path: str) -> None:
             if child.poll() is None:
                 continue
             time.sleep(BACKOFF)
-            children[name] = _start(by_name[name])
+            children[name] = _start(by_name[name], recovery=True)
             restarts[name] += 1
             atomic.write(restarts_path, json.dumps(restarts))
 
