@@ -437,3 +437,36 @@ def test_bgp_load_balancing_over_an_overlay(network: str) -> None:
         outcomes = run_checks(lab, lab.scenario.checks)
         assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
         assert not lab.running("cloudlb")  # no cloud load balancer: BGP announces the pool
+
+
+def test_a_killed_lab_leaves_no_bird_behind_after_clean(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The builder SIGKILLed with every BIRD running, then their supervisor SIGKILLed too: the
+    BIRDs are orphans in the lab's namespaces, still carrying its token; `clean` stops them
+    (by that token, by PID) and removes everything."""
+    import sys
+
+    from netns_lab import procs
+    from netns_lab.realize import netns
+
+    state_dir = str(tmp_path / "state")
+    env = dict(os.environ, NETNS_LAB_STATE_DIR=state_dir, NETNS_LAB_FAULT="bgp")
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "netns_lab", *a], capture_output=True, text=True,  # noqa: E731
+                                          cwd=ROOT, timeout=120, **kw)
+    up = run("up", BGP, "--set", "name=bgp-kill", env=env)
+    assert up.returncode == -signal.SIGKILL, up.stderr
+    with open(os.path.join(state_dir, "bgp-kill.json")) as fh:
+        record = json.load(fh)
+    owned = procs.find_owned(record["instance"])
+    birds_running = [p for p in owned if open(f"/proc/{p}/comm").read().strip() == "bird"]
+    assert len(birds_running) == 4, owned  # three nodes and the router
+    supervisor = next(p["pid"] for p in record["processes"] if p["role"] == "bgp")
+    os.kill(supervisor, signal.SIGKILL)
+    time.sleep(0.2)
+    assert all(os.path.exists(f"/proc/{p}") for p in birds_running)  # orphans, still running
+    env.pop("NETNS_LAB_FAULT")
+    clean = run("clean", env=env)
+    assert clean.returncode == 0, clean.stderr
+    assert not procs.find_owned(record["instance"])
+    wait_for("every BIRD gone (or a zombie awaiting init)", lambda: all(procs._zombie(p) for p in birds_running), 5)
+    assert not [n for n in record["namespaces"] if netns.exists(n)]
+    assert not os.listdir(state_dir)

@@ -25,6 +25,7 @@ EXTERNAL_IPS = os.path.join(ROOT, "scenarios", "external-ips.yaml")
 CHANGES = os.path.join(ROOT, "scenarios", "changes.yaml")  # run-time changes: its steps apply, delete and label
 DUAL = os.path.join(ROOT, "scenarios", "dual-stack.yaml")
 IPV6 = os.path.join(ROOT, "scenarios", "ipv6.yaml")
+BGP = os.path.join(ROOT, "scenarios", "bgp.yaml")
 
 
 def _ipvsadm(lab: Lab, node: str) -> dict[str, set[str]]:
@@ -194,3 +195,23 @@ def test_dual_stack_in_ipvs_mode(lab_factory) -> None:  # type: ignore[no-untype
     assert {p.cluster_ip for p in lab.service_ports()} <= set(re.findall(r"inet (\S+)/32", addrs))
     sets = lab.exec("node/node-1", ["ipset", "list", "-n"], check=True).stdout.split()
     assert "KUBE-6-CLUSTER-IP" in sets and "KUBE-CLUSTER-IP" in sets
+
+
+@pytest.mark.root
+@pytest.mark.ipvs
+def test_bgp_underlay_and_load_balancing_in_ipvs_mode(lab_factory) -> None:  # type: ignore[no-untyped-def]
+    """scenarios/bgp.yaml in ipvs mode: the three promises over BIRD's routes, pods reached
+    from outside without NAT, ClusterIPs not, LB IPs announced by BGP and served by IPVS
+    (virtual servers for them on every node; Local ones only where an endpoint is)."""
+    from netns_lab.realize import bgp as birds
+
+    lab = lab_factory(BGP, cluster__proxyMode="ipvs")
+    assert lab.scenario is not None
+    outcomes = run_checks(lab, lab.scenario.checks)
+    assert all(o.passed for o in outcomes), [(o.check.name, o.summary) for o in outcomes if not o.passed]
+    routes = birds.kernel_routes(lab.topology.router_netns)
+    lb, local = lab.service("web-lb").load_balancer_ips[0], lab.service("web-local").load_balancer_ips[0]
+    assert routes[f"{lb}/32"] == frozenset(n.ip for n in lab.topology.nodes)
+    assert routes[f"{local}/32"] == frozenset(lab.topology.node(n).ip for n in ("node-1", "node-2"))
+    table = _ipvsadm(lab, "node-3")
+    assert f"TCP {lb}:80" in table and f"TCP {local}:80" in table, table

@@ -20,6 +20,7 @@ from ipaddress import IPv4Address
 from netns_lab import atomic
 from netns_lab.controllers import bgp
 from netns_lab.errors import RealizeError
+from netns_lab.faults import fault
 from netns_lab.realize import bgp as birds
 from netns_lab.reconcile import Runtime, View, plural
 
@@ -95,6 +96,7 @@ class BgpSpeakers:
         spec = os.path.join(self.run_dir, "speakers.json")
         atomic.write(spec, json.dumps({"speakers": listed}))
         self.rt.spawn(ROLE, ["-m", "netns_lab.services.bgp", spec])
+        fault("bgp")  # tests: the builder dies with every BIRD running
         self.configs, self.announced = {s.name: s.config for s in speakers}, announced
         waited, missing = self.converge(view, announced, CONVERGE_TIMEOUT)
         if missing:
