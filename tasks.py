@@ -162,13 +162,13 @@ def status(c):
     _exit(cli.status())
 
 
-@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns, changes, ingress, netpol, dualstack"})
+@task(help={"quick": "smallest sizes only", "only": "comma list of: lab, matrix, services, dns, changes, ingress, netpol, dualstack, bgp"})
 def bench(c, quick=False, only=""):
     """Benchmarks (figures, not pass/fail): pod network up/serve/down and matrix; Services
     (sync times, memory, connect latency per kube-proxy mode, table + plot in benchmarks/results);
     DNS; run-time changes (one new Service among N: rules synced, DNS answering, Python vs kernel);
     ingress controllers (endpoint changes without a reload, rule changes, requests/s)."""
-    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes", "ingress", "netpol", "dualstack"}
+    parts = set(filter(None, only.split(","))) or {"lab", "matrix", "services", "dns", "changes", "ingress", "netpol", "dualstack", "bgp"}
     quick_flag = " --quick" if quick else ""
     lab_parts = ",".join(sorted(parts & {"lab", "matrix"}))
     if lab_parts:
@@ -185,6 +185,8 @@ def bench(c, quick=False, only=""):
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_netpol.py')}", pty=False)
     if "dualstack" in parts:  # IPv4 vs dual-stack labs up and serving; 1,000 single- vs dual-stack Services synced
         c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_dualstack.py')}{quick_flag}", pty=False)
+    if "bgp" in parts:  # bgp vs vxlan/host-gw up and serving; convergence after up and after a node failure
+        c.run(f"{sys.executable} {os.path.join(HERE, 'benchmarks', 'bench_bgp.py')}{quick_flag}", pty=False)
 
 
 @task(help={"k": "pytest -k expression", "m": "pytest -m marker expression (default: ipvs or sctp)",

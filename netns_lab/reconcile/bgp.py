@@ -36,6 +36,7 @@ class BgpSpeakers:
         self.rt = rt
         self.configs: dict[str, str] = {}
         self.announced: dict[str, tuple[str, ...]] = {}
+        self.converged_s: float | None = None  # the first start's: speakers started -> every route in place
 
     @property
     def run_dir(self) -> str:
@@ -99,6 +100,7 @@ class BgpSpeakers:
         fault("bgp")  # tests: the builder dies with every BIRD running
         self.configs, self.announced = {s.name: s.config for s in speakers}, announced
         waited, missing = self.converge(view, announced, CONVERGE_TIMEOUT)
+        self.converged_s = waited
         if missing:
             raise RealizeError(view.topology.router_netns, "BGP convergence", None,
                                f"not converged within {CONVERGE_TIMEOUT:.0f} s: {'; '.join(missing[:4])} "
