@@ -244,7 +244,7 @@ def test_local_policy_is_announced_only_by_nodes_with_a_ready_endpoint(lab: Lab)
     assert router_routes(lab)[f"{local}/32"] == frozenset(topo.node(n).ip for n in with_endpoint)
     exported = {n.name: next(s.exported for s in sessions(lab, n.name) if s.name.startswith("Global")) for n in topo.nodes}
     assert exported == {"node-1": 3, "node-2": 3, "node-3": 2}, exported  # pod subnet + web-lb (+ web-local)
-    results = [lab.connect("external", f"loadbalancer/web-local", 80) for _ in range(10)]
+    results = [lab.connect("external", "loadbalancer/web-local", 80) for _ in range(10)]
     assert all(r.result == "ok" and r.client_ip == lab.ip_of("external") for r in results), results
 
 

@@ -31,7 +31,7 @@ from netns_lab.controllers.topology import NodePlan, Topology
 from netns_lab.model import Service
 from netns_lab.proxy.types import ServicePortInfo
 
-CONNECT = "connect delay time 1; connect retry time 2; error wait time 1, 5;"  # Calico: 2, 5, 5..30; a lab converges sooner
+CONNECT = "connect delay time 1; connect retry time 1; error wait time 1, 5;"  # Calico: 2, 5, 5..30; a lab converges sooner
 ROUTER = "router"  # the router's speaker name (nodes' speakers are named after their nodes)
 
 
@@ -106,8 +106,9 @@ def _bfd(topo: Topology) -> list[str]:
     if not topo.bfd_multiplier:
         return []
     return ["protocol bfd {",
+            # idle tx: how often a session not yet up sends (BIRD's default 1 s made the handshake take 2 s)
             f'  interface "eth0" {{ min rx interval {topo.bfd_rx_ms} ms; min tx interval {topo.bfd_tx_ms} ms; '
-            f"multiplier {topo.bfd_multiplier}; }};",
+            f"idle tx interval {topo.bfd_tx_ms} ms; multiplier {topo.bfd_multiplier}; }};",
             "}"]
 
 

@@ -31,6 +31,20 @@ def _attach_bpf(sock: socket.socket, expression: str) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(ctypes.string_at(ctypes.addressof(prog), ctypes.sizeof(prog))))
 
 
+def _drain(sock: socket.socket) -> None:
+    """An ETH_P_ALL socket receives every frame of the namespace from its creation on: what it
+    queued before its filter was attached and it was bound must not count as captured (a
+    lab with BFD sends a packet every 100 ms: a `--count 2` capture saw only those)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(65535)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.setblocking(True)
+
+
 class Capture:
     """``with Capture(ns, "br0") as cap: ...`` then ``cap.packets()`` (scapy Ether objects)."""
 
@@ -53,6 +67,7 @@ class Capture:
             if self.bpf:
                 _attach_bpf(sock, self.bpf)
             sock.bind((self.ifname, 0))
+            _drain(sock)  # frames queued before the filter and the binding held (any interface, any packet)
         except BaseException as exc:
             self._error = exc
             self._ready.set()
