@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -15,11 +16,12 @@ from netns_lab.controllers.topology import Topology
 from netns_lab.realize import bgp as birds
 
 
-def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
-    """What the lab's BIRDs say now (a dead one: its error instead of its sessions)."""
+def collect(topo: Topology, run_dir: str, socket_of: Callable[[str], str]) -> dict[str, Any]:
+    """What the lab's BIRDs say now (a dead one: its error instead of its sessions).
+    ``socket_of``: a speaker's control socket, by its name."""
     speakers: dict[str, Any] = {}
     for name in [n.name for n in topo.local_nodes] + [ROUTER]:
-        sock = os.path.join(run_dir, f"{name}.ctl")
+        sock = socket_of(name)
         try:
             speakers[name] = {"sessions": [asdict(s) | {"type": PEER_TYPES.get(s.name.split("_")[0], "?"),
                                                         "established": s.established} for s in birds.sessions(sock)]}

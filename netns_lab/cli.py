@@ -397,7 +397,7 @@ def bgp(lab_name: str, as_json: bool = False, out=sys.stdout) -> int:  # type: i
     lab = Lab.attach(lab_name)
     if not lab.topology.uses_bgp:
         raise LabError(f"lab {lab_name!r} runs no BGP (cluster.network and cluster.external.loadBalancer are not bgp)")
-    data = bgpstatus.collect(lab.topology, lab.bgp_run_dir)
+    data = bgpstatus.collect(lab.topology, lab.bgp_run_dir, lab.bgp_socket)
     print(json.dumps(data, indent=2) if as_json else bgpstatus.format_status(data), file=out)
     return EXIT_OK
 

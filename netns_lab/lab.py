@@ -36,7 +36,7 @@ from netns_lab.realize.netns import addresses
 from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV, Proxier
 from netns_lab.reconcile import View
 from netns_lab.reconcile.agents import NodeAgents
-from netns_lab.reconcile.bgp import BgpSpeakers
+from netns_lab.reconcile.bgp import BgpSpeakers, BgpWithdrawals
 from netns_lab.reconcile.cloudlb import CloudLB
 from netns_lab.reconcile.dns import ClusterDNS
 from netns_lab.reconcile.haproxy import HAProxyIngress
@@ -168,9 +168,10 @@ class Lab:
         """In the order a sync runs them: pods exist before anything points at them; DNS
         answers as soon as it can (CoreDNS does not wait for kube-proxy either)."""
         if not self._reconcilers:
+            speakers = BgpSpeakers(self)  # around kube-proxy: withdraw before its rules go, announce after they came
             self._reconcilers = (
                 PodSandboxes(self, self.topology), NodeAgents(self, self._serving), ClusterDNS(self),
-                KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), BgpSpeakers(self),
+                BgpWithdrawals(speakers), KubeProxy(self.proxy_mode, self.iptables_backend, self.ipvs), speakers,
                 NetworkPolicies(self.iptables_backend),
                 IngressNginx(self), HAProxyIngress(self), CloudLB(self),
                 ExternalIPRoutes(),
@@ -511,7 +512,14 @@ class Lab:
 
     def bgp_socket(self, speaker: str) -> str:
         """A speaker's BIRD control socket (a node's name, or "router")."""
-        return self._reconciler(BgpSpeakers).paths(speaker)["sock"]
+        from netns_lab.controllers.bgp import ROUTER, file_stem
+
+        return self._reconciler(BgpSpeakers).paths(ROUTER if speaker == ROUTER else file_stem(self.topology, speaker))["sock"]
+
+    @property
+    def bgp_convergence_s(self) -> float | None:
+        """How long the BIRDs took, once started, to put every route in place (this process's `up`)."""
+        return self._reconciler(BgpSpeakers).converged_s
 
     @property
     def balancer_status_file(self) -> str:

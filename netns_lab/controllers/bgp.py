@@ -4,7 +4,7 @@ Two users of BGP, one daemon per node (as Calico's BIRD and MetalLB's FRR can sh
 sessions, here one BIRD does both):
 
 * ``cluster.network: bgp``, Calico's layout (confd's ``bird.cfg.template``): the nodes in one
-  AS, a full iBGP mesh (``Mesh_<ip>`` sessions; the higher address waits passively, as
+  AS, a full iBGP mesh (``Mesh_<ip>`` sessions; the lower address waits passively, as
   Calico does, so two nodes never race to connect), the router an external peer
   (``Global_<ip>``). Each node announces its pod subnet from a static blackhole route (the
   block's aggregate; its pods' own routes stay local) and installs what its peers announce
@@ -24,6 +24,7 @@ scenario's text never reaches a configuration file.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
 
@@ -41,8 +42,8 @@ class Speaker:
 
     name: str  # a node's name, or ROUTER
     netns: str
-    router_id: IPv4Address
     config: str
+    stem: str  # its files' names in the lab's bgp directory (file_stem)
 
 
 def session_name(kind: str, peer: IPv4Address) -> str:
@@ -81,22 +82,41 @@ def speakers(topo: Topology, announced: dict[str, tuple[str, ...]]) -> tuple[Spe
     """Every speaker of the lab (the nodes, then the router), ``announced`` from :func:`announcements`."""
     if not topo.uses_bgp:
         return ()
-    nodes = tuple(Speaker(n.name, n.netns, n.ip, node_config(topo, n, announced.get(n.name, ()))) for n in topo.local_nodes)
-    return (*nodes, Speaker(ROUTER, topo.router_netns, topo.router_ip, router_config(topo)))
+    nodes = tuple(Speaker(n.name, n.netns, node_config(topo, n, announced.get(n.name, ())), file_stem(topo, n.name))
+                  for n in topo.local_nodes)
+    return (*nodes, Speaker(ROUTER, topo.router_netns, router_config(topo), ROUTER))
 
 
-def _head(router_id: IPv4Address, kernel_export: str, merge: bool) -> list[str]:
-    """Every BIRD's start. ``graceful restart`` on the kernel protocol (Calico's): a BIRD that
-    was restarted keeps the routes its predecessor installed until BGP has converged again,
-    instead of pruning them at start-up."""
+MAX_STEM = 32  # /run/netns-lab/<40-character lab>/bgp/<stem>.ctl stays within a socket path's 108 bytes
+
+
+def file_stem(topo: Topology, node: str) -> str:
+    """A node speaker's file names (``STEM.conf``, ``.ctl``, ``.pid``, ``.log``): the node's
+    name, as users look for it, unless it is the router's (a node may be called ``router``) or
+    too long for a control socket's path (a node name may have 253 characters): then
+    ``node<index>-<hash>``, unique and short. The router's stem is ROUTER."""
+    if node != ROUTER and len(node) <= MAX_STEM:
+        return node
+    return f"node{topo.node(node).index}-{hashlib.sha256(node.encode()).hexdigest()[:8]}"
+
+
+def _head(router_id: IPv4Address, merge_limit: int = 0) -> list[str]:
+    """Every BIRD's start. Only routes learned by BGP go to the kernel (a static blackhole that
+    announces a prefix stays in BIRD). ``graceful restart`` on the kernel protocol (Calico's):
+    a BIRD that was restarted keeps the routes its predecessor installed until BGP has
+    converged again, instead of pruning them at start-up; that recovery waits 10 s at most
+    for a peer that is down (BIRD's default, 240 s, would hold the node's routes that long).
+    ``merge_limit``: the router merges equal routes into one multipath route of up to that
+    many next hops (BIRD's default limit, 16, would cut a larger cluster's ECMP routes)."""
     return [
         f"router id {router_id};",
+        "graceful restart wait 10;",
         "timeformat protocol iso long;",  # 'since' with a date: uptime for `invoke bgp`
         "log stderr all;",
         "protocol device { scan time 10; }",
         "protocol kernel {",
-        f"  ipv4 {{ import none; export {kernel_export}; }};",
-        *(["  merge paths on;"] if merge else []),
+        "  ipv4 { import none; export filter { if source = RTS_BGP then accept; reject; }; };",
+        *([f"  merge paths on limit {merge_limit};"] if merge_limit else []),
         "  graceful restart on;",
         "}",
     ]
@@ -112,12 +132,13 @@ def _bfd(topo: Topology) -> list[str]:
             "}"]
 
 
-def _timers(topo: Topology, graceful: bool = False) -> str:
-    """Hold/keepalive, connect timers and BFD. ``graceful`` (the mesh, as Calico's ``bfd
-    graceful``): BFD going down starts a graceful restart instead of dropping the routes."""
+def _timers(topo: Topology, bfd: bool) -> str:
+    """Hold/keepalive, connect timers and, for the sessions with the router (``bfd``), BFD:
+    what fails a node over. The mesh relies on its hold timer and graceful restart: BFD on
+    every node pair would grow as the square of the nodes (a 250-node mesh at 100 ms: over
+    600,000 packets a second)."""
     hold = f"hold time {topo.bgp_hold_time}; keepalive time {max(1, topo.bgp_hold_time // 3)};" if topo.bgp_hold_time else "hold time 0;"
-    bfd = (" bfd graceful;" if graceful else " bfd on;") if topo.bfd_multiplier else ""
-    return f"{hold} {CONNECT}{bfd}"
+    return f"{hold} {CONNECT}" + (" bfd on;" if bfd and topo.bfd_multiplier else "")
 
 
 def _pod_blocks(topo: Topology) -> str:
@@ -129,7 +150,7 @@ def _pod_blocks(topo: Topology) -> str:
 def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
     """A node's BIRD: its pod subnet (bgp network) and its load-balancer IPs (bgp LB)."""
     pods = topo.network == "bgp"
-    lines = _head(node.ip, "filter { if source = RTS_BGP then accept; reject; }", merge=False)
+    lines = _head(node.ip)
     if pods:
         lines.append(f"protocol static pods {{ ipv4; route {node.pod_subnet} blackhole; }}")
     lbs = "".join(f" route {ip}/32 blackhole;" for ip in lb_ips) if topo.load_balancer == "bgp" else ""
@@ -145,7 +166,7 @@ def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
     lines += [
         f"protocol bgp {session_name('Global', topo.router_ip)} {{",
         f"  local {node.ip} as {topo.bgp_as}; neighbor {topo.router_ip} as {topo.bgp_router_as}; direct;",
-        f"  {_timers(topo)}",
+        f"  {_timers(topo, bfd=True)}",
         "  graceful restart off;",  # the router must withdraw a dead node's routes at once
         *(["  allow local as;"] if mesh_free else []),
         f"  ipv4 {{ import {from_router}; export filter {{ if {' || '.join(to_router) or 'false'} then accept; reject; }}; }};",
@@ -158,8 +179,8 @@ def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
             lines += [
                 f"protocol bgp {session_name('Mesh', peer.ip)} {{",
                 f"  local {node.ip} as {topo.bgp_as}; neighbor {peer.ip} as {topo.bgp_as}; direct;",
-                f"  {_timers(topo, graceful=True)}",
-                *(["  passive on;"] if int(peer.ip) > int(node.ip) else []),  # Calico: the higher address waits
+                f"  {_timers(topo, bfd=False)}",
+                *(["  passive on;"] if int(peer.ip) > int(node.ip) else []),  # Calico: the lower address waits
                 # Calico's too: a peer whose BIRD died keeps its routes (stale) until it is back,
                 # so pods keep reaching the pods of a node whose BIRD is restarted
                 "  graceful restart on;",
@@ -179,7 +200,7 @@ def router_config(topo: Topology) -> str:
         accept.append(f"if net ~ [ {topo.lb_pool}{{32,32}} ] then accept;")
     # without the mesh, the router passes each node's pod subnet on to the others
     reflect = f"if net ~ {_pod_blocks(topo)} then accept; " if topo.network == "bgp" and not topo.bgp_mesh else ""
-    lines = _head(topo.router_ip, "filter { if source = RTS_BGP then accept; reject; }", merge=True)
+    lines = _head(topo.router_ip, merge_limit=min(255, max(16, len(topo.nodes))))
     # the top-of-rack switch announces the default route to the nodes, as datacenter fabrics do
     lines.append("protocol static default_route { ipv4; route 0.0.0.0/0 blackhole; }")
     lines += _bfd(topo)
@@ -187,13 +208,19 @@ def router_config(topo: Topology) -> str:
         lines += [
             f"protocol bgp {session_name('Node', node.ip)} {{",
             f"  local {topo.router_ip} as {topo.bgp_router_as}; neighbor {node.ip} as {topo.bgp_as}; direct;",
-            f"  {_timers(topo)}",
+            f"  {_timers(topo, bfd=True)}",
             "  graceful restart off;",
             f"  ipv4 {{ import filter {{ {' '.join(accept)} reject; }}; "
             f'export filter {{ if proto = "default_route" then accept; {reflect}reject; }}; }};',
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def announced_in(config: str) -> tuple[str, ...]:
+    """The load-balancer IPs a node's configuration announces (its ``lbs`` static routes)."""
+    line = next((l for l in config.splitlines() if l.startswith("protocol static lbs ")), "")
+    return tuple(part.split()[1][: -len("/32")] for part in line.split(";") if part.strip().startswith("route "))
 
 
 def expected_routes(topo: Topology, announced: dict[str, tuple[str, ...]]) -> dict[str, frozenset[IPv4Address]]:

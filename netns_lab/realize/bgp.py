@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -29,11 +30,21 @@ def birdc(sock: str, *command: str) -> str:
     return proc.stdout
 
 
-def configure(sock: str) -> None:
+def configure(sock: str, retry_s: float = 5.0) -> None:
     """Make a running BIRD read its (rewritten) configuration: sessions stay up; routes that
-    are no longer announced are withdrawn, new ones announced."""
-    out = birdc(sock, "configure")
-    if "Reconfigured" not in out and "Reconfiguration in progress" not in out:
+    are no longer announced are withdrawn, new ones announced. A BIRD being restarted by its
+    supervisor (its socket not there yet) is asked again for up to ``retry_s``; one that is
+    still busy with a reconfiguration queues this one, which is as good."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            out = birdc(sock, "configure")
+            break
+        except RealizeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    if not any(ok in out for ok in ("Reconfigured", "Reconfiguration in progress", "queueing new config")):
         raise RealizeError(sock, "configure", None, out.strip().replace("\n", " | "))
 
 

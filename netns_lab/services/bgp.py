@@ -30,6 +30,7 @@ from netns_lab.services.ready import say_ready
 
 BACKOFF = 0.3  # seconds before a dead BIRD is started again
 READY_TIMEOUT = 15.0
+POKE_S = 0.5
 
 
 def _start(sp: dict[str, Any], recovery: bool = False) -> subprocess.Popen[bytes]:
@@ -63,9 +64,12 @@ def supervise(path: str) -> None:
     restarts_path = os.path.join(os.path.dirname(path), "restarts.json")
     restarts = {sp["name"]: 0 for sp in speakers}
     atomic.write(restarts_path, json.dumps(restarts))
-    children = {sp["name"]: _start(sp) for sp in speakers}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
 
     def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children.values():
             if child.poll() is None:
                 child.terminate()
@@ -77,7 +81,18 @@ def supervise(path: str) -> None:
                 child.kill()
         sys.exit(0)
 
+    def start(sp: dict[str, Any], recovery: bool) -> None:
+        """Start one BIRD and record it with SIGTERM held: a stop never misses a child."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            if not stopping:
+                children[sp["name"]] = _start(sp, recovery)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
     signal.signal(signal.SIGTERM, stop)
+    for sp in speakers:
+        start(sp, recovery=False)
     deadline = time.monotonic() + READY_TIMEOUT
     while not all(answers(sp["sock"]) for sp in speakers):
         dead = [n for n, c in children.items() if c.poll() is not None]
@@ -87,15 +102,20 @@ def supervise(path: str) -> None:
         time.sleep(0.02)
     say_ready()
     by_name = {sp["name"]: sp for sp in speakers}
+    last_poke = time.monotonic()
     while True:
         time.sleep(0.05)
         for name, child in list(children.items()):
             if child.poll() is None:
                 continue
             time.sleep(BACKOFF)
-            children[name] = _start(by_name[name], recovery=True)
+            start(by_name[name], recovery=True)
             restarts[name] += 1
             atomic.write(restarts_path, json.dumps(restarts))
+        if time.monotonic() - last_poke > POKE_S:  # see reconcile.bgp.BgpSpeakers.poke: BIRD 2.0.12 can idle on
+            for sp in speakers:                     # a new session's updates until something wakes its loop
+                answers(sp["sock"])
+            last_poke = time.monotonic()
 
 
 def main(argv: list[str] | None = None) -> int:

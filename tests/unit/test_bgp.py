@@ -67,9 +67,10 @@ def test_node_configuration_follows_calicos_layout() -> None:
     assert n1.count("passive on;") == 2  # node-1 has the lowest address: both peers connect to it
     assert "passive on;" not in speakers[2].config  # node-3 has the highest: it connects
     assert "local 10.0.0.2 as 64512; neighbor 10.0.0.1 as 65000; direct;" in n1
-    assert "bfd graceful;" in n1 and "bfd on;" in n1  # the mesh restarts gracefully, the router session not
+    assert n1.count("bfd on;") == 1  # BFD with the router only (the mesh: hold timer and graceful restart)
+    assert n1.count("graceful restart on;") == 3  # the kernel protocol and both mesh sessions
     router = speakers[3].config
-    assert router.count("protocol bgp Node_") == 3 and "merge paths on;" in router
+    assert router.count("protocol bgp Node_") == 3 and "merge paths on limit 16;" in router
     assert "if net ~ [ 10.244.0.0/16{24,24} ] then accept; if net ~ [ 198.51.100.0/24{32,32} ] then accept; reject;" in router
 
 
@@ -156,3 +157,35 @@ def test_sessions_are_parsed_from_birdc(monkeypatch) -> None:  # type: ignore[no
         birds.Session("Mesh_10_0_0_3", "start", "2026-12-01 19:26:01", "Active        Socket: Connection refused", "10.0.0.3", 0, 0),
     ]
     assert [s.established for s in got] == [True, False]
+
+
+def test_a_bgp_lab_is_not_spread_over_machines() -> None:
+    from netns_lab.controllers.spread import spread
+    from netns_lab.errors import ScenarioError
+
+    _, topo, _ = _lab()
+    hosts = (IPv4Address("192.0.2.10"), IPv4Address("192.0.2.11"))
+    with pytest.raises(ScenarioError, match="Forbidden: a lab with BGP"):
+        spread(topo, hosts, hosts[0], 1500)
+    _, plain, _ = _lab(**{"cluster.network": "vxlan", "cluster.external.loadBalancer": "cloud", "cluster.bgp": None})
+    assert spread(plain, hosts, hosts[0], 1500).is_spread
+
+
+def test_announced_in_reads_back_a_configuration() -> None:
+    scenario, topo, services = _lab()
+    announced = _announced(scenario, topo, services)
+    for s in bgp.speakers(topo, announced)[:-1]:
+        assert bgp.announced_in(s.config) == announced[s.name]
+
+
+def test_a_large_cluster_keeps_every_next_hop_and_short_file_names() -> None:
+    """BIRD merges at most 16 next hops unless told more: a 20-node Cluster LB IP needs 20.
+    Node names too long for a socket path, or the router's, get short unique file names."""
+    _, topo, _ = _lab(**{"cluster.nodes": 20})
+    assert "merge paths on limit 20;" in bgp.router_config(topo)
+    names = ["node-1", "node-2", "node-3", "router", "n" * 63]
+    _, topo, _ = _lab(**{"cluster.nodes": names})
+    stems = [s.stem for s in bgp.speakers(topo, {})]
+    assert stems[:3] == ["node-1", "node-2", "node-3"] and stems[-1] == "router"
+    assert stems[3].startswith("node3-") and stems[4].startswith("node4-") and len(set(stems)) == 6
+    assert all(len(x) <= bgp.MAX_STEM for x in stems)
