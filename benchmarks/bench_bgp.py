@@ -18,13 +18,10 @@ import argparse
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-SETTLE_S = 3.0
 LAB_SIZES = [(3, 10), (20, 50)]
 NETWORKS = ["vxlan", "host-gw", "bgp"]
 SCENARIO = os.path.join(HERE, "..", "scenarios", "bgp.yaml")
@@ -33,19 +30,8 @@ SCENARIO = os.path.join(HERE, "..", "scenarios", "bgp.yaml")
 def one_lab(nodes: int, ppn: int, network: str) -> dict[str, object]:
     from bench_lab import one_lab as up_and_serve  # this directory is the script's (sys.path[0])
 
-    from netns_lab.reconcile.bgp import BgpSpeakers
-
-    converged: list[float | None] = []
-    original = BgpSpeakers.converge
-
-    def timed(self, view, announced, timeout):  # type: ignore[no-untyped-def]
-        waited, missing = original(self, view, announced, timeout)
-        converged.append(waited)
-        return waited, missing
-
-    BgpSpeakers.converge = timed  # type: ignore[method-assign]
-    r = up_and_serve(nodes, ppn, network)
-    return {"network": network, "nodes": nodes, "ppn": ppn, **r, "bgp_converged_s": converged[0] if converged else None}
+    r = up_and_serve(nodes, ppn, network, extra=lambda lab: {"bgp_converged_s": lab.bgp_convergence_s if lab.topology.uses_bgp else None})
+    return {"network": network, "nodes": nodes, "ppn": ppn, **r}
 
 
 def _router_hops(lab, prefix: str) -> frozenset:  # type: ignore[no-untyped-def,type-arg]
@@ -89,9 +75,9 @@ def one_failure(kind: str, bfd: bool) -> dict[str, object]:
 
 
 def run_child(args: list[str]) -> dict[str, object]:
-    time.sleep(SETTLE_S)  # a deleted namespace is freed asynchronously: not billed to the next point
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    from common import run_child as child  # this directory is the script's (sys.path[0])
+
+    return child(__file__, args)
 
 
 def main() -> None:

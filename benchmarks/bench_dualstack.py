@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-SETTLE_S = 3.0
 LAB_SIZES = [(10, 50)]
 FAMILIES = ["ipv4", "ipv6", "dual"]
 NETWORKS = ["vxlan", "host-gw"]
@@ -79,9 +76,9 @@ def one_sync(mode: str, dual: bool) -> dict[str, object]:
 
 
 def run_child(args: list[str]) -> dict[str, object]:
-    time.sleep(SETTLE_S)  # a deleted namespace is freed asynchronously: not billed to the next point
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    from common import run_child as child  # this directory is the script's (sys.path[0])
+
+    return child(__file__, args)
 
 
 def main() -> None:

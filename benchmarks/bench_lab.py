@@ -14,14 +14,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 SIZES = [(3, 10), (10, 50), (20, 50)]
 MODES = ["vxlan", "host-gw"]
-SETTLE_S = 3.0
 
 
 def scenario_file(nodes: int, pods_per_node: int, mode: str, name: str, family: str = "ipv4") -> str:
@@ -48,7 +47,9 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
-def one_lab(nodes: int, ppn: int, mode: str, family: str = "ipv4") -> dict[str, float]:
+def one_lab(nodes: int, ppn: int, mode: str, family: str = "ipv4",
+            extra: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, float]:
+    """Up, every pod serving, down; ``extra(lab)``: more figures read from the lab once up."""
     from netns_lab.lab import Lab
     from netns_lab.probes.connect import Probe, run_probes
 
@@ -60,6 +61,7 @@ def one_lab(nodes: int, ppn: int, mode: str, family: str = "ipv4") -> dict[str, 
     t0 = time.perf_counter()
     lab.up()
     t_up = time.perf_counter() - t0
+    figures = extra(lab) if extra else {}
     topo = lab.topology
     # every pod serving: one TCP probe from its node to each pod, on each of its addresses
     probes = [Probe(topo.node(p.node).netns, str(ip), 8080) for p in topo.workload_pods for ip in p.ips]
@@ -76,7 +78,7 @@ def one_lab(nodes: int, ppn: int, mode: str, family: str = "ipv4") -> dict[str, 
     return {
         "pods": len(topo.pods), "probes": len(probes), "up_s": t_up, "serving_probe_s": t_serve, "down_s": t_down,
         "not_serving": len(bad), "builder_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "netexec_peak_kib": netexec_rss,
+        "netexec_peak_kib": netexec_rss, **figures,
     }
 
 
@@ -96,11 +98,9 @@ def one_matrix(pods: int) -> dict[str, float]:
 
 
 def run_child(args: list[str]) -> dict[str, float]:
-    # The kernel frees a deleted namespace asynchronously; let the previous run's
-    # teardown finish so it is not billed to the next measurement.
-    time.sleep(SETTLE_S)
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from common import run_child as child  # this directory is the script's (sys.path[0])
+
+    return child(__file__, args)  # type: ignore[return-value]
 
 
 def main() -> None:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+SETTLE_S = 3.0  # the kernel frees a deleted namespace asynchronously: not billed to the next point
+
+
+def run_child(script: str, args: list[str]) -> dict[str, Any]:
+    """One measurement point in a fresh process (``script --child ...``): its last stdout line, as JSON."""
+    time.sleep(SETTLE_S)
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def until_answered(netns: str, fqdn: str, change: Callable[[], object], want: str | None = None,
