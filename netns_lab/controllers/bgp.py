@@ -66,7 +66,8 @@ def announcements(services: tuple[Service, ...], ports: tuple[ServicePortInfo, .
     for sp in ports:
         ready_nodes.setdefault((sp.namespace, sp.name), set()).update(e.node for e in sp.endpoints if e.ready)
     for svc in services:
-        ips = [ip for ip in svc.load_balancer_ips if ip_address(ip) in topo.lb_pool]
+        # written into BIRD's configuration: only addresses of the pool, in their canonical form
+        ips = [str(ip_address(ip)) for ip in svc.load_balancer_ips if ip_address(ip) in topo.lb_pool]
         if svc.type != "LoadBalancer" or not ips:
             continue
         nodes = ready_nodes.get((svc.namespace, svc.name), set())
@@ -126,7 +127,8 @@ def _bfd(topo: Topology) -> list[str]:
     if not topo.bfd_multiplier:
         return []
     return ["protocol bfd {",
-            # idle tx: how often a session not yet up sends (BIRD's default 1 s made the handshake take 2 s)
+            # idle tx: how often a session that is not up sends (BIRD's default is 1 s): a node coming
+            # back is seen within intervals of the same size as a failure
             f'  interface "eth0" {{ min rx interval {topo.bfd_rx_ms} ms; min tx interval {topo.bfd_tx_ms} ms; '
             f"idle tx interval {topo.bfd_tx_ms} ms; multiplier {topo.bfd_multiplier}; }};",
             "}"]
@@ -174,7 +176,7 @@ def node_config(topo: Topology, node: NodePlan, lb_ips: tuple[str, ...]) -> str:
     ]
     if pods and topo.bgp_mesh:
         for peer in topo.nodes:
-            if peer is node or peer.name == node.name:
+            if peer.name == node.name:
                 continue
             lines += [
                 f"protocol bgp {session_name('Mesh', peer.ip)} {{",
