@@ -24,7 +24,6 @@ from ipaddress import IPv4Address
 
 from netns_lab import atomic, procs
 from netns_lab.controllers import bgp
-from netns_lab.controllers.topology import Topology
 from netns_lab.errors import RealizeError
 from netns_lab.faults import fault
 from netns_lab.realize import bgp as birds
@@ -169,7 +168,7 @@ class BgpSpeakers:
         topo = view.topology
         want = bgp.expected_routes(topo, announced)
         if only_lb:
-            up = self._nodes_up(topo)
+            up = self._nodes_up()
             want = {p: hops & up for p, hops in want.items() if p.endswith("/32")}
             want = {p: hops for p, hops in want.items() if hops}
         start = last_poke = time.monotonic()
@@ -182,8 +181,13 @@ class BgpSpeakers:
                 last_poke = time.monotonic()
             time.sleep(0.05)
 
-    def _nodes_up(self, topo: Topology) -> frozenset[IPv4Address]:
-        sessions = birds.sessions(self.paths(bgp.ROUTER)["sock"])
+    def _nodes_up(self) -> frozenset[IPv4Address]:
+        """The nodes whose session with the router is up (none while the router's own BIRD
+        is being restarted: then nothing is to be waited for)."""
+        try:
+            sessions = birds.sessions(self.paths(bgp.ROUTER)["sock"])
+        except RealizeError:
+            return frozenset()
         return frozenset(IPv4Address(s.neighbor) for s in sessions if s.established and s.neighbor)
 
     def poke(self) -> None:
