@@ -50,11 +50,6 @@ class ClusterConfig:
     bgp: BgpConfig = field(default_factory=lambda: BgpConfig())
 
     @property
-    def uses_bgp(self) -> bool:
-        """BGP speakers run in this lab: the pod network or the load balancer is ``bgp``."""
-        return self.network == "bgp" or self.external.load_balancer == "bgp"
-
-    @property
     def dual_stack(self) -> bool:
         return self.ip_family == "dual"
 

@@ -79,6 +79,11 @@ class Batch:
         """Any pyroute2 message class instance, sent as message type ``kind`` at commit()."""
         self._append(self._encode(msg, kind, flags), what)
 
+    def queue_body(self, kind: int, flags: int, body: bytes, what: str) -> None:
+        """A message already encoded but for its netlink header (realize.ipvsmsg)."""
+        self.seq += 1
+        self._append(_HDR.pack(_HDR.size + len(body), kind, flags, self.seq, 0) + body, what)
+
     def _encode(self, msg: Any, kind: int, flags: int) -> bytes:
         """A pyroute2 message as bytes, with the next sequence number."""
         self.seq += 1
