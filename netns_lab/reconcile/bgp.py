@@ -63,14 +63,15 @@ class BgpSpeakers:
         may have written some and not others; the full sync that follows rewrites them)."""
         if not self.rt.running(ROLE):
             return
-        for s in bgp.speakers(view.topology, {}):
+        topo = view.topology
+        for name, stem in [(n.name, bgp.file_stem(topo, n.name)) for n in topo.local_nodes] + [(bgp.ROUTER, bgp.ROUTER)]:
             try:
-                with open(self.paths(s.stem)["conf"]) as fh:
-                    self.configs[s.stem] = fh.read()
+                with open(self.paths(stem)["conf"]) as fh:
+                    self.configs[stem] = fh.read()
             except OSError:
                 continue
-            if s.name != bgp.ROUTER:
-                self.announced[s.name] = bgp.announced_in(self.configs[s.stem])
+            if name != bgp.ROUTER:
+                self.announced[name] = bgp.announced_in(self.configs[stem])
 
     # -- the two steps of a change ----------------------------------------------------------------
     def withdraw(self, view: View) -> list[str]:
