@@ -93,6 +93,10 @@ class Lab:
     -> run the reconcilers (:mod:`netns_lab.reconcile`) -> record events. Use as a context
     manager for automatic ``down``."""
 
+    #: Set by the pytest plugin: a lab built by a test run belongs to that run, which downs it at
+    #: its end; a run killed before then must not make the next run fail on its remains.
+    temporary_by_default = False
+
     def __init__(self, scenario: Scenario | None, topology: Topology | None = None, objects: Objects | None = None) -> None:
         self.scenario = scenario
         self.topology = topology if topology is not None else plan(scenario)  # type: ignore[arg-type]
@@ -103,7 +107,9 @@ class Lab:
         self.ipvs = (scenario.cluster.ipvs_scheduler, scenario.cluster.ipvs_legacy_ping) if scenario else ("rr", False)
         self.iptables_backend = os.environ.get(IPTABLES_BACKEND_ENV, "nft")
         self.progress: Callable[[str, int, int], None] | None = None  # (phase, done, total), see progress.py
-        self.temporary = False  # run-scenario without --keep: once its builder is dead, the next up clears it
+        # run-scenario without --keep, and every lab a test session builds: once its builder is
+        # dead, the next up of its name clears it
+        self.temporary = self.temporary_by_default
         self._reconcilers: tuple[Any, ...] = ()
         self.timings: dict[str, float] = {}  # seconds per phase of the last change (see _sync)
         self._service_ports = ServicePorts()  # kept up to date per change (controllers/serviceports.py)

@@ -22,6 +22,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(path, **overrides): the scenario file the `lab` fixture builds")
     config.addinivalue_line("markers", "ipvs: needs IP_VS and dummy interfaces (run with `invoke test-vm`)")
     config.addinivalue_line("markers", "sctp: needs SCTP in the kernel (run with `invoke test-vm`)")
+    # A lab built in this process is this run's: a run killed before its teardown (CI stopped
+    # half way) leaves records that would make the next run's `up` refuse the same names.
+    Lab.temporary_by_default = True
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

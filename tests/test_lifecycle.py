@@ -154,3 +154,26 @@ def test_down_removes_namespaces_processes_and_record() -> None:
     assert not _alive_with(instance)
     assert not os.path.exists(path) and not os.path.exists(workdir)
     assert not os.path.exists(state.lock_path("downer"))
+
+
+def test_a_test_run_killed_with_its_labs_up_does_not_fail_the_next_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A lab built under pytest belongs to its run (the plugin marks it temporary): a run killed
+    before its teardown leaves the lab up with a dead builder, and the next run's `up` of the
+    same name clears those remains instead of refusing the name (CI once failed that way)."""
+    assert Lab.temporary_by_default  # set by the plugin for this process
+    state_dir = str(tmp_path / "state")
+    child = ("import os, signal\nfrom netns_lab.lab import Lab\nLab.temporary_by_default = True\n"
+             f"Lab.from_file({BASIC!r}, {{'name': 'killed-test-run'}}).up()\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = _cli([sys.executable, "-c", child], state_dir)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    old = _record(state_dir, "killed-test-run")
+    assert old["phase"] == "up" and old["temporary"] and _alive_with(old["instance"]), old
+    again = _cli([sys.executable, "-c", child.replace("os.kill(os.getpid(), signal.SIGKILL)", "print('rebuilt')")], state_dir)
+    try:
+        assert again.returncode == 0 and "rebuilt" in again.stdout, again.stderr
+        new = _record(state_dir, "killed-test-run")
+        assert new["instance"] != old["instance"] and not _alive_with(old["instance"])
+    finally:
+        down = _cli([sys.executable, "-m", "netns_lab", "down", "killed-test-run"], state_dir)
+    assert down.returncode == 0, down.stderr
+    assert not [n for n in old["namespaces"] if netns.exists(n)]
