@@ -33,7 +33,10 @@ SIZES = [100, 1000, 5000, 10000]
 # one restore: 1,000 Services take ~10 s, 5,000 did not finish in 8 minutes. Its curve is
 # measured on smaller sizes instead of letting one point run for an hour.
 SIZES_BY_MODE = {"iptables": [100, 1000, 2000, 3000]}
-MODES = ["iptables", "iptables-legacy", "nftables"]  # iptables = the nft backend (iptables-nft)
+CHANGES = 5  # one-endpoint changes per point: the median is reported
+# iptables = the nft backend (iptables-nft); nftables = rules sent over netlink (realize/nftmsg.py),
+# nftables-cli = the same rules through `nft -f` (what kube-proxy's knftables does)
+MODES = ["iptables", "iptables-legacy", "nftables", "nftables-cli"]
 # ipvs needs IP_VS: it is measured where the kernel has it (`--modes ipvs,...` inside `invoke test-vm`)
 
 
@@ -74,12 +77,15 @@ def latency(lab, count: int = 300) -> tuple[float, float]:  # type: ignore[no-un
 
 def one_point(mode: str, n: int) -> dict[str, float]:
     from netns_lab.lab import Lab
-    from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV
+    from netns_lab.realize.proxier import IPTABLES_BACKEND_ENV, NFT_WRITER_ENV
 
     proxy_mode = mode
     if mode == "iptables-legacy":
         os.environ[IPTABLES_BACKEND_ENV] = "legacy"
         proxy_mode = "iptables"
+    if mode == "nftables-cli":
+        os.environ[NFT_WRITER_ENV] = "nft"
+        proxy_mode = "nftables"
     lab = Lab.from_file(os.path.join(HERE, "scenarios", "services.yaml"), {"cluster.proxyMode": proxy_mode, "name": f"bsvc-{mode[:3]}"})
     with lab.up():
         proxier = lab.proxiers["node-1"]
@@ -90,9 +96,12 @@ def one_point(mode: str, n: int) -> dict[str, float]:
         full = proxier.sync(ports, full=True)
         changed = list(gen)
         mid = len(changed) // 2
-        if changed:
-            changed[mid] = replace(changed[mid], endpoints=changed[mid].endpoints[:-1])
-        part = proxier.sync(kube + tuple(changed) + real)
+        parts = []
+        for k in range(CHANGES):  # one endpoint out, back in, out...: each a partial sync
+            if changed:
+                changed[mid] = replace(changed[mid], endpoints=gen[mid].endpoints[:-1] if k % 2 == 0 else gen[mid].endpoints)
+            parts.append(proxier.sync(kube + tuple(changed) + real))
+        part = sorted(parts, key=lambda st: st.render_s + st.apply_s)[len(parts) // 2]
         assert lab.connect("pod/client", "service/target", 80).result == "ok"
         p50, p99 = latency(lab)
     return {
@@ -104,6 +113,8 @@ def one_point(mode: str, n: int) -> dict[str, float]:
 
 def write_results(rows: list[dict[str, float]], name: str = "services", modes: list[str] | None = None) -> None:
     modes = modes or sorted({str(r["mode"]) for r in rows}, key=lambda m: (MODES + ["ipvs"]).index(m) if m in MODES + ["ipvs"] else 99)
+    if any(not r.get("partial_apply_s") for r in rows):
+        raise SystemExit("a point without a one-endpoint change")
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
@@ -135,7 +146,7 @@ def write_results(rows: list[dict[str, float]], name: str = "services", modes: l
         print("matplotlib not installed: no plot")
         return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for color, mode in zip(("tab:blue", "tab:orange", "tab:green", "tab:red"), modes):
+    for color, mode in zip(("tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:red"), modes):
         pts = [r for r in rows if r["mode"] == mode]
         if not pts:
             continue

@@ -17,6 +17,7 @@ from netns_lab.probes.connect import Probe, run_probes
 from netns_lab.proxy import iptables as ipt
 from netns_lab.proxy import nftables as nft
 from netns_lab.realize.netns import run_in
+from tests import nftref
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.root
@@ -238,6 +239,11 @@ def test_partial_sync_rewrites_only_the_changed_service(mode: str) -> None:
             else:
                 assert f"flush chain ip kube-proxy {nft.service_chain(changed)}" in text
                 assert nft.service_chain(untouched) not in text and "add table" not in text
+                # sent over netlink, and the node's table is what `nft -f` makes of its rules
+                assert proxier.writer == "netlink"
+                got = nftref.listing(proxier.netns, "ip kube-proxy")
+                want = nftref.by_nft("ip kube-proxy", nft.full_text(proxier.ctx, tuple(proxier.plan.fragments)))
+                assert got[1] == want[1] and sorted(got[0].splitlines()) == sorted(want[0].splitlines())
         r = lab.connect("pod/client-1", "service/my-service", 80)
         assert r.result == "ok" and r.served_by != "web-3"
 

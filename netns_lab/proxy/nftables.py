@@ -238,6 +238,18 @@ def _kind(m: str) -> str:
     return "set" if m in ("cluster-ips", "nodeport-ips") else "map"
 
 
+@dataclass
+class Parts:
+    """The last transaction in three parts: the table's fixed objects (a full sync only), the
+    fragments of the Service ports it (re)wrote, and the map elements and stale objects after
+    them. Its text is ``head``, :meth:`NftSync.body` of ``added``, ``tail``: a writer may send
+    the fragments in several transactions before the tail switches the maps to them."""
+
+    head: list[str]
+    added: list[Fragment]
+    tail: list[str]
+
+
 class NftSync:
     """Pure bookkeeping of one node's ``kube-proxy`` table; :meth:`transaction` plans a sync.
 
@@ -253,6 +265,7 @@ class NftSync:
         self.chains: Counter[str] = Counter()
         self.sets: Counter[str] = Counter()
         self.synced = False
+        self.parts = Parts([], [], [])
 
     def _count(self, f: Fragment, step: int, touched: dict[str, set], before: dict | None = None) -> None:  # type: ignore[type-arg]
         for m, es in f.elements.items():
@@ -314,15 +327,8 @@ class NftSync:
             for c, rules in fixed.items():
                 out.append(f"flush chain {self.table} {c}")
                 out.extend(f"add rule {self.table} {c} {r}" for r in rules)
-        for f in added:
-            for name, timeout in f.affinity_sets.items():
-                out.append(f"add set {self.table} {name} {{ type {self.ctx.addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}")
-        for f in added:
-            out.extend(f"add chain {self.table} {c}" for c in f.chains)
-        for f in added:
-            for c, rules in f.chains.items():
-                out.append(f"flush chain {self.table} {c}")
-                out.extend(f"add rule {self.table} {c} {r}" for r in rules)
+        head = out
+        out = []
         gone: dict[str, list[str]] = {}
         fresh: dict[str, list[str]] = {}
         if full:
@@ -362,7 +368,23 @@ class NftSync:
                 del counter[k]
         self.fragments = new
         self.synced = True
-        return "\n".join(out) + "\n"
+        self.parts = Parts(head, added, out)
+        return "\n".join(head + self.body(added) + out) + "\n"
+
+    def body(self, fragments: list[Fragment]) -> list[str]:
+        """The Service ports' own objects: affinity sets, then chains, then their rules (a
+        chain exists before any rule jumps to it)."""
+        out: list[str] = []
+        for f in fragments:
+            for name, timeout in f.affinity_sets.items():
+                out.append(f"add set {self.table} {name} {{ type {self.ctx.addr_type} ; flags dynamic,timeout ; timeout {timeout}s ; }}")
+        for f in fragments:
+            out.extend(f"add chain {self.table} {c}" for c in f.chains)
+        for f in fragments:
+            for c, rules in f.chains.items():
+                out.append(f"flush chain {self.table} {c}")
+                out.extend(f"add rule {self.table} {c} {r}" for r in rules)
+        return out
 
 
 def full_text(ctx: NodeContext, ports: tuple[ServicePortInfo, ...]) -> str:

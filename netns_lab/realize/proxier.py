@@ -9,7 +9,6 @@ starts with a full sync that also finds stale chains by reading the kernel.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import time
@@ -20,6 +19,7 @@ from netns_lab.proxy import conntrack
 from netns_lab.proxy import iptables as ipt
 from netns_lab.proxy import nftables as nft
 from netns_lab.proxy.types import NodeContext, ServicePortInfo
+from netns_lab.realize import nftmsg, nftnl
 from netns_lab.realize.netns import NetnsThread, in_thread, write_sysctl
 
 
@@ -147,22 +147,25 @@ def _route_localnet(w: NetnsThread, netns: str) -> None:
         w.go_home()
 
 
+NFT_WRITER_ENV = "NETNS_LAB_NFT_WRITER"  # netlink (default) | nft: every transaction through `nft -f`
+FULL_SYNC_BATCH = 300  # Service ports per batch of a full sync's chains (see NftablesProxier._apply)
+
+
 class NftablesProxier(Proxier):
     mode = "nftables"
 
     def __init__(self, netns: str, ctx: NodeContext) -> None:
         super().__init__(netns, ctx)
         self.plan = nft.NftSync(ctx)
+        self.writer = ""  # how the last sync reached the kernel: netlink or nft
 
     def adopt(self, ports: tuple[ServicePortInfo, ...]) -> None:
         self.plan.transaction(ports, True, None, None)
 
     def _existing(self) -> tuple[set[str], set[str]]:
-        out = subprocess.run(["ip", "netns", "exec", self.netns, "nft", "list", "table", self.ctx.nft_family, "kube-proxy"],
-                             capture_output=True, text=True).stdout
-        chains = set(re.findall(r"^\s*chain (\S+) \{", out, re.M))
-        sets = {s for s in re.findall(r"^\s*set (\S+) \{", out, re.M) if s.startswith("affinity-")}
-        return chains, sets
+        """The table's chains and affinity sets now (none before the first sync)."""
+        chains, sets = nftnl.names(self.netns, 10 if self.ctx.family == 6 else 2, "kube-proxy")
+        return chains, {s for s in sets if s.startswith("affinity-")}
 
     def sync(self, ports: tuple[ServicePortInfo, ...], full: bool = False, delta: Delta | None = None) -> SyncStats:
         t0 = time.perf_counter()
@@ -172,11 +175,41 @@ class NftablesProxier(Proxier):
             chains, sets = self._existing()
         text = self.plan.transaction(ports, full, chains, sets, delta)
         t1 = time.perf_counter()
-        _run(self.netns, ["nft", "-f", "-"], text)
+        self.writer = self._apply(text, full)
         self.last_input = text
         t2 = time.perf_counter()
         self.last_stats = SyncStats(self.mode, full, t1 - t0, t2 - t1, len(text))
         return self.last_stats
+
+    def _apply(self, text: str, full: bool) -> str:
+        """Send the transaction over netlink (:mod:`.nftmsg`), or to ``nft -f`` when it holds a
+        statement the compiler does not know; returns which (``netlink`` / ``nft``).
+
+        A partial sync is one batch. A full sync re-asserts the table's fixed objects with
+        ``nft -f`` (they never change: adding them again changes nothing a packet sees), then
+        rewrites the Service ports' chains in batches of :data:`FULL_SYNC_BATCH` ports, then
+        switches the maps to them and removes what is stale in a last batch. One batch for
+        all would cost the kernel O(n^2): binding each anonymous ``numgen`` map walks the whole
+        transaction so far (``__nft_set_trans_bind``), 167 s at 10,000 Services."""
+        if os.environ.get(NFT_WRITER_ENV) == "nft":
+            _run(self.netns, ["nft", "-f", "-"], text)
+            return "nft"
+        parts, table = self.plan.parts, self.plan.table
+        try:
+            if not full:
+                batches = [nftmsg.compile_transaction(table, text)]
+            else:
+                batches = [nftmsg.compile_transaction(table, "\n".join(self.plan.body(parts.added[i:i + FULL_SYNC_BATCH])))
+                           for i in range(0, len(parts.added), FULL_SYNC_BATCH)]
+                batches.append(nftmsg.compile_transaction(table, "\n".join(parts.tail)))
+        except nftmsg.Unsupported:
+            _run(self.netns, ["nft", "-f", "-"], text)
+            return "nft"
+        if full:
+            _run(self.netns, ["nft", "-f", "-"], "\n".join(parts.head) + "\n")
+        for messages in batches:
+            nftnl.send(self.netns, messages)
+        return "netlink"
 
 
 PROXIERS: dict[str, type[Proxier]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}

@@ -1,0 +1,443 @@
+"""kube-proxy's nftables transactions as nf_tables netlink messages: what ``nft -f`` sends.
+
+Why: ``nft -f`` (1.0.6 here, and knftables, which kube-proxy uses, runs the same binary)
+loads the table's chains into its cache before it evaluates a single line, so a partial sync
+that touches one Service paid ~2 s at 10,000 Services for a transaction of ~30 messages.
+This module compiles the transaction text the renderer wrote (:mod:`netns_lab.proxy.nftables`)
+into the messages nft would have sent for it, so the kernel gets the same objects without
+nft's cache; ``nft list table`` shows the same table either way (tests/test_nft_netlink.py
+applies every kube-proxy fixture both ways and compares).
+
+The vocabulary is the renderer's, not nftables': chains, flushes and deletions, affinity
+sets, map and set elements, and the rule forms :func:`~netns_lab.proxy.nftables.render_port`
+writes. Anything else (the table's base chains, ``ct state``, ``masquerade``, an anonymous
+set of several source ranges...) raises :class:`Unsupported`, and the caller sends that
+transaction to ``nft -f`` instead: never a guess.
+
+Encodings follow nft's (``nft --debug=netlink,mnl`` shows them): a byte-aligned prefix is
+matched by loading only its bytes, a concatenation's members take 4-byte slots, an
+anonymous verdict map is a NEWSET named ``__map%d`` (the kernel picks the number) tied to its
+rule by a set id. Attribute numbers are the kernel's (include/uapi/linux/netfilter/nf_tables.h).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import struct
+
+NFNL_SUBSYS_NFTABLES = 10
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x400, 0x800
+NLA_F_NESTED = 0x8000
+BATCH_BEGIN, BATCH_END = 0x10, 0x11
+NEWCHAIN, DELCHAIN, NEWRULE, DELRULE, NEWSET, DELSET, NEWSETELEM, DELSETELEM = 3, 5, 6, 8, 9, 11, 12, 14
+
+# verdicts (NF_DROP, NFT_JUMP, NFT_GOTO), registers, comparison operators
+DROP, JUMP, GOTO = 0, -3, -4
+REG_VERDICT, REG_1, REG_2 = 0, 1, 2
+CMP_EQ, CMP_NEQ = 0, 1
+BASE_NETWORK = 1
+# set flags: anonymous | constant | map, timeout | eval (a set `update` writes to)
+ANON_VMAP_FLAGS, AFFINITY_FLAGS = 0x0B, 0x30
+TYPE_INTEGER, TYPE_IPV4, TYPE_IPV6, TYPE_VERDICT = 4, 7, 8, 0xFFFFFF00
+PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
+ELEMENTS_PER_MESSAGE_BYTES = 60000  # nft splits element lists too (mnl_nft_setelem_batch)
+
+# nft's set user data (libnftnl udata TLVs): the key's byte order, and for an anonymous
+# verdict map made by `numgen ... vmap { }` what nft writes for its data (copied from
+# `nft --debug=mnl`); `nft list` reads them to print keys and values as it was given them
+UDATA_BIG_ENDIAN_KEY = bytes.fromhex("000402000000")
+UDATA_NUMGEN_VMAP = bytes.fromhex("000401000000" "010400000000" "04080004010000000100" "060400000000")
+
+
+class Unsupported(ValueError):
+    """A statement this compiler does not know: send the transaction to ``nft -f``."""
+
+
+# -- attributes --------------------------------------------------------------------------------
+def nla(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def nest(kind: int, *parts: bytes) -> bytes:
+    return nla(kind | NLA_F_NESTED, b"".join(parts))
+
+
+def be32(v: int) -> bytes:
+    return struct.pack("!i" if v < 0 else "!I", v)
+
+
+def strz(s: str) -> bytes:
+    return s.encode() + b"\0"
+
+
+def _verdict(code: int, chain: str | None = None) -> bytes:
+    inner = nla(1, be32(code)) + (nla(2, strz(chain)) if chain else b"")  # NFTA_VERDICT_CODE, _CHAIN
+    return nest(2, inner)  # NFTA_DATA_VERDICT
+
+
+def _expr(name: str, *attrs: bytes) -> bytes:
+    return nest(1, nla(1, strz(name)), nest(2, *attrs))  # NFTA_LIST_ELEM {NFTA_EXPR_NAME, NFTA_EXPR_DATA}
+
+
+def _udata_comment(text: str) -> bytes:
+    raw = strz(text)
+    if len(raw) > 255:
+        raise Unsupported("a comment longer than 254 bytes")
+    return bytes((0, len(raw))) + raw  # NFTNL_UDATA_*_COMMENT
+
+
+# -- expressions (what nft's netlink_linearize emits for each) ----------------------------------
+def payload(offset: int, length: int, dreg: int = REG_1) -> bytes:
+    return _expr("payload", nla(1, be32(dreg)), nla(2, be32(BASE_NETWORK)), nla(3, be32(offset)), nla(4, be32(length)))
+
+
+def cmp(op: int, raw: bytes, sreg: int = REG_1) -> bytes:
+    return _expr("cmp", nla(1, be32(sreg)), nla(2, be32(op)), nest(3, nla(1, raw)))
+
+
+def immediate_verdict(code: int, chain: str | None = None) -> bytes:
+    return _expr("immediate", nla(1, be32(REG_VERDICT)), nest(2, _verdict(code, chain)))  # NFTA_IMMEDIATE_DATA
+
+
+def immediate_value(reg: int, raw: bytes) -> bytes:
+    return _expr("immediate", nla(1, be32(reg)), nest(2, nla(1, raw)))  # NFTA_IMMEDIATE_DATA {NFTA_DATA_VALUE}
+
+
+def lookup(set_name: str, sreg: int = REG_1, dreg: int | None = None, set_id: int | None = None) -> bytes:
+    attrs = [nla(1, strz(set_name)), nla(2, be32(sreg))]
+    if dreg is not None:
+        attrs.append(nla(3, be32(dreg)))
+    if set_id is not None:
+        attrs.append(nla(4, be32(set_id)))
+    return _expr("lookup", *attrs)
+
+
+class Family:
+    """What differs between ``ip`` and ``ip6`` tables: offsets, address sizes, the NAT family."""
+
+    def __init__(self, name: str) -> None:
+        if name not in ("ip", "ip6"):
+            raise Unsupported(f"table family {name!r}")
+        self.name = name
+        self.v6 = name == "ip6"
+        self.nfproto = 10 if self.v6 else 2
+        self.addr_len = 16 if self.v6 else 4
+        self.saddr, self.daddr = (8, 24) if self.v6 else (12, 16)
+        self.addr_type = TYPE_IPV6 if self.v6 else TYPE_IPV4
+
+    def addr(self, text: str) -> bytes:
+        a = ipaddress.ip_address(text)
+        if a.version != (6 if self.v6 else 4):
+            raise Unsupported(f"address {text} in an {self.name} table")
+        return a.packed
+
+    def match(self, field: str, value: str, negate: bool = False) -> list[bytes]:
+        """``ip saddr 10.0.0.1`` / ``ip saddr != 10.244.0.0/16``: nft loads only a byte-aligned
+        prefix's bytes; another prefix is masked (bitwise) first."""
+        offset = self.saddr if field == "saddr" else self.daddr
+        op = CMP_NEQ if negate else CMP_EQ
+        net = ipaddress.ip_network(value, strict=False)
+        if net.version != (6 if self.v6 else 4):
+            raise Unsupported(f"address {value} in an {self.name} table")
+        bits = net.prefixlen
+        if bits == 0:
+            raise Unsupported(f"prefix {value}")
+        if "/" not in value or bits == self.addr_len * 8:
+            return [payload(offset, self.addr_len), cmp(op, net.network_address.packed)]
+        if bits % 8 == 0:
+            return [payload(offset, bits // 8), cmp(op, net.network_address.packed[: bits // 8])]
+        mask = net.netmask.packed
+        bitwise = _expr("bitwise", nla(1, be32(REG_1)), nla(2, be32(REG_1)), nla(3, be32(self.addr_len)),
+                        nest(4, nla(1, mask)), nest(5, nla(1, bytes(self.addr_len))))
+        return [payload(offset, self.addr_len), bitwise, cmp(op, net.network_address.packed)]
+
+
+# -- messages ------------------------------------------------------------------------------------
+class Message:
+    """One nf_tables request: its type, flags and body (nfgenmsg + attributes), and the
+    statement it came from (for errors)."""
+
+    __slots__ = ("kind", "flags", "body", "what")
+
+    def __init__(self, kind: int, flags: int, body: bytes, what: str) -> None:
+        self.kind, self.flags, self.body, self.what = kind, flags, body, what
+
+
+_TOKEN = re.compile(r'"[^"]*"|\S+')
+
+
+class Compiler:
+    """Compiles one transaction's text (``add chain ...`` lines) for one table."""
+
+    def __init__(self, table: str) -> None:
+        fam, _, name = table.partition(" ")
+        self.family = Family(fam)
+        self.table = name
+        self.prefix = f"{fam} {name} "
+        self.set_id = 0
+        self.head = struct.pack("=BBH", self.family.nfproto, 0, 0)  # nfgenmsg
+        self.table_attr = nla(1, strz(name))
+
+    def compile(self, text: str) -> list[Message]:
+        out: list[Message] = []
+        for line in text.splitlines():
+            if line.strip():
+                out.extend(self.statement(line))
+        return out
+
+    def _msg(self, kind: int, flags: int, attrs: bytes, what: str) -> Message:
+        return Message((NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_REQUEST | flags, self.head + attrs, what)
+
+    def statement(self, line: str) -> list[Message]:
+        for verb in ("add chain ", "flush chain ", "delete chain ", "add set ", "delete set ", "add rule ",
+                     "add element ", "delete element ", "flush set ", "flush map "):
+            if line.startswith(verb) and line[len(verb):].startswith(self.prefix):
+                rest = line[len(verb) + len(self.prefix):]
+                try:
+                    return getattr(self, "_" + verb.strip().replace(" ", "_"))(rest, line)  # type: ignore[no-any-return]
+                except Unsupported:
+                    raise
+                except (ValueError, IndexError) as exc:  # an address or number it cannot read
+                    raise Unsupported(line) from exc
+        raise Unsupported(line)
+
+    # chains and sets
+    def _add_chain(self, rest: str, line: str) -> list[Message]:
+        if " " in rest:
+            raise Unsupported(line)  # a base chain or a comment: the full sync's fixed objects
+        return [self._msg(NEWCHAIN, NLM_F_CREATE, self.table_attr + nla(3, strz(rest)), line)]
+
+    def _flush_chain(self, rest: str, line: str) -> list[Message]:
+        if " " in rest:
+            raise Unsupported(line)
+        return [self._msg(DELRULE, 0, self.table_attr + nla(2, strz(rest)), line)]
+
+    def _delete_chain(self, rest: str, line: str) -> list[Message]:
+        if " " in rest:
+            raise Unsupported(line)
+        return [self._msg(DELCHAIN, 0, self.table_attr + nla(3, strz(rest)), line)]
+
+    def _delete_set(self, rest: str, line: str) -> list[Message]:
+        if " " in rest:
+            raise Unsupported(line)
+        return [self._msg(DELSET, 0, self.table_attr + nla(2, strz(rest)), line)]
+
+    def _add_set(self, rest: str, line: str) -> list[Message]:
+        """An affinity set: ``NAME { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }``."""
+        addr = "ipv6_addr" if self.family.v6 else "ipv4_addr"
+        m = re.fullmatch(r"(\S+) \{ type " + addr + r" ; flags dynamic,timeout ; timeout (\d+)s ; \}", rest)
+        if not m:
+            raise Unsupported(line)
+        self.set_id += 1
+        attrs = (self.table_attr + nla(2, strz(m.group(1))) + nla(3, be32(AFFINITY_FLAGS))
+                 + nla(4, be32(self.family.addr_type)) + nla(5, be32(self.family.addr_len)) + nla(10, be32(self.set_id))
+                 + nla(11, struct.pack("!Q", int(m.group(2)) * 1000)) + nla(13, UDATA_BIG_ENDIAN_KEY))
+        return [self._msg(NEWSET, NLM_F_CREATE, attrs, line)]
+
+    def _flush_set(self, rest: str, line: str) -> list[Message]:
+        """``flush set`` / ``flush map``: a DELSETELEM without elements."""
+        if " " in rest:
+            raise Unsupported(line)
+        return [self._msg(DELSETELEM, 0, self.table_attr + nla(2, strz(rest)), line)]
+
+    _flush_map = _flush_set
+
+    # elements
+    def _key(self, text: str, line: str) -> bytes:
+        parts = text.split(" . ")
+        if len(parts) == 1:
+            return self.family.addr(parts[0])
+        if len(parts) == 3:
+            return self.family.addr(parts[0]) + self._proto(parts[1], line) + self._port(parts[2], line)
+        if len(parts) == 2:
+            return self._proto(parts[0], line) + self._port(parts[1], line)
+        raise Unsupported(line)
+
+    @staticmethod
+    def _proto(text: str, line: str) -> bytes:
+        if text not in PROTOCOLS:
+            raise Unsupported(line)
+        return bytes((PROTOCOLS[text], 0, 0, 0))  # one byte in a 4-byte slot
+
+    @staticmethod
+    def _port(text: str, line: str) -> bytes:
+        if not text.isdigit() or int(text) > 65535:
+            raise Unsupported(line)
+        return struct.pack("!H", int(text)) + b"\0\0"
+
+    def _element(self, text: str, line: str, keys_only: bool) -> bytes:
+        text = text.strip()
+        verdict = b""
+        if " : " in text:
+            text, _, target = text.partition(" : ")
+            verdict = nest(2, self._verdict_data(target, line))  # NFTA_SET_ELEM_DATA
+        comment = b""
+        m = re.fullmatch(r'(.*?) comment "([^"]*)"', text)
+        if m:
+            text, comment = m.group(1), nla(6, _udata_comment(m.group(2)))  # NFTA_SET_ELEM_USERDATA
+        key = nest(1, nla(1, self._key(text, line)))  # NFTA_SET_ELEM_KEY {NFTA_DATA_VALUE}
+        return nest(1, key) if keys_only else nest(1, key + verdict + comment)
+
+    def _verdict_data(self, text: str, line: str) -> bytes:
+        words = text.split()
+        if words == ["drop"]:
+            return _verdict(DROP)
+        if len(words) == 2 and words[0] in ("goto", "jump"):
+            return _verdict(GOTO if words[0] == "goto" else JUMP, words[1])
+        raise Unsupported(line)
+
+    def _elements(self, rest: str, line: str, kind: int) -> list[Message]:
+        m = re.fullmatch(r"(\S+) \{ (.*) \}", rest)
+        if not m:
+            raise Unsupported(line)
+        head = self.table_attr + nla(2, strz(m.group(1)))
+        out: list[Message] = []
+        group: list[bytes] = []
+        size = 0
+        for text in m.group(2).split(", "):
+            e = self._element(text, line, kind == DELSETELEM)
+            if size + len(e) > ELEMENTS_PER_MESSAGE_BYTES:  # a netlink attribute's length is 16 bits
+                out.append(self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line))
+                group, size = [], 0
+            group.append(e)
+            size += len(e)
+        out.append(self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line))
+        return out
+
+    def _add_element(self, rest: str, line: str) -> list[Message]:
+        return self._elements(rest, line, NEWSETELEM)
+
+    def _delete_element(self, rest: str, line: str) -> list[Message]:
+        return self._elements(rest, line, DELSETELEM)
+
+    # rules
+    def _add_rule(self, rest: str, line: str) -> list[Message]:
+        chain, _, body = rest.partition(" ")
+        words = _TOKEN.findall(body)
+        comment = b""
+        if len(words) >= 2 and words[-2] == "comment" and words[-1].startswith('"'):
+            comment = nla(7, _udata_comment(words[-1][1:-1]))  # NFTA_RULE_USERDATA
+            words = words[:-2]
+        before: list[Message] = []  # an anonymous map goes before its rule
+        exprs = self._exprs(words, line, before)
+        attrs = self.table_attr + nla(2, strz(chain)) + nest(4, *exprs) + comment
+        return before + [self._msg(NEWRULE, NLM_F_CREATE | NLM_F_APPEND, attrs, line)]
+
+    def _exprs(self, w: list[str], line: str, before: list[Message]) -> list[bytes]:
+        fam = self.family.name
+        out: list[bytes] = []
+        i = 0
+        while i < len(w):
+            rest = w[i:]
+            if rest[:2] in ([fam, "saddr"], [fam, "daddr"]) and len(rest) > 2:
+                field = rest[1]
+                if rest[2:4] == ["!=", "{"]:
+                    if rest[5:6] != ["}"]:
+                        raise Unsupported(line)  # several ranges: an anonymous interval set
+                    out += self.family.match(field, rest[4], negate=True)  # one range: nft makes it a match
+                    i += 6
+                elif rest[2] == "!=" and len(rest) > 3:
+                    out += self.family.match(field, rest[3], negate=True)
+                    i += 4
+                elif rest[2].startswith("@"):
+                    out += [payload(self.family.saddr if field == "saddr" else self.family.daddr, self.family.addr_len),
+                            lookup(rest[2][1:])]
+                    i += 3
+                elif rest[2] != "{":
+                    out += self.family.match(field, rest[2])
+                    i += 3
+                else:
+                    raise Unsupported(line)
+            elif rest[:4] == ["fib", "saddr", "type", "local"]:
+                fib = _expr("fib", nla(1, be32(REG_1)), nla(2, be32(3)), nla(3, be32(1)))  # ADDRTYPE of SADDR
+                out += [fib, cmp(CMP_EQ, (2).to_bytes(4, "little" if _LITTLE else "big"))]  # RTN_LOCAL, host order
+                i += 4
+            elif rest[:2] == ["meta", "l4proto"] and len(rest) > 2 and rest[2] in PROTOCOLS:
+                meta = _expr("meta", nla(2, be32(16)), nla(1, be32(REG_1)))  # NFT_META_L4PROTO
+                out += [meta, cmp(CMP_EQ, bytes((PROTOCOLS[rest[2]],)))]
+                i += 3
+            elif len(rest) == 2 and rest[0] in ("jump", "goto"):
+                out.append(immediate_verdict(JUMP if rest[0] == "jump" else GOTO, rest[1]))
+                i += 2
+            elif rest == ["drop"]:
+                out.append(immediate_verdict(DROP))
+                i += 1
+            elif rest[:2] == ["dnat", "to"] and len(rest) == 3:
+                addr, port = _hostport(rest[2], line)
+                out += [immediate_value(REG_1, self.family.addr(addr)), immediate_value(REG_2, struct.pack("!H", port)),
+                        _expr("nat", nla(1, be32(1)), nla(2, be32(self.family.nfproto)), nla(3, be32(REG_1)),
+                              nla(5, be32(REG_2)), nla(7, be32(0x2)))]  # DNAT; NF_NAT_RANGE_PROTO_SPECIFIED
+                i += 3
+            elif rest[:1] == ["update"] and len(rest) == 6 and rest[1].startswith("@") and rest[2:] == ["{", fam, "saddr", "}"]:
+                out += [payload(self.family.saddr, self.family.addr_len),
+                        _expr("dynset", nla(1, strz(rest[1][1:])), nla(3, be32(1)), nla(4, be32(REG_1)))]  # UPDATE
+                i += 6
+            elif rest[:3] == ["numgen", "random", "mod"] and len(rest) >= 7 and rest[4:6] == ["vmap", "{"] and rest[-1] == "}":
+                out += self._numgen_vmap(int(rest[3]), " ".join(rest[6:-1]), line, before)
+                i = len(w)
+            else:
+                raise Unsupported(line)
+        return out
+
+    def _numgen_vmap(self, modulus: int, body: str, line: str, before: list[Message]) -> list[bytes]:
+        entries = [e.strip() for e in body.split(" , ")]
+        if modulus < 1 or len(entries) != modulus:
+            raise Unsupported(line)
+        self.set_id += 1
+        sid = self.set_id
+        elems = []
+        for n, entry in enumerate(entries):
+            index, _, target = entry.partition(" : ")
+            if index != str(n):
+                raise Unsupported(line)
+            key = nest(1, nla(1, n.to_bytes(4, "little" if _LITTLE else "big")))  # integer, host order
+            elems.append(nest(1, key + nest(2, self._verdict_data(target, line))))  # KEY, DATA
+        name = nla(2, strz("__map%d"))
+        new_set = (self.table_attr + name + nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
+                   + nla(6, be32(TYPE_VERDICT)) + nla(7, be32(0)) + nla(10, be32(sid)) + nest(9, nla(1, be32(modulus)))
+                   + nla(13, UDATA_NUMGEN_VMAP))
+        before.append(self._msg(NEWSET, NLM_F_CREATE, new_set, line + " [its map]"))
+        before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *elems), line + " [its elements]"))
+        ng = _expr("numgen", nla(1, be32(REG_1)), nla(2, be32(modulus)), nla(3, be32(1)), nla(4, be32(0)))  # RANDOM
+        return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
+
+
+_LITTLE = struct.pack("=H", 1) == b"\x01\x00"
+
+
+def _hostport(text: str, line: str) -> tuple[str, int]:
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([0-9.]+):(\d+)", text)
+    if not m:
+        raise Unsupported(line)
+    addr, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if int(port) > 65535:
+        raise Unsupported(line)
+    return addr, int(port)
+
+
+def compile_transaction(table: str, text: str) -> list[Message]:
+    """The messages for ``text`` (one transaction for ``table``, e.g. ``ip kube-proxy``), or
+    :class:`Unsupported` for a statement outside the renderer's partial-sync vocabulary."""
+    return Compiler(table).compile(text)
+
+
+def batch(messages: list[Message], seq0: int = 1) -> tuple[bytes, dict[int, str]]:
+    """BEGIN, the messages, END as one buffer (the kernel takes the rest of the buffer after
+    BEGIN as the batch, so it must go in one send), and sequence -> statement for errors."""
+    hdr = struct.Struct("=IHHII")
+    nfgen_batch = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(NFNL_SUBSYS_NFTABLES))
+    parts = [hdr.pack(hdr.size + 4, BATCH_BEGIN, NLM_F_REQUEST, seq0, 0) + nfgen_batch]
+    whats: dict[int, str] = {}
+    seq = seq0
+    for m in messages:
+        seq += 1
+        parts.append(hdr.pack(hdr.size + len(m.body), m.kind, m.flags, seq, 0) + m.body)
+        parts.append(b"\0" * (-len(m.body) % 4))
+        whats[seq] = m.what
+    seq += 1
+    parts.append(hdr.pack(hdr.size + 4, BATCH_END, NLM_F_REQUEST, seq, 0) + nfgen_batch)
+    whats[seq0] = whats[seq] = "the transaction"
+    return b"".join(parts), whats
