@@ -26,6 +26,7 @@ import ipaddress
 import re
 import socket
 import struct
+import sys
 
 NFNL_SUBSYS_NFTABLES = 10
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x400, 0x800
@@ -353,7 +354,7 @@ class Compiler:
                     raise Unsupported(line)
             elif rest[:4] == ["fib", "saddr", "type", "local"]:
                 fib = _expr("fib", nla(1, be32(REG_1)), nla(2, be32(3)), nla(3, be32(1)))  # ADDRTYPE of SADDR
-                out += [fib, cmp(CMP_EQ, (2).to_bytes(4, "little" if _LITTLE else "big"))]  # RTN_LOCAL, host order
+                out += [fib, cmp(CMP_EQ, (2).to_bytes(4, sys.byteorder))]  # RTN_LOCAL, host order
                 i += 4
             elif rest[:2] == ["meta", "l4proto"] and len(rest) > 2 and rest[2] in PROTOCOLS:
                 meta = _expr("meta", nla(2, be32(16)), nla(1, be32(REG_1)))  # NFT_META_L4PROTO
@@ -393,7 +394,7 @@ class Compiler:
             index, _, target = entry.partition(" : ")
             if index != str(n):
                 raise Unsupported(line)
-            key = nest(1, nla(1, n.to_bytes(4, "little" if _LITTLE else "big")))  # integer, host order
+            key = nest(1, nla(1, n.to_bytes(4, sys.byteorder)))  # integer, host order
             elems.append(nest(1, key + nest(2, self._verdict_data(target, line))))  # KEY, DATA
         name = nla(2, strz("__map%d"))
         new_set = (self.table_attr + name + nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
@@ -403,9 +404,6 @@ class Compiler:
         before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *elems), line + " [its elements]"))
         ng = _expr("numgen", nla(1, be32(REG_1)), nla(2, be32(modulus)), nla(3, be32(1)), nla(4, be32(0)))  # RANDOM
         return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
-
-
-_LITTLE = struct.pack("=H", 1) == b"\x01\x00"
 
 
 def _hostport(text: str, line: str) -> tuple[str, int]:
