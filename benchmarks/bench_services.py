@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100 and 1,000 Services only")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--replot", action="store_true", help="redraw table and plot from results/services.json")
-    ap.add_argument("--modes", default="", help="comma list of modes (default: iptables,iptables-legacy,nftables; add ipvs where IP_VS exists)")
+    ap.add_argument("--modes", default="", help="comma list of modes (default: iptables,iptables-legacy,nftables,nftables-cli; add ipvs where IP_VS exists)")
     ap.add_argument("--sizes", default="", help="comma list of Service counts (default: per mode)")
     ap.add_argument("--results", default="", help="write the table/plot under this name instead of 'services'")
     ap.add_argument("--cap", default="", help="MODE=N,...: skip that mode's sizes above N (e.g. iptables=1000: its full sync grows fastest)")

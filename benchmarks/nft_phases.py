@@ -6,12 +6,11 @@ not pass/fail).
 * one-endpoint change: render (Python), compile to messages (Python), the batch sent and
   committed (the kernel);
 * the kernel's floor for any change that adds a rule: a batch that adds and removes one
-  chain whose rule jumps to ``mark-for-masquerade``, next to the same batch without the
-  jump. nf_tables validates the whole table from its base chains when a transaction adds a
-  jump, goto or verdict map (nf_tables_validate at commit), so the first costs what the
-  table costs and the second does not;
-* the full sync's phases: the fixed objects by ``nft -f``, the Service ports' chains in
-  batches, the maps switched last.
+  chain whose rule jumps to ``mark-for-masquerade``, next to the same batch with a rule that
+  only compares an address. nf_tables validates the whole table from its base chains when a
+  transaction adds an expression that can jump (nf_tables_validate at commit), and every
+  commit visits every chain of the table (nf_tables_commit), so both grow with the table;
+* the full sync (render and apply, as the proxier times them).
 """
 
 from __future__ import annotations

@@ -72,12 +72,13 @@ def test_partial_syncs_end_where_nft_would_put_the_table() -> None:
     change one netlink batch, and the end state as ``nft -f`` of it makes it."""
     a, b, c = _port(0), _port(1, node_port=30080), _port(2, affinity_timeout=600)
     lb = _port(3, lb_ips=("192.0.2.7",), source_ranges=("203.0.113.0/24",), node_port=30081, external_local=True)
+    udp = _port(6, protocol="UDP", port=53, port_name="dns", external_ips=("192.0.2.9",))
     steps = [
         (a, b, c, lb),
         (replace(a, endpoints=a.endpoints[:2]), b, c, lb),
-        (replace(a, endpoints=a.endpoints[:2]), b, c, lb, _port(4)),
-        (replace(a, endpoints=()), b, replace(c, endpoints=c.endpoints[1:]), lb, _port(4)),
-        (replace(a, endpoints=a.endpoints), c, lb),
+        (replace(a, endpoints=a.endpoints[:2]), b, c, lb, _port(4), udp),
+        (replace(a, endpoints=()), b, replace(c, endpoints=c.endpoints[1:]), lb, _port(4), replace(udp, endpoints=udp.endpoints[:1])),
+        (replace(a, endpoints=a.endpoints), c, lb, replace(udp, endpoints=udp.endpoints[:1])),
     ]
     got, writers = _through_writer(CTX, steps)
     assert writers == ["netlink"] * len(steps)
@@ -100,22 +101,29 @@ def test_an_ip6_table_is_written_the_same_way() -> None:
     ports = (ServicePortInfo("ns", "web", None, "TCP", "fd00:10:96::10", 80, 30080, 600, False, False, eps),
              ServicePortInfo("ns", "lb", "dns", "UDP", "fd00:10:96::11", 53, None, None, True, False, eps,
                              lb_ips=("2001:db8::7",), source_ranges=("2001:db8:5::/52",)))
-    got, writers = _through_writer(CTX6, [ports, ports[:1]])
+    got, writers = _through_writer(CTX6, [ports[:1], ports])
     assert writers == ["netlink", "netlink"]
-    want = nftref.by_nft(nft.table_name(CTX6), nft.full_text(CTX6, ports[:1]))
+    want = nftref.by_nft(nft.table_name(CTX6), nft.full_text(CTX6, ports))
     assert got == want
+    assert "ip6 saddr != 2001:db8:5::/52 drop" in got[0] and "meta l4proto udp dnat to [fd00:10:244:1::5]:8080" in got[0]
 
 
 def test_a_statement_the_compiler_does_not_know_goes_to_nft_whole() -> None:
     """Two loadBalancerSourceRanges make an anonymous interval set, which the compiler does
     not encode: that transaction goes to ``nft -f`` as it is, and the table is still right."""
     two = _port(5, lb_ips=("192.0.2.8",), source_ranges=("203.0.113.0/24", "198.51.100.0/24"))
-    with pytest.raises(nftmsg.Unsupported):
-        nftmsg.compile_transaction("ip kube-proxy", nft.full_text(CTX, (two,)).split("flush map", 1)[0].split("add set", 1)[0]
-                                   + "\n".join(nft.render_port(CTX, two).chains.get(nft.firewall_chain(two), [])))
+    body = nft.NftSync(CTX).body([nft.render_port(CTX, two)])
+    assert any("saddr != { 203.0.113.0/24 , 198.51.100.0/24 } drop" in line for line in body)
+    with pytest.raises(nftmsg.Unsupported, match="198.51.100.0/24"):
+        nftmsg.compile_transaction("ip kube-proxy", "\n".join(body))
+    nftmsg.compile_transaction("ip kube-proxy", "\n".join(nft.NftSync(CTX).body([nft.render_port(CTX, _port(0))])))
     got, writers = _through_writer(CTX, [(_port(0),), (_port(0), two)])
     assert writers == ["netlink", "nft"]
     assert got == nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, (_port(0), two)))
+    # a full sync sends only that Service's batch to `nft -f`, the others over netlink
+    got, writers = _through_writer(CTX, [(_port(0), two, _port(1))], batch=1)
+    assert writers == ["both"]
+    assert got == nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, (_port(0), two, _port(1))))
 
 
 def test_a_refused_batch_applies_nothing_and_names_the_statement() -> None:
@@ -158,3 +166,67 @@ def test_a_thousand_services_one_full_sync_in_batches() -> None:
     got, writers = _through_writer(CTX, [ports])
     assert writers == ["netlink"]
     assert got == nftref.by_nft("ip kube-proxy", nft.full_text(CTX, ports))
+
+
+def test_a_service_of_a_thousand_endpoints() -> None:
+    """Its ``numgen`` map's elements do not fit one netlink attribute: split, as nft splits them."""
+    big = replace(_port(7), endpoints=tuple(Endpoint(f"ns/b{j}", f"10.244.{4 + j // 250}.{j % 250 + 1}", 8080, "node-1")
+                                             for j in range(1000)))
+    got, writers = _through_writer(CTX, [(big,)])
+    assert writers == ["netlink"]
+    assert got == nftref.by_nft("ip kube-proxy", nft.full_text(CTX, (big,)))
+
+
+def test_a_changed_service_is_rewritten_with_the_maps_not_before() -> None:
+    """A full sync's early batches only re-write unchanged Services and make new ones: a
+    Service whose rules change (here Local traffic that lost its node's endpoints, which
+    also changes its no-endpoint map elements) goes in the last transaction, with the maps,
+    so no packet meets its new chains with the old maps."""
+    local = _port(8, node_port=30088, external_local=True)
+    lost = replace(local, endpoints=tuple(e for e in local.endpoints if e.node != "node-1"))
+    ports = (_port(0), _port(1), local)
+    sent: list[list[str]] = []
+    real = nftnl.send
+
+    def record(netns: str, messages: list[nftmsg.Message]) -> None:
+        sent.append([m.what for m in messages])
+        real(netns, messages)
+
+    with nftref.scratch() as ns, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proxier, "FULL_SYNC_BATCH", 1)
+        p = NftablesProxier(ns, CTX)
+        p.sync(ports, full=True)
+        mp.setattr(nftnl, "send", record)
+        p.sync((_port(0), _port(1), lost), full=True)
+        got = nftref.listing(ns, "ip kube-proxy")
+    ext = nft.external_chain(local)
+    assert len(sent) == 3  # two unchanged Services, then the changed one with the maps
+    assert not any(ext in w for batch in sent[:-1] for w in batch)
+    assert any(ext in w for w in sent[-1]) and any("no-endpoint-nodeports" in w for w in sent[-1])
+    assert got == nftref.by_nft("ip kube-proxy", nft.full_text(CTX, (_port(0), _port(1), lost)))
+
+
+def test_a_sync_that_fails_half_way_makes_the_next_one_full() -> None:
+    """Batches before the failure are committed, so the proxier's record no longer says what
+    the kernel holds: the next sync is a full one, and it puts the table right."""
+    ports = tuple(_port(i) for i in range(4))
+    calls = []
+    real = nftnl.send
+
+    def fail_second(netns: str, messages: list[nftmsg.Message]) -> None:
+        calls.append(len(messages))
+        if len(calls) == 2:
+            raise RealizeError("nf_tables batch", "apply", None, "injected")
+        real(netns, messages)
+
+    with nftref.scratch() as ns, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(proxier, "FULL_SYNC_BATCH", 1)
+        p = NftablesProxier(ns, CTX)
+        mp.setattr(nftnl, "send", fail_second)
+        with pytest.raises(RealizeError, match="injected"):
+            p.sync(ports, full=True)
+        assert not p.plan.synced and not p.plan.fragments
+        st = p.sync(ports[:3])
+        assert st.full
+        got = nftref.listing(ns, "ip kube-proxy")
+    assert got == nftref.by_nft("ip kube-proxy", nft.full_text(CTX, ports[:3]))

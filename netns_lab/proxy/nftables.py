@@ -248,6 +248,7 @@ class Parts:
     head: list[str]
     added: list[Fragment]
     tail: list[str]
+    reused: frozenset[int] = frozenset()  # id() of the fragments the previous sync applied as they are
 
 
 class NftSync:
@@ -368,7 +369,7 @@ class NftSync:
                 del counter[k]
         self.fragments = new
         self.synced = True
-        self.parts = Parts(head, added, out)
+        self.parts = Parts(head, added, out, frozenset(id(f) for sp, f in new.items() if old.get(sp) is f))
         return "\n".join(head + self.body(added) + out) + "\n"
 
     def body(self, fragments: list[Fragment]) -> list[str]:

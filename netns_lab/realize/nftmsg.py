@@ -44,10 +44,12 @@ ANON_VMAP_FLAGS, AFFINITY_FLAGS = 0x0B, 0x30
 TYPE_INTEGER, TYPE_IPV4, TYPE_IPV6, TYPE_VERDICT = 4, 7, 8, 0xFFFFFF00
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 ELEMENTS_PER_MESSAGE_BYTES = 60000  # nft splits element lists too (mnl_nft_setelem_batch)
+COMMENT_MAX = 128  # NFTNL_UDATA_COMMENT_MAXLEN
 
 # nft's set user data (libnftnl udata TLVs): the key's byte order, and for an anonymous
 # verdict map made by `numgen ... vmap { }` what nft writes for its data (copied from
 # `nft --debug=mnl`); `nft list` reads them to print keys and values as it was given them
+# (libnftnl writes its numbers in host order; these were captured on x86-64, where the lab runs)
 UDATA_BIG_ENDIAN_KEY = bytes.fromhex("000402000000")
 UDATA_NUMGEN_VMAP = bytes.fromhex("000401000000" "010400000000" "04080004010000000100" "060400000000")
 
@@ -59,6 +61,8 @@ class Unsupported(ValueError):
 # -- attributes --------------------------------------------------------------------------------
 def nla(kind: int, payload: bytes) -> bytes:
     length = 4 + len(payload)
+    if length > 0xFFFF:  # a netlink attribute's length is 16 bits
+        raise Unsupported(f"an attribute of {length} bytes")
     return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
@@ -85,8 +89,8 @@ def _expr(name: str, *attrs: bytes) -> bytes:
 
 def _udata_comment(text: str) -> bytes:
     raw = strz(text)
-    if len(raw) > 255:
-        raise Unsupported("a comment longer than 254 bytes")
+    if len(raw) > COMMENT_MAX + 1:  # nft refuses it ("comment too long"): so must its stand-in
+        raise Unsupported(f"a comment longer than {COMMENT_MAX} bytes")
     return bytes((0, len(raw))) + raw  # NFTNL_UDATA_*_COMMENT
 
 
@@ -201,7 +205,7 @@ class Compiler:
                     return getattr(self, "_" + verb.strip().replace(" ", "_"))(rest, line)  # type: ignore[no-any-return]
                 except Unsupported:
                     raise
-                except (ValueError, IndexError) as exc:  # an address or number it cannot read
+                except (ValueError, IndexError, struct.error) as exc:  # an address or number it cannot read
                     raise Unsupported(line) from exc
         raise Unsupported(line)
 
@@ -295,18 +299,8 @@ class Compiler:
         if not m:
             raise Unsupported(line)
         head = self.table_attr + nla(2, strz(m.group(1)))
-        out: list[Message] = []
-        group: list[bytes] = []
-        size = 0
-        for text in m.group(2).split(", "):
-            e = self._element(text, line, kind == DELSETELEM)
-            if size + len(e) > ELEMENTS_PER_MESSAGE_BYTES:  # a netlink attribute's length is 16 bits
-                out.append(self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line))
-                group, size = [], 0
-            group.append(e)
-            size += len(e)
-        out.append(self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line))
-        return out
+        elems = [self._element(text, line, kind == DELSETELEM) for text in m.group(2).split(", ")]
+        return [self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line) for group in _groups(elems)]
 
     def _add_element(self, rest: str, line: str) -> list[Message]:
         return self._elements(rest, line, NEWSETELEM)
@@ -396,14 +390,30 @@ class Compiler:
                 raise Unsupported(line)
             key = nest(1, nla(1, n.to_bytes(4, sys.byteorder)))  # integer, host order
             elems.append(nest(1, key + nest(2, self._verdict_data(target, line))))  # KEY, DATA
+        groups = _groups(elems)
         name = nla(2, strz("__map%d"))
         new_set = (self.table_attr + name + nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
                    + nla(6, be32(TYPE_VERDICT)) + nla(7, be32(0)) + nla(10, be32(sid)) + nest(9, nla(1, be32(modulus)))
                    + nla(13, UDATA_NUMGEN_VMAP))
         before.append(self._msg(NEWSET, NLM_F_CREATE, new_set, line + " [its map]"))
-        before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *elems), line + " [its elements]"))
+        for group in groups:  # several messages for a Service of many endpoints, as nft splits them
+            before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *group),
+                                    line + " [its elements]"))
         ng = _expr("numgen", nla(1, be32(REG_1)), nla(2, be32(modulus)), nla(3, be32(1)), nla(4, be32(0)))  # RANDOM
         return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
+
+
+def _groups(elems: list[bytes]) -> list[list[bytes]]:
+    """Elements in runs that each fit one message's element list (a 16-bit attribute length)."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for e in elems:
+        if out[-1] and size + len(e) > ELEMENTS_PER_MESSAGE_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += len(e)
+    return out
 
 
 def _hostport(text: str, line: str) -> tuple[str, int]:

@@ -175,41 +175,56 @@ class NftablesProxier(Proxier):
             chains, sets = self._existing()
         text = self.plan.transaction(ports, full, chains, sets, delta)
         t1 = time.perf_counter()
-        self.writer = self._apply(text, full)
+        try:
+            self.writer = self._apply(text, full, (chains or set()) | (sets or set()))
+        except BaseException:
+            self.plan = nft.NftSync(self.ctx)  # the kernel may hold part of it: forget, the next sync is a full one
+            raise
         self.last_input = text
         t2 = time.perf_counter()
         self.last_stats = SyncStats(self.mode, full, t1 - t0, t2 - t1, len(text))
         return self.last_stats
 
-    def _apply(self, text: str, full: bool) -> str:
+    def _apply(self, text: str, full: bool, existing: set[str]) -> str:
         """Send the transaction over netlink (:mod:`.nftmsg`), or to ``nft -f`` when it holds a
-        statement the compiler does not know; returns which (``netlink`` / ``nft``).
+        statement the compiler does not know; returns how (``netlink``, ``nft`` or ``both``).
 
-        A partial sync is one batch. A full sync re-asserts the table's fixed objects with
-        ``nft -f`` (they never change: adding them again changes nothing a packet sees), then
-        rewrites the Service ports' chains in batches of :data:`FULL_SYNC_BATCH` ports, then
-        switches the maps to them and removes what is stale in a last batch. One batch for
-        all would cost the kernel O(n^2): binding each anonymous ``numgen`` map walks the whole
-        transaction so far (``__nft_set_trans_bind``), 167 s at 10,000 Services."""
+        A partial sync is one transaction. A full sync re-asserts the table's fixed objects
+        with ``nft -f`` (adding them again changes nothing a packet sees), then writes the
+        Service ports' chains in batches of :data:`FULL_SYNC_BATCH` ports, then, in one last
+        transaction, the ports whose chains the kernel holds with other rules, the maps
+        switched to the new chains, and what is stale removed. So every batch before the last
+        only re-writes rules as they are or makes chains nothing jumps to yet, and no packet
+        meets a Service half old, half new. One transaction for all would cost the kernel
+        O(n^2): binding each anonymous ``numgen`` map walks the whole transaction so far
+        (``__nft_set_trans_bind``), 167 s at 10,000 Services; each batch costs one commit,
+        which the kernel pays in proportion to the table (it validates every jump from the
+        base chains and visits every chain), hence batches of hundreds, not of one."""
         if os.environ.get(NFT_WRITER_ENV) == "nft":
             _run(self.netns, ["nft", "-f", "-"], text)
             return "nft"
-        parts, table = self.plan.parts, self.plan.table
-        try:
-            if not full:
-                batches = [nftmsg.compile_transaction(table, text)]
-            else:
-                batches = [nftmsg.compile_transaction(table, "\n".join(self.plan.body(parts.added[i:i + FULL_SYNC_BATCH])))
-                           for i in range(0, len(parts.added), FULL_SYNC_BATCH)]
-                batches.append(nftmsg.compile_transaction(table, "\n".join(parts.tail)))
-        except nftmsg.Unsupported:
-            _run(self.netns, ["nft", "-f", "-"], text)
-            return "nft"
-        if full:
+        parts, plan = self.plan.parts, self.plan
+        if not full:
+            batches = [text]
+        else:
+            early, late = [], []
+            for f in parts.added:  # as they were, or all new: before the maps; the rest with them
+                fresh = not (existing & (set(f.chains) | set(f.affinity_sets)))
+                (early if id(f) in parts.reused or fresh else late).append(f)
+            batches = ["\n".join(plan.body(early[i:i + FULL_SYNC_BATCH])) for i in range(0, len(early), FULL_SYNC_BATCH)]
+            batches.append("\n".join(plan.body(late) + parts.tail))
             _run(self.netns, ["nft", "-f", "-"], "\n".join(parts.head) + "\n")
-        for messages in batches:
+        ways = set()
+        for batch in batches:
+            try:
+                messages = nftmsg.compile_transaction(plan.table, batch)
+            except nftmsg.Unsupported:  # e.g. a firewall of several source ranges (an interval set)
+                _run(self.netns, ["nft", "-f", "-"], batch + "\n")
+                ways.add("nft")
+                continue
             nftnl.send(self.netns, messages)
-        return "netlink"
+            ways.add("netlink")
+        return ways.pop() if len(ways) == 1 else "both" if ways else "netlink"
 
 
 PROXIERS: dict[str, type[Proxier]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}

@@ -53,3 +53,14 @@ def test_an_anonymous_numgen_map_is_the_message_nft_sends() -> None:
         + "20000d00" "00040100" "00000104" "00000000" "04080004" "01000000" "01000604" "00000000")
     assert msgs[0].body == nft  # attribute headers in host order (x86), values big-endian
 
+
+
+def test_a_numgen_map_of_many_endpoints_is_split_and_a_too_long_comment_refused() -> None:
+    targets = " , ".join(f"{i} : goto endpoint-{i:05d}-ns/name/tcp/http__10.244.{i // 250}.{i % 250}/8080" for i in range(2000))
+    messages = nftmsg.compile_transaction(T, f"add rule {T} service-S numgen random mod 2000 vmap {{ {targets} }}")
+    kinds = [m.kind & 0xFF for m in messages]
+    assert kinds[0] == nftmsg.NEWSET and kinds[-1] == nftmsg.NEWRULE and kinds.count(nftmsg.NEWSETELEM) > 1
+    assert all(len(m.body) < 65535 for m in messages)
+    with pytest.raises(nftmsg.Unsupported, match="longer than 128"):
+        nftmsg.compile_transaction(T, f'add element {T} no-endpoint-services {{ 10.96.0.1 . tcp . 80 comment "{"x" * 129}" : drop }}')
+    nftmsg.compile_transaction(T, f'add element {T} no-endpoint-services {{ 10.96.0.1 . tcp . 80 comment "{"x" * 128}" : drop }}')
