@@ -369,7 +369,8 @@ class NftSync:
                 del counter[k]
         self.fragments = new
         self.synced = True
-        self.parts = Parts(head, added, out, frozenset(id(f) for sp, f in new.items() if old.get(sp) is f))
+        reused = frozenset(id(f) for sp, f in new.items() if old.get(sp) is f) if full else frozenset()
+        self.parts = Parts(head, added, out, reused)
         return "\n".join(head + self.body(added) + out) + "\n"
 
     def body(self, fragments: list[Fragment]) -> list[str]:
