@@ -197,7 +197,8 @@ class NftablesProxier(Proxier):
         only re-writes rules as they are or makes chains nothing jumps to yet, and no packet
         meets a Service half old, half new. One transaction for all would cost the kernel
         O(n^2): binding each anonymous ``numgen`` map walks the whole transaction so far
-        (``__nft_set_trans_bind``), 167 s at 10,000 Services; each batch costs one commit,
+        (``__nft_set_trans_bind``): 242 s at 10,000 Services through ``nft -f``, against 25 s
+        in batches (benchmarks/results/services.md); each batch costs one commit,
         which the kernel pays in proportion to the table (it validates every jump from the
         base chains and visits every chain), hence batches of hundreds, not of one."""
         if os.environ.get(NFT_WRITER_ENV) == "nft":
