@@ -27,6 +27,7 @@ import re
 import socket
 import struct
 import sys
+from collections.abc import Callable
 
 NFNL_SUBSYS_NFTABLES = 10
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x400, 0x800
@@ -139,10 +140,13 @@ class Family:
             raise Unsupported(f"address {text} in an {self.name} table")
         return a.packed
 
+    def load(self, field: str, length: int | None = None) -> bytes:
+        """The payload expression loading ``saddr`` or ``daddr`` (or its first ``length`` bytes)."""
+        return payload(self.saddr if field == "saddr" else self.daddr, length or self.addr_len)
+
     def match(self, field: str, value: str, negate: bool = False) -> list[bytes]:
         """``ip saddr 10.0.0.1`` / ``ip saddr != 10.244.0.0/16``: nft loads only a byte-aligned
         prefix's bytes; another prefix is masked (bitwise) first."""
-        offset = self.saddr if field == "saddr" else self.daddr
         op = CMP_NEQ if negate else CMP_EQ
         net = ipaddress.ip_network(value, strict=False)
         if net.version != (6 if self.v6 else 4):
@@ -151,13 +155,13 @@ class Family:
         if bits == 0:
             raise Unsupported(f"prefix {value}")
         if "/" not in value or bits == self.addr_len * 8:
-            return [payload(offset, self.addr_len), cmp(op, net.network_address.packed)]
+            return [self.load(field), cmp(op, net.network_address.packed)]
         if bits % 8 == 0:
-            return [payload(offset, bits // 8), cmp(op, net.network_address.packed[: bits // 8])]
+            return [self.load(field, bits // 8), cmp(op, net.network_address.packed[: bits // 8])]
         mask = net.netmask.packed
         bitwise = _expr("bitwise", nla(1, be32(REG_1)), nla(2, be32(REG_1)), nla(3, be32(self.addr_len)),
                         nest(4, nla(1, mask)), nest(5, nla(1, bytes(self.addr_len))))
-        return [payload(offset, self.addr_len), bitwise, cmp(op, net.network_address.packed)]
+        return [self.load(field), bitwise, cmp(op, net.network_address.packed)]
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -176,6 +180,8 @@ _TOKEN = re.compile(r'"[^"]*"|\S+')
 
 class Compiler:
     """Compiles one transaction's text (``add chain ...`` lines) for one table."""
+
+    _HANDLERS: dict[str, Callable[[Compiler, str, str], list[Message]]]  # set below the class
 
     def __init__(self, table: str) -> None:
         fam, _, name = table.partition(" ")
@@ -197,12 +203,11 @@ class Compiler:
         return Message((NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_REQUEST | flags, self.head + attrs, what)
 
     def statement(self, line: str) -> list[Message]:
-        for verb in ("add chain ", "flush chain ", "delete chain ", "add set ", "delete set ", "add rule ",
-                     "add element ", "delete element ", "flush set ", "flush map "):
+        for verb, handler in self._HANDLERS.items():
             if line.startswith(verb) and line[len(verb):].startswith(self.prefix):
                 rest = line[len(verb) + len(self.prefix):]
                 try:
-                    return getattr(self, "_" + verb.strip().replace(" ", "_"))(rest, line)  # type: ignore[no-any-return]
+                    return handler(self, rest, line)  # type: ignore[no-any-return]
                 except Unsupported:
                     raise
                 except (ValueError, IndexError, struct.error) as exc:  # an address or number it cannot read
@@ -210,25 +215,14 @@ class Compiler:
         raise Unsupported(line)
 
     # chains and sets
-    def _add_chain(self, rest: str, line: str) -> list[Message]:
-        if " " in rest:
-            raise Unsupported(line)  # a base chain or a comment: the full sync's fixed objects
-        return [self._msg(NEWCHAIN, NLM_F_CREATE, self.table_attr + nla(3, strz(rest)), line)]
-
-    def _flush_chain(self, rest: str, line: str) -> list[Message]:
-        if " " in rest:
-            raise Unsupported(line)
-        return [self._msg(DELRULE, 0, self.table_attr + nla(2, strz(rest)), line)]
-
-    def _delete_chain(self, rest: str, line: str) -> list[Message]:
+    def _named(self, rest: str, line: str, kind: int, flags: int, name_attr: int) -> list[Message]:
+        """A statement that names one chain or set and nothing more (``add chain T C``,
+        ``flush chain``, ``delete chain``, ``delete set``, ``flush set|map``: the last a
+        DELSETELEM without elements). Anything after the name (a base chain's hook, a comment)
+        is the full sync's fixed objects: not this compiler's."""
         if " " in rest:
             raise Unsupported(line)
-        return [self._msg(DELCHAIN, 0, self.table_attr + nla(3, strz(rest)), line)]
-
-    def _delete_set(self, rest: str, line: str) -> list[Message]:
-        if " " in rest:
-            raise Unsupported(line)
-        return [self._msg(DELSET, 0, self.table_attr + nla(2, strz(rest)), line)]
+        return [self._msg(kind, flags, self.table_attr + nla(name_attr, strz(rest)), line)]
 
     def _add_set(self, rest: str, line: str) -> list[Message]:
         """An affinity set: ``NAME { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }``."""
@@ -241,14 +235,6 @@ class Compiler:
                  + nla(4, be32(self.family.addr_type)) + nla(5, be32(self.family.addr_len)) + nla(10, be32(self.set_id))
                  + nla(11, struct.pack("!Q", int(m.group(2)) * 1000)) + nla(13, UDATA_BIG_ENDIAN_KEY))
         return [self._msg(NEWSET, NLM_F_CREATE, attrs, line)]
-
-    def _flush_set(self, rest: str, line: str) -> list[Message]:
-        """``flush set`` / ``flush map``: a DELSETELEM without elements."""
-        if " " in rest:
-            raise Unsupported(line)
-        return [self._msg(DELSETELEM, 0, self.table_attr + nla(2, strz(rest)), line)]
-
-    _flush_map = _flush_set
 
     # elements
     def _key(self, text: str, line: str) -> bytes:
@@ -302,11 +288,6 @@ class Compiler:
         elems = [self._element(text, line, kind == DELSETELEM) for text in m.group(2).split(", ")]
         return [self._msg(kind, NLM_F_CREATE if kind == NEWSETELEM else 0, head + nest(3, *group), line) for group in _groups(elems)]
 
-    def _add_element(self, rest: str, line: str) -> list[Message]:
-        return self._elements(rest, line, NEWSETELEM)
-
-    def _delete_element(self, rest: str, line: str) -> list[Message]:
-        return self._elements(rest, line, DELSETELEM)
 
     # rules
     def _add_rule(self, rest: str, line: str) -> list[Message]:
@@ -338,8 +319,7 @@ class Compiler:
                     out += self.family.match(field, rest[3], negate=True)
                     i += 4
                 elif rest[2].startswith("@"):
-                    out += [payload(self.family.saddr if field == "saddr" else self.family.daddr, self.family.addr_len),
-                            lookup(rest[2][1:])]
+                    out += [self.family.load(field), lookup(rest[2][1:])]
                     i += 3
                 elif rest[2] != "{":
                     out += self.family.match(field, rest[2])
@@ -367,7 +347,7 @@ class Compiler:
                               nla(5, be32(REG_2)), nla(7, be32(0x2)))]  # DNAT; NF_NAT_RANGE_PROTO_SPECIFIED
                 i += 3
             elif rest[:1] == ["update"] and len(rest) == 6 and rest[1].startswith("@") and rest[2:] == ["{", fam, "saddr", "}"]:
-                out += [payload(self.family.saddr, self.family.addr_len),
+                out += [self.family.load("saddr"),
                         _expr("dynset", nla(1, strz(rest[1][1:])), nla(3, be32(1)), nla(4, be32(REG_1)))]  # UPDATE
                 i += 6
             elif rest[:3] == ["numgen", "random", "mod"] and len(rest) >= 7 and rest[4:6] == ["vmap", "{"] and rest[-1] == "}":
@@ -403,6 +383,20 @@ class Compiler:
         return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
 
 
+Compiler._HANDLERS = {  # statement verb -> how to compile what follows the table
+    "add chain ": lambda c, rest, line: c._named(rest, line, NEWCHAIN, NLM_F_CREATE, 3),  # NFTA_CHAIN_NAME
+    "flush chain ": lambda c, rest, line: c._named(rest, line, DELRULE, 0, 2),  # NFTA_RULE_CHAIN
+    "delete chain ": lambda c, rest, line: c._named(rest, line, DELCHAIN, 0, 3),
+    "delete set ": lambda c, rest, line: c._named(rest, line, DELSET, 0, 2),  # NFTA_SET_NAME
+    "flush set ": lambda c, rest, line: c._named(rest, line, DELSETELEM, 0, 2),  # NFTA_SET_ELEM_LIST_SET
+    "flush map ": lambda c, rest, line: c._named(rest, line, DELSETELEM, 0, 2),
+    "add set ": Compiler._add_set,
+    "add rule ": Compiler._add_rule,
+    "add element ": lambda c, rest, line: c._elements(rest, line, NEWSETELEM),
+    "delete element ": lambda c, rest, line: c._elements(rest, line, DELSETELEM),
+}
+
+
 def _groups(elems: list[bytes]) -> list[list[bytes]]:
     """Elements in runs that each fit one message's element list (a 16-bit attribute length)."""
     out: list[list[bytes]] = [[]]
@@ -432,20 +426,24 @@ def compile_transaction(table: str, text: str) -> list[Message]:
     return Compiler(table).compile(text)
 
 
-def batch(messages: list[Message], seq0: int = 1) -> tuple[bytes, dict[int, str]]:
+def batch(messages: list[Message]) -> tuple[bytes, dict[int, str], int]:
     """BEGIN, the messages, END as one buffer (the kernel takes the rest of the buffer after
-    BEGIN as the batch, so it must go in one send), and sequence -> statement for errors."""
+    BEGIN as the batch, so it must go in one send); sequence -> statement for errors; and the
+    sequence of the last message, which asks for an acknowledgement (NLM_F_ACK): its answer
+    says the kernel read the batch to its end."""
     hdr = struct.Struct("=IHHII")
     nfgen_batch = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(NFNL_SUBSYS_NFTABLES))
-    parts = [hdr.pack(hdr.size + 4, BATCH_BEGIN, NLM_F_REQUEST, seq0, 0) + nfgen_batch]
+    parts = [hdr.pack(hdr.size + 4, BATCH_BEGIN, NLM_F_REQUEST, 1, 0) + nfgen_batch]
     whats: dict[int, str] = {}
-    seq = seq0
-    for m in messages:
+    seq = 1
+    for i, m in enumerate(messages):
         seq += 1
-        parts.append(hdr.pack(hdr.size + len(m.body), m.kind, m.flags, seq, 0) + m.body)
+        flags = m.flags | (NLM_F_ACK if i == len(messages) - 1 else 0)
+        parts.append(hdr.pack(hdr.size + len(m.body), m.kind, flags, seq, 0) + m.body)
         parts.append(b"\0" * (-len(m.body) % 4))
         whats[seq] = m.what
+    last = seq
     seq += 1
     parts.append(hdr.pack(hdr.size + 4, BATCH_END, NLM_F_REQUEST, seq, 0) + nfgen_batch)
-    whats[seq0] = whats[seq] = "the transaction"
-    return b"".join(parts), whats
+    whats[1] = whats[seq] = "the transaction"
+    return b"".join(parts), whats, last

@@ -16,7 +16,7 @@ import struct
 
 from netns_lab.errors import RealizeError
 from netns_lab.realize.netns import NetnsThread, in_thread
-from netns_lab.realize.nftmsg import NLM_F_ACK, Message, batch
+from netns_lab.realize.nftmsg import Message, batch
 
 NETLINK_NETFILTER = 12
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -69,10 +69,8 @@ def send(netns: str, messages: list[Message]) -> None:
     statements the kernel refused (and nothing of the batch is applied)."""
     if not messages:
         return
-    last = messages[-1]
-    messages = messages[:-1] + [Message(last.kind, last.flags | NLM_F_ACK, last.body, last.what)]
-    data, whats = batch(messages)
-    in_thread(lambda w: _send(w, netns, data, whats, len(messages) + 1))
+    data, whats, last_seq = batch(messages)
+    in_thread(lambda w: _send(w, netns, data, whats, last_seq))
 
 
 def _send(w: NetnsThread, netns: str, data: bytes, whats: dict[int, str], last_seq: int) -> None:
