@@ -373,6 +373,20 @@ class NftSync:
         self.parts = Parts(head, added, out, reused)
         return "\n".join(head + self.body(added) + out) + "\n"
 
+    def batches(self, existing: set[str], size: int) -> list[str]:
+        """The last full transaction's Service objects and tail as several transactions: the
+        fragments the previous sync applied as they are, and those whose chains and sets the
+        kernel does not hold (``existing``), in batches of ``size``, before the maps; the rest,
+        whose chains now change, in the last one, with the maps switched and the stale objects
+        removed. No packet then meets a Service's new chains with the old maps."""
+        parts = self.parts
+        early, late = [], []
+        for f in parts.added:
+            fresh = not (existing & (set(f.chains) | set(f.affinity_sets)))
+            (early if id(f) in parts.reused or fresh else late).append(f)
+        out = ["\n".join(self.body(early[i:i + size])) for i in range(0, len(early), size)]
+        return out + ["\n".join(self.body(late) + parts.tail)]
+
     def body(self, fragments: list[Fragment]) -> list[str]:
         """The Service ports' own objects: affinity sets, then chains, then their rules (a
         chain exists before any rule jumps to it)."""

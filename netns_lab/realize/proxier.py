@@ -204,28 +204,21 @@ class NftablesProxier(Proxier):
         if os.environ.get(NFT_WRITER_ENV) == "nft":
             _run(self.netns, ["nft", "-f", "-"], text)
             return "nft"
-        parts, plan = self.plan.parts, self.plan
-        if not full:
-            batches = [text]
-        else:
-            early, late = [], []
-            for f in parts.added:  # as they were, or all new: before the maps; the rest with them
-                fresh = not (existing & (set(f.chains) | set(f.affinity_sets)))
-                (early if id(f) in parts.reused or fresh else late).append(f)
-            batches = ["\n".join(plan.body(early[i:i + FULL_SYNC_BATCH])) for i in range(0, len(early), FULL_SYNC_BATCH)]
-            batches.append("\n".join(plan.body(late) + parts.tail))
-            _run(self.netns, ["nft", "-f", "-"], "\n".join(parts.head) + "\n")
+        batches = [text]
+        if full:
+            batches = self.plan.batches(existing, FULL_SYNC_BATCH)
+            _run(self.netns, ["nft", "-f", "-"], "\n".join(self.plan.parts.head) + "\n")
         ways = set()
         for batch in batches:
             try:
-                messages = nftmsg.compile_transaction(plan.table, batch)
+                messages = nftmsg.compile_transaction(self.plan.table, batch)
             except nftmsg.Unsupported:  # e.g. a firewall of several source ranges (an interval set)
                 _run(self.netns, ["nft", "-f", "-"], batch + "\n")
                 ways.add("nft")
                 continue
             nftnl.send(self.netns, messages)
             ways.add("netlink")
-        return ways.pop() if len(ways) == 1 else "both" if ways else "netlink"
+        return "both" if len(ways) > 1 else ways.pop()
 
 
 PROXIERS: dict[str, type[Proxier]] = {"iptables": IptablesProxier, "nftables": NftablesProxier}
