@@ -39,10 +39,11 @@ def point(n: int) -> dict[str, float]:
         full = proxier.sync(kube + tuple(gen), full=True)
         out["full_render_s"], out["full_apply_s"] = full.render_s, full.apply_s
         mid = len(gen) // 2
+        whole = gen[mid].endpoints
         render, compile_, send = [], [], []
         for k in range(7):
             old = gen[mid]
-            gen[mid] = replace(old, endpoints=old.endpoints[:-1] if k % 2 == 0 else generated_ports(n - 1)[mid].endpoints)
+            gen[mid] = replace(old, endpoints=whole[:-1] if k % 2 == 0 else whole)
             t0 = time.perf_counter()
             text = proxier.plan.transaction(kube + tuple(gen), False, None, None, ((old,), (gen[mid],)))
             t1 = time.perf_counter()
