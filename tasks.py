@@ -229,8 +229,9 @@ def test(c, k="", vm=True):
 
     from netns_lab import vm as vmod
 
-    here = subprocess.call([sys.executable, "-m", "pytest", *(["-k", k] if k else [])], cwd=HERE)
+    slowest = "--durations=25"  # CI's log names where its time goes (the suite's budget is 40 minutes)
+    here = subprocess.call([sys.executable, "-m", "pytest", slowest, *(["-k", k] if k else [])], cwd=HERE)
     there = 0
     if vm:
-        there = vmod.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", VM_MARKERS, *(["-k", k] if k else [])])
+        there = vmod.run([sys.executable, "-m", "pytest", slowest, "-p", "no:cacheprovider", "-m", VM_MARKERS, *(["-k", k] if k else [])])
     _exit(1 if (here not in (0, 5) or there not in (0, 5)) else 0)

@@ -34,8 +34,11 @@ def lab(request: pytest.FixtureRequest, lab_factory: Any) -> Lab:
     return lab_factory(DUAL, cluster__proxyMode=request.param)  # type: ignore[no-any-return]
 
 
-def served(lab: Lab, src: str, dst: str, port: int, protocol: str = "tcp", n: int = 12) -> tuple[set[str | None], set[str]]:
-    rs = run_probes([Probe(lab.netns_of(src), dst, port, protocol) for _ in range(n)], timeout=1.0, parallel=1)
+def served(lab: Lab, src: str, dst: str, port: int, protocol: str = "tcp", n: int = 12,
+           timeout: float = 2.0) -> tuple[set[str | None], set[str]]:
+    """Who served ``n`` new connections, and every result seen. 2 s: a lost SYN is sent again
+    after 1 s, and a Service that answers it has answered; a drop is probed with 1 s."""
+    rs = run_probes([Probe(lab.netns_of(src), dst, port, protocol) for _ in range(n)], timeout=timeout, parallel=1)
     return {r.served_by for r in rs if r.result == "ok"}, {r.result for r in rs}
 
 
@@ -188,7 +191,7 @@ def test_single_stack_to_dual_and_back(lab: Lab, cleanup: list[str]) -> None:
     assert served(lab, "pod/client-1", grown.cluster_ips[1], 80)[1] == {"ok"}
     shrunk = service(lab, "grow", {"ipFamilyPolicy": "SingleStack"})
     assert shrunk.cluster_ips == (first.cluster_ip,)
-    assert "ok" not in served(lab, "pod/client-1", grown.cluster_ips[1], 80, n=2)[1]
+    assert "ok" not in served(lab, "pod/client-1", grown.cluster_ips[1], 80, n=2, timeout=1.0)[1]
 
 
 def test_load_balancer_and_external_ips_over_ipv6_from_outside(lab: Lab, cleanup: list[str]) -> None:
@@ -204,7 +207,7 @@ def test_load_balancer_and_external_ips_over_ipv6_from_outside(lab: Lab, cleanup
     while time.monotonic() < deadline and served(lab, "external", lb.load_balancer_ips[1], 80, n=1)[1] != {"ok"}:
         time.sleep(0.3)
     for ip in lb.load_balancer_ips:
-        rs = run_probes([Probe(lab.netns_of("external"), ip, 80, "tcp") for _ in range(10)], timeout=1.0, parallel=1)
+        rs = run_probes([Probe(lab.netns_of("external"), ip, 80, "tcp") for _ in range(10)], timeout=2.0, parallel=1)
         assert {r.result for r in rs} == {"ok"} and {r.served_by for r in rs} <= WEB, (ip, rs[:2])
         assert {r.client_ip for r in rs} == {lab.ip_of("external", 6 if ":" in ip else 4)}  # Local: the client's own address
     cleanup.append("service/lb6only")  # an IPv6-only Local LoadBalancer: its health check counts IPv6 endpoints
