@@ -117,6 +117,29 @@ def test_lb_ips_come_from_the_pool_and_health_follows_local_endpoints(lab_factor
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_several_source_ranges_admit_their_clients_and_drop_the_rest(lab_factory, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """loadBalancerSourceRanges of several ranges (in nftables mode an anonymous interval set,
+    written over netlink): a client in any range connects, one outside is dropped; two
+    adjacent ranges (merged into one interval) admit both clients."""
+    lab = lab_factory(LB, cluster__proxyMode=mode)
+    before = list(lab.service("web-office").load_balancer_source_ranges)
+    manifest = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-office"},
+                "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 8080, "targetPort": 9376}]}}
+    vip = lab.service("web-office").load_balancer_ips[0]
+
+    def admitted(ranges: list[str]) -> dict[str, str]:
+        lab.apply({**manifest, "spec": {**manifest["spec"], "loadBalancerSourceRanges": ranges}})
+        return {c: lab.connect(c, vip, 8080, timeout=2.0 if c == "external" else 1.0).result for c in ("external", "external/partner")}
+
+    try:
+        assert admitted(["192.0.2.0/24", "203.0.113.10/32", "10.0.0.0/8"]) == {"external": "ok", "external/partner": "timeout"}
+        assert admitted(["203.0.113.11/32", "203.0.113.10/32"])["external/partner"] == "ok"
+        assert admitted(["203.0.113.11/32", "192.0.2.0/24"]) == {"external": "timeout", "external/partner": "ok"}
+    finally:
+        lab.apply({**manifest, "spec": {**manifest["spec"], "loadBalancerSourceRanges": before}})
+
+
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
 def test_deleting_a_nodes_only_endpoint_takes_it_out_within_one_interval(mode: str) -> None:
     """Local policy: the LB learns from the health check that node-2 lost its endpoint; new
     connections fail (dropped by kube-proxy on node-2) for at most one check interval."""
@@ -264,7 +287,7 @@ def test_health_check_fails_on_a_node_whose_endpoints_are_all_terminating(lab_fa
     lab.delete("pod/web-1", grace_period=120)
     assert health() == {"node-1": 503, "node-2": 200, "node-3": 503}
     node1 = str(topo.node("node-1").ip)
-    r = lab.connect("node/node-3", node1, local.ports[0].node_port, timeout=1.0)  # node-1's local fallback still serves
+    r = lab.connect("node/node-3", node1, local.ports[0].node_port, timeout=2.0)  # node-1's local fallback still serves
     lab.delete("pod/web-1", grace_period=0)  # nothing left to expire in the background
     assert (r.result, r.served_by) == ("ok", "web-1"), r
 

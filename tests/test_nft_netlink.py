@@ -108,19 +108,43 @@ def test_an_ip6_table_is_written_the_same_way() -> None:
     assert "ip6 saddr != 2001:db8:5::/52 drop" in got[0] and "meta l4proto udp dnat to [fd00:10:244:1::5]:8080" in got[0]
 
 
-def test_a_statement_the_compiler_does_not_know_goes_to_nft_whole() -> None:
-    """Two loadBalancerSourceRanges make an anonymous interval set, which the compiler does
-    not encode: that transaction goes to ``nft -f`` as it is, and the table is still right."""
+def test_several_source_ranges_become_the_interval_set_nft_makes() -> None:
+    """A firewall of several loadBalancerSourceRanges (overlapping, adjacent, one holding the
+    node's IP, so the LB IPs join them) is an anonymous interval set: written over netlink, in
+    a full sync and in partial ones, IPv4 and IPv6, as ``nft -f`` makes it."""
     two = _port(5, lb_ips=("192.0.2.8",), source_ranges=("203.0.113.0/24", "198.51.100.0/24"))
-    body = nft.NftSync(CTX).body([nft.render_port(CTX, two)])
-    assert any("saddr != { 203.0.113.0/24 , 198.51.100.0/24 } drop" in line for line in body)
-    with pytest.raises(nftmsg.Unsupported, match="198.51.100.0/24"):
-        nftmsg.compile_transaction("ip kube-proxy", "\n".join(body))
-    nftmsg.compile_transaction("ip kube-proxy", "\n".join(nft.NftSync(CTX).body([nft.render_port(CTX, _port(0))])))
+    merged = _port(6, lb_ips=("192.0.2.9", "192.0.2.10"), source_ranges=("10.0.0.0/9", "10.128.0.0/9", "10.1.0.0/16", "192.168.0.0/24"))
+    steps = [(_port(0), two), (_port(0), two, merged), (_port(0), replace(merged, source_ranges=("128.0.0.0/1", "1.2.3.4")))]
+    got, writers = _through_writer(CTX, steps)
+    assert writers == ["netlink"] * len(steps)
+    want = nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, steps[-1]))
+    assert got[1] == want[1] and sorted(got[0].splitlines()) == sorted(want[0].splitlines())
+    got, writers = _through_writer(CTX, [steps[1]], batch=1)
+    assert writers == ["netlink"] and got == nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, steps[1]))
+    assert "ip saddr != { 10.0.0.0/8, 192.0.2.9-192.0.2.10, 192.168.0.0/24 } drop" in got[0]  # merged, LB IPs added
+    eps = (Endpoint("ns/a", "fd00:10:244:1::5", 8080, "node-1"),)
+    six = ServicePortInfo("ns", "lb", None, "TCP", "fd00:10:96::12", 80, None, None, False, False, eps,
+                          lb_ips=("2001:db8::8",), source_ranges=("2001:db8:5::/52", "2001:db8:6::1", "fd00:192:168::/64"))
+    got, writers = _through_writer(CTX6, [(six,)])
+    assert writers == ["netlink"] and got == nftref.by_nft(nft.table_name(CTX6), nft.full_text(CTX6, (six,)))
+
+
+def test_a_statement_the_compiler_does_not_know_goes_to_nft_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction holding a statement the compiler refuses (here: it is made to refuse the
+    firewall rule of one Service) goes to ``nft -f`` as it is, and the table is still right;
+    in a full sync, only that Service's batch."""
+    compile_transaction = nftmsg.compile_transaction
+
+    def refusing(table: str, text: str) -> list[nftmsg.Message]:
+        if "203.0.113.0/24" in text:
+            raise nftmsg.Unsupported("203.0.113.0/24")
+        return compile_transaction(table, text)
+
+    monkeypatch.setattr(nftmsg, "compile_transaction", refusing)
+    two = _port(5, lb_ips=("192.0.2.8",), source_ranges=("203.0.113.0/24", "198.51.100.0/24"))
     got, writers = _through_writer(CTX, [(_port(0),), (_port(0), two)])
     assert writers == ["netlink", "nft"]
     assert got == nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, (_port(0), two)))
-    # a full sync sends only that Service's batch to `nft -f`, the others over netlink
     got, writers = _through_writer(CTX, [(_port(0), two, _port(1))], batch=1)
     assert writers == ["both"]
     assert got == nftref.by_nft(nft.table_name(CTX), nft.full_text(CTX, (_port(0), two, _port(1))))

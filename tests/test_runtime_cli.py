@@ -326,7 +326,7 @@ def test_delete_with_a_grace_period_from_the_command_line(lab: Lab) -> None:
     assert conds["web-3"] == {"ready": False, "serving": True, "terminating": True}, conds
     assert conds["web-1"] == {"ready": True, "serving": True, "terminating": False}, conds
     web = lab.service("web").cluster_ip
-    served = {lab.connect("pod/client", web, 80, timeout=1.0).served_by for _ in range(20)}
+    served = {lab.connect("pod/client", web, 80, timeout=2.0).served_by for _ in range(20)}
     assert served == {"web-1", "web-2"}, served  # the terminating pod takes no new connection
     deadline = time.monotonic() + 15
     while "web-3" in cli("get", NAME, "pods").stdout:

@@ -25,7 +25,7 @@ CLUSTERIP = os.path.join(ROOT, "scenarios", "clusterip.yaml")
 
 def served(lab: Lab, n: int = 24) -> tuple[set[str | None], set[str]]:
     """Who served ``n`` new connections from client-1 to my-service:80, and the results."""
-    rs = [lab.connect("pod/client-1", "service/my-service", 80, timeout=1.0) for _ in range(n)]
+    rs = [lab.connect("pod/client-1", "service/my-service", 80, timeout=2.0) for _ in range(n)]
     return {r.served_by for r in rs if r.result == "ok"}, {r.result for r in rs}
 
 
@@ -98,7 +98,7 @@ def test_termination_grace_period_seconds_keeps_a_pod_serving(lab_factory) -> No
     t0 = time.monotonic()
     lab.delete("pod/slow")
     assert [p.terminating for p in lab.pods if p.name == "slow"] == [True]
-    r = lab.connect("pod/client-1", "service/web-1-only", 80, timeout=1.0)
+    r = lab.connect("pod/client-1", "service/web-1-only", 80, timeout=2.0)
     assert (r.result, r.served_by) == ("ok", "slow")  # the only endpoint, terminating and serving
     lab = wait_gone(lab.name, "slow", 15)
     assert time.monotonic() - t0 >= 3.0

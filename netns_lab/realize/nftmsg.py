@@ -10,14 +10,15 @@ applies every kube-proxy fixture both ways and compares).
 
 The vocabulary is the renderer's, not nftables': chains, flushes and deletions, affinity
 sets, map and set elements, and the rule forms :func:`~netns_lab.proxy.nftables.render_port`
-writes. Anything else (the table's base chains, ``ct state``, ``masquerade``, an anonymous
-set of several source ranges...) raises :class:`Unsupported`, and the caller sends that
-transaction to ``nft -f`` instead: never a guess.
+writes (a firewall of several source ranges included). Anything else (the table's base
+chains, ``ct state``, ``masquerade``, a set of destination addresses...) raises
+:class:`Unsupported`, and the caller sends that transaction to ``nft -f`` instead: never a
+guess.
 
 Encodings follow nft's (``nft --debug=netlink,mnl`` shows them): a byte-aligned prefix is
 matched by loading only its bytes, a concatenation's members take 4-byte slots, an
 anonymous verdict map is a NEWSET named ``__map%d`` (the kernel picks the number) tied to its
-rule by a set id. Attribute numbers are the kernel's (include/uapi/linux/netfilter/nf_tables.h).
+rule by a set id, an anonymous interval set one named ``__set%d``. Attribute numbers are the kernel's (include/uapi/linux/netfilter/nf_tables.h).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ DROP, JUMP, GOTO = 0, -3, -4
 REG_VERDICT, REG_1, REG_2 = 0, 1, 2
 CMP_EQ, CMP_NEQ = 0, 1
 BASE_NETWORK = 1
-# set flags: anonymous | constant | map, timeout | eval (a set `update` writes to)
-ANON_VMAP_FLAGS, AFFINITY_FLAGS = 0x0B, 0x30
+# set flags: anonymous | constant | map, anonymous | constant | interval, timeout | eval (a set `update` writes to)
+ANON_VMAP_FLAGS, ANON_INTERVAL_FLAGS, AFFINITY_FLAGS = 0x0B, 0x07, 0x30
+ELEM_INTERVAL_END = 0x1  # NFT_SET_ELEM_INTERVAL_END
+LOOKUP_INVERT = 0x1  # NFT_LOOKUP_F_INV: `!= { ... }`
 TYPE_INTEGER, TYPE_IPV4, TYPE_IPV6, TYPE_VERDICT = 4, 7, 8, 0xFFFFFF00
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 ELEMENTS_PER_MESSAGE_BYTES = 60000  # nft splits element lists too (mnl_nft_setelem_batch)
@@ -53,6 +56,13 @@ COMMENT_MAX = 128  # NFTNL_UDATA_COMMENT_MAXLEN
 # (libnftnl writes its numbers in host order; these were captured on x86-64, where the lab runs)
 UDATA_BIG_ENDIAN_KEY = bytes.fromhex("000402000000")
 UDATA_NUMGEN_VMAP = bytes.fromhex("000401000000" "010400000000" "04080004010000000100" "060400000000")
+# an anonymous interval set of source addresses (`ip saddr != { a , b }`): big-endian key,
+# merged elements, and its key's `typeof` (payload expression; ip or ip6 header; saddr field)
+UDATA_SADDR_INTERVALS = {
+    "ip": bytes.fromhex("000402000000" "020401000000" "0314" "000407000000" "010c" "00040c000000" "01040b000000"),
+    "ip6": bytes.fromhex("000402000000" "020401000000" "0314" "000407000000" "010c" "00040d000000" "010408000000"),
+}
+UDATA_ELEM_INTERVAL_OPEN = bytes.fromhex("010401000000")  # an interval that runs to the last address
 
 
 class Unsupported(ValueError):
@@ -112,12 +122,14 @@ def immediate_value(reg: int, raw: bytes) -> bytes:
     return _expr("immediate", nla(1, be32(reg)), nest(2, nla(1, raw)))  # NFTA_IMMEDIATE_DATA {NFTA_DATA_VALUE}
 
 
-def lookup(set_name: str, sreg: int = REG_1, dreg: int | None = None, set_id: int | None = None) -> bytes:
+def lookup(set_name: str, sreg: int = REG_1, dreg: int | None = None, set_id: int | None = None, flags: int = 0) -> bytes:
     attrs = [nla(1, strz(set_name)), nla(2, be32(sreg))]
     if dreg is not None:
         attrs.append(nla(3, be32(dreg)))
     if set_id is not None:
         attrs.append(nla(4, be32(set_id)))
+    if flags:
+        attrs.append(nla(5, be32(flags)))  # NFTA_LOOKUP_FLAGS
     return _expr("lookup", *attrs)
 
 
@@ -311,10 +323,15 @@ class Compiler:
             if rest[:2] in ([fam, "saddr"], [fam, "daddr"]) and len(rest) > 2:
                 field = rest[1]
                 if rest[2:4] == ["!=", "{"]:
-                    if rest[5:6] != ["}"]:
-                        raise Unsupported(line)  # several ranges: an anonymous interval set
-                    out += self.family.match(field, rest[4], negate=True)  # one range: nft makes it a match
-                    i += 6
+                    end = rest.index("}") if "}" in rest else len(rest)
+                    ranges = [r for r in " ".join(rest[4:end]).replace(",", " ").split()]
+                    if end == len(rest) or not ranges:
+                        raise Unsupported(line)
+                    if len(ranges) == 1:
+                        out += self.family.match(field, ranges[0], negate=True)  # one range: nft makes it a match
+                    else:
+                        out += self._not_in_ranges(field, ranges, line, before)
+                    i += end + 1
                 elif rest[2] == "!=" and len(rest) > 3:
                     out += self.family.match(field, rest[3], negate=True)
                     i += 4
@@ -356,6 +373,47 @@ class Compiler:
             else:
                 raise Unsupported(line)
         return out
+
+    def _not_in_ranges(self, field: str, ranges: list[str], line: str, before: list[Message]) -> list[bytes]:
+        """``ip saddr != { 203.0.113.0/24 , 198.51.100.7 }`` (a firewall of several source
+        ranges): nft makes an anonymous interval set ``__set%d`` and looks the address up in it,
+        inverted. Its elements are the ranges merged (overlapping and adjacent ones become one),
+        each a start and an end marked INTERVAL_END (the end is the first address after it),
+        after an END at 0 when the first range starts above it; a range that runs to the last
+        address has no end, its start is marked open in its user data."""
+        if field != "saddr":
+            raise Unsupported(line)
+        bits = self.family.addr_len * 8
+        spans: list[list[int]] = []
+        for r in sorted((ipaddress.ip_network(t, strict=False) for t in ranges), key=lambda n: int(n.network_address)):
+            if r.version != (6 if self.family.v6 else 4):
+                raise Unsupported(line)
+            lo, hi = int(r.network_address), int(r.broadcast_address) + 1
+            if spans and lo <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], hi)
+            else:
+                spans.append([lo, hi])
+        keys: list[tuple[int, int, bytes]] = []  # (address, element flags, element user data)
+        if spans[0][0] > 0:
+            keys.append((0, ELEM_INTERVAL_END, b""))
+        for lo, hi in spans:
+            if hi >= 1 << bits:
+                keys.append((lo, 0, UDATA_ELEM_INTERVAL_OPEN))
+            else:
+                keys += [(lo, 0, b""), (hi, ELEM_INTERVAL_END, b"")]
+        elems = [nest(1, (nla(3, be32(flags)) if flags else b"") + nest(1, nla(1, addr.to_bytes(bits // 8, "big")))
+                      + (nla(6, udata) if udata else b"")) for addr, flags, udata in keys]
+        self.set_id += 1
+        sid = self.set_id
+        name = nla(2, strz("__set%d"))
+        new_set = (self.table_attr + name + nla(3, be32(ANON_INTERVAL_FLAGS)) + nla(4, be32(self.family.addr_type))
+                   + nla(5, be32(self.family.addr_len)) + nla(10, be32(sid)) + nest(9, nla(1, be32(len(elems))))
+                   + nla(13, UDATA_SADDR_INTERVALS[self.family.name]))
+        before.append(self._msg(NEWSET, NLM_F_CREATE, new_set, line + " [its set]"))
+        for group in _groups(elems):
+            before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *group),
+                                    line + " [its elements]"))
+        return [self.family.load(field), lookup("__set%d", REG_1, set_id=sid, flags=LOOKUP_INVERT)]
 
     def _numgen_vmap(self, modulus: int, body: str, line: str, before: list[Message]) -> list[bytes]:
         entries = [e.strip() for e in body.split(" , ")]

@@ -212,7 +212,7 @@ class NftablesProxier(Proxier):
         for batch in batches:
             try:
                 messages = nftmsg.compile_transaction(self.plan.table, batch)
-            except nftmsg.Unsupported:  # e.g. a firewall of several source ranges (an interval set)
+            except nftmsg.Unsupported:  # a statement outside the renderer's vocabulary: never a guess
                 _run(self.netns, ["nft", "-f", "-"], batch + "\n")
                 ways.add("nft")
                 continue

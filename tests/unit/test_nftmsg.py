@@ -16,7 +16,9 @@ T = "ip kube-proxy"
     "add chain ip kube-proxy nat-output { type nat hook output priority -100 ; }",
     "add rule ip kube-proxy filter-input ct state new jump nodeport-endpoints-check",
     "add rule ip kube-proxy masquerading masquerade fully-random",
-    "add rule ip kube-proxy firewall-x ip saddr != { 203.0.113.0/24 , 198.51.100.0/24 } drop",
+    "add rule ip kube-proxy firewall-x ip daddr != { 203.0.113.0/24 , 198.51.100.0/24 } drop",
+    "add rule ip kube-proxy firewall-x ip saddr != { 203.0.113.0/24 , 2001:db8::/32 } drop",
+    "add rule ip kube-proxy firewall-x ip saddr != { 203.0.113.0/24 , 198.51.100.0/24 drop",
     "add rule ip kube-proxy x ip saddr != 0.0.0.0/0 drop",
     "add rule ip kube-proxy x ip saddr 10.1.2.300 drop",
     "add rule ip kube-proxy x numgen random mod 3 vmap { 0 : goto a , 1 : goto b }",
@@ -52,6 +54,29 @@ def test_an_anonymous_numgen_map_is_the_message_nft_sends() -> None:
         + "08000700" "00000000" "08000a00" "0000000f" "0c000980" "08000100" "00000002"
         + "20000d00" "00040100" "00000104" "00000000" "04080004" "01000000" "01000604" "00000000")
     assert msgs[0].body == nft  # attribute headers in host order (x86), values big-endian
+
+
+def test_several_source_ranges_are_the_interval_set_nft_sends() -> None:
+    """``ip saddr != { a , b , c } drop``: NEWSET byte for byte as ``nft --debug=mnl`` (1.0.6)
+    sent it (flags anonymous|constant|interval, the size, nft's user data), then its elements:
+    an END at 0.0.0.0, then each range's start and its END (the first address after it)."""
+    msgs = nftmsg.Compiler("ip t").compile("add rule ip t c ip saddr != { 10.0.0.0/8 , 192.168.5.0/24 , 203.0.113.7 } drop")
+    assert [m.kind & 0xFF for m in msgs] == [nftmsg.NEWSET, nftmsg.NEWSETELEM, nftmsg.NEWRULE]
+    nft = bytes.fromhex(
+        "02000000" "06000100" "74000000" "0c000200" "5f5f7365" "74256400" "08000300" "00000007" "08000400" "00000007"
+        + "08000500" "00000004" "08000a00" "00000001" "0c000980" "08000100" "00000007"
+        + "26000d00" "00040200" "00000204" "01000000" "03140004" "07000000" "010c0004" "0c000000" "01040b00" "00000000")
+    assert msgs[0].body == nft
+    keys = [bytes.fromhex(k) for k in ("00000000", "0a000000", "0b000000", "c0a80500", "c0a80600", "cb007107", "cb007108")]
+    body = msgs[1].body
+    assert [body.index(k) for k in keys] == sorted(body.index(k) for k in keys)  # in that order
+    assert body.count(bytes.fromhex("0800030000000001")) == 4  # 4 of them marked INTERVAL_END
+
+
+def test_overlapping_and_adjacent_ranges_are_merged_as_nft_merges_them() -> None:
+    one = nftmsg.Compiler("ip t").compile("add rule ip t c ip saddr != { 10.0.0.0/9 , 10.1.0.0/16 , 10.128.0.0/9 , 1.2.3.4 } drop")
+    two = nftmsg.Compiler("ip t").compile("add rule ip t c ip saddr != { 10.0.0.0/8 , 1.2.3.4 } drop")
+    assert [m.body for m in one] == [m.body for m in two]
 
 
 
