@@ -18,7 +18,8 @@ guess.
 Encodings follow nft's (``nft --debug=netlink,mnl`` shows them): a byte-aligned prefix is
 matched by loading only its bytes, a concatenation's members take 4-byte slots, an
 anonymous verdict map is a NEWSET named ``__map%d`` (the kernel picks the number) tied to its
-rule by a set id, an anonymous interval set one named ``__set%d``. Attribute numbers are the kernel's (include/uapi/linux/netfilter/nf_tables.h).
+rule by a set id, an anonymous interval set one named ``__set%d``. Attribute numbers are the
+kernel's (include/uapi/linux/netfilter/nf_tables.h).
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ class Compiler:
                 field = rest[1]
                 if rest[2:4] == ["!=", "{"]:
                     end = rest.index("}") if "}" in rest else len(rest)
-                    ranges = [r for r in " ".join(rest[4:end]).replace(",", " ").split()]
+                    ranges = " ".join(rest[4:end]).replace(",", " ").split()
                     if end == len(rest) or not ranges:
                         raise Unsupported(line)
                     if len(ranges) == 1:
@@ -403,24 +404,28 @@ class Compiler:
                 keys += [(lo, 0, b""), (hi, ELEM_INTERVAL_END, b"")]
         elems = [nest(1, (nla(3, be32(flags)) if flags else b"") + nest(1, nla(1, addr.to_bytes(bits // 8, "big")))
                       + (nla(6, udata) if udata else b"")) for addr, flags, udata in keys]
-        self.set_id += 1
-        sid = self.set_id
-        name = nla(2, strz("__set%d"))
-        new_set = (self.table_attr + name + nla(3, be32(ANON_INTERVAL_FLAGS)) + nla(4, be32(self.family.addr_type))
-                   + nla(5, be32(self.family.addr_len)) + nla(10, be32(sid)) + nest(9, nla(1, be32(len(elems))))
-                   + nla(13, UDATA_SADDR_INTERVALS[self.family.name]))
-        before.append(self._msg(NEWSET, NLM_F_CREATE, new_set, line + " [its set]"))
-        for group in _groups(elems):
-            before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *group),
-                                    line + " [its elements]"))
+        shape = nla(3, be32(ANON_INTERVAL_FLAGS)) + nla(4, be32(self.family.addr_type)) + nla(5, be32(self.family.addr_len))
+        sid = self._anonymous("__set%d", shape, UDATA_SADDR_INTERVALS[self.family.name], elems, line, before)
         return [self.family.load(field), lookup("__set%d", REG_1, set_id=sid, flags=LOOKUP_INVERT)]
+
+    def _anonymous(self, name: str, shape: bytes, udata: bytes, elems: list[bytes], line: str, before: list[Message]) -> int:
+        """An anonymous set or map made for one rule, before it: NEWSET ``name`` (``__set%d``
+        or ``__map%d``: the kernel numbers it) of that ``shape`` (flags, key, data), sized for
+        its elements, then the elements in messages that each fit. Returns the set id the rule
+        names it by."""
+        self.set_id += 1
+        head = self.table_attr + nla(2, strz(name))
+        before.append(self._msg(NEWSET, NLM_F_CREATE, head + shape + nla(10, be32(self.set_id))
+                                + nest(9, nla(1, be32(len(elems)))) + nla(13, udata), line + " [its set]"))
+        for group in _groups(elems):  # several messages for a Service of many endpoints, as nft splits them
+            before.append(self._msg(NEWSETELEM, NLM_F_CREATE, head + nla(4, be32(self.set_id)) + nest(3, *group),
+                                    line + " [its elements]"))
+        return self.set_id
 
     def _numgen_vmap(self, modulus: int, body: str, line: str, before: list[Message]) -> list[bytes]:
         entries = [e.strip() for e in body.split(" , ")]
         if modulus < 1 or len(entries) != modulus:
             raise Unsupported(line)
-        self.set_id += 1
-        sid = self.set_id
         elems = []
         for n, entry in enumerate(entries):
             index, _, target = entry.partition(" : ")
@@ -428,15 +433,9 @@ class Compiler:
                 raise Unsupported(line)
             key = nest(1, nla(1, n.to_bytes(4, sys.byteorder)))  # integer, host order
             elems.append(nest(1, key + nest(2, self._verdict_data(target, line))))  # KEY, DATA
-        groups = _groups(elems)
-        name = nla(2, strz("__map%d"))
-        new_set = (self.table_attr + name + nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
-                   + nla(6, be32(TYPE_VERDICT)) + nla(7, be32(0)) + nla(10, be32(sid)) + nest(9, nla(1, be32(modulus)))
-                   + nla(13, UDATA_NUMGEN_VMAP))
-        before.append(self._msg(NEWSET, NLM_F_CREATE, new_set, line + " [its map]"))
-        for group in groups:  # several messages for a Service of many endpoints, as nft splits them
-            before.append(self._msg(NEWSETELEM, NLM_F_CREATE, self.table_attr + name + nla(4, be32(sid)) + nest(3, *group),
-                                    line + " [its elements]"))
+        shape = (nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
+                 + nla(6, be32(TYPE_VERDICT)) + nla(7, be32(0)))
+        sid = self._anonymous("__map%d", shape, UDATA_NUMGEN_VMAP, elems, line, before)
         ng = _expr("numgen", nla(1, be32(REG_1)), nla(2, be32(modulus)), nla(3, be32(1)), nla(4, be32(0)))  # RANDOM
         return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
 
