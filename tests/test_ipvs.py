@@ -86,8 +86,9 @@ def test_ipvsadm_shows_exactly_the_model(ipvs_lab: Lab) -> None:
 
 @pytest.mark.root
 @pytest.mark.ipvs
-def test_endpoint_change_updates_real_servers_in_place() -> None:
-    with Lab.from_file(CLUSTERIP, {"name": "ipvs-churn", "cluster.proxyMode": "ipvs"}) as lab:
+def test_endpoint_change_updates_real_servers_in_place(ipvs_lab: Lab) -> None:
+    lab = ipvs_lab  # shared with the module's other tests: web-2 is made ready again at the end
+    try:
         vip = lab.ip_of("service/my-service")
         for _ in range(12):
             assert lab.connect("pod/client-1", vip, 80).result == "ok"
@@ -110,6 +111,8 @@ def test_endpoint_change_updates_real_servers_in_place() -> None:
         assert conns(at_least=before) >= before, "the virtual service was recreated (its counters reset to 0)"
         served = Counter(lab.connect("pod/client-1", vip, 80).served_by for _ in range(20))
         assert set(served) == {"web-1", "web-3"}
+    finally:
+        lab.set_ready("web-2", True)
 
 
 @pytest.mark.root
@@ -118,7 +121,8 @@ def test_endpoint_change_updates_real_servers_in_place() -> None:
 def test_vip_ping_default_and_legacy(lab_factory, legacy: bool) -> None:  # type: ignore[no-untyped-def]
     from scapy.layers.inet import ICMP, IP
 
-    lab = lab_factory(CLUSTERIP, cluster__proxyMode="ipvs", cluster__ipvsLegacyPing=legacy)
+    # the default is the module's shared lab; only the legacy behaviour needs a lab of its own
+    lab = lab_factory(CLUSTERIP, cluster__proxyMode="ipvs", **({"cluster__ipvsLegacyPing": True} if legacy else {}))
     vip = lab.ip_of("service/my-service")
     with Capture(lab.topology.pod("client-1").netns, "eth0") as cap:
         res = lab.ping("pod/client-1", "service/my-service")

@@ -49,12 +49,17 @@ def _run_case(path: str, proxy: str, dataplane: str) -> tuple[str, int, str]:
 @pytest.mark.parametrize(("proxy", "dataplane"), COMBOS, ids=[f"proxy-{p}-policy-{d}" for p, d in COMBOS])
 def test_upstream_cases_pass(proxy: str, dataplane: str) -> None:
     """Every truth table of every case, in this proxy mode and policy dataplane: the two
-    dataplanes render one model, so they must agree with upstream and with each other."""
+    dataplanes render one model, so they must agree with upstream and with each other. The
+    cases are pod to pod (no Service), so the proxy mode adds only its filter chains, which
+    every case crosses: a mixed pairing (iptables proxy, nftables policy, or the reverse) runs
+    every third case, a third of the CI time for the check that the two sets of chains
+    compose."""
+    cases = CASES if proxy == dataplane else CASES[::3]
     with ThreadPoolExecutor(WORKERS) as pool:
-        results = list(pool.map(lambda p: _run_case(p, proxy, dataplane), CASES))
+        results = list(pool.map(lambda p: _run_case(p, proxy, dataplane), cases))
     failed = [(stem, rc, out) for stem, rc, out in results if rc != 0 or not out.strip().splitlines()[-1].endswith("(all passed)")]
     assert not failed, "\n\n".join(f"{stem}: exit {rc}\n{out}" for stem, rc, out in failed)
-    tables = sum(open(p).read().count("reachability:") for p in CASES)
+    tables = sum(open(p).read().count("reachability:") for p in cases)
     probed = sum(out.count("pairs as expected") for _s, _rc, out in results)
     assert probed == tables  # every table of every case was probed, none skipped
 
