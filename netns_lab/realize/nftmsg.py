@@ -405,21 +405,22 @@ class Compiler:
         elems = [nest(1, (nla(3, be32(flags)) if flags else b"") + nest(1, nla(1, addr.to_bytes(bits // 8, "big")))
                       + (nla(6, udata) if udata else b"")) for addr, flags, udata in keys]
         shape = nla(3, be32(ANON_INTERVAL_FLAGS)) + nla(4, be32(self.family.addr_type)) + nla(5, be32(self.family.addr_len))
-        sid = self._anonymous("__set%d", shape, UDATA_SADDR_INTERVALS[self.family.name], elems, line, before)
+        sid = self._anonymous("__set%d", shape, UDATA_SADDR_INTERVALS[self.family.name], elems, line, "set", before)
         return [self.family.load(field), lookup("__set%d", REG_1, set_id=sid, flags=LOOKUP_INVERT)]
 
-    def _anonymous(self, name: str, shape: bytes, udata: bytes, elems: list[bytes], line: str, before: list[Message]) -> int:
+    def _anonymous(self, name: str, shape: bytes, udata: bytes, elems: list[bytes], line: str, kind: str,
+                   before: list[Message]) -> int:
         """An anonymous set or map made for one rule, before it: NEWSET ``name`` (``__set%d``
         or ``__map%d``: the kernel numbers it) of that ``shape`` (flags, key, data), sized for
-        its elements, then the elements in messages that each fit. Returns the set id the rule
-        names it by."""
+        its elements, then the elements in messages that each fit (errors name ``line``'s ``kind``).
+        Returns the set id the rule names it by."""
         self.set_id += 1
         head = self.table_attr + nla(2, strz(name))
         before.append(self._msg(NEWSET, NLM_F_CREATE, head + shape + nla(10, be32(self.set_id))
-                                + nest(9, nla(1, be32(len(elems)))) + nla(13, udata), line + " [its set]"))
+                                + nest(9, nla(1, be32(len(elems)))) + nla(13, udata), f"{line} [its {kind}]"))
         for group in _groups(elems):  # several messages for a Service of many endpoints, as nft splits them
             before.append(self._msg(NEWSETELEM, NLM_F_CREATE, head + nla(4, be32(self.set_id)) + nest(3, *group),
-                                    line + " [its elements]"))
+                                    f"{line} [its elements]"))
         return self.set_id
 
     def _numgen_vmap(self, modulus: int, body: str, line: str, before: list[Message]) -> list[bytes]:
@@ -435,7 +436,7 @@ class Compiler:
             elems.append(nest(1, key + nest(2, self._verdict_data(target, line))))  # KEY, DATA
         shape = (nla(3, be32(ANON_VMAP_FLAGS)) + nla(4, be32(TYPE_INTEGER)) + nla(5, be32(4))
                  + nla(6, be32(TYPE_VERDICT)) + nla(7, be32(0)))
-        sid = self._anonymous("__map%d", shape, UDATA_NUMGEN_VMAP, elems, line, before)
+        sid = self._anonymous("__map%d", shape, UDATA_NUMGEN_VMAP, elems, line, "map", before)
         ng = _expr("numgen", nla(1, be32(REG_1)), nla(2, be32(modulus)), nla(3, be32(1)), nla(4, be32(0)))  # RANDOM
         return [ng, lookup("__map%d", REG_1, REG_VERDICT, sid)]
 

@@ -4,6 +4,8 @@ applies everything it makes to real namespaces)."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from netns_lab.realize import nftmsg
@@ -67,10 +69,35 @@ def test_several_source_ranges_are_the_interval_set_nft_sends() -> None:
         + "08000500" "00000004" "08000a00" "00000001" "0c000980" "08000100" "00000007"
         + "26000d00" "00040200" "00000204" "01000000" "03140004" "07000000" "010c0004" "0c000000" "01040b00" "00000000")
     assert msgs[0].body == nft
-    keys = [bytes.fromhex(k) for k in ("00000000", "0a000000", "0b000000", "c0a80500", "c0a80600", "cb007107", "cb007108")]
-    body = msgs[1].body
-    assert [body.index(k) for k in keys] == sorted(body.index(k) for k in keys)  # in that order
-    assert body.count(bytes.fromhex("0800030000000001")) == 4  # 4 of them marked INTERVAL_END
+    assert _elements(msgs[1].body) == [("00000000", END, ""), ("0a000000", 0, ""), ("0b000000", END, ""), ("c0a80500", 0, ""),
+                                       ("c0a80600", END, ""), ("cb007107", 0, ""), ("cb007108", END, "")]
+    # a range that runs to the last address has no END; its start is marked open, as nft marks it
+    msgs = nftmsg.Compiler("ip t").compile("add rule ip t c ip saddr != { 128.0.0.0/1 , 1.2.3.4 } drop")
+    assert _elements(msgs[1].body) == [("00000000", END, ""), ("01020304", 0, ""), ("01020305", END, ""),
+                                       ("80000000", 0, "010401000000")]
+
+
+END = nftmsg.ELEM_INTERVAL_END
+
+
+def _attrs(data: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 0
+    while i + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, i)
+        out.append((kind & 0x3FFF, data[i + 4 : i + length]))
+        i += (length + 3) & ~3
+    return out
+
+
+def _elements(body: bytes) -> list[tuple[str, int, str]]:
+    """A NEWSETELEM's elements as (key, flags, user data), read back attribute by attribute."""
+    listed = dict(_attrs(body[4:]))[3]  # NFTA_SET_ELEM_LIST_ELEMENTS
+    out = []
+    for _kind, elem in _attrs(listed):
+        attrs = dict(_attrs(elem))
+        flags = struct.unpack("!I", attrs[3])[0] if 3 in attrs else 0
+        out.append((dict(_attrs(attrs[1]))[1].hex(), flags, attrs.get(6, b"").hex()))
+    return out
 
 
 def test_overlapping_and_adjacent_ranges_are_merged_as_nft_merges_them() -> None:
