@@ -50,6 +50,10 @@ def served(lab: Lab, src: str, dst: str, port: int, protocol: str = "tcp", n: in
     for r in rs:  # shown with a failing test's output: what each probe that did not succeed met
         if r.result != "ok":
             print(f"{src} -> {dst}:{port}/{protocol}: {r.result} ({r.detail}) after {r.elapsed:.3f}s")
+    if any(r.detail == "no answer to SYN" for r in rs) and src.startswith("pod/"):
+        # where the unanswered SYNs went: the client's node's conntrack entries for that address
+        node = lab.topology.node(lab.topology.pod(src.split("/")[-1]).node).netns
+        print(subprocess.run(["ip", "netns", "exec", node, "conntrack", "-L", "-d", probes[0].dst], capture_output=True, text=True).stdout)
     return {r.served_by for r in rs if r.result == "ok"}, {r.result for r in rs}
 
 
