@@ -153,6 +153,13 @@ class Family:
             raise Unsupported(f"address {text} in an {self.name} table")
         return a.packed
 
+    def network(self, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        """``10.0.0.0/8`` or ``10.1.2.3`` (a /32) of this table's family."""
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version != (6 if self.v6 else 4):
+            raise Unsupported(f"address {text} in an {self.name} table")
+        return net
+
     def load(self, field: str, length: int | None = None) -> bytes:
         """The payload expression loading ``saddr`` or ``daddr`` (or its first ``length`` bytes)."""
         return payload(self.saddr if field == "saddr" else self.daddr, length or self.addr_len)
@@ -161,9 +168,7 @@ class Family:
         """``ip saddr 10.0.0.1`` / ``ip saddr != 10.244.0.0/16``: nft loads only a byte-aligned
         prefix's bytes; another prefix is masked (bitwise) first."""
         op = CMP_NEQ if negate else CMP_EQ
-        net = ipaddress.ip_network(value, strict=False)
-        if net.version != (6 if self.v6 else 4):
-            raise Unsupported(f"address {value} in an {self.name} table")
+        net = self.network(value)
         bits = net.prefixlen
         if bits == 0:
             raise Unsupported(f"prefix {value}")
@@ -324,9 +329,11 @@ class Compiler:
             if rest[:2] in ([fam, "saddr"], [fam, "daddr"]) and len(rest) > 2:
                 field = rest[1]
                 if rest[2:4] == ["!=", "{"]:
-                    end = rest.index("}") if "}" in rest else len(rest)
+                    if "}" not in rest:
+                        raise Unsupported(line)
+                    end = rest.index("}")
                     ranges = " ".join(rest[4:end]).replace(",", " ").split()
-                    if end == len(rest) or not ranges:
+                    if not ranges:
                         raise Unsupported(line)
                     if len(ranges) == 1:
                         out += self.family.match(field, ranges[0], negate=True)  # one range: nft makes it a match
@@ -386,9 +393,7 @@ class Compiler:
             raise Unsupported(line)
         bits = self.family.addr_len * 8
         spans: list[list[int]] = []
-        for r in sorted((ipaddress.ip_network(t, strict=False) for t in ranges), key=lambda n: int(n.network_address)):
-            if r.version != (6 if self.family.v6 else 4):
-                raise Unsupported(line)
+        for r in sorted((self.family.network(t) for t in ranges), key=lambda n: int(n.network_address)):
             lo, hi = int(r.network_address), int(r.broadcast_address) + 1
             if spans and lo <= spans[-1][1]:
                 spans[-1][1] = max(spans[-1][1], hi)
